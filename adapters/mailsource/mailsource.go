@@ -1,0 +1,128 @@
+// Package mailsource is the port between the mailbox fetchers (IMAP, POP3,
+// Graph) and the code that commits what they fetched as events. It holds
+// types only, so the fetchers and the committer do not import each other.
+//
+// The contract that makes import exactly-once:
+//
+//  1. The fetcher lists the mailbox and asks Sink.Known which source keys are
+//     already committed.
+//  2. For each new mail it either calls Sink.Oversize (size known from the
+//     server, nothing downloaded) or streams the bytes into Sink.Receive.
+//  3. It calls Sink.Commit. Only after Commit returns nil does it delete or
+//     move the mails on the server. A crash before that means the mails are
+//     listed again next time, Known says they are committed, and the fetcher
+//     finishes the delete/move without a second event.
+package mailsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Status of a source key that was committed before.
+type Status int
+
+const (
+	// StatusNew means the key was never committed.
+	StatusNew Status = iota
+	// StatusReceived means a MailReceived (or MailSkipped) was committed: the
+	// mail is done and may be deleted or moved as after_import says.
+	StatusReceived
+	// StatusFailed means a MailFailed was committed: the mail belongs in the
+	// error folder (IMAP) or stays on the server untouched (POP3).
+	StatusFailed
+)
+
+// Outcome of handing one mail to the sink.
+type Outcome struct {
+	Status Status // StatusReceived or StatusFailed
+	// Reason says why a mail failed, for the admin.
+	Reason string
+}
+
+// Sink receives the mails of one poll of one account.
+// It is not safe for concurrent use; a poll uses one sink from one goroutine.
+type Sink interface {
+	// Known returns the status of each key that was committed before; keys
+	// missing from the map are new.
+	Known(ctx context.Context, keys []string) (map[string]Status, error)
+	// Receive stores the raw mail read from r (size is the server's figure,
+	// -1 when unknown) and stages its event for the next Commit. A mail that
+	// cannot be parsed is an Outcome with StatusFailed, not an error; an
+	// error means the mail was not staged (e.g. the blob store failed or the
+	// connection broke mid-download) and the poll should stop.
+	Receive(ctx context.Context, key string, size int64, r io.Reader) (Outcome, error)
+	// Oversize stages a MailFailed for a mail not downloaded because size
+	// exceeds the account's max_mail_size.
+	Oversize(ctx context.Context, key string, size int64) error
+	// Commit makes everything staged durable in one transaction.
+	Commit(ctx context.Context) error
+}
+
+// PollResult counts what one poll did; the mailbox-status view shows it.
+type PollResult struct {
+	Fetched  int // mails newly committed as received
+	Failed   int // mails newly committed as failed (unparseable)
+	Oversize int // mails newly committed as failed for their size
+	Skipped  int // mails already committed earlier, finished now (deleted/moved)
+	Deleted  int // mails removed or moved away from the folder on the server
+}
+
+// ServerError carries the server's exact words, which the admin sees in
+// the mailbox status and in "check connection".
+type ServerError struct {
+	Op    string // what we were doing: "login", "select INBOX", "UID FETCH"
+	Reply string // the server's reply text, verbatim
+	Err   error
+}
+
+func (e *ServerError) Error() string {
+	if e.Reply == "" {
+		return fmt.Sprintf("%s: %v", e.Op, e.Err)
+	}
+	return fmt.Sprintf("%s: server said %q: %v", e.Op, e.Reply, e.Err)
+}
+
+func (e *ServerError) Unwrap() error { return e.Err }
+
+// ServerReply returns the server's words from err, or "" when err carries none.
+func ServerReply(err error) string {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se.Reply
+	}
+	return ""
+}
+
+// Security is how a connection is protected.
+type Security string
+
+const (
+	SecurityTLS      Security = "tls"      // implicit TLS from the first byte
+	SecurityStartTLS Security = "starttls" // upgrade after the greeting
+	SecurityNone     Security = "none"     // plain text (tests, local relays)
+)
+
+// AfterImport says what happens to a mail on the server once committed.
+type AfterImport string
+
+const (
+	AfterImportDelete AfterImport = "delete"
+	AfterImportMove   AfterImport = "move"
+	AfterImportKeep   AfterImport = "keep"
+)
+
+// Fetcher polls one mailbox. Implementations: imapsource, pop3source.
+type Fetcher interface {
+	// Poll fetches every mail not committed yet into sink, committing in
+	// batches, and applies after_import to the committed ones.
+	Poll(ctx context.Context, sink Sink) (PollResult, error)
+	// Check connects, logs in and selects without importing anything.
+	Check(ctx context.Context) error
+}
+
+// Clock is passed to fetchers that must stamp times; cmd gives time.Now.
+type Clock func() time.Time
