@@ -1,0 +1,357 @@
+package postgres
+
+import (
+	"context"
+	stdsql "database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// topic is the watermill topic of the events table. The adapters below
+// ignore it; watermill only checks that it is a valid name.
+const topic = "events"
+
+// Subscription defaults.
+const (
+	defaultPollInterval = 200 * time.Millisecond
+	defaultBatchSize    = 100
+	// maxHandlerBackoff caps the wait before a failed batch is retried.
+	maxHandlerBackoff = 5 * time.Second
+)
+
+// offsetsAdapter is watermill's own PostgreSQL offsets adapter on the
+// subscription_offsets table of the migrations: one row per consumer group,
+// locked FOR UPDATE while a batch runs and upserted in the batch's
+// transaction.
+var offsetsAdapter = wsql.DefaultPostgreSQLOffsetsAdapter{
+	GenerateMessagesOffsetsTableName: func(string) string { return "subscription_offsets" },
+}
+
+// schemaAdapter lets watermill's Subscriber read the events table. It
+// follows DefaultPostgreSQLSchema (order by (transaction_id, position), only
+// below the snapshot's xmin) with the store's columns.
+type schemaAdapter struct {
+	batchSize int
+}
+
+var _ wsql.SchemaAdapter = schemaAdapter{}
+
+// InsertQuery is refused: events are appended with Store.Append, which
+// checks stream versions and returns positions; watermill's Publisher can do
+// neither.
+func (schemaAdapter) InsertQuery(wsql.InsertQueryParams) (wsql.Query, error) {
+	return wsql.Query{}, errors.New("eventstore/postgres: events are appended with Store.Append, not published")
+}
+
+// SchemaInitializingQueries is refused: the schema belongs to the migrations.
+func (schemaAdapter) SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
+	return nil, errors.New("eventstore/postgres: the schema is created by migrations.ApplyPostgres")
+}
+
+// SubscribeIsolationLevel is REPEATABLE READ, as in DefaultPostgreSQLSchema:
+// the batch and its handlers see one snapshot.
+func (schemaAdapter) SubscribeIsolationLevel() stdsql.IsolationLevel { return stdsql.LevelRepeatableRead }
+
+// SelectQuery selects the next batch after the group's offset. The row
+// comparison is an index condition on events_pkey (watermill's OR form needs
+// a bitmap scan to stay fast).
+func (a schemaAdapter) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
+	next, err := p.OffsetsAdapter.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: p.Topic, ConsumerGroup: p.ConsumerGroup})
+	if err != nil {
+		return wsql.Query{}, err
+	}
+	q := `WITH last_processed AS (` + next.Query + `)
+SELECT transaction_id, ` + eventColumns + ` FROM events
+WHERE (transaction_id, position) > (
+		(SELECT last_processed_transaction_id FROM last_processed),
+		(SELECT COALESCE(offset_acked, 0) FROM last_processed))
+	AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position
+LIMIT ` + strconv.Itoa(a.batchSize)
+	return wsql.Query{Query: q, Args: next.Args}, nil
+}
+
+// Metadata keys of the watermill messages the adapter produces.
+const (
+	mdStream        = "stream"
+	mdStreamVersion = "stream_version"
+	mdPosition      = "position"
+	mdType          = "type"
+	mdSchemaVersion = "schema_version"
+	mdCorrelationID = "correlation_id"
+	mdCausationID   = "causation_id"
+	mdActor         = "actor"
+	mdOccurredAt    = "occurred_at"
+	mdRecordedAt    = "recorded_at"
+)
+
+// UnmarshalMessage turns a row into a message: UUID is the event id, the
+// payload is the event's and the rest travels in metadata.
+func (schemaAdapter) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
+	var xid uint64
+	e, err := scanEvent(prependScanner{p.Row, &xid})
+	if err != nil {
+		return wsql.Row{}, err
+	}
+	msg := message.NewMessage(e.ID, message.Payload(e.Payload))
+	msg.Metadata = message.Metadata{
+		mdStream:        e.Stream,
+		mdStreamVersion: strconv.FormatInt(e.StreamVersion, 10),
+		mdPosition:      strconv.FormatInt(e.Position, 10),
+		mdType:          e.Type,
+		mdSchemaVersion: strconv.Itoa(e.SchemaVersion),
+		mdCorrelationID: e.Metadata.CorrelationID,
+		mdCausationID:   e.Metadata.CausationID,
+		mdActor:         e.Metadata.Actor,
+		mdOccurredAt:    e.Metadata.OccurredAt.Format(time.RFC3339Nano),
+		mdRecordedAt:    e.RecordedAt.Format(time.RFC3339Nano),
+	}
+	return wsql.Row{
+		Offset:    e.Position,
+		UUID:      []byte(e.ID),
+		Payload:   e.Payload,
+		Msg:       msg,
+		ExtraData: map[string]any{"transaction_id": wsql.XID8(xid)},
+	}, nil
+}
+
+// prependScanner scans the first column into first and the rest into the
+// caller's destinations.
+type prependScanner struct {
+	row   scanner
+	first any
+}
+
+func (s prependScanner) Scan(dest ...any) error {
+	return s.row.Scan(append([]any{s.first}, dest...)...)
+}
+
+// eventFromMessage is the inverse of UnmarshalMessage.
+func eventFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
+	md := msg.Metadata
+	var errs []error
+	parseInt := func(key string) int64 {
+		v, err := strconv.ParseInt(md.Get(key), 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("metadata %s: %w", key, err))
+		}
+		return v
+	}
+	parseTime := func(key string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, md.Get(key))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("metadata %s: %w", key, err))
+		}
+		return v.UTC()
+	}
+	e := eventstore.RecordedEvent{
+		ID:            msg.UUID,
+		Stream:        md.Get(mdStream),
+		StreamVersion: parseInt(mdStreamVersion),
+		Position:      parseInt(mdPosition),
+		Type:          md.Get(mdType),
+		SchemaVersion: int(parseInt(mdSchemaVersion)),
+		Metadata: eventstore.Metadata{
+			CorrelationID: md.Get(mdCorrelationID),
+			CausationID:   md.Get(mdCausationID),
+			Actor:         md.Get(mdActor),
+			OccurredAt:    parseTime(mdOccurredAt),
+		},
+		RecordedAt: parseTime(mdRecordedAt),
+	}
+	if len(msg.Payload) > 0 {
+		e.Payload = []byte(msg.Payload)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return eventstore.RecordedEvent{}, fmt.Errorf("decode event %s: %w", msg.UUID, err)
+	}
+	return e, nil
+}
+
+// Subscribe delivers events to h in global order through a watermill
+// sql.Subscriber whose consumer group is name. A batch of up to
+// opts.BatchSize events runs in one REPEATABLE READ transaction, which h
+// writes through and which also upserts the group's offset, so h's writes
+// commit exactly when the events count as processed.
+//
+// When h fails, the whole batch is rolled back (h's writes for earlier
+// events of the batch included) and delivered again after a growing pause;
+// the failure is logged. Watermill's Nack is not used: it would resend in the
+// same transaction, keeping the failed handler's writes.
+//
+// Subscribe returns ctx.Err() when ctx ends and eventstore.ErrClosed when
+// the store is closed.
+func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
+	if name == "" {
+		return errors.New("eventstore/postgres: subscribe: name is empty")
+	}
+	if h == nil {
+		return fmt.Errorf("eventstore/postgres: subscribe %q: handler is nil", name)
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = defaultPollInterval
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = defaultBatchSize
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return eventstore.ErrClosed
+	}
+	s.subs.Add(1)
+	s.mu.Unlock()
+	defer s.subs.Done()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.closing, cancel)
+	defer stop()
+
+	logger := s.logger.With("subscriber", name)
+	var (
+		backoff    time.Duration
+		lastFailed string
+	)
+	for {
+		failedAt, err := s.runSubscriber(runCtx, name, h, opts, logger)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case s.closing.Err() != nil:
+			return eventstore.ErrClosed
+		case err != nil:
+			return fmt.Errorf("eventstore/postgres: subscribe %q: %w", name, err)
+		}
+		// The pause grows while the same event keeps failing.
+		if failedAt != lastFailed || backoff == 0 {
+			backoff = opts.PollInterval
+		} else {
+			backoff = min(2*backoff, maxHandlerBackoff)
+		}
+		lastFailed = failedAt
+		select {
+		case <-runCtx.Done():
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// runSubscriber runs one watermill Subscriber until ctx ends or a handler
+// fails; failedAt is then the id of the failed event ("?" when the
+// subscriber could not start). A handler failure cancels the
+// subscriber's context before the message is acked, which makes watermill
+// give up the batch: its ack query or commit then runs on a cancelled
+// context and the transaction is rolled back.
+func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions,
+	logger *slog.Logger) (failedAt string, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	zero := time.Duration(0)
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(s.pool), wsql.SubscriberConfig{
+		ConsumerGroup: name,
+		// No ack deadline: when it fires watermill commits the batch so far
+		// while the handler may still be writing in the same transaction.
+		AckDeadline:    &zero,
+		PollInterval:   opts.PollInterval,
+		ResendInterval: opts.PollInterval,
+		RetryInterval:  opts.PollInterval,
+		BackoffManager: backoffManager{ctx: ctx, poll: opts.PollInterval, logger: logger},
+		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize},
+		OffsetsAdapter: offsetsAdapter,
+	}, watermillLogger(logger))
+	if err != nil {
+		return "", fmt.Errorf("watermill subscriber: %w", err)
+	}
+	// Close only after the consumer has stopped (ctx cancelled, channel
+	// drained): closing first would let watermill commit a batch whose
+	// handler failed half-way.
+	defer func() { _ = sub.Close() }()
+	msgs, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", nil
+		}
+		// Registering the group failed (e.g. the database is down): retry
+		// like a failed batch rather than give up.
+		logger.Warn("subscriber could not start", "err", err)
+		return "?", nil
+	}
+	defer func() {
+		cancel()
+		for range msgs { // unblock watermill until it closes the channel
+		}
+	}()
+	for msg := range msgs {
+		if err := s.handle(msg, h); err != nil {
+			if ctx.Err() != nil {
+				return "", nil // stopping: the handler saw its context end
+			}
+			logger.Error("event handler failed; the batch is rolled back and will be delivered again",
+				"event_id", msg.UUID, "position", msg.Metadata.Get(mdPosition), "type", msg.Metadata.Get(mdType), "err", err)
+			return msg.UUID, nil
+		}
+		msg.Ack()
+	}
+	return "", nil
+}
+
+func (s *Store) handle(msg *message.Message, h eventstore.Handler) error {
+	e, err := eventFromMessage(msg)
+	if err != nil {
+		return err
+	}
+	wtx, ok := wsql.TxFromContext(msg.Context())
+	if !ok {
+		return errors.New("watermill delivered a message without its transaction")
+	}
+	// Never Commit or Rollback watermill's wrapper (its context is nil for
+	// TxFromPgx); the subscriber ends the transaction itself.
+	ptx, ok := wtx.(*wsql.PgxTx)
+	if !ok {
+		return fmt.Errorf("watermill transaction is a %T, want *sql.PgxTx", wtx)
+	}
+	return h(msg.Context(), &pgTx{tx: ptx.Tx}, e)
+}
+
+// backoffManager paces watermill's polling and keeps it quiet about the
+// errors a deliberate cancellation causes.
+type backoffManager struct {
+	ctx    context.Context
+	poll   time.Duration
+	logger *slog.Logger
+}
+
+func (b backoffManager) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	switch {
+	case b.ctx.Err() != nil:
+		return 0
+	case err != nil && strings.Contains(strings.ToLower(err.Error()), "concurrent update"):
+		// Another subscriber of the group committed first (REPEATABLE READ
+		// plus FOR UPDATE): read again at once.
+		return 0
+	case err != nil:
+		b.logger.Warn("polling events failed", "err", err)
+		return max(b.poll, time.Second)
+	case noMsg:
+		return b.poll
+	}
+	return 0
+}
+
+// watermillLogger maps watermill's chatty Info logs to Debug.
+func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
+}
