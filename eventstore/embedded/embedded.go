@@ -1,0 +1,494 @@
+// Package embedded is the event store ledgerdesk uses when no database is
+// configured: one SQLite file, through modernc.org/sqlite (pure Go).
+//
+// SQLite has one writer at a time. OpenDB makes every write transaction take
+// the write lock at BEGIN (BEGIN IMMEDIATE), and positions come from an
+// AUTOINCREMENT key assigned while that lock is held, so commit order equals
+// position order: a reader that resumes at position > checkpoint can never
+// skip an event that commits late. Within one process the Store also queues
+// its writers on a channel, so they wait for each other without SQLite's
+// busy-handler sleeps; the busy timeout remains for other processes.
+//
+// The schema is migrations/sqlite/0001_eventstore.sql; apply it with
+// migrations.ApplySQLite before New.
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+var _ eventstore.Store = (*Store)(nil)
+
+const (
+	// DefaultPollInterval bounds how late a subscriber sees an event that
+	// another process appended; events appended through the same Store wake
+	// subscribers at once.
+	DefaultPollInterval = 200 * time.Millisecond
+	// DefaultBatchSize is how many events one subscription transaction
+	// handles. The transaction holds SQLite's write lock, so it stays small.
+	DefaultBatchSize = 100
+
+	// busyTimeout is how long a connection waits for another process's
+	// write lock before SQLITE_BUSY.
+	busyTimeout = 10 * time.Second
+	// maxRetryDelay caps the back-off after a failing handler.
+	maxRetryDelay = 5 * time.Second
+	// recordedAtLayout stores RecordedAt in UTC with microseconds, fixed width
+	// so that the text sorts like the time.
+	recordedAtLayout = "2006-01-02T15:04:05.000000Z"
+)
+
+// OpenDB opens (creating if needed) the SQLite database at path for the
+// embedded store: WAL journal, synchronous=FULL (a committed event survives a
+// power cut, which matters because mail is deleted at the source after the
+// commit), a busy timeout, foreign keys, and write transactions that take the
+// write lock at BEGIN. Transactions begun with sql.TxOptions{ReadOnly: true}
+// stay deferred and never take the write lock.
+func OpenDB(path string) (*sql.DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("embedded: open %q: path must be non-empty and contain no '?' or '#'", path)
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("embedded: open %q: %w", path, err)
+	}
+	// Every new connection re-runs the pragmas; keep a few idle ones.
+	db.SetMaxIdleConns(8)
+	if err := db.PingContext(context.Background()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("embedded: open %q: %w", path, err)
+	}
+	return db, nil
+}
+
+// Store is the SQLite event store. It is safe for concurrent use.
+type Store struct {
+	db     *sql.DB
+	logger *slog.Logger
+	now    func() time.Time
+
+	// writer is a one-slot semaphore: holding it is the right to begin a
+	// write transaction in this process.
+	writer chan struct{}
+
+	mu   sync.Mutex
+	wake chan struct{} // closed and replaced after each commit that appended
+
+	closed    atomic.Bool
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// New returns a store on db, which must come from OpenDB (or be opened with
+// the same _txlock=immediate option) and carry the schema of
+// migrations.ApplySQLite. A nil logger discards. The Store owns db: Close
+// closes it.
+func New(db *sql.DB, logger *slog.Logger) *Store {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{
+		db:     db,
+		logger: logger,
+		now:    time.Now,
+		writer: make(chan struct{}, 1),
+		wake:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+}
+
+// fail wraps err with op and turns errors caused by a concurrent Close into
+// ErrClosed.
+func (s *Store) fail(op string, err error) error {
+	if s.closed.Load() && !errors.Is(err, eventstore.ErrClosed) {
+		return fmt.Errorf("embedded: %s: %w (%w)", op, eventstore.ErrClosed, err)
+	}
+	return fmt.Errorf("embedded: %s: %w", op, err)
+}
+
+// signal wakes every subscriber waiting for new events.
+func (s *Store) signal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// woken returns the channel the next signal closes.
+func (s *Store) woken() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wake
+}
+
+// write runs fn in a write transaction that holds the in-process writer slot
+// and SQLite's write lock from BEGIN to COMMIT. fn's own error is returned
+// unwrapped.
+func (s *Store) write(ctx context.Context, op string, fn func(t *txn) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("embedded: %s: %w", op, eventstore.ErrClosed)
+	}
+	select {
+	case s.writer <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("embedded: %s: wait for the write lock: %w", op, ctx.Err())
+	case <-s.done:
+		return fmt.Errorf("embedded: %s: %w", op, eventstore.ErrClosed)
+	}
+	defer func() { <-s.writer }()
+
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return s.fail(op+": begin", err)
+	}
+	t := &txn{tx: sqlTx, store: s}
+	defer func() { _ = sqlTx.Rollback() }()
+	if err := fn(t); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return s.fail(op+": commit", err)
+	}
+	if t.appended {
+		s.signal()
+	}
+	return nil
+}
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (eventstore.AppendResult, error) {
+	var res eventstore.AppendResult
+	err := s.write(ctx, "append", func(t *txn) error {
+		var err error
+		res, err = t.Append(ctx, reqs...)
+		return err
+	})
+	return res, err
+}
+
+// Update implements eventstore.Store. fn must do all its database work
+// through tx: calling the Store's own Append or Update from fn waits for the
+// write lock that fn's transaction holds, until ctx ends.
+func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx eventstore.Tx) error) error {
+	return s.write(ctx, "update", func(t *txn) error { return fn(ctx, t) })
+}
+
+// ReadStream implements eventstore.Store.
+func (s *Store) ReadStream(ctx context.Context, stream string, from, to int64) ([]eventstore.RecordedEvent, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("embedded: read stream %q: %w", stream, eventstore.ErrClosed)
+	}
+	evs, err := readStream(ctx, s.db, stream, from, to)
+	if err != nil {
+		return nil, s.fail(fmt.Sprintf("read stream %q", stream), err)
+	}
+	return evs, nil
+}
+
+// StreamVersion implements eventstore.Store.
+func (s *Store) StreamVersion(ctx context.Context, stream string) (int64, error) {
+	if s.closed.Load() {
+		return 0, fmt.Errorf("embedded: stream version of %q: %w", stream, eventstore.ErrClosed)
+	}
+	v, err := streamVersion(ctx, s.db, stream)
+	if err != nil {
+		return 0, s.fail(fmt.Sprintf("stream version of %q", stream), err)
+	}
+	return v, nil
+}
+
+// ReadAll implements eventstore.Store. Global order is position order, and
+// every position read is committed (see the package comment).
+func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.RecordedEvent, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("embedded: read all: %w", eventstore.ErrClosed)
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("embedded: read all: limit %d, want > 0", limit)
+	}
+	if after < 0 {
+		return nil, fmt.Errorf("embedded: read all after %d: %w", after, eventstore.ErrUnknownPosition)
+	}
+	if after > 0 {
+		var exists bool
+		err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE position = $1)`, after).Scan(&exists)
+		if err != nil {
+			return nil, s.fail("read all", err)
+		}
+		if !exists {
+			return nil, fmt.Errorf("embedded: read all after %d: %w", after, eventstore.ErrUnknownPosition)
+		}
+	}
+	evs, err := readAfter(ctx, s.db, after, limit)
+	if err != nil {
+		return nil, s.fail("read all", err)
+	}
+	return evs, nil
+}
+
+// Checkpoint implements eventstore.Store.
+func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
+	if s.closed.Load() {
+		return 0, fmt.Errorf("embedded: checkpoint of %q: %w", name, eventstore.ErrClosed)
+	}
+	cp, err := checkpoint(ctx, s.db, name)
+	if err != nil {
+		return 0, s.fail(fmt.Sprintf("checkpoint of %q", name), err)
+	}
+	return cp, nil
+}
+
+// Reached implements eventstore.Store: positions are in global order, so the
+// subscriber has processed position when its checkpoint is at or past it.
+func (s *Store) Reached(ctx context.Context, name string, position int64) (bool, error) {
+	cp, err := s.Checkpoint(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	return cp >= position, nil
+}
+
+// Ping implements eventstore.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return fmt.Errorf("embedded: ping: %w", eventstore.ErrClosed)
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		return s.fail("ping", err)
+	}
+	return nil
+}
+
+// Close stops running subscriptions (they return ErrClosed) and closes the
+// database. Closing twice is harmless.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.done)
+		if cerr := s.db.Close(); cerr != nil {
+			err = fmt.Errorf("embedded: close: %w", cerr)
+		}
+	})
+	return err
+}
+
+// queryer is what the read helpers need; *sql.DB and *sql.Tx have it.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+const eventColumns = `position, id, stream, stream_version, type, schema_version, payload, metadata, recorded_at`
+
+func readStream(ctx context.Context, q queryer, stream string, from, to int64) ([]eventstore.RecordedEvent, error) {
+	if to <= 0 {
+		return scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+			WHERE stream = $1 AND stream_version >= $2 ORDER BY stream_version`, stream, from))
+	}
+	return scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE stream = $1 AND stream_version >= $2 AND stream_version <= $3 ORDER BY stream_version`, stream, from, to))
+}
+
+func readAfter(ctx context.Context, q queryer, after int64, limit int) ([]eventstore.RecordedEvent, error) {
+	return scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE position > $1 ORDER BY position LIMIT $2`, after, limit))
+}
+
+func streamVersion(ctx context.Context, q queryer, stream string) (int64, error) {
+	var v int64
+	err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream = $1`, stream).Scan(&v)
+	return v, err
+}
+
+func checkpoint(ctx context.Context, q queryer, name string) (int64, error) {
+	var cp int64
+	err := q.QueryRowContext(ctx, `SELECT position FROM subscription_checkpoints WHERE name = $1`, name).Scan(&cp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return cp, err
+}
+
+func scanEvents(rows *sql.Rows, err error) ([]eventstore.RecordedEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	evs := []eventstore.RecordedEvent{}
+	for rows.Next() {
+		var (
+			e                  eventstore.RecordedEvent
+			payload, meta      []byte
+			recordedAt         string
+			schemaVersion      int64
+			position, streamV  int64
+			id, stream, evType string
+		)
+		if err := rows.Scan(&position, &id, &stream, &streamV, &evType, &schemaVersion, &payload, &meta, &recordedAt); err != nil {
+			return nil, fmt.Errorf("scan event: %w", err)
+		}
+		e.Position, e.ID, e.Stream, e.StreamVersion, e.Type, e.SchemaVersion = position, id, stream, streamV, evType, int(schemaVersion)
+		if len(payload) > 0 {
+			e.Payload = json.RawMessage(payload)
+		}
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return nil, fmt.Errorf("decode metadata of event %d: %w", position, err)
+		}
+		t, err := time.Parse(recordedAtLayout, recordedAt)
+		if err != nil {
+			return nil, fmt.Errorf("decode recorded_at of event %d: %w", position, err)
+		}
+		e.RecordedAt = t
+		evs = append(evs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return evs, nil
+}
+
+// txn is the eventstore.Tx of the embedded store.
+type txn struct {
+	tx       *sql.Tx
+	store    *Store
+	appended bool // whether to wake subscribers after the commit
+}
+
+var _ eventstore.Tx = (*txn)(nil)
+
+func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("embedded: exec: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("embedded: exec: rows affected: %w", err)
+	}
+	return n, nil
+}
+
+func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
+	rows, err := t.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: query: %w", err)
+	}
+	return rows, nil
+}
+
+func (t *txn) QueryRow(ctx context.Context, query string, args ...any) eventstore.Row {
+	return row{t.tx.QueryRowContext(ctx, query, args...)}
+}
+
+// row makes Scan report eventstore.ErrNoRows (and still sql.ErrNoRows).
+type row struct{ r *sql.Row }
+
+func (r row) Scan(dest ...any) error {
+	err := r.r.Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("embedded: %w (%w)", eventstore.ErrNoRows, err)
+	}
+	if err != nil {
+		return fmt.Errorf("embedded: scan: %w", err)
+	}
+	return nil
+}
+
+func (t *txn) ReadStream(ctx context.Context, stream string, from, to int64) ([]eventstore.RecordedEvent, error) {
+	evs, err := readStream(ctx, t.tx, stream, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: read stream %q: %w", stream, err)
+	}
+	return evs, nil
+}
+
+// Append implements eventstore.Tx. Requests apply in order, so two requests
+// for the same stream see each other.
+func (t *txn) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (eventstore.AppendResult, error) {
+	res := eventstore.AppendResult{StreamVersions: make(map[string]int64, len(reqs))}
+	for _, r := range reqs {
+		if err := r.Validate(); err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("embedded: %w", err)
+		}
+	}
+	recordedAt := t.store.now().UTC().Truncate(time.Microsecond).Format(recordedAtLayout)
+	var insert *sql.Stmt
+	defer func() {
+		if insert != nil {
+			_ = insert.Close()
+		}
+	}()
+	for _, r := range reqs {
+		cur, err := streamVersion(ctx, t.tx, r.Stream)
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("embedded: append to %q: read version: %w", r.Stream, err)
+		}
+		if r.ExpectedVersion != eventstore.AnyVersion && r.ExpectedVersion != cur {
+			return eventstore.AppendResult{}, fmt.Errorf("embedded: append: %w",
+				&eventstore.VersionConflictError{Stream: r.Stream, Expected: r.ExpectedVersion, Actual: cur})
+		}
+		for _, e := range r.Events {
+			if insert == nil {
+				insert, err = t.tx.PrepareContext(ctx, `INSERT INTO events
+					(id, stream, stream_version, type, schema_version, payload, metadata, recorded_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`)
+				if err != nil {
+					return eventstore.AppendResult{}, fmt.Errorf("embedded: append: prepare: %w", err)
+				}
+			}
+			cur++
+			id := e.ID
+			if id == "" {
+				id = uuid.NewString()
+			}
+			meta, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return eventstore.AppendResult{}, fmt.Errorf("embedded: append to %q: encode metadata: %w", r.Stream, err)
+			}
+			out, err := insert.ExecContext(ctx, id, r.Stream, cur, e.Type, e.SchemaVersion, string(e.Payload), string(meta), recordedAt)
+			if err != nil {
+				if isUniqueViolation(err, "events.stream") {
+					// Another process wrote without the write lock at BEGIN.
+					err = &eventstore.VersionConflictError{Stream: r.Stream, Expected: r.ExpectedVersion, Actual: -1}
+				}
+				return eventstore.AppendResult{}, fmt.Errorf("embedded: append to %q version %d: %w", r.Stream, cur, err)
+			}
+			if res.LastPosition, err = out.LastInsertId(); err != nil {
+				return eventstore.AppendResult{}, fmt.Errorf("embedded: append to %q: read position: %w", r.Stream, err)
+			}
+			t.appended = true
+		}
+		res.StreamVersions[r.Stream] = cur
+	}
+	return res, nil
+}
+
+// isUniqueViolation reports whether err is SQLite's unique-constraint error
+// on a column list starting with column.
+func isUniqueViolation(err error, column string) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE && strings.Contains(se.Error(), column)
+}

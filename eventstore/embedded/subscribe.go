@@ -1,0 +1,167 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// errHandler marks a handler's failure, which Subscribe retries.
+type errHandler struct {
+	position int64
+	err      error
+}
+
+func (e *errHandler) Error() string {
+	return fmt.Sprintf("handler failed on event %d: %v", e.position, e.err)
+}
+
+func (e *errHandler) Unwrap() error { return e.err }
+
+// Subscribe implements eventstore.Store.
+//
+// Each batch runs in one write transaction: it reads the checkpoint, the next
+// events after it, runs the handler on each inside a savepoint and moves the
+// checkpoint to the last event whose handler succeeded. A failing handler's
+// writes roll back to its savepoint, the events before it in the batch
+// commit, and the failed event is delivered again after a back-off. The
+// transaction holds the write lock, so appenders wait for the batch: keep
+// handlers short, and do all database work through the handler's tx (the
+// Store's own Append or Update from a handler waits until ctx ends).
+//
+// Subscribe returns ctx.Err() when ctx ends and ErrClosed when the Store is
+// closed. Database errors are logged and retried like handler errors.
+func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
+	if name == "" {
+		return errors.New("embedded: subscribe: name is empty")
+	}
+	if h == nil {
+		return fmt.Errorf("embedded: subscribe %q: handler is nil", name)
+	}
+	interval := opts.PollInterval
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
+	batch := opts.BatchSize
+	if batch <= 0 {
+		batch = DefaultBatchSize
+	}
+	log := s.logger.With("subscriber", name)
+	// Since Go 1.23 Reset discards a stale tick, so no draining is needed.
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	var delay time.Duration
+	for {
+		// Take the wake-up channel before looking, so that a commit after
+		// the look still wakes this loop.
+		wake := s.woken()
+		n, err := s.deliver(ctx, name, h, batch)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if s.closed.Load() {
+			return fmt.Errorf("embedded: subscribe %q: %w", name, eventstore.ErrClosed)
+		}
+		var wait <-chan struct{}
+		switch {
+		case err != nil:
+			delay = min(max(2*delay, 10*time.Millisecond), maxRetryDelay)
+			var he *errHandler
+			if errors.As(err, &he) {
+				log.Warn("handler failed, will deliver the event again", "position", he.position, "retry_in", delay, "error", he.err)
+			} else {
+				log.Error("delivery failed, will retry", "retry_in", delay, "error", err)
+			}
+			timer.Reset(delay)
+		case n == batch:
+			delay = 0
+			continue // more may be waiting
+		default:
+			delay = 0
+			wait = wake
+			timer.Reset(interval)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return fmt.Errorf("embedded: subscribe %q: %w", name, eventstore.ErrClosed)
+		case <-wait:
+		case <-timer.C:
+		}
+	}
+}
+
+// pending reports whether an event follows name's checkpoint, without taking
+// the write lock: an idle subscriber must not block appenders.
+func (s *Store) pending(ctx context.Context, name string) (bool, error) {
+	var yes bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE position >
+		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0))`, name).Scan(&yes)
+	return yes, err
+}
+
+// deliver runs one batch and returns how many events were handled
+// successfully. A handler failure is returned as *errHandler after the events
+// before it have committed.
+func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, batch int) (int, error) {
+	if ok, err := s.pending(ctx, name); err != nil || !ok {
+		if err != nil {
+			return 0, s.fail(fmt.Sprintf("subscribe %q: look for events", name), err)
+		}
+		return 0, nil
+	}
+	var handled int
+	var failure error
+	err := s.write(ctx, fmt.Sprintf("subscribe %q", name), func(t *txn) error {
+		cp, err := checkpoint(ctx, t.tx, name)
+		if err != nil {
+			return fmt.Errorf("embedded: subscribe %q: read checkpoint: %w", name, err)
+		}
+		evs, err := readAfter(ctx, t.tx, cp, batch)
+		if err != nil {
+			return fmt.Errorf("embedded: subscribe %q: read events: %w", name, err)
+		}
+		last := cp
+		for _, e := range evs {
+			if _, err := t.tx.ExecContext(ctx, `SAVEPOINT ledgerdesk_event`); err != nil {
+				return fmt.Errorf("embedded: subscribe %q: savepoint: %w", name, err)
+			}
+			appendedBefore := t.appended
+			if herr := h(ctx, t, e); herr != nil {
+				if _, err := t.tx.ExecContext(ctx, `ROLLBACK TO ledgerdesk_event`); err != nil {
+					return fmt.Errorf("embedded: subscribe %q: roll back event %d: %w", name, e.Position, err)
+				}
+				t.appended = appendedBefore
+				failure = &errHandler{position: e.Position, err: herr}
+				if _, err := t.tx.ExecContext(ctx, `RELEASE ledgerdesk_event`); err != nil {
+					return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
+				}
+				break
+			}
+			if _, err := t.tx.ExecContext(ctx, `RELEASE ledgerdesk_event`); err != nil {
+				return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
+			}
+			last = e.Position
+			handled++
+		}
+		if last == cp {
+			return nil
+		}
+		_, err = t.tx.ExecContext(ctx, `INSERT INTO subscription_checkpoints (name, position, updated_at)
+			VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+			name, last, s.now().UTC().Format(recordedAtLayout))
+		if err != nil {
+			return fmt.Errorf("embedded: subscribe %q: save checkpoint %d: %w", name, last, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return handled, failure
+}
