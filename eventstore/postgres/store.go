@@ -108,8 +108,9 @@ func (s *Store) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (e
 	}
 }
 
-// maxAnyVersionAttempts bounds the retries of AnyVersion appends.
-const maxAnyVersionAttempts = 10
+// maxAnyVersionAttempts bounds the retries of AnyVersion appends. Every
+// round of a race has a winner, so n concurrent writers need at most n.
+const maxAnyVersionAttempts = 50
 
 func (s *Store) appendOnce(ctx context.Context, reqs []eventstore.AppendRequest) (eventstore.AppendResult, error) {
 	// One statement is its own transaction: no BEGIN/COMMIT round trips.

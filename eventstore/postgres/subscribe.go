@@ -60,7 +60,9 @@ func (schemaAdapter) SchemaInitializingQueries(wsql.SchemaInitializingQueriesPar
 
 // SubscribeIsolationLevel is REPEATABLE READ, as in DefaultPostgreSQLSchema:
 // the batch and its handlers see one snapshot.
-func (schemaAdapter) SubscribeIsolationLevel() stdsql.IsolationLevel { return stdsql.LevelRepeatableRead }
+func (schemaAdapter) SubscribeIsolationLevel() stdsql.IsolationLevel {
+	return stdsql.LevelRepeatableRead
+}
 
 // SelectQuery selects the next batch after the group's offset. The row
 // comparison is an index condition on events_pkey (watermill's OR form needs
