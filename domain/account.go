@@ -7,7 +7,6 @@ package domain
 import (
 	"errors"
 	"fmt"
-	"net/mail"
 	"strings"
 	"time"
 )
@@ -170,7 +169,8 @@ func (a InboundAccount) Validate() error {
 	}
 	for field, addr := range map[string]string{"account_address": a.AccountAddress, "sender_address": a.SenderAddress} {
 		if addr != "" {
-			if _, err := mail.ParseAddress(addr); err != nil {
+			// validEmail, not net/mail: domain imports no net package (purity_test.go).
+			if !validEmail(addr) {
 				bad(field, "%q is not a mail address", addr)
 			}
 		}
@@ -382,6 +382,12 @@ type Settings struct {
 	ReferenceFormat                  string `json:"reference_format"`
 	AutoReplies                      bool   `json:"auto_replies"`
 	ErrorMails                       bool   `json:"error_mails"`
+	// MessageIDDomain is the right-hand side of our Message-IDs
+	// (OutgoingMessageID); empty means "ledgerdesk.invalid".
+	MessageIDDomain string `json:"message_id_domain,omitempty"`
+	// CustomerAnsweredMails queues a "customer answered" notification to the
+	// ticket's resource when a requester answers (RULES.md 3.1).
+	CustomerAnsweredMails bool `json:"customer_answered_mails,omitempty"`
 }
 
 // DefaultSettings are RULES.md's defaults.
@@ -392,6 +398,7 @@ func DefaultSettings() Settings {
 		ReferenceFormat:           DefaultReferenceFormat,
 		AutoReplies:               true,
 		ErrorMails:                true,
+		CustomerAnsweredMails:     true,
 	}
 }
 
@@ -411,6 +418,9 @@ func (s Settings) Validate() error {
 	}
 	if err := ValidateReferenceFormat(s.ReferenceFormat); err != nil {
 		errs = append(errs, fmt.Errorf("reference_format: %w", err))
+	}
+	if d := s.MessageIDDomain; d != "" && (strings.ContainsAny(d, "@<> \t\r\n") || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".")) {
+		errs = append(errs, fmt.Errorf("message_id_domain: %q is not a domain name", d))
 	}
 	return errors.Join(errs...)
 }
