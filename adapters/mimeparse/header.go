@@ -1,0 +1,294 @@
+package mimeparse
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strings"
+	"unicode/utf8"
+)
+
+// field is one header field as read: a canonical key and the unfolded raw
+// value (line breaks removed, the folding white space kept, as RFC 5322
+// section 2.2.3 says). The value may hold 8-bit bytes in any charset until
+// header.repair has run.
+type field struct {
+	key   string
+	value string
+}
+
+// header is a list of fields in the order they appeared.
+type header struct {
+	fields []field
+}
+
+// get returns the first value of key, "" when absent.
+func (h *header) get(key string) string {
+	key = textproto.CanonicalMIMEHeaderKey(key)
+	for _, f := range h.fields {
+		if f.key == key {
+			return f.value
+		}
+	}
+	return ""
+}
+
+// has reports whether key is present.
+func (h *header) has(key string) bool {
+	key = textproto.CanonicalMIMEHeaderKey(key)
+	for _, f := range h.fields {
+		if f.key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// values returns every value of key in order.
+func (h *header) values(key string) []string {
+	key = textproto.CanonicalMIMEHeaderKey(key)
+	var vs []string
+	for _, f := range h.fields {
+		if f.key == key {
+			vs = append(vs, f.value)
+		}
+	}
+	return vs
+}
+
+// repair turns every value into valid UTF-8. Values that already are valid
+// UTF-8 (plain ASCII, or RFC 6532 internationalized headers) stay as they
+// are; raw 8-bit bytes in another charset are decoded with fallback, the
+// charset a mail client would guess (the body's charset, else
+// windows-1252), as Thunderbird does. It returns whether anything changed.
+func (h *header) repair(fallback string) bool {
+	changed := false
+	for i, f := range h.fields {
+		if utf8.ValidString(f.value) {
+			continue
+		}
+		h.fields[i].value = decodeBytes([]byte(f.value), fallback)
+		changed = true
+	}
+	return changed
+}
+
+// errNotHeader is returned by readHeader when the input does not start with
+// something a mail client would take for a header.
+var errNotHeader = errors.New("no header fields")
+
+// headerReader reads header blocks from br, line by line, counting bytes
+// against a limit so that no header can make memory grow without bound.
+type headerReader struct {
+	br *bufio.Reader
+	// max is the byte limit of one header block.
+	max int64
+	// what names the block in errors and warnings ("header", "part 1.2 header").
+	what string
+	// stop, when set, ends the block at a line it matches (a multipart
+	// delimiter); the line is returned in headerBlock.stopLine.
+	stop func(line []byte) bool
+}
+
+// readLine returns the next line without its line break, the line break
+// itself ("\r\n", "\n" or "" at EOF), and counts it in *n. A line longer than
+// the limit is a limitError.
+func (r *headerReader) readLine(n *int64) (line []byte, nl string, err error) {
+	var acc []byte
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		*n += int64(len(chunk))
+		if *n > r.max {
+			return nil, "", &limitError{reason: fmt.Sprintf("%s exceeds %d bytes", r.what, r.max)}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			acc = append(acc, chunk...)
+			continue
+		}
+		if acc != nil {
+			chunk = append(acc, chunk...)
+		} else {
+			chunk = append([]byte(nil), chunk...)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return chunk, "", io.EOF
+			}
+			return nil, "", &sourceError{err: err}
+		}
+		switch {
+		case bytes.HasSuffix(chunk, []byte("\r\n")):
+			return chunk[:len(chunk)-2], "\r\n", nil
+		default:
+			return chunk[:len(chunk)-1], "\n", nil
+		}
+	}
+}
+
+// headerBlock is what readHeader found.
+type headerBlock struct {
+	h header
+	// leftover is a line that turned out to be body, not header, and the
+	// line break after it; the body reader must start with it.
+	leftover   []byte
+	leftoverNL string
+	// stopLine is the line that headerReader.stop matched, if any.
+	stopLine []byte
+	// sawEnd is true when a blank line ended the header (false at EOF or when
+	// the body started without the blank line).
+	sawEnd bool
+	// skipped counts malformed lines dropped from inside the header.
+	skipped int
+	// warnings about repairs made.
+	warnings []string
+}
+
+// readHeader reads one header block. It is deliberately more forgiving than
+// RFC 5322, the way mail clients are:
+//   - top: an mbox "From " line before the header is skipped, as are
+//     blank lines before the first field;
+//   - lines that are neither a field nor a continuation are dropped with a
+//     warning (top-level only, while more fields follow); in a MIME part a
+//     first line that is no field means the part has no header at all and
+//     the line is body;
+//   - a continuation line before any field is dropped;
+//   - white space before the colon is accepted.
+func (r *headerReader) readHeader(top bool) (headerBlock, error) {
+	var (
+		blk   headerBlock
+		n     int64
+		first = true
+		cur   *field
+		raw   []byte // value of cur, being unfolded
+	)
+	flush := func() {
+		if cur != nil {
+			cur.value = string(trimWSP(raw))
+			blk.h.fields = append(blk.h.fields, *cur)
+			cur, raw = nil, nil
+		}
+	}
+	for {
+		line, nl, err := r.readLine(&n)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return blk, err
+		}
+		eof := errors.Is(err, io.EOF)
+		if eof && len(line) == 0 {
+			flush()
+			return blk, nil
+		}
+		if r.stop != nil && r.stop(line) {
+			flush()
+			blk.stopLine = line
+			return blk, nil
+		}
+		if first && top {
+			if bytes.HasPrefix(line, []byte("From ")) || bytes.HasPrefix(line, []byte(">From ")) {
+				if eof {
+					return blk, nil
+				}
+				continue // mbox separator line
+			}
+		}
+		switch {
+		case len(line) == 0:
+			if top && len(blk.h.fields) == 0 && cur == nil && !eof {
+				continue // leading blank lines
+			}
+			flush()
+			blk.sawEnd = true
+			return blk, nil
+		case line[0] == ' ' || line[0] == '\t':
+			if cur == nil {
+				if !top && len(blk.h.fields) == 0 && first {
+					blk.leftover, blk.leftoverNL = line, nl
+					blk.warnings = append(blk.warnings, r.what+" is missing; body starts right after the boundary")
+					return blk, nil
+				}
+				blk.skipped++
+			} else {
+				raw = append(raw, line...)
+			}
+		default:
+			key, value, ok := splitField(line)
+			if !ok {
+				if !top && first {
+					blk.leftover, blk.leftoverNL = line, nl
+					blk.warnings = append(blk.warnings, r.what+" is missing; body starts right after the boundary")
+					return blk, nil
+				}
+				flush()
+				blk.skipped++
+				break
+			}
+			flush()
+			cur = &field{key: key}
+			raw = append(raw[:0], value...)
+		}
+		first = false
+		if eof {
+			flush()
+			return blk, nil
+		}
+	}
+}
+
+// splitField splits "Key: value". The key must be printable ASCII without
+// spaces or colons (RFC 5322 section 3.6.8); trailing white space before the
+// colon is accepted.
+func splitField(line []byte) (key string, value []byte, ok bool) {
+	i := bytes.IndexByte(line, ':')
+	if i <= 0 {
+		return "", nil, false
+	}
+	k := bytes.TrimRight(line[:i], " \t")
+	if len(k) == 0 {
+		return "", nil, false
+	}
+	for _, c := range k {
+		if c < 33 || c > 126 {
+			return "", nil, false
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(k)), line[i+1:], true
+}
+
+// trimWSP removes leading and trailing spaces and tabs.
+func trimWSP(b []byte) []byte {
+	return bytes.Trim(b, " \t")
+}
+
+// mailHeaderKeys are fields whose presence makes a block look like a mail
+// header. A block with none of them is "not a mail".
+var mailHeaderKeys = []string{
+	"From", "Sender", "To", "Cc", "Bcc", "Subject", "Date", "Message-Id", "Received",
+	"Return-Path", "Mime-Version", "Content-Type", "Delivered-To", "Reply-To",
+	"In-Reply-To", "References", "X-Original-To", "Envelope-To",
+}
+
+// looksLikeMail reports whether h holds at least one field every mail
+// header has some of.
+func (h *header) looksLikeMail() bool {
+	for _, k := range mailHeaderKeys {
+		if h.has(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerValueFold is used by tests: the unfolded value of key, trimmed.
+func (h *header) String() string {
+	var b strings.Builder
+	for _, f := range h.fields {
+		b.WriteString(f.key)
+		b.WriteString(": ")
+		b.WriteString(f.value)
+		b.WriteString("\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,720 @@
+package mimeparse
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset" // sets message.CharsetReader: ISO-8859-x, Windows-125x, CJK, ...
+	"github.com/emersion/go-message/textproto"
+)
+
+// Address is a mailbox address as found in a header (RFC 5322 section 3.4).
+// It has the fields of domain.Address, so domain.Address(a) converts it;
+// the package does not import domain, which keeps it a leaf adapter.
+type Address struct {
+	Name  string
+	Email string
+}
+
+// Attachment describes one MIME part kept as an attachment, with the fields
+// of domain.Attachment (domain.Attachment(a) converts it). Its bytes stay in
+// the stored raw mail; PartPath (IMAP style, "2.1", RFC 3501 section 6.4.5)
+// finds them again.
+type Attachment struct {
+	PartPath    string
+	Filename    string
+	ContentType string
+	ContentID   string
+	Size        int64
+	// Inline is true for parts shown inside the HTML (Content-Disposition
+	// inline, or a cid: reference to the part's Content-ID).
+	Inline bool
+}
+
+// GeneratedIDDomain is the domain of Message-IDs made up for mails that carry
+// none: "gen-<sha256 of the raw bytes>@ledgerdesk.invalid". The .invalid
+// top-level domain (RFC 2606) can never collide with a real one.
+const GeneratedIDDomain = "ledgerdesk.invalid"
+
+// Summary is what the parser found in one mail. Its fields map 1:1 onto the
+// fields of domain.MailReceived that come from the mail itself (the same
+// names and types, with Address and Attachment converting to the domain's);
+// the ingestion sets the fetch fields (MailID, AccountID, SourceKey, BlobRef,
+// ReceivedAt).
+type Summary struct {
+	// MessageID is the Message-ID without angle brackets, or a deterministic
+	// one derived from the raw bytes when the header is missing or empty.
+	MessageID  string
+	InReplyTo  string
+	References []string
+	Subject    string
+
+	From        Address
+	ReplyTo     []Address
+	To          []Address
+	Cc          []Address
+	DeliveredTo []string
+	ReturnPath  string
+	// ReturnPathEmpty is true for "Return-Path: <>" (RFC 5321 section 4.5.5).
+	ReturnPathEmpty bool
+	// Date is the Date header in its own zone; zero when absent or unreadable.
+	Date time.Time
+
+	AutoSubmitted string // RFC 3834 section 5, lower-case
+	Precedence    string // lower-case
+	// LoopHeaders maps lower-case names of headers that mark automatic mail
+	// (X-Autoreply, X-Auto-Response-Suppress, List-*, X-Loop, ...) to their
+	// first value. See loopHeaderNames.
+	LoopHeaders map[string]string
+
+	// ContentType is the top-level media type, lower-case.
+	ContentType string
+	// ReportType is the report-type parameter of a multipart/report.
+	ReportType string
+	// BouncedMessageID is the Message-ID of the message a report returns,
+	// from its message/rfc822 or text/rfc822-headers part.
+	BouncedMessageID string
+
+	// TextBody is the text of the mail; from the HTML when it has no text.
+	TextBody string
+	// HTMLBody is the HTML of the mail, unsanitised, "" for text-only mail.
+	HTMLBody    string
+	Attachments []Attachment
+	// Warnings lists what had to be repaired, for the admin.
+	Warnings []string
+
+	// Size is the number of raw bytes read.
+	Size int64
+	// SHA256 is the digest of the raw bytes, the blob store's address.
+	SHA256 [sha256.Size]byte
+}
+
+// Limits bound the work and memory one mail can cost. A mail that exceeds
+// MaxDepth, MaxParts, MaxHeaderBytes, MaxPartHeaderBytes or MaxDecodedBytes
+// fails with a *ParseError; MaxBodyBytes only truncates (with a warning).
+// Zero fields take the defaults of DefaultLimits.
+type Limits struct {
+	// MaxDepth is how deep multiparts and message/rfc822 parts may nest.
+	MaxDepth int
+	// MaxParts is how many MIME entities (all levels) a mail may have.
+	MaxParts int
+	// MaxHeaderBytes caps the top-level header.
+	MaxHeaderBytes int64
+	// MaxPartHeaderBytes caps each part's header, including the header of a
+	// forwarded message.
+	MaxPartHeaderBytes int64
+	// MaxDecodedBytes caps the sum of all parts' decoded sizes.
+	MaxDecodedBytes int64
+	// MaxBodyBytes caps each of TextBody and HTMLBody.
+	MaxBodyBytes int
+}
+
+// DefaultLimits are generous for real mail and small enough that a hostile
+// one costs little: 50 nesting levels, 2,000 parts, a 1 MiB top-level header,
+// 256 KiB part headers, 1 GiB decoded, 2 MiB of text and of HTML kept.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxDepth:           50,
+		MaxParts:           2000,
+		MaxHeaderBytes:     1 << 20,
+		MaxPartHeaderBytes: 256 << 10,
+		MaxDecodedBytes:    1 << 30,
+		MaxBodyBytes:       2 << 20,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = d.MaxDepth
+	}
+	if l.MaxParts <= 0 {
+		l.MaxParts = d.MaxParts
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if l.MaxPartHeaderBytes <= 0 {
+		l.MaxPartHeaderBytes = d.MaxPartHeaderBytes
+	}
+	if l.MaxDecodedBytes <= 0 {
+		l.MaxDecodedBytes = d.MaxDecodedBytes
+	}
+	if l.MaxBodyBytes <= 0 {
+		l.MaxBodyBytes = d.MaxBodyBytes
+	}
+	return l
+}
+
+// ParseError says why a mail cannot be imported: it is not a mail, or it
+// exceeds a limit. It becomes the Reason of a domain.MailFailed.
+type ParseError struct {
+	Reason string
+	// Limit is true when a Limits bound was exceeded (a MIME bomb or an
+	// absurdly large mail) rather than the input not being a mail.
+	Limit bool
+}
+
+func (e *ParseError) Error() string { return "mimeparse: " + e.Reason }
+
+// limitError is raised deep inside readers and becomes a ParseError.
+type limitError struct{ reason string }
+
+func (e *limitError) Error() string { return e.reason }
+
+// sourceError wraps a read error of the caller's reader: the mail was not
+// read, which is not the mail's fault.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return "read mail: " + e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// ParseBytes parses a mail held in memory.
+func ParseBytes(b []byte, lim Limits) (Summary, error) {
+	return Parse(bytes.NewReader(b), lim)
+}
+
+// Parse reads one RFC 5322 mail from r and summarises it.
+//
+// Memory is bounded by the limits, not by the mail's size: attachment bodies
+// are decoded and counted, never kept, and text and HTML are kept up to
+// MaxBodyBytes. On success r has been read to EOF, so Size and SHA256 cover
+// the whole input (a caller can tee r into the blob store).
+//
+// A mail that is not a mail or breaks a limit gives a *ParseError; a read
+// error of r is returned wrapped, as it is. Anything else that is wrong is
+// repaired where a mail client would show the mail anyway, and listed in
+// Warnings. Parse never panics on any input.
+func Parse(r io.Reader, lim Limits) (Summary, error) {
+	lim = lim.withDefaults()
+	src := &hashingReader{r: r, h: sha256.New()}
+	p := &parser{lim: lim}
+	s, err := p.parse(src)
+	if err != nil {
+		var le *limitError
+		var se *sourceError
+		var pe *ParseError
+		switch {
+		case errors.As(err, &pe):
+			return Summary{}, pe
+		case errors.As(err, &le):
+			return Summary{}, &ParseError{Reason: le.reason, Limit: true}
+		case errors.As(err, &se):
+			return Summary{}, fmt.Errorf("mimeparse: %w", se)
+		default:
+			return Summary{}, fmt.Errorf("mimeparse: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// hashingReader hashes and counts what the parser reads and marks the
+// caller's read errors as sourceErrors.
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if n > 0 {
+		h.h.Write(p[:n])
+		h.n += int64(n)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, &sourceError{err: err}
+	}
+	return n, err
+}
+
+// parser holds the state of one Parse call.
+type parser struct {
+	lim      Limits
+	parts    int
+	decoded  int64
+	warnings []string
+	seen     map[string]bool
+	atts     []Attachment
+	// bodyLeft is how many raw body bytes (text and HTML together) may
+	// still be kept in memory.
+	bodyLeft int64
+	// htmlParts is the kept HTML, searched for cid: references.
+	htmlParts []string
+	topType   string
+	report    string
+	bounceID  string
+	fallback  string // charset for raw 8-bit header bytes
+}
+
+func (p *parser) warn(format string, args ...any) {
+	w := fmt.Sprintf(format, args...)
+	if p.seen == nil {
+		p.seen = map[string]bool{}
+	}
+	if p.seen[w] || len(p.warnings) >= 100 {
+		return
+	}
+	p.seen[w] = true
+	p.warnings = append(p.warnings, w)
+}
+
+func (p *parser) parse(src *hashingReader) (Summary, error) {
+	br := bufio.NewReaderSize(src, 32<<10)
+	hr := &headerReader{br: br, max: p.lim.MaxHeaderBytes, what: "header"}
+	blk, err := hr.readHeader(true)
+	if err != nil {
+		return Summary{}, err
+	}
+	if len(blk.h.fields) == 0 {
+		return Summary{}, &ParseError{Reason: "not a mail: no header fields"}
+	}
+	if !blk.h.looksLikeMail() {
+		return Summary{}, &ParseError{Reason: "not a mail: none of From, To, Subject, Date, Message-ID, Received or Content-Type in the header"}
+	}
+	if blk.skipped > 0 {
+		p.warn("header: dropped %d malformed line(s)", blk.skipped)
+	}
+	h := &blk.h
+	_, params := parseMediaType(h.get("Content-Type"))
+	p.fallback = params["charset"]
+	if h.repair(p.fallback) {
+		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
+	}
+	if h.has("Content-Type") && !h.has("Mime-Version") {
+		p.warn("header: MIME-Version missing; Content-Type honoured anyway")
+	}
+	p.bodyLeft = 2 * int64(p.lim.MaxBodyBytes)
+
+	var body io.Reader = br
+	if blk.leftover != nil {
+		body = io.MultiReader(bytes.NewReader(append(blk.leftover, blk.leftoverNL...)), br)
+	}
+	segs, err := p.walk(h, body, "", true, 0, "", false)
+	if err != nil {
+		return Summary{}, err
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return Summary{}, err
+	}
+
+	s := p.summarise(h)
+	s.Size = src.n
+	src.h.Sum(s.SHA256[:0])
+	p.bodies(&s, segs)
+	p.markInline(&s)
+	if s.MessageID == "" {
+		s.MessageID = "gen-" + hex.EncodeToString(s.SHA256[:]) + "@" + GeneratedIDDomain
+		p.warn("header: Message-ID missing; generated %s", s.MessageID)
+	}
+	s.Attachments = p.atts
+	s.Warnings = p.warnings
+	return s, nil
+}
+
+// segment is a piece of the mail's body: the text and/or HTML of one body
+// part, or of one multipart/alternative.
+type segment struct {
+	text, html       string
+	hasText, hasHTML bool
+}
+
+// joinPath builds IMAP part paths (RFC 3501 section 6.4.5).
+func joinPath(path string, i int) string {
+	if path == "" {
+		return strconv.Itoa(i)
+	}
+	return path + "." + strconv.Itoa(i)
+}
+
+// walk processes one entity and returns its body segments. path is the
+// entity's IMAP part path; for the root of a message (msgRoot) it is the
+// path of the enclosing message/rfc822 part ("" at the top), and a
+// single-part body then lives at path.1. parent is the enclosing multipart's
+// media type; forwarded is true inside a message/rfc822 part, whose text is
+// not the mail's body. walk reads body to its end.
+func (p *parser) walk(h *header, body io.Reader, path string, msgRoot bool, depth int, parent string, forwarded bool) ([]segment, error) {
+	p.parts++
+	if p.parts > p.lim.MaxParts {
+		return nil, &limitError{reason: fmt.Sprintf("more than %d MIME parts", p.lim.MaxParts)}
+	}
+	if depth > p.lim.MaxDepth {
+		return nil, &limitError{reason: fmt.Sprintf("MIME parts nested deeper than %d levels", p.lim.MaxDepth)}
+	}
+	mt, params := p.contentType(h, parent, path)
+	if strings.HasPrefix(mt, "multipart/") && params["boundary"] == "" {
+		p.warn("part %s: %s without boundary; read as text", pathName(path), mt)
+		mt, params = "text/plain", map[string]string{"charset": params["charset"]}
+	}
+	if msgRoot && !strings.HasPrefix(mt, "multipart/") {
+		path = joinPath(path, 1)
+	}
+	if depth == 0 {
+		p.topType = mt
+		if mt == "multipart/report" {
+			p.report = strings.ToLower(params["report-type"])
+		}
+	}
+
+	var segs []segment
+	var err error
+	switch {
+	case strings.HasPrefix(mt, "multipart/"):
+		segs, err = p.multipart(body, mt, params, path, depth, forwarded)
+	case mt == "message/rfc822" || mt == "message/global":
+		err = p.message(h, body, mt, params, path, depth, parent)
+	case mt == "text/rfc822-headers" && parent == "multipart/report":
+		err = p.returnedHeaders(h, body, mt, params, path)
+	default:
+		segs, err = p.leaf(h, body, mt, params, path, forwarded)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil && isFatal(err) {
+		return nil, err
+	}
+	return segs, nil
+}
+
+// isFatal tells read errors that stop the parse (the caller's reader failed,
+// a limit was hit) from decoding errors of one part, which are repaired.
+func isFatal(err error) bool {
+	var le *limitError
+	var se *sourceError
+	return errors.As(err, &le) || errors.As(err, &se)
+}
+
+func pathName(path string) string {
+	if path == "" {
+		return "root"
+	}
+	return path
+}
+
+// multipart walks the parts of a multipart entity.
+func (p *parser) multipart(body io.Reader, mt string, params map[string]string, path string, depth int, forwarded bool) ([]segment, error) {
+	sp := newSplitter(body, params["boundary"], p.lim.MaxBodyBytes)
+	hr := &headerReader{max: p.lim.MaxPartHeaderBytes}
+	var children [][]segment
+	n := 0
+	for {
+		child := joinPath(path, n+1)
+		hr.what = "part " + child + " header"
+		blk, partBody, err := sp.next(hr)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		n++
+		for _, w := range blk.warnings {
+			p.warn("%s", w)
+		}
+		if blk.skipped > 0 {
+			p.warn("part %s header: dropped %d malformed line(s)", child, blk.skipped)
+		}
+		blk.h.repair(p.fallback)
+		segs, err := p.walk(&blk.h, partBody, child, false, depth+1, mt, forwarded)
+		if err != nil {
+			return nil, err
+		}
+		children = append(children, segs)
+	}
+	if sp.truncated {
+		p.warn("part %s: %s ends without its closing boundary", pathName(path), mt)
+	}
+	if n == 0 {
+		p.warn("part %s: %s has no parts; its text is read as the body", pathName(path), mt)
+		if !forwarded && len(bytes.TrimSpace(sp.preamble)) > 0 {
+			text := p.decodeText(sp.preamble, p.fallback, path)
+			return []segment{{text: text, hasText: true}}, nil
+		}
+		return nil, nil
+	}
+	if mt != "multipart/alternative" {
+		var all []segment
+		for _, c := range children {
+			all = append(all, c...)
+		}
+		return all, nil
+	}
+	// RFC 2046 section 5.1.4: the last alternative is the preferred one;
+	// keep the first plain-text rendering and the last HTML one.
+	var merged segment
+	textDone := false
+	for _, c := range children {
+		t, hasT, hm, hasH := flatten(c)
+		if hasT && !textDone {
+			merged.text, merged.hasText, textDone = t, true, true
+		}
+		if hasH {
+			merged.html, merged.hasHTML = hm, true
+		}
+	}
+	if !merged.hasText && !merged.hasHTML {
+		return nil, nil
+	}
+	return []segment{merged}, nil
+}
+
+// flatten joins segments into one text and one HTML rendering; hasText and
+// hasHTML say whether any segment had a real part of that kind.
+func flatten(segs []segment) (text string, hasText bool, htm string, hasHTML bool) {
+	var tb, hb strings.Builder
+	for _, s := range segs {
+		hasText = hasText || s.hasText
+		hasHTML = hasHTML || s.hasHTML
+	}
+	for _, s := range segs {
+		t, h := s.text, s.html
+		if !s.hasText {
+			t = htmlToText(s.html)
+		}
+		if !s.hasHTML {
+			h = textToHTML(s.text)
+		}
+		if tb.Len() > 0 && t != "" {
+			tb.WriteString("\n")
+		}
+		tb.WriteString(t)
+		hb.WriteString(h)
+	}
+	return tb.String(), hasText, hb.String(), hasHTML
+}
+
+// bodies sets TextBody and HTMLBody from the segments, capped.
+func (p *parser) bodies(s *Summary, segs []segment) {
+	text, hasText, htm, hasHTML := flatten(segs)
+	_ = hasText
+	if hasHTML {
+		s.HTMLBody = htm
+	}
+	s.TextBody = text
+	limit := p.lim.MaxBodyBytes
+	if len(s.TextBody) > limit {
+		s.TextBody = truncateUTF8(s.TextBody, limit)
+		p.warn("text body truncated to %d bytes", limit)
+	}
+	if len(s.HTMLBody) > limit {
+		s.HTMLBody = truncateUTF8(s.HTMLBody, limit)
+		p.warn("HTML body truncated to %d bytes", limit)
+	}
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// markInline flags attachments that the HTML shows in place (cid: URLs,
+// RFC 2392). Content-Disposition: inline was flagged when the part was read.
+func (p *parser) markInline(s *Summary) {
+	if len(p.htmlParts) == 0 {
+		return
+	}
+	for i, a := range p.atts {
+		if a.ContentID == "" || a.Inline {
+			continue
+		}
+		ref := strings.ToLower("cid:" + a.ContentID)
+		for _, h := range p.htmlParts {
+			if strings.Contains(strings.ToLower(h), ref) {
+				p.atts[i].Inline = true
+				break
+			}
+		}
+	}
+}
+
+// decodeTransfer undoes the Content-Transfer-Encoding with go-message; an
+// unknown encoding leaves the bytes as they are, with a warning.
+func (p *parser) decodeTransfer(h *header, body io.Reader, path string) io.Reader {
+	cte := strings.ToLower(strings.TrimSpace(h.get("Content-Transfer-Encoding")))
+	switch cte {
+	case "", "7bit", "8bit", "binary":
+		return body
+	}
+	var th textproto.Header
+	th.Set("Content-Transfer-Encoding", cte)
+	e, err := message.New(message.Header{Header: th}, body)
+	if err != nil {
+		p.warn("part %s: unknown Content-Transfer-Encoding %q; bytes kept as they are", pathName(path), cte)
+		if e == nil {
+			return body
+		}
+	}
+	return e.Body
+}
+
+// counted wraps a decoded body: every byte counts against MaxDecodedBytes.
+func (p *parser) counted(r io.Reader) io.Reader { return &decodedCounter{r: r, p: p} }
+
+type decodedCounter struct {
+	r io.Reader
+	p *parser
+	n int64
+}
+
+func (c *decodedCounter) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	c.p.decoded += int64(n)
+	if c.p.decoded > c.p.lim.MaxDecodedBytes {
+		return n, &limitError{reason: fmt.Sprintf("decoded parts exceed %d bytes", c.p.lim.MaxDecodedBytes)}
+	}
+	return n, err
+}
+
+// leaf handles a part that is neither multipart nor a message.
+func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]string, path string, forwarded bool) ([]segment, error) {
+	disp, filename := p.disposition(h, params)
+	dec := p.counted(p.decodeTransfer(h, body, path))
+	isBody := (mt == "text/plain" || mt == "text/html") && disp != "attachment" && filename == ""
+	if isBody {
+		keep := int64(0)
+		if !forwarded {
+			keep = max(p.bodyLeft, 0)
+		}
+		data, err := io.ReadAll(io.LimitReader(dec, keep))
+		p.bodyLeft -= int64(len(data))
+		if err != nil {
+			if isFatal(err) {
+				return nil, err
+			}
+			p.warn("part %s: %v; kept what could be decoded", path, err)
+		}
+		if n, err := io.Copy(io.Discard, dec); err != nil {
+			if isFatal(err) {
+				return nil, err
+			}
+			p.warn("part %s: %v; kept what could be decoded", path, err)
+		} else if n > 0 && !forwarded {
+			p.warn("part %s: body larger than the limit; truncated", path)
+		}
+		if forwarded {
+			return nil, nil
+		}
+		text := p.decodeText(data, params["charset"], path)
+		if mt == "text/html" {
+			p.htmlParts = append(p.htmlParts, text)
+			return []segment{{html: text, hasHTML: true}}, nil
+		}
+		return []segment{{text: text, hasText: true}}, nil
+	}
+	size, err := io.Copy(io.Discard, dec)
+	if err != nil {
+		if isFatal(err) {
+			return nil, err
+		}
+		p.warn("part %s: %v; size counts what could be decoded", path, err)
+	}
+	p.atts = append(p.atts, Attachment{
+		PartPath:    path,
+		Filename:    filename,
+		ContentType: mt,
+		ContentID:   contentID(h.get("Content-Id")),
+		Size:        size,
+		Inline:      disp == "inline",
+	})
+	return nil, nil
+}
+
+// message handles message/rfc822: a forwarded or returned mail. It is listed
+// as one attachment (the .eml), and the attachments inside it are listed
+// too, with their paths below it; its text stays in the .eml and is not
+// merged into the body.
+func (p *parser) message(h *header, body io.Reader, mt string, params map[string]string, path string, depth int, parent string) error {
+	_, filename := p.disposition(h, params)
+	counter := &byteCounter{r: p.decodeTransfer(h, body, path)}
+	idx := len(p.atts)
+	p.atts = append(p.atts, Attachment{
+		PartPath:    path,
+		Filename:    filename,
+		ContentType: mt,
+		ContentID:   contentID(h.get("Content-Id")),
+	})
+	br := bufio.NewReaderSize(counter, splitBufferSize)
+	hr := &headerReader{br: br, max: p.lim.MaxPartHeaderBytes, what: "part " + path + " message header"}
+	blk, err := hr.readHeader(true)
+	if err != nil {
+		return err
+	}
+	if len(blk.h.fields) > 0 {
+		blk.h.repair(p.fallback)
+		if filename == "" {
+			subj := strings.TrimSpace(p.text(blk.h.get("Subject")))
+			if subj == "" {
+				subj = "message"
+			}
+			p.atts[idx].Filename = subj + ".eml"
+		}
+		if parent == "multipart/report" && p.bounceID == "" {
+			p.bounceID = msgID(blk.h.get("Message-Id"))
+		}
+		var inner io.Reader = br
+		if blk.leftover != nil {
+			inner = io.MultiReader(bytes.NewReader(append(blk.leftover, blk.leftoverNL...)), br)
+		}
+		if _, err := p.walk(&blk.h, inner, path, true, depth+1, mt, true); err != nil {
+			return err
+		}
+	} else if filename == "" {
+		p.atts[idx].Filename = "message.eml"
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil && isFatal(err) {
+		return err
+	}
+	p.atts[idx].Size = counter.n
+	return nil
+}
+
+// returnedHeaders handles the text/rfc822-headers part of a delivery report
+// (RFC 6522 section 3): the header of the returned message, kept as an
+// attachment, whose Message-ID names the bounced mail.
+func (p *parser) returnedHeaders(h *header, body io.Reader, mt string, params map[string]string, path string) error {
+	_, filename := p.disposition(h, params)
+	counter := &byteCounter{r: p.counted(p.decodeTransfer(h, body, path))}
+	br := bufio.NewReaderSize(counter, splitBufferSize)
+	hr := &headerReader{br: br, max: p.lim.MaxPartHeaderBytes, what: "part " + path + " returned header"}
+	blk, err := hr.readHeader(true)
+	if err != nil {
+		return err
+	}
+	if p.bounceID == "" {
+		p.bounceID = msgID(blk.h.get("Message-Id"))
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil && isFatal(err) {
+		return err
+	}
+	p.atts = append(p.atts, Attachment{PartPath: path, Filename: filename, ContentType: mt, Size: counter.n})
+	return nil
+}
+
+type byteCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *byteCounter) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
