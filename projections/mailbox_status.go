@@ -1,0 +1,214 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// MailboxStatusName is the subscriber name of the mailbox-status projection.
+// Changing it makes the projection start again from the first event; bump
+// the version suffix only together with a migration that empties the table.
+const MailboxStatusName = "projection.mailbox_status.v1"
+
+// MailboxStatus projects, per inbound account, the last poll and its outcome
+// (the server's exact words on failure) and the totals fetched, failed,
+// oversize, skipped and deleted, into the table mailbox_status. It handles
+// MailboxPolled and InboundAccountCreated/Updated/Deleted (for the name).
+//
+// Idempotence: each row keeps the last applied version of the account's
+// stream "mailbox-<id>" (poll_version) and of "inbound-accounts"
+// (account_version); an event at or below them changes nothing, so a
+// redelivered batch never counts twice.
+type MailboxStatus struct {
+	store  eventstore.Store
+	reader Reader
+	logger *slog.Logger
+	// Options tunes the subscription (zero: the store's defaults).
+	Options eventstore.SubscribeOptions
+}
+
+// NewMailboxStatus returns the projection over store; reader reads its table
+// for List. A nil logger discards.
+func NewMailboxStatus(store eventstore.Store, reader Reader, logger *slog.Logger) *MailboxStatus {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &MailboxStatus{store: store, reader: reader, logger: logger}
+}
+
+// Name is the projection's subscriber name (for Store.Reached).
+func (p *MailboxStatus) Name() string { return MailboxStatusName }
+
+// Run keeps the table up to date until ctx ends; it returns ctx.Err() then,
+// or the store's error when the subscription cannot go on.
+func (p *MailboxStatus) Run(ctx context.Context) error {
+	err := p.store.Subscribe(ctx, MailboxStatusName, p.Handle, p.Options)
+	if err != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("projections: %s: %w", MailboxStatusName, err)
+	}
+	return err
+}
+
+// Handle applies one event through tx; it is the subscription's handler,
+// exported so that tests and rebuild tools can feed events directly.
+func (p *MailboxStatus) Handle(ctx context.Context, tx eventstore.Tx, ev eventstore.RecordedEvent) error {
+	switch ev.Type {
+	case domain.MailboxPolledName:
+		var e domain.MailboxPolled
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applyPoll(ctx, tx, e, ev.StreamVersion)
+	case domain.InboundAccountCreatedName, domain.InboundAccountUpdatedName:
+		var e struct {
+			Account struct {
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			} `json:"account"`
+		}
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applyAccount(ctx, tx, e.Account.ID, e.Account.Name, false, ev.StreamVersion)
+	case domain.InboundAccountDeletedName:
+		var e domain.InboundAccountDeleted
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applyAccount(ctx, tx, e.AccountID, "", true, ev.StreamVersion)
+	}
+	return nil
+}
+
+// skip logs an event that cannot be decoded. Retrying would block every
+// later event for ever, and the payload will not change; the view stays
+// without it and the log says so.
+func (p *MailboxStatus) skip(ev eventstore.RecordedEvent, err error) error {
+	p.logger.Error("mailbox status: undecodable event skipped", "position", ev.Position, "type", ev.Type,
+		"stream", ev.Stream, "err", err)
+	return nil
+}
+
+const upsertPoll = `INSERT INTO mailbox_status (account_id, last_poll_at, last_finished_at, last_error, server_reply,
+	consecutive_failures, polls, fetched, failed, oversize, skipped, deleted, poll_version)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (account_id) DO UPDATE SET
+	last_poll_at = excluded.last_poll_at,
+	last_finished_at = excluded.last_finished_at,
+	last_error = excluded.last_error,
+	server_reply = excluded.server_reply,
+	consecutive_failures = excluded.consecutive_failures,
+	polls = mailbox_status.polls + 1,
+	fetched = mailbox_status.fetched + excluded.fetched,
+	failed = mailbox_status.failed + excluded.failed,
+	oversize = mailbox_status.oversize + excluded.oversize,
+	skipped = mailbox_status.skipped + excluded.skipped,
+	deleted = mailbox_status.deleted + excluded.deleted,
+	poll_version = excluded.poll_version
+WHERE mailbox_status.poll_version < excluded.poll_version`
+
+func (p *MailboxStatus) applyPoll(ctx context.Context, tx eventstore.Tx, e domain.MailboxPolled, version int64) error {
+	if e.AccountID == "" {
+		return nil
+	}
+	_, err := tx.Exec(ctx, upsertPoll, e.AccountID, nullTime(e.StartedAt), nullTime(e.FinishedAt), e.Error, e.ServerReply,
+		int64(e.Failures), int64(e.Fetched), int64(e.Failed), int64(e.Oversize), int64(e.Skipped), int64(e.Deleted), version)
+	if err != nil {
+		return fmt.Errorf("projections: mailbox status of %s: %w", e.AccountID, err)
+	}
+	return nil
+}
+
+const upsertAccount = `INSERT INTO mailbox_status (account_id, name, account_deleted, account_version)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (account_id) DO UPDATE SET
+	name = CASE WHEN excluded.account_deleted THEN mailbox_status.name ELSE excluded.name END,
+	account_deleted = excluded.account_deleted,
+	account_version = excluded.account_version
+WHERE mailbox_status.account_version < excluded.account_version`
+
+func (p *MailboxStatus) applyAccount(ctx context.Context, tx eventstore.Tx, id, name string, deleted bool, version int64) error {
+	if id == "" {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, upsertAccount, id, name, deleted, version); err != nil {
+		return fmt.Errorf("projections: mailbox status of %s: %w", id, err)
+	}
+	return nil
+}
+
+// nullTime stores the zero time as NULL and others in UTC.
+func nullTime(t time.Time) sql.NullTime {
+	if t.IsZero() {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: t.UTC(), Valid: true}
+}
+
+// MailboxStatusRow is one account's row of the view.
+type MailboxStatusRow struct {
+	AccountID string `json:"account_id"`
+	Name      string `json:"name"`
+	// LastPollAt is when the last poll started, nil before the first.
+	LastPollAt     *time.Time `json:"last_poll_at"`
+	LastFinishedAt *time.Time `json:"last_finished_at"`
+	// LastError is empty when the last poll succeeded; ServerReply holds the
+	// server's exact words when the failure came from the server.
+	LastError           string `json:"last_error"`
+	ServerReply         string `json:"server_reply"`
+	ConsecutiveFailures int64  `json:"consecutive_failures"`
+	Polls               int64  `json:"polls"`
+	Fetched             int64  `json:"fetched"`
+	Failed              int64  `json:"failed"`
+	Oversize            int64  `json:"oversize"`
+	Skipped             int64  `json:"skipped"`
+	Deleted             int64  `json:"deleted"`
+}
+
+// List returns the rows of accounts that exist, by name then id.
+func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
+	rows, err := p.reader.Query(ctx, `SELECT account_id, name, last_poll_at, last_finished_at, last_error, server_reply,
+		consecutive_failures, polls, fetched, failed, oversize, skipped, deleted
+		FROM mailbox_status WHERE NOT account_deleted ORDER BY name, account_id`)
+	if err != nil {
+		return nil, fmt.Errorf("projections: list mailbox status: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	out := []MailboxStatusRow{}
+	for rows.Next() {
+		var (
+			r             MailboxStatusRow
+			poll, finish  sql.NullTime
+			failures      int64
+			counts        [6]int64
+			lastErr, repl string
+		)
+		if err := rows.Scan(&r.AccountID, &r.Name, &poll, &finish, &lastErr, &repl, &failures,
+			&counts[0], &counts[1], &counts[2], &counts[3], &counts[4], &counts[5]); err != nil {
+			return nil, fmt.Errorf("projections: list mailbox status: %w", err)
+		}
+		r.LastError, r.ServerReply, r.ConsecutiveFailures = lastErr, repl, failures
+		r.Polls, r.Fetched, r.Failed, r.Oversize, r.Skipped, r.Deleted = counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]
+		if poll.Valid {
+			t := poll.Time.UTC()
+			r.LastPollAt = &t
+		}
+		if finish.Valid {
+			t := finish.Time.UTC()
+			r.LastFinishedAt = &t
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("projections: list mailbox status: %w", err)
+	}
+	return out, nil
+}

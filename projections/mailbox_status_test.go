@@ -1,0 +1,181 @@
+package projections_test
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
+	"github.com/ledgerdesk/ledgerdesk/migrations"
+	"github.com/ledgerdesk/ledgerdesk/projections"
+)
+
+type backend struct {
+	name string
+	open func(tb testing.TB) (eventstore.Store, projections.Reader)
+}
+
+// backends are both stores: the embedded one always, PostgreSQL unless
+// -short (it fails, not skips, when the server is unreachable).
+func backends(tb testing.TB) []backend {
+	tb.Helper()
+	bs := []backend{{"embedded", openEmbedded}}
+	if !testing.Short() {
+		bs = append(bs, backend{"postgres", openPostgres})
+	}
+	return bs
+}
+
+func openEmbedded(tb testing.TB) (eventstore.Store, projections.Reader) {
+	tb.Helper()
+	db, err := embedded.OpenDB(filepath.Join(tb.TempDir(), "ledgerdesk.db"))
+	if err != nil {
+		tb.Fatalf("open sqlite: %v", err)
+	}
+	if err := migrations.ApplySQLite(context.Background(), db); err != nil {
+		tb.Fatalf("migrate sqlite: %v", err)
+	}
+	s := embedded.New(db, nil)
+	tb.Cleanup(func() { _ = s.Close() })
+	return s, projections.SQLReader(db)
+}
+
+func openPostgres(tb testing.TB) (eventstore.Store, projections.Reader) {
+	tb.Helper()
+	pool := pgtest.NewPool(tb)
+	if err := migrations.ApplyPostgres(context.Background(), pool); err != nil {
+		tb.Fatalf("migrate postgres: %v", err)
+	}
+	s, err := postgres.New(pool, nil)
+	if err != nil {
+		tb.Fatalf("postgres store: %v", err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s, projections.PGReader(pool)
+}
+
+func newEvent(tb testing.TB, e domain.Event) eventstore.NewEvent {
+	tb.Helper()
+	b, err := json.Marshal(e)
+	if err != nil {
+		tb.Fatalf("marshal %T: %v", e, err)
+	}
+	return eventstore.NewEvent{Type: e.EventName(), SchemaVersion: 1, Payload: b}
+}
+
+func mustAppend(tb testing.TB, s eventstore.Store, stream string, evs ...domain.Event) int64 {
+	tb.Helper()
+	req := eventstore.AppendRequest{Stream: stream, ExpectedVersion: eventstore.AnyVersion}
+	for _, e := range evs {
+		req.Events = append(req.Events, newEvent(tb, e))
+	}
+	res, err := s.Append(context.Background(), req)
+	if err != nil {
+		tb.Fatalf("append to %s: %v", stream, err)
+	}
+	return res.LastPosition
+}
+
+func ptr(t time.Time) *time.Time { return &t }
+
+func TestMailboxStatus(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			p := projections.NewMailboxStatus(store, reader, nil)
+			p.Options.PollInterval = 20 * time.Millisecond
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+
+			// given two accounts, one renamed, one deleted, and three polls
+			acc := func(id, name string) domain.InboundAccount { return domain.InboundAccount{ID: id, Name: name} }
+			mustAppend(t, store, "inbound-accounts",
+				domain.InboundAccountCreated{Account: acc("a1", "Support"), Actor: "token:x"},
+				domain.InboundAccountCreated{Account: acc("a2", "Sales"), Actor: "token:x"},
+				domain.InboundAccountCreated{Account: acc("a3", "Gone"), Actor: "token:x"},
+			)
+			mustAppend(t, store, "mailbox-a1", domain.MailboxPolled{AccountID: "a1", StartedAt: t0, FinishedAt: t0.Add(time.Second),
+				Fetched: 3, Failed: 1, Oversize: 1, Skipped: 2, Deleted: 3})
+			mustAppend(t, store, "mailbox-a1", domain.MailboxPolled{AccountID: "a1", StartedAt: t0.Add(5 * time.Minute),
+				FinishedAt: t0.Add(5*time.Minute + time.Second), Error: "login: authentication failed",
+				ServerReply: "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)", Failures: 1})
+			mustAppend(t, store, "mailbox-a2", domain.MailboxPolled{AccountID: "a2", StartedAt: t0, FinishedAt: t0.Add(time.Second), Fetched: 7})
+			last := mustAppend(t, store, "inbound-accounts",
+				domain.InboundAccountUpdated{Account: acc("a1", "Helpdesk"), Changed: []string{"name"}, Actor: "token:x"},
+				domain.InboundAccountDeleted{AccountID: "a3", Actor: "token:x"},
+			)
+
+			// when the projection has caught up
+			ok, err := projections.WaitReached(ctx, store, p.Name(), last, 10*time.Second)
+			if err != nil || !ok {
+				t.Fatalf("WaitReached() = %v, %v, want true, nil", ok, err)
+			}
+
+			// then the view shows names, the last outcome and the totals
+			want := []projections.MailboxStatusRow{
+				{AccountID: "a1", Name: "Helpdesk", LastPollAt: ptr(t0.Add(5 * time.Minute)), LastFinishedAt: ptr(t0.Add(5*time.Minute + time.Second)),
+					LastError: "login: authentication failed", ServerReply: "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
+					ConsecutiveFailures: 1, Polls: 2, Fetched: 3, Failed: 1, Oversize: 1, Skipped: 2, Deleted: 3},
+				{AccountID: "a2", Name: "Sales", LastPollAt: ptr(t0), LastFinishedAt: ptr(t0.Add(time.Second)), Polls: 1, Fetched: 7},
+			}
+			got, err := p.List(ctx)
+			if err != nil {
+				t.Fatalf("List() error = %v", err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("List() (-want +got):\n%s", diff)
+			}
+
+			// and redelivering events already applied changes nothing
+			cancel()
+			if err := <-done; err == nil {
+				t.Errorf("Run() = nil after cancel, want an error")
+			}
+			all, err := store.ReadAll(context.Background(), 0, 100)
+			if err != nil {
+				t.Fatalf("ReadAll() error = %v", err)
+			}
+			err = store.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+				for _, ev := range all {
+					if err := p.Handle(ctx, tx, ev); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("redeliver: %v", err)
+			}
+			got, err = p.List(context.Background())
+			if err != nil {
+				t.Fatalf("List() after redelivery error = %v", err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("List() after redelivery (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestWaitReached_NotCaughtUpReportsFalse(t *testing.T) {
+	t.Parallel()
+	store, _ := openEmbedded(t)
+	pos := mustAppend(t, store, "mailbox-a1", domain.MailboxPolled{AccountID: "a1"})
+	ok, err := projections.WaitReached(context.Background(), store, "nobody.subscribes", pos, 50*time.Millisecond)
+	if err != nil || ok {
+		t.Errorf("WaitReached() = %v, %v, want false, nil", ok, err)
+	}
+}
