@@ -358,7 +358,7 @@ func (d intake) customerAnswered(t Ticket) []Event {
 	if !d.in.Settings.CustomerAnsweredMails || t.ResourceID == "" {
 		return nil
 	}
-	outID := hashID("customer-answered", d.m.MailID)
+	outID := OutgoingMailIDFor(AutoMailCustomerAnswered, d.m.MailID)
 	return []Event{NotificationQueued{
 		OutgoingMail: OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(t.ID, outID, d.in.Settings.MessageIDDomain)},
 		TicketID:     t.ID, Kind: AutoMailCustomerAnswered, ResourceID: t.ResourceID, QueuedAt: d.in.Now, CausedBy: d.m.MailID,
@@ -373,7 +373,7 @@ func (d intake) reject(ticketID, code, reason, template, kind string) []Event {
 	if why := d.autoMailBlocked(to, d.in.Settings.ErrorMails, "error mails are switched off"); why != "" {
 		return append(ev, AutoMailSuppressed{TicketID: ticketID, Kind: kind, To: to.Email, Reason: why, At: d.in.Now, CausedBy: d.m.MailID})
 	}
-	outID := hashID("error-mail", d.m.MailID)
+	outID := OutgoingMailIDFor(kind, d.m.MailID)
 	return append(ev, ErrorMailQueued{
 		OutgoingMail: d.answerThreading(ticketID, outID),
 		TicketID:     ticketID, AccountID: d.in.Account.ID, Template: template, To: to,
@@ -517,7 +517,7 @@ func (d intake) create() ([]Event, error) {
 	if why := d.autoMailBlocked(to, d.in.Settings.AutoReplies, "auto replies are switched off"); why != "" {
 		return append(ev, AutoMailSuppressed{TicketID: ticketID, Kind: AutoMailNewTicket, To: to.Email, Reason: why, At: d.in.Now, CausedBy: d.m.MailID}), nil
 	}
-	outID := hashID("auto-reply", d.m.MailID)
+	outID := OutgoingMailIDFor(AutoMailNewTicket, d.m.MailID)
 	return append(ev, AutoReplyQueued{
 		OutgoingMail: d.answerThreading(ticketID, outID),
 		TicketID:     ticketID, AccountID: acc.ID, Template: acc.AutoReplyTemplate, To: to,

@@ -33,6 +33,21 @@ func (s TicketStatus) Valid() bool {
 // "stream must not exist" check turns a second creation into a conflict).
 func TicketIDFor(mailID string) string { return hashID("ticket", mailID) }
 
+// NoteIDFor derives a note's id from its ticket and the command that added
+// it, so a retried command adds the same note.
+func NoteIDFor(ticketID, commandID string) string { return hashID("note", ticketID, commandID) }
+
+// OutgoingReply is the OutgoingMailIDFor kind of agents' replies.
+const OutgoingReply = "reply"
+
+// OutgoingMailIDFor derives the id of a queued mail from its kind (one of
+// the AutoMail* kinds or OutgoingReply) and its cause (the MailID of the
+// mail answered, or ticket id and command id), so deciding the same input
+// again queues the same mail, which the saga sends once.
+func OutgoingMailIDFor(kind string, cause ...string) string {
+	return hashID("outgoing/"+kind, cause...)
+}
+
 // TicketStream is the event stream of ticket id.
 func TicketStream(id string) string { return "ticket-" + id }
 
@@ -372,7 +387,7 @@ func DecideTicket(t Ticket, s Settings, cmd TicketCommand) ([]Event, error) {
 		if err := errors.Join(errs...); err != nil {
 			return nil, fmt.Errorf("add note to ticket %d: %w: %w", t.Number, ErrInvalid, err)
 		}
-		return []Event{NoteAdded{TicketID: t.ID, NoteID: hashID("note", t.ID, c.CommandID), Text: c.Text, At: c.At, Actor: c.Actor}}, nil
+		return []Event{NoteAdded{TicketID: t.ID, NoteID: NoteIDFor(t.ID, c.CommandID), Text: c.Text, At: c.At, Actor: c.Actor}}, nil
 	case ReplyByMail:
 		return decideReply(t, s, c)
 	default:
@@ -408,7 +423,7 @@ func decideReply(t Ticket, s Settings, c ReplyByMail) ([]Event, error) {
 		subject = "Re: " + t.Subject
 	}
 	subject = withReference(subject, t.Number, s.ReferenceFormat)
-	outID := hashID("reply", t.ID, c.CommandID)
+	outID := OutgoingMailIDFor(OutgoingReply, t.ID, c.CommandID)
 	return []Event{ReplyQueued{
 		OutgoingMail: outgoingMail(t, outID, s.MessageIDDomain),
 		TicketID:     t.ID,
