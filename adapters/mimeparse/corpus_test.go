@@ -17,14 +17,16 @@ import (
 // zammadMinMatches is the number of zammad pairs whose from address, display
 // name and subject must match. It is the achieved rate; the pairs that do
 // not match are listed in zammadKnownMismatches with the reason.
-const zammadMinMatches = 50
+const zammadMinMatches = 53
 
 // zammadKnownMismatches are pairs where Zammad's expectation is Zammad's own
 // misreading of a malformed header, not what a mail client shows. The test
 // logs them; they count as mismatches.
 var zammadKnownMismatches = map[string]string{
 	"mail065": `From "=?iso-8859-1?Q?B=FCrling,=20Andreas?= <...>": the comma is inside the encoded word; Zammad splits there and expects the display name "=20Andreas?=", we read "Bürling, Andreas"`,
-	"mail076": `From '"Millions Lottery Spain transfer"@example.com>': Zammad keeps the stray quote and bracket in the address; we read the quoted local part as RFC 5322 does`,
+	"mail076": `From '"Millions Lottery Spain transfer"@example.com>': Zammad keeps the stray quote and bracket in the address; we read the quoted local part as RFC 5322 does ("Millions Lottery Spain transfer"@example.com, no name)`,
+	"mail046": `From has raw GBK bytes CE E4 C0 BC B3 C9; we decode them as GB18030 like the subject ("武兰成"), Zammad expects them read as windows-1250 ("ÎäŔźłÉ") while it reads the subject as GBK`,
+	"mail089": `the raw Subject has "INC678439: --"; the yml copy lost the colon (a plain YAML scalar cannot hold ": "), see zammad/README.md on copy fidelity`,
 	"mail087": `From "Test test@example.com": Zammad takes the whole value as the address; we take the word with the @ as the address and "Test" as the name`,
 }
 

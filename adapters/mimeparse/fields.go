@@ -2,10 +2,12 @@ package mimeparse
 
 import (
 	"bytes"
+	"encoding/base64"
 	"io"
 	"mime"
 	"net/mail"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -38,6 +40,17 @@ func (p *parser) summarise(h *header) Summary {
 			break
 		} else if s.From.Email == "" && len(as) > 0 {
 			s.From = as[0]
+		}
+	}
+	if s.From.Email == "" {
+		// No usable From: the person to answer is the Sender, else the
+		// Reply-To, else the envelope sender.
+		for _, k := range []string{"Sender", "Reply-To", "Return-Path"} {
+			if as := p.addressLists(h.values(k)); len(as) > 0 && as[0].Email != "" {
+				s.From = as[0]
+				p.warn("header: From missing or unreadable; sender taken from %s", k)
+				break
+			}
 		}
 	}
 	if s.From.Email == "" {
@@ -129,25 +142,206 @@ func cleanLine(s string) string {
 	return strings.TrimSpace(s)
 }
 
-// text decodes RFC 2047 encoded words in a header value. Unknown charsets
-// are read as windows-1252 with a warning; malformed words stay as written.
+// encodedWord matches an RFC 2047 encoded word. The text part may hold
+// spaces (broken Q words) but never "?".
+var encodedWord = regexp.MustCompile(`=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=`)
+
+// text decodes RFC 2047 encoded words in a header value, more forgivingly
+// than mime.WordDecoder, as mail clients do: words may touch other text,
+// adjacent words of one charset are joined before decoding (so a character
+// split across two words survives), B words with wrong padding are read,
+// an RFC 2231 language suffix ("utf-8*de") is ignored, an unknown charset
+// or bytes that are invalid in the declared charset are decoded by guessing
+// (see guessDecode), and a word that cannot be decoded stays as written.
 func (p *parser) text(v string) string {
 	if !strings.Contains(v, "=?") {
 		return v
 	}
-	d := mime.WordDecoder{CharsetReader: func(cs string, in io.Reader) (io.Reader, error) {
-		r, ok := charsetReader(cs, in)
-		if !ok {
-			p.warn("unknown charset %q in an encoded word; read as windows-1252", cs)
-			return charmap.Windows1252.NewDecoder().Reader(in), nil
-		}
-		return r, nil
-	}}
-	out, err := d.DecodeHeader(v)
-	if err != nil {
+	locs := encodedWord.FindAllStringSubmatchIndex(v, -1)
+	if len(locs) == 0 {
 		return v
 	}
-	return strings.ToValidUTF8(out, "\uFFFD")
+	var out strings.Builder
+	var pendCS string
+	var pend []byte
+	pending := false
+	flush := func() {
+		if pending {
+			out.WriteString(p.decodeWord(pendCS, pend))
+			pend, pending = nil, false
+		}
+	}
+	prevEnd := 0
+	for i, loc := range locs {
+		between := v[prevEnd:loc[0]]
+		if i == 0 || strings.TrimSpace(between) != "" {
+			flush()
+			out.WriteString(between)
+		} // else: white space between adjacent encoded words is dropped (RFC 2047 section 6.2)
+		prevEnd = loc[1]
+		cs := strings.ToLower(v[loc[2]:loc[3]])
+		if j := strings.IndexByte(cs, '*'); j >= 0 {
+			cs = cs[:j]
+		}
+		raw, ok := wordBytes(v[loc[4]:loc[5]], v[loc[6]:loc[7]])
+		if !ok {
+			flush()
+			out.WriteString(v[loc[0]:loc[1]])
+			continue
+		}
+		if pending && cs != pendCS {
+			flush()
+		}
+		pendCS, pending = cs, true
+		pend = append(pend, raw...)
+	}
+	flush()
+	out.WriteString(v[prevEnd:])
+	return strings.ToValidUTF8(out.String(), "\uFFFD")
+}
+
+// wordBytes decodes the text of one encoded word.
+func wordBytes(enc, text string) ([]byte, bool) {
+	if enc == "b" || enc == "B" {
+		clean := strings.Map(func(r rune) rune {
+			if r == '=' || unicode.IsSpace(r) {
+				return -1
+			}
+			return r
+		}, text)
+		if len(clean)%4 == 1 {
+			clean = clean[:len(clean)-1]
+		}
+		b, err := base64.RawStdEncoding.DecodeString(clean)
+		if err != nil {
+			return nil, false
+		}
+		return b, true
+	}
+	out := make([]byte, 0, len(text))
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case c == '_':
+			out = append(out, ' ')
+		case c == '=' && i+2 < len(text)+0 && isHex(text[i+1]) && isHex(text[i+2]):
+			out = append(out, unhex(text[i+1])<<4|unhex(text[i+2]))
+			i += 2
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+// decodeWord converts the bytes of joined encoded words to UTF-8.
+func (p *parser) decodeWord(cs string, b []byte) string {
+	switch cs {
+	case "utf-8", "utf8", "us-ascii":
+		if utf8.Valid(b) {
+			return string(b)
+		}
+		return guessDecode(b, "")
+	}
+	r, ok := charsetReader(cs, bytes.NewReader(b))
+	if !ok {
+		p.warn("unknown charset %q in an encoded word; charset guessed", cs)
+		return guessDecode(b, "")
+	}
+	out, err := io.ReadAll(r)
+	s := string(out)
+	if err != nil || strings.ContainsRune(s, utf8.RuneError) {
+		// Bytes that are not in the declared charset: mislabelled (Shift_JIS
+		// labelled ISO-2022-JP is common). Guess, keep the guess if clean.
+		if g := guessDecode(b, ""); !strings.ContainsRune(g, utf8.RuneError) {
+			p.warn("encoded word not valid %s; charset guessed", cs)
+			return g
+		}
+	}
+	return s
+}
+
+// guessDecode decodes bytes of unknown charset the way mail clients guess:
+// valid UTF-8 as such; then the declared fallback (the body's charset);
+// then GB18030 when the 8-bit bytes come in pairs (Chinese text); then
+// Shift_JIS when that yields kana (Japanese); else windows-1252.
+func guessDecode(b []byte, fallback string) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	try := func(enc encoding.Encoding) (string, bool) {
+		out, err := enc.NewDecoder().Bytes(b)
+		if err != nil || bytes.ContainsRune(out, utf8.RuneError) {
+			return "", false
+		}
+		return string(out), true
+	}
+	if l := normCharset(fallback); l != "" && l != "utf-8" && l != "utf8" && l != "us-ascii" {
+		if r, ok := charsetReader(l, bytes.NewReader(b)); ok {
+			if out, err := io.ReadAll(r); err == nil && !bytes.ContainsRune(out, utf8.RuneError) {
+				return string(out)
+			}
+		}
+	}
+	if pairedHighBytes(b) {
+		if s, ok := try(simplifiedchinese.GB18030); ok {
+			return s
+		}
+	}
+	if s, ok := try(japanese.ShiftJIS); ok && hasKana(s) {
+		return s
+	}
+	out, _ := charmap.Windows1252.NewDecoder().Bytes(b)
+	return strings.ToValidUTF8(string(out), "\uFFFD")
+}
+
+// pairedHighBytes reports whether every run of 8-bit bytes has an even
+// length, as in GB2312/GBK/Big5/EUC text, and unlike Latin text where
+// accented letters stand alone between ASCII letters.
+func pairedHighBytes(b []byte) bool {
+	run, runs := 0, 0
+	for _, c := range b {
+		if c >= 0x80 {
+			run++
+			continue
+		}
+		if run%2 == 1 {
+			return false
+		}
+		if run > 0 {
+			runs++
+		}
+		run = 0
+	}
+	if run > 0 {
+		runs++
+	}
+	return run%2 == 0 && runs > 0
+}
+
+// hasKana reports whether s holds hiragana or (full-width) katakana.
+func hasKana(s string) bool {
+	for _, r := range s {
+		if r >= 0x3040 && r <= 0x30FF {
+			return true
+		}
+	}
+	return false
 }
 
 // charsetAliases maps labels to the encoding mail clients actually use for
@@ -211,25 +405,9 @@ func charsetName(label string) string {
 	return "windows-1252"
 }
 
-// decodeBytes decodes raw 8-bit header bytes: as UTF-8 when they are valid
-// UTF-8, else with the fallback charset (the body's), else windows-1252.
+// decodeBytes decodes raw 8-bit header bytes (see guessDecode).
 func decodeBytes(b []byte, fallback string) string {
-	if utf8.Valid(b) {
-		return string(b)
-	}
-	l := normCharset(fallback)
-	if l == "utf-8" || l == "utf8" || l == "" {
-		l = "windows-1252"
-	}
-	r, ok := charsetReader(l, bytes.NewReader(b))
-	if !ok {
-		r = charmap.Windows1252.NewDecoder().Reader(bytes.NewReader(b))
-	}
-	out, err := io.ReadAll(r)
-	if err != nil {
-		return strings.ToValidUTF8(string(b), "\uFFFD")
-	}
-	return strings.ToValidUTF8(string(out), "\uFFFD")
+	return guessDecode(b, fallback)
 }
 
 // decodeText converts a text part's bytes to UTF-8. Without a charset, or
@@ -245,7 +423,7 @@ func (p *parser) decodeText(b []byte, label, path string) string {
 		if l != "" {
 			p.warn("part %s: 8-bit text labelled %s; read as windows-1252", path, l)
 		}
-		return decodeBytes(b, "windows-1252")
+		return guessDecode(b, "")
 	case "utf-8", "utf8":
 		if !utf8.Valid(b) {
 			p.warn("part %s: invalid UTF-8 replaced", path)
@@ -254,8 +432,8 @@ func (p *parser) decodeText(b []byte, label, path string) string {
 	}
 	r, ok := charsetReader(l, bytes.NewReader(b))
 	if !ok {
-		p.warn("part %s: unknown charset %q; read as UTF-8 or windows-1252", path, l)
-		return decodeBytes(b, "windows-1252")
+		p.warn("part %s: unknown charset %q; charset guessed", path, l)
+		return guessDecode(b, "")
 	}
 	out, err := io.ReadAll(r)
 	if err != nil {
@@ -486,16 +664,16 @@ func (p *parser) addressList(v string) []Address {
 		return nil
 	}
 	ap := mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(cs string, in io.Reader) (io.Reader, error) {
-		r, ok := charsetReader(cs, in)
-		if !ok {
-			return charmap.Windows1252.NewDecoder().Reader(in), nil
+		raw, err := io.ReadAll(in)
+		if err != nil {
+			return nil, err
 		}
-		return r, nil
+		return strings.NewReader(p.decodeWord(strings.ToLower(cs), raw)), nil
 	}}}
 	if list, err := ap.ParseList(v); err == nil {
 		out := make([]Address, 0, len(list))
 		for _, a := range list {
-			out = append(out, Address{Name: cleanLine(p.text(a.Name)), Email: a.Address})
+			out = append(out, Address{Name: cleanLine(p.text(a.Name)), Email: requoteLocal(a.Address)})
 		}
 		return out
 	}
@@ -592,6 +770,9 @@ func lenientAddress(s string) (Address, bool) {
 			}
 		}
 	}
+	if a, err := mail.ParseAddress(strings.Trim(s, "<> \t")); err == nil {
+		return Address{Name: cleanLine(a.Name), Email: requoteLocal(a.Address)}, true
+	}
 	words := strings.Fields(s)
 	var nameWords []string
 	email := ""
@@ -606,6 +787,20 @@ func lenientAddress(s string) (Address, bool) {
 		return Address{}, false
 	}
 	return Address{Name: cleanLine(unquote(strings.Join(nameWords, " "))), Email: email}, true
+}
+
+// requoteLocal puts back the quotes net/mail removes from a quoted local
+// part ("john doe"@example.com), so Email stays a valid addr-spec.
+func requoteLocal(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return addr
+	}
+	local := addr[:at]
+	if !strings.ContainsAny(local, " \t\"(),:;<>@[\\]") {
+		return addr
+	}
+	return strconv.Quote(local) + addr[at:]
 }
 
 // unquote removes one level of double quotes and backslash escapes.

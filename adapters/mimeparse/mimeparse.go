@@ -438,7 +438,7 @@ func (p *parser) multipart(body io.Reader, mt string, params map[string]string, 
 	if n == 0 {
 		p.warn("part %s: %s has no parts; its text is read as the body", pathName(path), mt)
 		if !forwarded && len(bytes.TrimSpace(sp.preamble)) > 0 {
-			text := p.decodeText(sp.preamble, p.fallback, path)
+			text := strings.ReplaceAll(p.decodeText(sp.preamble, p.fallback, path), "\r\n", "\n")
 			return []segment{{text: text, hasText: true}}, nil
 		}
 		return nil, nil
@@ -544,24 +544,53 @@ func (p *parser) markInline(s *Summary) {
 	}
 }
 
-// decodeTransfer undoes the Content-Transfer-Encoding with go-message; an
-// unknown encoding leaves the bytes as they are, with a warning.
+// decodeTransfer undoes the Content-Transfer-Encoding (RFC 2045 section 6)
+// with go-message. Misspellings seen in the wild are read as what they
+// mean ("quoted printable", "7-bit", "8bits", a trailing ";"), x-uuencode is
+// decoded, and an unknown encoding leaves the bytes as they are, with a
+// warning.
 func (p *parser) decodeTransfer(h *header, body io.Reader, path string) io.Reader {
-	cte := strings.ToLower(strings.TrimSpace(h.get("Content-Transfer-Encoding")))
+	raw := h.get("Content-Transfer-Encoding")
+	cte, ok := normCTE(raw)
+	if !ok {
+		p.warn("part %s: unknown Content-Transfer-Encoding %q; bytes kept as they are", pathName(path), truncateUTF8(raw, 40))
+	}
 	switch cte {
-	case "", "7bit", "8bit", "binary":
+	case "identity":
 		return body
+	case "x-uuencode":
+		return newUUDecoder(body)
 	}
 	var th textproto.Header
 	th.Set("Content-Transfer-Encoding", cte)
 	e, err := message.New(message.Header{Header: th}, body)
-	if err != nil {
-		p.warn("part %s: unknown Content-Transfer-Encoding %q; bytes kept as they are", pathName(path), cte)
-		if e == nil {
-			return body
-		}
+	if err != nil || e == nil {
+		return body
 	}
 	return e.Body
+}
+
+// normCTE maps a Content-Transfer-Encoding value to "identity",
+// "quoted-printable", "base64" or "x-uuencode"; ok is false for a value it
+// does not recognise (then "identity").
+func normCTE(v string) (string, bool) {
+	v, _, _ = strings.Cut(v, ";")
+	v = strings.ToLower(strings.Trim(strings.TrimSpace(v), `"'`))
+	switch {
+	case v == "", v == "7bit", v == "8bit", v == "binary":
+		return "identity", true
+	case strings.Contains(v, "quoted"):
+		return "quoted-printable", true
+	case strings.Contains(v, "base64"), v == "base-64":
+		return "base64", true
+	case v == "x-uuencode", v == "uuencode", v == "x-uue", v == "uue":
+		return "x-uuencode", true
+	case v == "7-bit", v == "8-bit", v == "7bits", v == "8bits", v == "plain", v == "text", v == "none",
+		strings.HasPrefix(v, "text/"):
+		return "identity", true
+	default:
+		return "identity", false
+	}
 }
 
 // counted wraps a decoded body: every byte counts against MaxDecodedBytes.
@@ -612,7 +641,7 @@ func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]st
 		if forwarded {
 			return nil, nil
 		}
-		text := p.decodeText(data, params["charset"], path)
+		text := strings.ReplaceAll(p.decodeText(data, params["charset"], path), "\r\n", "\n")
 		if mt == "text/html" {
 			p.htmlParts = append(p.htmlParts, text)
 			return []segment{{html: text, hasHTML: true}}, nil
