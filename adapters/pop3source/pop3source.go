@@ -1,0 +1,387 @@
+// Package pop3source fetches mail from a POP3 maildrop (RFC 1939) into a
+// mailsource.Sink, exactly once.
+//
+// The client is our own, on net/textproto: CAPA (RFC 2449), STLS (RFC
+// 2595), AUTH PLAIN and XOAUTH2 (RFC 5034), PIPELINING of RETR and DELE,
+// dot-unstuffing and lines of any length through textproto's DotReader. The
+// POP3 libraries the module proxy serves get dot-unstuffing and long lines
+// wrong (see LIBRARIES.md section 5).
+//
+// Exactly once: UIDL is the source key ("pop3/"+uidl). A poll lists the
+// maildrop, asks the sink which keys are committed, streams the new mails
+// into the sink, commits in batches, and only then DELEs the committed
+// ones. DELE takes effect at QUIT; a poll that dies before QUIT deletes
+// nothing and the next poll finds the mails committed and deletes them
+// without a second event. Failed mails are never deleted and never fetched
+// again.
+package pop3source
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+)
+
+// KeyPrefix starts every source key this package hands to a sink.
+const KeyPrefix = "pop3/"
+
+// knownChunk bounds the keys of one Sink.Known call.
+const knownChunk = 1000
+
+// Fetcher polls one POP3 maildrop. It holds no connection between polls and
+// is safe for concurrent use, though one account should be polled by one
+// goroutine at a time (POP3 servers lock the maildrop).
+type Fetcher struct {
+	cfg    Config
+	tls    *tls.Config
+	logger *slog.Logger
+	window int // RETR/DELE in flight with PIPELINING
+}
+
+var _ mailsource.Fetcher = (*Fetcher)(nil)
+
+// New validates cfg and returns a fetcher. A nil logger discards.
+func New(cfg Config, logger *slog.Logger) (*Fetcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Fetcher{cfg: cfg, tls: tlsCfg, logger: logger, window: pipelineWindow}, nil
+}
+
+// connect dials, upgrades as configured and logs in.
+func (f *Fetcher) connect(ctx context.Context) (*client, error) {
+	c, err := dial(ctx, f.cfg, f.tls.Clone())
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if err := c.login(ctx, f.cfg); err != nil {
+		c.close()
+		return nil, ctxErr(ctx, err)
+	}
+	return c, nil
+}
+
+// Check connects, logs in and asks STAT, importing nothing. On failure the
+// error carries the server's exact reply (mailsource.ServerReply).
+func (f *Fetcher) Check(ctx context.Context) error {
+	c, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if _, err := c.cmd("STAT", "STAT"); err != nil {
+		return ctxErr(ctx, err)
+	}
+	return ctxErr(ctx, c.quit())
+}
+
+// ctxErr makes a cancelled poll report the cancellation, not the closed
+// socket it caused.
+func ctxErr(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", ctx.Err(), err)
+}
+
+// Poll implements mailsource.Fetcher. It returns the counts of what it did
+// even with an error: mails committed before the error stay committed.
+func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.PollResult, error) {
+	c, err := f.connect(ctx)
+	if err != nil {
+		return mailsource.PollResult{}, err
+	}
+	defer c.close()
+	p := &poll{f: f, c: c, sink: sink}
+	err = p.run(ctx)
+	return p.res, ctxErr(ctx, err)
+}
+
+// poll is the state of one Poll.
+type poll struct {
+	f    *Fetcher
+	c    *client
+	sink mailsource.Sink
+	res  mailsource.PollResult
+
+	staged    []staged // since the last commit
+	deletable []toDelete
+	// poisoned means a sink staged a mail although its download broke, so
+	// the open batch must not be committed.
+	poisoned     bool
+	commitFailed bool
+	errs         []error // -ERR on single RETRs/DELEs; the poll goes on
+}
+
+type staged struct {
+	e      entry
+	status mailsource.Status
+	over   bool
+}
+
+type toDelete struct {
+	num   int
+	known bool // committed by an earlier poll
+}
+
+func (p *poll) run(ctx context.Context) error {
+	entries, err := p.c.scan()
+	if err != nil {
+		return err
+	}
+	known, err := p.known(ctx, entries)
+	if err != nil {
+		return err
+	}
+	var oversize, fetch []entry
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		if seen[e.uidl] {
+			p.f.logger.Warn("pop3: duplicate UIDL in listing, fetching it once", "uidl", e.uidl, "msg", e.num)
+			continue
+		}
+		seen[e.uidl] = true
+		switch known[KeyPrefix+e.uidl] {
+		case mailsource.StatusReceived:
+			if p.f.cfg.AfterImport == mailsource.AfterImportDelete {
+				p.deletable = append(p.deletable, toDelete{num: e.num, known: true})
+			}
+		case mailsource.StatusFailed:
+			// Stays on the server, never fetched again (RULES.md 2.4).
+		default:
+			if p.f.cfg.MaxMailSize > 0 && e.size > p.f.cfg.MaxMailSize {
+				oversize = append(oversize, e)
+			} else {
+				fetch = append(fetch, e)
+			}
+		}
+	}
+	stopErr := p.stageOversize(ctx, oversize)
+	if stopErr == nil {
+		stopErr = p.fetch(ctx, fetch)
+	}
+	if !p.poisoned && !p.commitFailed {
+		if err := p.commit(ctx); err != nil {
+			stopErr = errors.Join(stopErr, err)
+		}
+	}
+	if p.c.broken != nil {
+		// The session is gone: nothing is deleted; the next poll finds the
+		// committed mails by key and deletes them then.
+		return errors.Join(append([]error{stopErr}, p.errs...)...)
+	}
+	if err := p.deleteAndQuit(); err != nil {
+		stopErr = errors.Join(stopErr, err)
+	}
+	return errors.Join(append([]error{stopErr}, p.errs...)...)
+}
+
+// known asks the sink for the committed keys, in chunks.
+func (p *poll) known(ctx context.Context, entries []entry) (map[string]mailsource.Status, error) {
+	all := make(map[string]mailsource.Status, len(entries))
+	for start := 0; start < len(entries); start += knownChunk {
+		chunk := entries[start:min(start+knownChunk, len(entries))]
+		keys := make([]string, len(chunk))
+		for i, e := range chunk {
+			keys[i] = KeyPrefix + e.uidl
+		}
+		m, err := p.sink.Known(ctx, keys)
+		if err != nil {
+			return nil, fmt.Errorf("pop3source: ask sink for known keys: %w", err)
+		}
+		for k, s := range m {
+			all[k] = s
+		}
+	}
+	return all, nil
+}
+
+func (p *poll) stageOversize(ctx context.Context, oversize []entry) error {
+	for _, e := range oversize {
+		if err := p.sink.Oversize(ctx, KeyPrefix+e.uidl, e.size); err != nil {
+			return fmt.Errorf("pop3source: stage oversize mail %s: %w", e.uidl, err)
+		}
+		p.staged = append(p.staged, staged{e: e, status: mailsource.StatusFailed, over: true})
+		if err := p.commitIfFull(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fetch RETRs the mails, RETRs pipelined when the server allows it, and
+// streams each one into the sink in order.
+func (p *poll) fetch(ctx context.Context, fetch []entry) error {
+	window := 1
+	if p.c.has("PIPELINING") {
+		window = p.f.window
+	}
+	return p.c.pipeline(len(fetch), window, true,
+		func(i int) string { return "RETR " + strconv.Itoa(fetch[i].num) },
+		func(i int) error { return p.receive(ctx, fetch[i]) })
+}
+
+// receive reads one RETR answer into the sink.
+func (p *poll) receive(ctx context.Context, e entry) error {
+	key := KeyPrefix + e.uidl
+	rep, err := p.c.readReply("RETR")
+	if err != nil {
+		return err
+	}
+	if rep.kind != replyOK {
+		err := p.c.refused("RETR "+strconv.Itoa(e.num), rep)
+		if rep.kind == replyCont {
+			p.c.broken = err
+			return err
+		}
+		p.f.logger.Warn("pop3: RETR refused, mail left for the next poll", "uidl", e.uidl, "reply", rep.text)
+		p.errs = append(p.errs, err)
+		return nil
+	}
+	b := p.c.newBody()
+	out, rerr := p.sink.Receive(ctx, key, e.size, b)
+	derr := b.drain()
+	if b.transportE != nil || derr != nil {
+		terr := b.transportE
+		if terr == nil {
+			terr = derr
+		}
+		err := p.c.fail("RETR "+strconv.Itoa(e.num), terr)
+		if rerr == nil {
+			// The sink staged a mail we could not download completely.
+			p.poisoned = true
+		}
+		return err
+	}
+	if rerr != nil {
+		return fmt.Errorf("pop3source: receive mail %s: %w", e.uidl, rerr)
+	}
+	p.staged = append(p.staged, staged{e: e, status: out.Status})
+	return p.commitIfFull(ctx)
+}
+
+func (p *poll) commitIfFull(ctx context.Context) error {
+	if len(p.staged) < p.f.cfg.BatchSize {
+		return nil
+	}
+	return p.commit(ctx)
+}
+
+// commit makes the staged mails durable and only then marks the received
+// ones for DELE.
+func (p *poll) commit(ctx context.Context) error {
+	if len(p.staged) == 0 {
+		return nil
+	}
+	if err := p.sink.Commit(ctx); err != nil {
+		p.commitFailed = true
+		return fmt.Errorf("pop3source: commit %d mails: %w", len(p.staged), err)
+	}
+	for _, s := range p.staged {
+		switch {
+		case s.over:
+			p.res.Oversize++
+		case s.status == mailsource.StatusFailed:
+			p.res.Failed++
+		default:
+			p.res.Fetched++
+			if p.f.cfg.AfterImport == mailsource.AfterImportDelete {
+				p.deletable = append(p.deletable, toDelete{num: s.e.num})
+			}
+		}
+	}
+	p.staged = p.staged[:0]
+	return nil
+}
+
+// deleteAndQuit DELEs the committed mails (pipelined when allowed) and
+// QUITs. Only a +OK to QUIT makes the deletions real, so the counts are
+// set after it.
+func (p *poll) deleteAndQuit() error {
+	window := 1
+	if p.c.has("PIPELINING") {
+		window = p.f.window
+	}
+	var deleted, skipped int
+	err := p.c.pipeline(len(p.deletable), window, false,
+		func(i int) string { return "DELE " + strconv.Itoa(p.deletable[i].num) },
+		func(i int) error {
+			rep, err := p.c.readReply("DELE")
+			if err != nil {
+				return err
+			}
+			if rep.kind != replyOK {
+				p.errs = append(p.errs, p.c.refused("DELE "+strconv.Itoa(p.deletable[i].num), rep))
+				return nil
+			}
+			deleted++
+			if p.deletable[i].known {
+				skipped++
+			}
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	if err := p.c.quit(); err != nil {
+		return fmt.Errorf("pop3source: nothing deleted: %w", err)
+	}
+	p.res.Deleted += deleted
+	p.res.Skipped += skipped
+	return nil
+}
+
+// pipeline sends n commands with at most window answers outstanding and
+// calls handle(i) to read answer i, in order. When handle fails on a
+// healthy session, the answers already requested are read and discarded
+// (multi says whether they carry a multi-line body) so the session can go
+// on with DELE and QUIT.
+func (c *client) pipeline(n, window int, multi bool, command func(i int) string, handle func(i int) error) error {
+	sent := 0
+	for i := 0; i < n; i++ {
+		if sent < n && sent-i <= window/2 {
+			for sent < n && sent-i < window {
+				if err := c.send(command(sent)); err != nil {
+					return err
+				}
+				sent++
+			}
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
+		if err := handle(i); err != nil {
+			if c.broken == nil {
+				c.skip(sent-i-1, multi)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// skip reads and discards k answers; a failure marks the session broken.
+func (c *client) skip(k int, multi bool) {
+	for ; k > 0 && c.broken == nil; k-- {
+		rep, err := c.readReply("skip")
+		if err != nil || rep.kind != replyOK || !multi {
+			continue
+		}
+		if err := c.newBody().drain(); err != nil {
+			_ = c.fail("skip", err)
+		}
+	}
+}
