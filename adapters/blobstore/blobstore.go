@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotFound is matched (errors.Is) when a blob does not exist.
@@ -114,6 +116,32 @@ func (s *FS) path(ref Ref) (string, error) {
 // checked between chunks, so a cancelled Put stops and leaves nothing
 // behind.
 func (s *FS) Put(ctx context.Context, r io.Reader) (Ref, int64, error) {
+	return s.put(ctx, r, true)
+}
+
+// PutNoSync is Put without the per-blob fsyncs: the blob is in place but
+// may not survive a power loss until Sync returns. Importers that commit
+// mails in batches call Sync once per batch, before the batch's events
+// commit, instead of paying two fsyncs per mail.
+func (s *FS) PutNoSync(ctx context.Context, r io.Reader) (Ref, int64, error) {
+	return s.put(ctx, r, false)
+}
+
+// Sync makes every blob written so far durable: one syncfs(2) of the
+// filesystem that holds the store.
+func (s *FS) Sync() error {
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("blobstore: sync: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("blobstore: sync %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+func (s *FS) put(ctx context.Context, r io.Reader, durable bool) (Ref, int64, error) {
 	tmp, err := os.CreateTemp(s.dir, ".put-*")
 	if err != nil {
 		return "", 0, fmt.Errorf("blobstore: create temporary file: %w", err)
@@ -132,8 +160,10 @@ func (s *FS) Put(ctx context.Context, r io.Reader) (Ref, int64, error) {
 	if err != nil {
 		return "", n, fmt.Errorf("blobstore: write blob: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return "", n, fmt.Errorf("blobstore: sync blob: %w", err)
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			return "", n, fmt.Errorf("blobstore: sync blob: %w", err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return "", n, fmt.Errorf("blobstore: close blob: %w", err)
@@ -159,6 +189,9 @@ func (s *FS) Put(ctx context.Context, r io.Reader) (Ref, int64, error) {
 		return "", n, fmt.Errorf("blobstore: move blob into place: %w", err)
 	}
 	committed = true
+	if !durable {
+		return ref, n, nil
+	}
 	if err := syncDir(sub); err != nil {
 		return "", n, fmt.Errorf("blobstore: sync %q: %w", sub, err)
 	}

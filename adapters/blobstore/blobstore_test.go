@@ -257,3 +257,24 @@ func assertNoBlobs(tb testing.TB, s *blobstore.FS) {
 		tb.Fatalf("files left behind: %v", files)
 	}
 }
+
+func TestFS_PutNoSyncThenSync(t *testing.T) {
+	t.Parallel()
+	s := mustNewFS(t)
+	ref, n, err := s.PutNoSync(context.Background(), strings.NewReader("batched mail"))
+	if err != nil || n != int64(len("batched mail")) {
+		t.Fatalf("PutNoSync = %s, %d, %v", ref, n, err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	rc, err := s.Open(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, _ := io.ReadAll(rc)
+	if string(got) != "batched mail" {
+		t.Errorf("Open(PutNoSync) = %q", got)
+	}
+}
