@@ -23,15 +23,19 @@ const maxNumberDigits = 18
 
 // ValidateReferenceFormat reports whether format can be written into and
 // found again in subjects: it must contain NumberPlaceholder exactly once,
-// and the text before it must contain a letter, so that a bare number in a
-// subject ("invoice 2024") is never taken for a ticket reference.
+// the text before it must contain a letter, so that a bare number in a
+// subject ("invoice 2024") is never taken for a ticket reference, and no
+// digit may follow it, so that the number's end is unambiguous.
 func ValidateReferenceFormat(format string) error {
 	if n := strings.Count(format, NumberPlaceholder); n != 1 {
 		return fmt.Errorf("reference format %q must contain %s exactly once, found %d", format, NumberPlaceholder, n)
 	}
-	prefix, _, _ := strings.Cut(format, NumberPlaceholder)
+	prefix, suffix, _ := strings.Cut(format, NumberPlaceholder)
 	if !strings.ContainsFunc(prefix, unicode.IsLetter) {
 		return fmt.Errorf("reference format %q needs a letter before %s", format, NumberPlaceholder)
+	}
+	if s := strings.TrimLeftFunc(suffix, unicode.IsSpace); s != "" && s[0] >= '0' && s[0] <= '9' {
+		return fmt.Errorf("reference format %q must not have a digit right after %s", format, NumberPlaceholder)
 	}
 	if strings.ContainsAny(format, "\r\n") {
 		return errors.New("reference format must be a single line")
@@ -89,17 +93,18 @@ func ParseTicketReference(subject, format string) (number int64, ok bool) {
 	return 0, false
 }
 
-// matchLiteral matches lit against s at i; a run of whitespace in lit
-// matches any run of whitespace (also none) in s. Both are lower-cased.
+// matchLiteral matches lit against s at i, ignoring whitespace in both
+// after the first character ("[ Ticket # 1001 ]" matches "[Ticket#<number>]").
+// Both are lower-cased.
 func matchLiteral(s []rune, i int, lit []rune) (end int, ok bool) {
 	j := 0
 	for j < len(lit) {
 		if unicode.IsSpace(lit[j]) {
-			for j < len(lit) && unicode.IsSpace(lit[j]) {
-				j++
-			}
-			i = skipSpace(s, i)
+			j++
 			continue
+		}
+		if j > 0 {
+			i = skipSpace(s, i)
 		}
 		if i >= len(s) || s[i] != lit[j] {
 			return 0, false
