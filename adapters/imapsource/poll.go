@@ -1,0 +1,353 @@
+package imapsource
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+)
+
+// knownChunk bounds how many keys one Sink.Known call carries.
+const knownChunk = 1000
+
+// SourceKey is the idempotency key of a mail: it survives restarts and a
+// folder recreated with reused UIDs gets a new UIDVALIDITY, hence new keys.
+func SourceKey(folder string, uidValidity uint32, uid imap.UID) string {
+	return "imap/" + folder + "/" + strconv.FormatUint(uint64(uidValidity), 10) + "/" + strconv.FormatUint(uint64(uid), 10)
+}
+
+// listed is one mail as the folder listing shows it.
+type listed struct {
+	uid     imap.UID
+	size    int64
+	deleted bool // flagged \Deleted (by us without UIDPLUS, or by someone else)
+	key     string
+}
+
+func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder string, res *mailsource.PollResult) error {
+	log := s.f.log.With("folder", folder)
+	sel, err := s.c.Select(folder, nil).Wait()
+	if err != nil {
+		return serverError("select "+folder, err)
+	}
+	if sel.UIDValidity == 0 {
+		return fmt.Errorf("imapsource: select %q: server sent no UIDVALIDITY", folder)
+	}
+	s.f.noteUIDValidity(folder, sel.UIDValidity)
+	if sel.NumMessages == 0 {
+		return nil
+	}
+	mails, err := s.list(folder, sel.UIDValidity)
+	if err != nil {
+		return err
+	}
+	known, err := s.known(ctx, sink, mails)
+	if err != nil {
+		return err
+	}
+
+	// Finish what an earlier poll committed but did not delete/move, then
+	// import the new mails batch by batch.
+	var done, failed imap.UIDSet
+	var fresh []listed
+	ignored := 0
+	for _, m := range mails {
+		switch known[m.key] {
+		case mailsource.StatusReceived:
+			if m.deleted && !s.canUIDExpunge() {
+				continue // flagged by us before; nothing more we may do
+			}
+			done.AddNum(m.uid)
+			res.Skipped++
+		case mailsource.StatusFailed:
+			if m.deleted && !s.canUIDExpunge() {
+				continue
+			}
+			failed.AddNum(m.uid)
+			res.Skipped++
+		default:
+			if m.deleted {
+				ignored++ // someone else's mail, about to be expunged
+				continue
+			}
+			fresh = append(fresh, m)
+		}
+	}
+	if ignored > 0 {
+		log.Info("imap mails flagged \\Deleted by someone else are not imported", "count", ignored)
+	}
+	if err := s.afterImport(done, res); err != nil {
+		return err
+	}
+	if err := s.toErrorFolder(failed, res); err != nil {
+		return err
+	}
+	for batch := range slices.Chunk(fresh, s.f.cfg.BatchSize) {
+		if err := s.importBatch(ctx, sink, batch, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// list returns UID, size and \Deleted of every mail in the selected folder,
+// with one UID FETCH 1:* (no SEARCH, so no CHARSET that Exchange could
+// answer with BADCHARSET).
+func (s *session) list(folder string, uidValidity uint32) ([]listed, error) {
+	fc := s.c.Fetch(imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true})
+	var mails []listed
+	for msg := fc.Next(); msg != nil; msg = fc.Next() {
+		buf, err := msg.Collect()
+		if err != nil {
+			_ = fc.Close()
+			return nil, fmt.Errorf("imapsource: list %q: %w", folder, err)
+		}
+		if buf.UID == 0 {
+			continue
+		}
+		mails = append(mails, listed{
+			uid:     buf.UID,
+			size:    buf.RFC822Size,
+			deleted: slices.Contains(buf.Flags, imap.FlagDeleted),
+			key:     SourceKey(folder, uidValidity, buf.UID),
+		})
+	}
+	if err := fc.Close(); err != nil {
+		return nil, serverError("UID FETCH 1:* (UID RFC822.SIZE FLAGS) in "+folder, err)
+	}
+	slices.SortFunc(mails, func(a, b listed) int { return cmp.Compare(a.uid, b.uid) })
+	return mails, nil
+}
+
+func (s *session) known(ctx context.Context, sink mailsource.Sink, mails []listed) (map[string]mailsource.Status, error) {
+	known := make(map[string]mailsource.Status)
+	resume := s.wd.pause()
+	defer resume()
+	for chunk := range slices.Chunk(mails, knownChunk) {
+		keys := make([]string, len(chunk))
+		for i, m := range chunk {
+			keys[i] = m.key
+		}
+		got, err := sink.Known(ctx, keys)
+		if err != nil {
+			return nil, fmt.Errorf("imapsource: ask sink for known keys: %w", err)
+		}
+		for k, st := range got {
+			known[k] = st
+		}
+	}
+	return known, nil
+}
+
+// importBatch stages one batch (oversize ones without download), commits
+// it and only then applies after_import and the error folder to it.
+func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch []listed, res *mailsource.PollResult) error {
+	maxSize := s.f.cfg.MaxMailSize
+	var fetch, oversize imap.UIDSet
+	byUID := make(map[imap.UID]listed, len(batch))
+	nOversize := 0
+	for _, m := range batch {
+		if maxSize > 0 && m.size > maxSize {
+			resume := s.wd.pause()
+			err := sink.Oversize(ctx, m.key, m.size)
+			resume()
+			if err != nil {
+				return fmt.Errorf("imapsource: stage oversize %s: %w", m.key, err)
+			}
+			oversize.AddNum(m.uid)
+			nOversize++
+			continue
+		}
+		fetch.AddNum(m.uid)
+		byUID[m.uid] = m
+	}
+
+	var received, failed imap.UIDSet
+	nReceived, nFailed := 0, 0
+	if len(fetch) > 0 {
+		fc := s.c.Fetch(fetch, &imap.FetchOptions{
+			UID:         true,
+			BodySection: []*imap.FetchItemBodySection{{Peek: true}}, // BODY.PEEK[]: leaves \Seen alone
+		})
+		err := s.receive(ctx, sink, fc, byUID, func(uid imap.UID, out mailsource.Outcome) {
+			if out.Status == mailsource.StatusFailed {
+				failed.AddNum(uid)
+				nFailed++
+				return
+			}
+			received.AddNum(uid)
+			nReceived++
+		})
+		if err != nil {
+			s.wd.abort() // do not download the rest of the batch just to drain it
+			_ = fc.Close()
+			return err
+		}
+		if err := fc.Close(); err != nil {
+			return serverError("UID FETCH BODY.PEEK[]", err)
+		}
+	}
+
+	resume := s.wd.pause()
+	err := sink.Commit(ctx)
+	resume()
+	if err != nil {
+		return fmt.Errorf("imapsource: commit batch of %d mails: %w", nReceived+nFailed+nOversize, err)
+	}
+	res.Fetched += nReceived
+	res.Failed += nFailed
+	res.Oversize += nOversize
+
+	if err := s.afterImport(received, res); err != nil {
+		return err
+	}
+	failed.AddSet(oversize)
+	return s.toErrorFolder(failed, res)
+}
+
+// receive streams each fetched literal into the sink; the literal is read
+// to its end before the next one (go-imap's reader waits for that).
+func (s *session) receive(ctx context.Context, sink mailsource.Sink, fc *imapclient.FetchCommand, byUID map[imap.UID]listed, staged func(imap.UID, mailsource.Outcome)) error {
+	seen := make(map[imap.UID]bool, len(byUID))
+	for msg := fc.Next(); msg != nil; msg = fc.Next() {
+		var uid imap.UID
+		for item := msg.Next(); item != nil; item = msg.Next() {
+			switch it := item.(type) {
+			case imapclient.FetchItemDataUID:
+				uid = it.UID
+			case imapclient.FetchItemDataBodySection:
+				m, ok := byUID[uid]
+				if !ok || seen[uid] || it.Literal == nil {
+					continue // msg.Next drains it
+				}
+				seen[uid] = true
+				out, err := sink.Receive(ctx, m.key, m.size, it.Literal)
+				if _, derr := io.Copy(io.Discard, it.Literal); err == nil && derr != nil {
+					err = derr
+				}
+				if err != nil {
+					return fmt.Errorf("imapsource: receive %s: %w", m.key, s.wrap(err))
+				}
+				staged(uid, out)
+			}
+		}
+	}
+	return nil
+}
+
+// canUIDExpunge says whether UID EXPUNGE exists (RFC 4315, or IMAP4rev2).
+func (s *session) canUIDExpunge() bool {
+	return s.c.Caps().Has(imap.CapUIDPlus)
+}
+
+// afterImport applies Config.AfterImport to committed mails.
+func (s *session) afterImport(uids imap.UIDSet, res *mailsource.PollResult) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	switch s.f.cfg.AfterImport {
+	case mailsource.AfterImportDelete:
+		return s.deleteUIDs(uids, res)
+	case mailsource.AfterImportMove:
+		return s.moveUIDs(uids, s.f.cfg.MoveFolder, res)
+	default:
+		return nil // keep: the sink remembers the keys
+	}
+}
+
+// toErrorFolder moves committed failures to Config.ErrorFolder.
+func (s *session) toErrorFolder(uids imap.UIDSet, res *mailsource.PollResult) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	return s.moveUIDs(uids, s.f.cfg.ErrorFolder, res)
+}
+
+// deleteUIDs flags the mails \Deleted and expunges exactly them with UID
+// EXPUNGE. Without UIDPLUS it only flags them: a plain EXPUNGE would take
+// other clients' \Deleted mail with it.
+func (s *session) deleteUIDs(uids imap.UIDSet, res *mailsource.PollResult) error {
+	store := s.c.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil)
+	if !s.canUIDExpunge() {
+		if err := store.Close(); err != nil {
+			return serverError("UID STORE +FLAGS.SILENT (\\Deleted)", err)
+		}
+		s.f.log.Warn("imap server lacks UIDPLUS: mails flagged \\Deleted but not expunged (a plain EXPUNGE would remove other clients' mail too)",
+			"uids", uids.String())
+		return nil
+	}
+	// Pipelined: UID EXPUNGE touches only mails of this set that carry
+	// \Deleted, so it is safe even if the STORE failed.
+	expunge := s.c.UIDExpunge(uids)
+	storeErr := store.Close()
+	seqs, expungeErr := expunge.Collect()
+	if storeErr != nil {
+		return serverError("UID STORE +FLAGS.SILENT (\\Deleted)", storeErr)
+	}
+	if expungeErr != nil {
+		return serverError("UID EXPUNGE", expungeErr)
+	}
+	res.Deleted += len(seqs)
+	return nil
+}
+
+// moveUIDs moves the mails to folder (created when missing): MOVE where
+// offered, else COPY and deleteUIDs.
+func (s *session) moveUIDs(uids imap.UIDSet, folder string, res *mailsource.PollResult) error {
+	if err := s.ensureFolder(folder); err != nil {
+		return err
+	}
+	if s.c.Caps().Has(imap.CapMove) { // go-imap's Move falls back to a plain EXPUNGE otherwise
+		if _, err := s.c.Move(uids, folder).Wait(); err != nil {
+			return serverError("UID MOVE to "+folder, err)
+		}
+		res.Deleted += count(uids)
+		return nil
+	}
+	if _, err := s.c.Copy(uids, folder).Wait(); err != nil {
+		return serverError("UID COPY to "+folder, err)
+	}
+	return s.deleteUIDs(uids, res)
+}
+
+// ensureFolder creates folder unless LIST shows it.
+func (s *session) ensureFolder(folder string) error {
+	if s.existing[folder] {
+		return nil
+	}
+	boxes, err := s.c.List("", folder, nil).Collect()
+	if err != nil {
+		return serverError("LIST "+folder, err)
+	}
+	for _, b := range boxes {
+		if b.Mailbox == folder || strings.EqualFold(folder, "INBOX") && strings.EqualFold(b.Mailbox, "INBOX") {
+			if slices.Contains(b.Attrs, imap.MailboxAttrNonExistent) || slices.Contains(b.Attrs, imap.MailboxAttrNoSelect) {
+				break
+			}
+			s.existing[folder] = true
+			return nil
+		}
+	}
+	if err := s.c.Create(folder, nil).Wait(); err != nil && responseCode(err) != imap.ResponseCodeAlreadyExists {
+		return serverError("CREATE "+folder, err)
+	}
+	s.f.log.Info("imap folder created", "folder", folder)
+	s.existing[folder] = true
+	return nil
+}
+
+func count(uids imap.UIDSet) int {
+	n := 0
+	for _, r := range uids {
+		n += int(r.Stop-r.Start) + 1
+	}
+	return n
+}
