@@ -1,18 +1,27 @@
 // Package api is ledgerdesk's HTTP surface on Echo: health and readiness
-// probes now, the REST API under /api/v1 as it grows. Errors leave it as RFC
-// 9457 problem documents; internal details go to the log only.
+// probes, and the REST API under /api/v1 (JSON, described by the OpenAPI 3
+// document served at /api/v1/openapi.json). Every route under /api/v1 needs
+// a bearer token whose role the route table (routes.go) allows. Errors leave
+// it as RFC 9457 problem documents; internal details go to the log only.
+//
+// Writes answer with the global position of their last event (field
+// "position" and header Ledgerdesk-Position); reads of projections accept
+// ?min_position= and wait briefly until the projection has processed it.
 package api
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/projections"
 )
 
 // Options wires the server's dependencies; cmd fills them in.
@@ -21,8 +30,39 @@ type Options struct {
 	// Ready reports whether the service can do its work: the store answers
 	// and its schema is current. /readyz answers 503 with the reason otherwise.
 	Ready func(ctx context.Context) error
-	// BodyLimit caps request bodies, e.g. "1M".
+	// BodyLimit caps request bodies, e.g. "1M" (the default).
 	BodyLimit string
+
+	// Store is the event store; without it only /healthz and /readyz are
+	// served.
+	Store eventstore.Store
+	// Secrets seals passwords, client secrets and refresh tokens before they
+	// enter an event. Without it, writes that carry a secret answer 503.
+	Secrets *secretbox.Box
+	// AdminToken (LEDGERDESK_ADMIN_TOKEN) authenticates as admin, to issue
+	// the first tokens. Empty: no bootstrap token.
+	AdminToken string
+	// Now is the clock for event metadata [time.Now].
+	Now func() time.Time
+	// PollNow asks the scheduler to poll an account now; it fails for an
+	// account that is not being polled. Nil: poll answers 503.
+	PollNow func(accountID string) error
+	// Check connects and logs in to an account (secrets still sealed)
+	// without importing. Nil: check answers 503.
+	Check func(ctx context.Context, a domain.InboundAccount) error
+	// Projections is what the read side needs.
+	Projections Projections
+}
+
+// Projections are the read models the API serves.
+type Projections struct {
+	// MailboxStatus serves GET /mailboxes; nil answers 503. Its subscriber
+	// must be running (MailboxStatus.Run) for min_position to be reached.
+	MailboxStatus *projections.MailboxStatus
+	// Wait bounds how long a read with min_position waits for a projection
+	// [projections.DefaultWait]. A read that gives up is served anyway, with
+	// the header Ledgerdesk-Caught-Up: false.
+	Wait time.Duration
 }
 
 // New returns the configured Echo instance.
@@ -33,10 +73,16 @@ func New(opts Options) *echo.Echo {
 	if opts.BodyLimit == "" {
 		opts.BodyLimit = "1M"
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Projections.Wait <= 0 {
+		opts.Projections.Wait = projections.DefaultWait
+	}
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	e.HTTPErrorHandler = problemHandler(opts.Logger)
+	e.HTTPErrorHandler = problemHandler(opts.Logger, opts.BodyLimit)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 		opts.Logger.Error("panic in handler", "path", c.Path(), "err", err, "stack", string(stack))
 		return err
@@ -58,49 +104,21 @@ func New(opts Options) *echo.Echo {
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
+	if opts.Store != nil {
+		s := &server{opts: opts, store: opts.Store, auth: NewAuthenticator(opts.Store, opts.AdminToken), logger: opts.Logger}
+		for _, r := range s.routes() {
+			e.Add(r.Method, r.Path, r.Handler, s.auth.requireRoles(r.Roles...))
+		}
+	}
 	return e
 }
 
-// Problem is an RFC 9457 problem document.
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-}
-
-// problemHandler turns every error into application/problem+json. Errors
-// that are not *echo.HTTPError are internal: their text goes to the log,
-// never into the response.
-func problemHandler(logger *slog.Logger) echo.HTTPErrorHandler {
-	return func(err error, c echo.Context) {
-		if c.Response().Committed {
-			return
-		}
-		p := Problem{Type: "about:blank", Status: http.StatusInternalServerError,
-			Title: http.StatusText(http.StatusInternalServerError), Detail: "an internal error occurred; it has been logged"}
-		var he *echo.HTTPError
-		if errors.As(err, &he) {
-			p.Status = he.Code
-			p.Title = http.StatusText(he.Code)
-			p.Detail = ""
-			if msg, ok := he.Message.(string); ok && msg != p.Title {
-				p.Detail = msg
-			}
-		} else {
-			logger.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
-		}
-		var werr error
-		if c.Request().Method == http.MethodHead {
-			werr = c.NoContent(p.Status)
-		} else {
-			body, _ := json.Marshal(p) // a Problem always marshals
-			werr = c.Blob(p.Status, "application/problem+json", body)
-		}
-		if werr != nil {
-			logger.Warn("write problem response", "err", werr)
-		}
-	}
+// server holds what the /api/v1 handlers share.
+type server struct {
+	opts   Options
+	store  eventstore.Store
+	auth   *Authenticator
+	logger *slog.Logger
 }
 
 func requestLog(logger *slog.Logger) echo.MiddlewareFunc {

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -112,7 +113,17 @@ func (a *Authenticator) Tokens(ctx context.Context) (domain.Tokens, int64, error
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	return a.state, a.version, nil
+	active := make(map[string]domain.APITokenIssued, len(a.state.Active))
+	maps.Copy(active, a.state.Active)
+	return domain.Tokens{Active: active}, a.version, nil
+}
+
+// forget makes the next Authenticate re-read the token stream, so a token
+// revoked through this process stops working at once.
+func (a *Authenticator) forget() {
+	a.mu.Lock()
+	a.checkedAt = time.Time{}
+	a.mu.Unlock()
 }
 
 // refresh reads the token events appended since the last refresh.

@@ -1,0 +1,351 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// AccountsStream holds every inbound account event; one stream, so that a
+// write expects the version of the registry it decided on (unique names).
+const AccountsStream = "inbound-accounts"
+
+// checkTimeout bounds a connection check.
+const checkTimeout = 60 * time.Second
+
+// LoadInboundAccounts folds the account stream: the registry (secrets
+// sealed) and the stream's version.
+func LoadInboundAccounts(ctx context.Context, store eventstore.Store) (domain.InboundAccounts, int64, error) {
+	s := domain.InboundAccounts{ByID: map[string]domain.InboundAccount{}}
+	evs, err := store.ReadStream(ctx, AccountsStream, 1, 0)
+	if err != nil {
+		return s, 0, fmt.Errorf("api: load inbound accounts: %w", err)
+	}
+	var version int64
+	for _, re := range evs {
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			return s, 0, fmt.Errorf("api: load inbound accounts: event %d: %w", re.StreamVersion, err)
+		}
+		s = domain.EvolveInboundAccounts(s, ev)
+		version = re.StreamVersion
+	}
+	return s, version, nil
+}
+
+// accountView is an account as the API shows it: secrets only as whether
+// they are set.
+type accountView struct {
+	domain.InboundAccount
+	PasswordSet          bool `json:"password_set"`
+	OAuthClientSecretSet bool `json:"oauth_client_secret_set"`
+	OAuthRefreshTokenSet bool `json:"oauth_refresh_token_set"`
+}
+
+func viewOf(a domain.InboundAccount) accountView {
+	r, pw, cs, rt := a.Redacted()
+	return accountView{InboundAccount: r, PasswordSet: pw, OAuthClientSecretSet: cs, OAuthRefreshTokenSet: rt}
+}
+
+// accountWritten answers a write of an account.
+type accountWritten struct {
+	accountView
+	Position int64 `json:"position"`
+}
+
+// sealSecrets replaces the plaintext secrets of a with sealed ones. A secret
+// equal to the one cur holds keeps cur's sealed value, so re-sending the
+// same password is no change.
+func (s *server) sealSecrets(a *domain.InboundAccount, cur domain.InboundAccount) error {
+	fields := []struct {
+		name     string
+		val, cur *string
+	}{
+		{"password", &a.Password, &cur.Password},
+		{"oauth_client_secret", &a.OAuthClientSecret, &cur.OAuthClientSecret},
+		{"oauth_refresh_token", &a.OAuthRefreshToken, &cur.OAuthRefreshToken},
+	}
+	for _, f := range fields {
+		if *f.val == "" {
+			continue
+		}
+		if s.opts.Secrets == nil {
+			return newProblem(http.StatusServiceUnavailable,
+				"%s cannot be stored: this server has no secret key (LEDGERDESK_SECRET_KEY)", f.name)
+		}
+		if *f.cur != "" {
+			if plain, err := s.opts.Secrets.Open(*f.cur); err == nil && plain == *f.val {
+				*f.val = *f.cur
+				continue
+			}
+		}
+		sealed, err := s.opts.Secrets.Seal(*f.val)
+		if err != nil {
+			return fmt.Errorf("api: seal %s: %w", f.name, err)
+		}
+		*f.val = sealed
+	}
+	return nil
+}
+
+// decisionError maps a refused account decision: not found and name taken
+// keep their sentinels (problem.go maps them), the rest is validation.
+func decisionError(err error) error {
+	if errors.Is(err, domain.ErrAccountNotFound) || errors.Is(err, domain.ErrAccountNameTaken) ||
+		errors.Is(err, domain.ErrTokenUnknown) {
+		return err
+	}
+	return unprocessable(err)
+}
+
+func (s *server) createAccount(c echo.Context) error {
+	in := domain.InboundAccount{Enabled: true}
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	if in.ID != "" {
+		return invalid("id", "is assigned by the server; leave it out")
+	}
+	if err := s.sealSecrets(&in, domain.InboundAccount{}); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	state, version, err := LoadInboundAccounts(ctx, s.store)
+	if err != nil {
+		return err
+	}
+	expected, err := expectedVersion(c, version)
+	if err != nil {
+		return err
+	}
+	if in.ID, err = newID(); err != nil {
+		return err
+	}
+	evs, err := domain.DecideCreateInboundAccount(state, in, principal(c).Actor())
+	if err != nil {
+		return decisionError(err)
+	}
+	pos, err := s.appendEvents(c, AccountsStream, expected, evs)
+	if err != nil {
+		return err
+	}
+	created := evs[0].(domain.InboundAccountCreated).Account
+	setPosition(c, pos)
+	c.Response().Header().Set(echo.HeaderLocation, Prefix+"/inbound-accounts/"+created.ID)
+	return c.JSON(http.StatusCreated, accountWritten{accountView: viewOf(created), Position: pos})
+}
+
+func (s *server) listAccounts(c echo.Context) error {
+	if _, err := minPosition(c); err != nil {
+		return err
+	}
+	state, version, err := LoadInboundAccounts(c.Request().Context(), s.store)
+	if err != nil {
+		return err
+	}
+	items := make([]accountView, 0, len(state.ByID))
+	for _, a := range state.ByID {
+		items = append(items, viewOf(a))
+	}
+	sort.Slice(items, func(i, j int) bool {
+		if !strings.EqualFold(items[i].Name, items[j].Name) {
+			return strings.ToLower(items[i].Name) < strings.ToLower(items[j].Name)
+		}
+		return items[i].ID < items[j].ID
+	})
+	setETag(c, version)
+	return c.JSON(http.StatusOK, map[string]any{"items": items})
+}
+
+// loadAccount reads the registry and the account the path names.
+func (s *server) loadAccount(c echo.Context) (domain.InboundAccounts, int64, domain.InboundAccount, error) {
+	state, version, err := LoadInboundAccounts(c.Request().Context(), s.store)
+	if err != nil {
+		return state, 0, domain.InboundAccount{}, err
+	}
+	a, ok := state.ByID[c.Param("id")]
+	if !ok {
+		return state, 0, a, domain.ErrAccountNotFound
+	}
+	return state, version, a, nil
+}
+
+func (s *server) getAccount(c echo.Context) error {
+	if _, err := minPosition(c); err != nil {
+		return err
+	}
+	_, version, a, err := s.loadAccount(c)
+	if err != nil {
+		return err
+	}
+	setETag(c, version)
+	return c.JSON(http.StatusOK, viewOf(a))
+}
+
+// updateAccount sets the fields the body names; fields left out keep their
+// value, and so do secrets sent empty (they are write-only).
+func (s *server) updateAccount(c echo.Context) error {
+	state, version, cur, err := s.loadAccount(c)
+	if err != nil {
+		return err
+	}
+	next := cur
+	next.Password, next.OAuthClientSecret, next.OAuthRefreshToken = "", "", ""
+	next.Subfolders = append([]string(nil), cur.Subfolders...)
+	if err := decodeJSON(c, &next); err != nil {
+		return err
+	}
+	if next.ID != cur.ID {
+		return invalid("id", "cannot be changed")
+	}
+	if err := s.sealSecrets(&next, cur); err != nil {
+		return err
+	}
+	expected, err := expectedVersion(c, version)
+	if err != nil {
+		return err
+	}
+	evs, err := domain.DecideUpdateInboundAccount(state, next, principal(c).Actor())
+	if err != nil {
+		return decisionError(err)
+	}
+	if len(evs) == 0 {
+		if expected != version {
+			return fmt.Errorf("api: update %s: %w", cur.ID, &eventstore.VersionConflictError{Stream: AccountsStream, Expected: expected, Actual: version})
+		}
+		setETag(c, version)
+		return c.JSON(http.StatusOK, accountWritten{accountView: viewOf(cur)})
+	}
+	pos, err := s.appendEvents(c, AccountsStream, expected, evs)
+	if err != nil {
+		return err
+	}
+	setPosition(c, pos)
+	return c.JSON(http.StatusOK, accountWritten{accountView: viewOf(evs[0].(domain.InboundAccountUpdated).Account), Position: pos})
+}
+
+func (s *server) deleteAccount(c echo.Context) error {
+	state, version, cur, err := s.loadAccount(c)
+	if err != nil {
+		return err
+	}
+	expected, err := expectedVersion(c, version)
+	if err != nil {
+		return err
+	}
+	evs, err := domain.DecideDeleteInboundAccount(state, cur.ID, principal(c).Actor())
+	if err != nil {
+		return decisionError(err)
+	}
+	pos, err := s.appendEvents(c, AccountsStream, expected, evs)
+	if err != nil {
+		return err
+	}
+	setPosition(c, pos)
+	return c.JSON(http.StatusOK, map[string]any{"id": cur.ID, "deleted": true, "position": pos})
+}
+
+// historyItem is one change of an account, as the history shows it.
+type historyItem struct {
+	Position      int64        `json:"position"`
+	StreamVersion int64        `json:"stream_version"`
+	Type          string       `json:"type"`
+	RecordedAt    time.Time    `json:"recorded_at"`
+	Actor         string       `json:"actor"`
+	Changed       []string     `json:"changed,omitempty"`
+	Account       *accountView `json:"account,omitempty"`
+}
+
+// accountHistory lists who changed what and when, oldest first; it also
+// answers for deleted accounts.
+func (s *server) accountHistory(c echo.Context) error {
+	id := c.Param("id")
+	evs, err := s.store.ReadStream(c.Request().Context(), AccountsStream, 1, 0)
+	if err != nil {
+		return fmt.Errorf("api: account history: %w", err)
+	}
+	items := []historyItem{}
+	for _, re := range evs {
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			return fmt.Errorf("api: account history: event %d: %w", re.StreamVersion, err)
+		}
+		it := historyItem{Position: re.Position, StreamVersion: re.StreamVersion, Type: re.Type, RecordedAt: re.RecordedAt.UTC()}
+		switch e := ev.(type) {
+		case domain.InboundAccountCreated:
+			if e.Account.ID != id {
+				continue
+			}
+			v := viewOf(e.Account)
+			it.Actor, it.Account = e.Actor, &v
+		case domain.InboundAccountUpdated:
+			if e.Account.ID != id {
+				continue
+			}
+			v := viewOf(e.Account)
+			it.Actor, it.Changed, it.Account = e.Actor, e.Changed, &v
+		case domain.InboundAccountDeleted:
+			if e.AccountID != id {
+				continue
+			}
+			it.Actor = e.Actor
+		default:
+			continue
+		}
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return domain.ErrAccountNotFound
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": items})
+}
+
+// checkResult is the answer of a connection check.
+type checkResult struct {
+	OK          bool   `json:"ok"`
+	Error       string `json:"error,omitempty"`
+	ServerReply string `json:"server_reply,omitempty"`
+}
+
+func (s *server) checkAccount(c echo.Context) error {
+	_, _, a, err := s.loadAccount(c)
+	if err != nil {
+		return err
+	}
+	if s.opts.Check == nil {
+		return unavailable("checking connections")
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), checkTimeout)
+	defer cancel()
+	if err := s.opts.Check(ctx, a); err != nil {
+		s.logger.Info("connection check failed", "account", a.ID, "err", err)
+		return c.JSON(http.StatusOK, checkResult{Error: err.Error(), ServerReply: mailsource.ServerReply(err)})
+	}
+	return c.JSON(http.StatusOK, checkResult{OK: true})
+}
+
+func (s *server) pollAccount(c echo.Context) error {
+	_, _, a, err := s.loadAccount(c)
+	if err != nil {
+		return err
+	}
+	if s.opts.PollNow == nil {
+		return unavailable("polling on demand")
+	}
+	if err := s.opts.PollNow(a.ID); err != nil {
+		s.logger.Info("poll now refused", "account", a.ID, "err", err)
+		return newProblem(http.StatusConflict,
+			"the account is not being polled (it is disabled, or mailboxes_disabled is set in the settings)")
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"id": a.ID, "status": "poll requested"})
+}

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ledgerdesk/ledgerdesk/domain"
+)
+
+// Prefix is where the REST API lives.
+const Prefix = "/api/v1"
+
+// Role sets of the route table.
+var (
+	rolesAdmin   = []domain.Role{domain.RoleAdmin}
+	rolesAll     = []domain.Role{domain.RoleAdmin, domain.RoleAgent, domain.RoleAuditor, domain.RoleAnalyst}
+	rolesReaders = []domain.Role{domain.RoleAdmin, domain.RoleAgent, domain.RoleAuditor}
+	rolesAudit   = []domain.Role{domain.RoleAdmin, domain.RoleAuditor}
+	rolesPoll    = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
+)
+
+// route is one operation of the API and the roles that may use it. This
+// table is the single source of who may do what: New registers it, and the
+// OpenAPI document's x-roles must match it (openapi_test.go).
+type route struct {
+	Method  string
+	Path    string // Echo syntax (:id)
+	Roles   []domain.Role
+	Handler echo.HandlerFunc
+}
+
+func (s *server) routes() []route {
+	return []route{
+		{http.MethodGet, Prefix + "/openapi.json", rolesAll, s.openAPI},
+
+		{http.MethodPost, Prefix + "/tokens", rolesAdmin, s.issueToken},
+		{http.MethodGet, Prefix + "/tokens", rolesAdmin, s.listTokens},
+		{http.MethodDelete, Prefix + "/tokens/:id", rolesAdmin, s.revokeToken},
+
+		{http.MethodPost, Prefix + "/inbound-accounts", rolesAdmin, s.createAccount},
+		{http.MethodGet, Prefix + "/inbound-accounts", rolesReaders, s.listAccounts},
+		{http.MethodGet, Prefix + "/inbound-accounts/:id", rolesReaders, s.getAccount},
+		{http.MethodPut, Prefix + "/inbound-accounts/:id", rolesAdmin, s.updateAccount},
+		{http.MethodDelete, Prefix + "/inbound-accounts/:id", rolesAdmin, s.deleteAccount},
+		{http.MethodGet, Prefix + "/inbound-accounts/:id/history", rolesAudit, s.accountHistory},
+		{http.MethodPost, Prefix + "/inbound-accounts/:id/check", rolesAdmin, s.checkAccount},
+		{http.MethodPost, Prefix + "/inbound-accounts/:id/poll", rolesPoll, s.pollAccount},
+
+		{http.MethodGet, Prefix + "/settings", rolesReaders, s.getSettings},
+		{http.MethodPut, Prefix + "/settings", rolesAdmin, s.putSettings},
+
+		{http.MethodGet, Prefix + "/mailboxes", rolesAll, s.listMailboxes},
+
+		{http.MethodGet, Prefix + "/events", rolesAudit, s.listEvents},
+	}
+}
