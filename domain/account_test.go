@@ -25,8 +25,10 @@ func TestInboundAccount_Validate(t *testing.T) {
 			fields: []string{"name:", "protocol:", "port:", "security:", "poll_interval_seconds:", "max_mail_size:", "account_address:"},
 		},
 		{
-			name:   "POP3 cannot move mail to a folder",
-			change: func(a *domain.InboundAccount) { a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportMove },
+			name: "POP3 cannot move mail to a folder",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportMove
+			},
 			fields: []string{"after_import:"},
 		},
 	}

@@ -31,8 +31,12 @@ func TestIsAutomatic(t *testing.T) {
 		{"List-Unsubscribe", func(m *domain.MailReceived) { m.LoopHeaders = map[string]string{"list-unsubscribe": "<mailto:x>"} }, true, "header list-unsubscribe"},
 		{"X-Loop", func(m *domain.MailReceived) { m.LoopHeaders = map[string]string{"x-loop": "yes"} }, true, "header x-loop"},
 		{"X-OTRS-Loop", func(m *domain.MailReceived) { m.LoopHeaders = map[string]string{"x-otrs-loop": "yes"} }, true, "header x-otrs-loop"},
-		{"X-AMAZON-MAIL-RELAY-TYPE in mixed case", func(m *domain.MailReceived) { m.LoopHeaders = map[string]string{"X-AMAZON-MAIL-RELAY-TYPE": "notification"} }, true, "header x-amazon-mail-relay-type"},
-		{"a read receipt (multipart/report)", func(m *domain.MailReceived) { m.ContentType, m.ReportType = "multipart/report", "disposition-notification" }, true, "multipart/report"},
+		{"X-AMAZON-MAIL-RELAY-TYPE in mixed case", func(m *domain.MailReceived) {
+			m.LoopHeaders = map[string]string{"X-AMAZON-MAIL-RELAY-TYPE": "notification"}
+		}, true, "header x-amazon-mail-relay-type"},
+		{"a read receipt (multipart/report)", func(m *domain.MailReceived) {
+			m.ContentType, m.ReportType = "multipart/report", "disposition-notification"
+		}, true, "multipart/report"},
 		{"an empty Return-Path", func(m *domain.MailReceived) { m.ReturnPathEmpty = true }, true, "empty return-path"},
 	}
 	for _, tc := range tests {
@@ -58,7 +62,9 @@ func TestIsBounce(t *testing.T) {
 	}{
 		{"a person's mail", func(*domain.MailReceived) {}, false, ""},
 		{"a delivery status notification", func(m *domain.MailReceived) { m.ContentType, m.ReportType = "multipart/report", "delivery-status" }, true, "delivery status notification"},
-		{"a read receipt is no bounce", func(m *domain.MailReceived) { m.ContentType, m.ReportType = "multipart/report", "disposition-notification" }, false, ""},
+		{"a read receipt is no bounce", func(m *domain.MailReceived) {
+			m.ContentType, m.ReportType = "multipart/report", "disposition-notification"
+		}, false, ""},
 		{"MAILER-DAEMON", func(m *domain.MailReceived) { m.From.Email = "MAILER-DAEMON@mx.example" }, true, "sender mailer-daemon@mx.example"},
 		{"postmaster", func(m *domain.MailReceived) { m.From.Email = "postmaster@mx.example" }, true, "sender postmaster@mx.example"},
 		{"an empty Return-Path", func(m *domain.MailReceived) { m.ReturnPathEmpty = true }, true, "empty return-path"},

@@ -31,7 +31,7 @@ func sampleEvents() []domain.Event {
 			LoopHeaders: map[string]string{"list-id": "x"}, ContentType: "multipart/report", ReportType: "delivery-status",
 			BouncedMessageID: "z@y", TextBody: "t", HTMLBody: "<p>t</p>",
 			Attachments: []domain.Attachment{{PartPath: "2", Filename: "a.pdf", ContentType: "application/pdf", ContentID: "cid", Size: 9, Inline: true}},
-			Warnings: []string{"w"}},
+			Warnings:    []string{"w"}},
 		domain.MailFailed{MailID: "m1", AccountID: accID, SourceKey: "7:1", Size: 9, ReceivedAt: at, Reason: "too big", Oversize: true},
 		domain.MailSkipped{MailID: "m1", AccountID: accID, SourceKey: "7:1", ReceivedAt: at, Code: domain.SkipOtherAccount, Reason: "r", ImportedBy: "x"},
 		domain.MailboxPolled{AccountID: accID, StartedAt: at, FinishedAt: at, Fetched: 1, Error: "e", ServerReply: "NO"},

@@ -79,7 +79,7 @@ func TestDecideMail(t *testing.T) {
 	tests := []struct {
 		name    string
 		given   func(tb testing.TB, in *domain.MailInput) // the state the application layer loads
-		when    func(m *domain.MailReceived)               // the mail
+		when    func(m *domain.MailReceived)              // the mail
 		then    func(in domain.MailInput) []domain.Event
 		wantErr error
 	}{
@@ -237,7 +237,9 @@ func TestDecideMail(t *testing.T) {
 			given: func(_ testing.TB, in *domain.MailInput) {
 				in.Account.AutoReplyTemplate = "received"
 			},
-			when: func(m *domain.MailReceived) { m.From = domain.Address{Name: "Shop", Email: "no-reply@customer.example"} },
+			when: func(m *domain.MailReceived) {
+				m.From = domain.Address{Name: "Shop", Email: "no-reply@customer.example"}
+			},
 			then: func(in domain.MailInput) []domain.Event {
 				tid := domain.TicketIDFor(in.Mail.MailID)
 				c := wantCreated(in, domain.Requester{Email: "no-reply@customer.example", Name: "Shop", Source: domain.RequesterAddress}, "")
@@ -546,7 +548,7 @@ func TestDecideMail(t *testing.T) {
 		},
 		// RULES.md 2.7: several accounts, one Message-ID.
 		{
-			name: "a mail addressed first to another account we read is skipped by this one",
+			name:  "a mail addressed first to another account we read is skipped by this one",
 			given: func(_ testing.TB, in *domain.MailInput) { in.Sender = knownMax },
 			when: func(m *domain.MailReceived) {
 				m.To = []domain.Address{{Email: "Sales@Ours.example"}, {Email: ourAddr}}
@@ -558,7 +560,7 @@ func TestDecideMail(t *testing.T) {
 			},
 		},
 		{
-			name: "an account named in To imports the mail even when another account comes first in Cc",
+			name:  "an account named in To imports the mail even when another account comes first in Cc",
 			given: func(_ testing.TB, in *domain.MailInput) { in.Sender = knownMax },
 			when: func(m *domain.MailReceived) {
 				m.To = []domain.Address{{Email: "someone@customer.example"}, {Email: ourAddr}}
@@ -569,7 +571,7 @@ func TestDecideMail(t *testing.T) {
 			},
 		},
 		{
-			name: "with neither account in To the first account in Cc imports",
+			name:  "with neither account in To the first account in Cc imports",
 			given: func(_ testing.TB, in *domain.MailInput) { in.Sender = knownMax },
 			when: func(m *domain.MailReceived) {
 				m.To = []domain.Address{{Email: "someone@customer.example"}}
