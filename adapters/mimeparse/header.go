@@ -117,7 +117,7 @@ func (r *headerReader) readLine(n *int64) (line []byte, nl string, err error) {
 			if errors.Is(err, io.EOF) {
 				return chunk, "", io.EOF
 			}
-			return nil, "", &sourceError{err: err}
+			return nil, "", err
 		}
 		switch {
 		case bytes.HasSuffix(chunk, []byte("\r\n")):

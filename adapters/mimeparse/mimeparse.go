@@ -416,7 +416,13 @@ func (p *parser) multipart(body io.Reader, mt string, params map[string]string, 
 			break
 		}
 		if err != nil {
-			return nil, err
+			if isFatal(err) {
+				return nil, err
+			}
+			// The encoding around this multipart broke (a base64-encoded
+			// message/rfc822 with garbage): keep the parts read so far.
+			p.warn("part %s: %v; later parts dropped", pathName(path), err)
+			break
 		}
 		n++
 		for _, w := range blk.warnings {
@@ -684,7 +690,10 @@ func (p *parser) message(h *header, body io.Reader, mt string, params map[string
 	hr := &headerReader{br: br, max: p.lim.MaxPartHeaderBytes, what: "part " + path + " message header"}
 	blk, err := hr.readHeader(true)
 	if err != nil {
-		return err
+		if isFatal(err) {
+			return err
+		}
+		p.warn("part %s: %v", path, err)
 	}
 	if len(blk.h.fields) > 0 {
 		blk.h.repair(p.fallback)
@@ -725,7 +734,10 @@ func (p *parser) returnedHeaders(h *header, body io.Reader, mt string, params ma
 	hr := &headerReader{br: br, max: p.lim.MaxPartHeaderBytes, what: "part " + path + " returned header"}
 	blk, err := hr.readHeader(true)
 	if err != nil {
-		return err
+		if isFatal(err) {
+			return err
+		}
+		p.warn("part %s: %v", path, err)
 	}
 	if p.bounceID == "" {
 		p.bounceID = msgID(blk.h.get("Message-Id"))

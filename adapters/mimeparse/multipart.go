@@ -90,7 +90,7 @@ func (s *splitter) next(hr *headerReader) (headerBlock, io.Reader, error) {
 		for {
 			line, full, err := s.readLine()
 			if err != nil && !errors.Is(err, io.EOF) {
-				return headerBlock{}, nil, &sourceError{err: err}
+				return headerBlock{}, nil, err
 			}
 			if atLineStart && full {
 				switch s.delimiter(line) {
@@ -175,7 +175,7 @@ func (p *partReader) Read(b []byte) (int, error) {
 		}
 		line, full, err := p.s.readLine()
 		if err != nil && !errors.Is(err, io.EOF) {
-			return 0, &sourceError{err: err}
+			return 0, err
 		}
 		if len(line) == 0 && errors.Is(err, io.EOF) {
 			p.eof = true
