@@ -62,6 +62,9 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 	for _, m := range mails {
 		switch known[m.key] {
 		case mailsource.StatusReceived:
+			if s.f.cfg.AfterImport == mailsource.AfterImportKeep {
+				continue // imported before and meant to stay
+			}
 			if m.deleted && !s.canUIDExpunge() {
 				continue // flagged by us before; nothing more we may do
 			}
