@@ -753,5 +753,3 @@ func TestXOAUTH2Client(t *testing.T) {
 		t.Errorf("Next(error challenge) = %q, %v; want an empty non-nil response", resp, err)
 	}
 }
-
-
