@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/mail"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -224,7 +225,7 @@ func wordBytes(enc, text string) ([]byte, bool) {
 		switch {
 		case c == '_':
 			out = append(out, ' ')
-		case c == '=' && i+2 < len(text)+0 && isHex(text[i+1]) && isHex(text[i+2]):
+		case c == '=' && i+2 < len(text) && isHex(text[i+1]) && isHex(text[i+2]):
 			out = append(out, unhex(text[i+1])<<4|unhex(text[i+2]))
 			i += 2
 		default:
@@ -251,29 +252,47 @@ func unhex(c byte) byte {
 
 // decodeWord converts the bytes of joined encoded words to UTF-8.
 func (p *parser) decodeWord(cs string, b []byte) string {
-	switch cs {
-	case "utf-8", "utf8", "us-ascii":
+	s, how := decodeCharset(cs, b)
+	switch how {
+	case charsetUnknown:
+		p.warn("unknown charset %q in an encoded word; charset guessed", cs)
+	case charsetMislabelled:
+		p.warn("encoded word not valid %s; charset guessed", cs)
+	}
+	return s
+}
+
+// How decodeCharset decoded.
+const (
+	charsetAsDeclared = iota
+	charsetUnknown
+	charsetMislabelled
+)
+
+// decodeCharset converts b from charset cs to UTF-8. An unknown charset is
+// guessed (see guessDecode); so are bytes that are invalid in the declared
+// charset, when the guess is clean (Shift_JIS labelled ISO-2022-JP is
+// common).
+func decodeCharset(cs string, b []byte) (string, int) {
+	switch normCharset(cs) {
+	case "utf-8", "utf8", "us-ascii", "":
 		if utf8.Valid(b) {
-			return string(b)
+			return string(b), charsetAsDeclared
 		}
-		return guessDecode(b, "")
+		return guessDecode(b, ""), charsetMislabelled
 	}
 	r, ok := charsetReader(cs, bytes.NewReader(b))
 	if !ok {
-		p.warn("unknown charset %q in an encoded word; charset guessed", cs)
-		return guessDecode(b, "")
+		return guessDecode(b, ""), charsetUnknown
 	}
 	out, err := io.ReadAll(r)
-	s := string(out)
+	s := strings.ToValidUTF8(string(out), "\uFFFD")
 	if err != nil || strings.ContainsRune(s, utf8.RuneError) {
-		// Bytes that are not in the declared charset: mislabelled (Shift_JIS
-		// labelled ISO-2022-JP is common). Guess, keep the guess if clean.
 		if g := guessDecode(b, ""); !strings.ContainsRune(g, utf8.RuneError) {
-			p.warn("encoded word not valid %s; charset guessed", cs)
-			return g
+			return g, charsetMislabelled
 		}
 	}
-	return s
+	return s, charsetAsDeclared
 }
 
 // guessDecode decodes bytes of unknown charset the way mail clients guess:
@@ -462,38 +481,113 @@ func (p *parser) contentType(h *header, parent, path string) (string, map[string
 }
 
 // parseMediaType parses "type/subtype; k=v; ..." with mime.ParseMediaType
-// (which handles RFC 2231 continuations and charsets) and falls back to a
-// forgiving split when that fails (duplicate or malformed parameters).
-// Keys and the media type are lower-case.
+// (which handles RFC 2231 continuations in UTF-8 and US-ASCII) and falls
+// back to a forgiving reader (lenientParams) when that fails (duplicate or
+// malformed parameters) or drops a parameter (RFC 2231 values in another
+// charset). Keys and the media type are lower-case.
 func parseMediaType(v string) (string, map[string]string) {
 	mt, params, err := mime.ParseMediaType(v)
 	if err == nil {
+		if strings.Contains(v, "*=") || strings.Contains(v, "*0") {
+			// RFC 2231 values: net/mime decodes only UTF-8 and US-ASCII and
+			// garbles continuations in other charsets; ours decode any.
+			_, ext := lenientParamsExt(v)
+			for k, val := range ext {
+				params[k] = val
+			}
+		}
 		return strings.ToLower(mt), params
 	}
-	params = map[string]string{}
 	parts := splitParams(v)
 	if len(parts) == 0 {
-		return "", params
+		return "", map[string]string{}
 	}
-	mt = strings.ToLower(strings.TrimSpace(parts[0]))
+	return strings.ToLower(strings.TrimSpace(parts[0])), lenientParams(v)
+}
+
+// lenientParams reads the parameters of a header value: quoted or not, the
+// first of duplicates winning, and RFC 2231 continuations (name*0, name*1)
+// and charset'language'percent-encoded values (name*=iso-2022-jp'ja'%1B...)
+// in any charset, decoded with decodeCharset.
+func lenientParams(v string) map[string]string {
+	params, _ := lenientParamsExt(v)
+	return params
+}
+
+// lenientParamsExt is lenientParams that also returns the RFC 2231
+// parameters on their own.
+func lenientParamsExt(v string) (params, extended map[string]string) {
+	type piece struct {
+		idx     int
+		encoded bool
+		val     string
+	}
+	params = map[string]string{}
+	extended = map[string]string{}
+	ext := map[string][]piece{}
+	parts := splitParams(v)
 	for _, kv := range parts[1:] {
 		k, val, ok := strings.Cut(kv, "=")
 		if !ok {
 			continue
 		}
 		k = strings.ToLower(strings.TrimSpace(k))
-		k = strings.TrimSuffix(k, "*")
 		val = strings.TrimSpace(val)
 		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
 			val = strings.ReplaceAll(val[1:len(val)-1], `\"`, `"`)
 		} else {
 			val = strings.Trim(val, `"`)
 		}
+		if base, rest, isExt := strings.Cut(k, "*"); isExt && base != "" {
+			pc := piece{encoded: strings.HasSuffix(rest, "*") || rest == "", val: val}
+			if n, err := strconv.Atoi(strings.TrimSuffix(rest, "*")); err == nil {
+				pc.idx = n
+			}
+			ext[base] = append(ext[base], pc)
+			continue
+		}
 		if _, dup := params[k]; !dup && k != "" {
 			params[k] = val
 		}
 	}
-	return mt, params
+	for base, pcs := range ext {
+		sort.SliceStable(pcs, func(i, j int) bool { return pcs[i].idx < pcs[j].idx })
+		cs := ""
+		var raw []byte
+		for i, pc := range pcs {
+			val := pc.val
+			if !pc.encoded {
+				raw = append(raw, val...)
+				continue
+			}
+			if i == 0 {
+				if c, rest, ok := strings.Cut(val, "'"); ok {
+					if _, after, ok := strings.Cut(rest, "'"); ok {
+						cs, val = c, after
+					}
+				}
+			}
+			raw = append(raw, percentDecode(val)...)
+		}
+		s, _ := decodeCharset(cs, raw)
+		params[base] = s
+		extended[base] = s
+	}
+	return params, extended
+}
+
+// percentDecode undoes %XX escapes; a bad escape stays as written.
+func percentDecode(s string) []byte {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			out = append(out, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		out = append(out, s[i])
+	}
+	return out
 }
 
 // splitParams splits at semicolons outside double quotes.

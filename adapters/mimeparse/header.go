@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/textproto"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -279,16 +278,4 @@ func (h *header) looksLikeMail() bool {
 		}
 	}
 	return false
-}
-
-// headerValueFold is used by tests: the unfolded value of key, trimmed.
-func (h *header) String() string {
-	var b strings.Builder
-	for _, f := range h.fields {
-		b.WriteString(f.key)
-		b.WriteString(": ")
-		b.WriteString(f.value)
-		b.WriteString("\n")
-	}
-	return b.String()
 }

@@ -2,7 +2,6 @@ package mimeparse
 
 import (
 	"html"
-	"io"
 	"strings"
 
 	xhtml "golang.org/x/net/html"
@@ -29,9 +28,8 @@ func htmlToText(s string) string {
 		tt := z.Next()
 		switch tt {
 		case xhtml.ErrorToken:
-			if z.Err() == io.EOF {
-				return tidyText(b.String())
-			}
+			// io.EOF, or a tokenizer error: either way the text so far is
+			// all there is.
 			return tidyText(b.String())
 		case xhtml.TextToken:
 			if skip > 0 {

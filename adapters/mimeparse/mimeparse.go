@@ -502,8 +502,7 @@ func flatten(segs []segment) (text string, hasText bool, htm string, hasHTML boo
 
 // bodies sets TextBody and HTMLBody from the segments, capped.
 func (p *parser) bodies(s *Summary, segs []segment) {
-	text, hasText, htm, hasHTML := flatten(segs)
-	_ = hasText
+	text, _, htm, hasHTML := flatten(segs)
 	if hasHTML {
 		s.HTMLBody = htm
 	}

@@ -337,6 +337,22 @@ func TestParse_Bodies(t *testing.T) {
 			wantType: "multipart/mixed",
 		},
 		{
+			name: "RFC 2231 continuations in a charset net/mime does not decode give the file name",
+			raw: crlf("From: a@b.c", `Content-Type: multipart/mixed; boundary="c"`, "",
+				"--c", "Content-Type: application/octet-stream;",
+				" name*0*=iso-8859-1''Gr%FC;",
+				" name*1*=%DFe;",
+				" name*2=.txt",
+				"", "x", "--c",
+				"Content-Type: application/octet-stream; name*=iso-2022-jp'ja'%1B%24B%24F%249%24H%1B%28B.txt",
+				"", "y", "--c--"),
+			wantAtts: []mimeparse.Attachment{
+				{PartPath: "1", Filename: "Grüße.txt", ContentType: "application/octet-stream", Size: 1},
+				{PartPath: "2", Filename: "てすと.txt", ContentType: "application/octet-stream", Size: 1},
+			},
+			wantType: "multipart/mixed",
+		},
+		{
 			name: "a text part and an HTML signature in multipart/mixed are merged",
 			raw: crlf("From: a@b.c", `Content-Type: multipart/mixed; boundary=b`, "",
 				"--b", "Content-Type: text/plain", "", "Hello <you>", "--b", "Content-Type: text/html", "",
