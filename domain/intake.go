@@ -377,7 +377,7 @@ func (d intake) reject(ticketID, code, reason, template, kind string) []Event {
 	return append(ev, ErrorMailQueued{
 		OutgoingMail: d.answerThreading(ticketID, outID),
 		TicketID:     ticketID, AccountID: d.in.Account.ID, Template: template, To: to,
-		Subject: "Re: " + d.m.Subject, Reason: reason, QueuedAt: d.in.Now, CausedBy: d.m.MailID,
+		Subject: replySubject(d.m.Subject), Reason: reason, QueuedAt: d.in.Now, CausedBy: d.m.MailID,
 	})
 }
 

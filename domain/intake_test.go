@@ -401,7 +401,7 @@ func TestDecideMail(t *testing.T) {
 					domain.ErrorMailQueued{
 						OutgoingMail: wantAnswer(in, domain.AutoMailTicketClosed, ticketID), TicketID: ticketID, AccountID: accID,
 						Template: domain.TemplateTicketClosed, To: domain.Address{Name: "Max Mustermann", Email: customer},
-						Subject: "Re: Re: [Ticket#1001] Printer broken", Reason: reason, QueuedAt: in.Now, CausedBy: in.Mail.MailID,
+						Subject: "Re: [Ticket#1001] Printer broken", Reason: reason, QueuedAt: in.Now, CausedBy: in.Mail.MailID,
 					},
 				}
 			},

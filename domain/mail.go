@@ -124,8 +124,6 @@ const (
 	SkipDuplicate = "duplicate_message_id"
 	// SkipBounce: a bounce about a message that was not ours.
 	SkipBounce = "bounce"
-	// SkipMailboxesDisabled: mailboxes_disabled was set when it arrived.
-	SkipMailboxesDisabled = "mailboxes_disabled"
 )
 
 // MailSkipped records a mail that was received but deliberately not turned

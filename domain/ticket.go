@@ -420,7 +420,7 @@ func decideReply(t Ticket, s Settings, c ReplyByMail) ([]Event, error) {
 	}
 	subject := c.Subject
 	if strings.TrimSpace(subject) == "" {
-		subject = "Re: " + t.Subject
+		subject = replySubject(t.Subject)
 	}
 	subject = withReference(subject, t.Number, s.ReferenceFormat)
 	outID := OutgoingMailIDFor(OutgoingReply, t.ID, c.CommandID)
@@ -453,13 +453,42 @@ func outgoingMail(t Ticket, outgoingMailID, domain string) OutgoingMail {
 	return m
 }
 
-// withReference prefixes subject with the ticket reference unless it
-// already carries the reference to number.
+// withReference puts the ticket reference into subject, after any reply
+// prefixes ("Re: [Ticket#1001] Printer"), unless it already carries the
+// reference to number.
 func withReference(subject string, number int64, format string) string {
 	if n, ok := ParseTicketReference(subject, format); ok && n == number {
 		return subject
 	}
-	return FormatTicketReference(number, format) + " " + subject
+	prefix, rest := splitReplyPrefixes(subject)
+	return prefix + FormatTicketReference(number, format) + " " + rest
+}
+
+// replyPrefixes are the reply and forward markers mail clients put in front
+// of a subject, lower case, without the colon.
+var replyPrefixes = map[string]bool{
+	"re": true, "aw": true, "wg": true, "fw": true, "fwd": true, "sv": true, "vs": true, "antw": true, "tr": true, "rif": true,
+}
+
+// splitReplyPrefixes splits "RE: AW: Printer" into "RE: AW: " and "Printer".
+func splitReplyPrefixes(subject string) (prefix, rest string) {
+	rest = strings.TrimLeft(subject, " \t")
+	for {
+		word, after, ok := strings.Cut(rest, ":")
+		if !ok || !replyPrefixes[strings.ToLower(strings.TrimSpace(word))] {
+			return subject[:len(subject)-len(rest)], rest
+		}
+		rest = strings.TrimLeft(after, " \t")
+	}
+}
+
+// replySubject is subject as an answer: "Re: " in front unless it already
+// starts with a reply prefix.
+func replySubject(subject string) string {
+	if p, _ := splitReplyPrefixes(subject); p != "" {
+		return subject
+	}
+	return "Re: " + subject
 }
 
 func contains(list []string, s string) bool {

@@ -128,7 +128,7 @@ func TestDecideTicket(t *testing.T) {
 					InReplyTo: "r1@customer.example", References: []string{"first@customer.example", "r1@customer.example"},
 				},
 				TicketID: ticketID, To: []domain.Address{{Name: "Max Mustermann", Email: customer}},
-				Subject: "[Ticket#1001] Re: Printer broken", Body: "Please restart it.", QueuedAt: at, Actor: "anna",
+				Subject: "Re: [Ticket#1001] Printer broken", Body: "Please restart it.", QueuedAt: at, Actor: "anna",
 			}},
 		},
 		{
@@ -141,6 +141,18 @@ func TestDecideTicket(t *testing.T) {
 				},
 				TicketID: ticketID, To: []domain.Address{{Email: "boss@customer.example"}},
 				Subject: "AW: [Ticket#1001] Drucker", Body: "b", QueuedAt: at, Actor: "anna",
+			}},
+		},
+		{
+			name: "the reference goes after the reply prefixes of a given subject", given: open,
+			when: domain.ReplyByMail{CommandID: "cmd-1", Subject: "AW: WG: Drucker", Body: "b", Actor: "anna", At: at},
+			want: []domain.Event{domain.ReplyQueued{
+				OutgoingMail: domain.OutgoingMail{
+					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName),
+					InReplyTo: "r1@customer.example", References: []string{"first@customer.example", "r1@customer.example"},
+				},
+				TicketID: ticketID, To: []domain.Address{{Name: "Max Mustermann", Email: customer}},
+				Subject: "AW: WG: [Ticket#1001] Drucker", Body: "b", QueuedAt: at, Actor: "anna",
 			}},
 		},
 		{
