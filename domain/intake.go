@@ -102,7 +102,7 @@ func MailLookups(m MailReceived, account InboundAccount, settings Settings) Look
 			}
 			continue
 		}
-		if id != m.BouncedMessageID && !contains(l.MessageIDs, id) {
+		if id != normalizeMessageID(m.BouncedMessageID) && !contains(l.MessageIDs, id) {
 			l.MessageIDs = append(l.MessageIDs, id)
 		}
 	}

@@ -770,6 +770,11 @@ func TestMailLookups(t *testing.T) {
 			want: domain.Lookups{OwnTicketIDs: []string{"tkt-7"}, MessageID: "m101@customer.example", SenderEmail: customer, SenderDomain: "customer.example"},
 		},
 		{
+			name: "a returned message that is not ours is not looked up",
+			mail: func(m *domain.MailReceived) { m.BouncedMessageID = "<foreign@customer.example>" },
+			want: domain.Lookups{MessageID: "m101@customer.example", SenderEmail: customer, SenderDomain: "customer.example"},
+		},
+		{
 			name: "auto_bundle asks for candidates since the start of the previous polling interval",
 			acc:  func(a *domain.InboundAccount) { a.AutoBundle = true },
 			want: domain.Lookups{
