@@ -4,7 +4,8 @@
 //
 // It needs the Debian packages dovecot-imapd and dovecot-pop3d (.ci/prepare
 // installs them). Without the dovecot binary, Start fails the test when the
-// environment variable CI is set and skips it otherwise.
+// environment variable CI is set and skips it otherwise; under -short it
+// always skips.
 //
 // Dovecot refuses to run mail processes as root, so when the test runs as
 // root the mail users get the uid/gid of nobody:nogroup and their Maildirs
@@ -13,6 +14,7 @@
 package dovecottest
 
 import (
+	"bufio"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -76,10 +78,14 @@ type Server struct {
 }
 
 // Start starts a private Dovecot and stops it when the test ends. It returns
-// once all four ports accept connections.
+// once all four ports greet like Dovecot. Under go test -short it skips the
+// test: -short means no external servers.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	bin := findDovecot()
+	if testing.Short() {
+		tb.Skip("dovecottest: needs a real Dovecot, skipped with -short")
+	}
+	bin := lookupDovecot()
 	if bin == "" {
 		msg := "dovecottest: dovecot binary not found; run .ci/prepare (installs dovecot-imapd dovecot-pop3d)"
 		if os.Getenv(EnvCI) != "" {
@@ -116,6 +122,12 @@ func Start(tb testing.TB) *Server {
 }
 
 var errBind = errors.New("dovecot could not bind its ports")
+
+// Seams for this package's own tests.
+var (
+	lookupDovecot = findDovecot
+	pickPorts     = freePorts
+)
 
 // findDovecot returns the dovecot binary, also where /usr/sbin is not in PATH.
 func findDovecot() string {
@@ -187,7 +199,7 @@ func (s *Server) writeCert() error {
 // and waits for the ports. It returns an error wrapping errBind when the
 // ports were taken.
 func (s *Server) start() error {
-	ports, err := freePorts(4)
+	ports, err := pickPorts(4)
 	if err != nil {
 		return err
 	}
@@ -223,12 +235,19 @@ func (s *Server) start() error {
 		close(exited)
 	}()
 
+	// A port accepting is not enough: another process may hold it while
+	// Dovecot, failing to bind it, is about to exit. So each port must
+	// greet like Dovecot, over TLS with our certificate where it is TLS.
 	deadline := time.Now().Add(startTimeout)
-	for _, a := range []string{s.IMAPAddr, s.IMAPSAddr, s.POP3Addr, s.POP3SAddr} {
+	probes := []struct {
+		addr     string
+		tls      bool
+		greeting string
+	}{{s.IMAPAddr, false, "* OK"}, {s.IMAPSAddr, true, "* OK"}, {s.POP3Addr, false, "+OK"}, {s.POP3SAddr, true, "+OK"}}
+	for _, pr := range probes {
 		for {
-			c, err := net.DialTimeout("tcp", a, time.Second)
+			err := s.probe(pr.addr, pr.tls, pr.greeting)
 			if err == nil {
-				_ = c.Close()
 				break
 			}
 			select {
@@ -242,9 +261,37 @@ func (s *Server) start() error {
 			}
 			if time.Now().After(deadline) {
 				s.Stop()
-				return fmt.Errorf("%s does not accept connections after %v", a, startTimeout)
+				return fmt.Errorf("%s does not greet like dovecot after %v: %w", pr.addr, startTimeout, err)
 			}
 		}
+	}
+	return nil
+}
+
+// probe connects to addr and reads the first line, which must start with
+// greeting.
+func (s *Server) probe(addr string, useTLS bool, greeting string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// Short: a slow answer only means another try, while a foreign
+	// listener that never greets must not hide that Dovecot has exited.
+	_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if useTLS {
+		tc := tls.Client(c, s.TLSConfig())
+		if err := tc.Handshake(); err != nil {
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		c = tc
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("read greeting: %w", err)
+	}
+	if !strings.HasPrefix(line, greeting) {
+		return fmt.Errorf("greeting %q is not dovecot's", line)
 	}
 	return nil
 }

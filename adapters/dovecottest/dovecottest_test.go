@@ -151,10 +151,11 @@ func TestServer_AuthMechanisms(t *testing.T) {
 	})
 }
 
-// pop3Stat logs in over a raw POP3 exchange and returns STAT's count.
-func pop3Stat(t *testing.T, conn net.Conn, user, pass string) string {
+// pop3Stat logs in over a raw POP3 exchange (upgraded with STLS when
+// tlsConfig is set) and returns STAT's count.
+func pop3Stat(t *testing.T, conn net.Conn, tlsConfig *tls.Config, user, pass string) string {
 	t.Helper()
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	tp := textproto.NewConn(conn)
 	cmd := func(format string, args ...any) string {
@@ -174,6 +175,15 @@ func pop3Stat(t *testing.T, conn net.Conn, user, pass string) string {
 		return line
 	}
 	cmd("") // greeting
+	if tlsConfig != nil {
+		cmd("STLS")
+		tc := tls.Client(conn, tlsConfig)
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("STLS handshake: %v", err)
+		}
+		conn = tc
+		tp = textproto.NewConn(tc)
+	}
 	cmd("USER %s", user)
 	cmd("PASS %s", pass)
 	stat := cmd("STAT")
@@ -191,19 +201,26 @@ func TestServer_POP3(t *testing.T) {
 	s.AddUser(t, "carol", "pop-pw")
 	s.DeliverMany(t, "carol", [][]byte{testMail(1), testMail(2), testMail(3)})
 
-	conn, err := net.Dial("tcp", s.POP3Addr)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		addr string
+		dial func(addr string) (net.Conn, error)
+		stls *tls.Config
+	}{
+		{"plain POP3", s.POP3Addr, func(a string) (net.Conn, error) { return net.Dial("tcp", a) }, nil},
+		{"POP3 with STLS and the CA", s.POP3Addr, func(a string) (net.Conn, error) { return net.Dial("tcp", a) }, s.TLSConfig()},
+		{"POP3S with the CA", s.POP3SAddr, func(a string) (net.Conn, error) { return tls.Dial("tcp", a, s.TLSConfig()) }, nil},
 	}
-	if got := pop3Stat(t, conn, "carol", "pop-pw"); got != "3" {
-		t.Errorf("POP3 STAT count = %s, want 3", got)
-	}
-	tconn, err := tls.Dial("tcp", s.POP3SAddr, s.TLSConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := pop3Stat(t, tconn, "carol", "pop-pw"); got != "3" {
-		t.Errorf("POP3S STAT count = %s, want 3", got)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tc.dial(tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := pop3Stat(t, conn, tc.stls, "carol", "pop-pw"); got != "3" {
+				t.Errorf("STAT count = %s, want 3", got)
+			}
+		})
 	}
 }
 
