@@ -104,7 +104,7 @@ type testEnv struct {
 	checked []domain.InboundAccount
 }
 
-type envOption func(*Options)
+type envOption func(*Options, projections.Reader)
 
 func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 	tb.Helper()
@@ -135,7 +135,7 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 		Projections: Projections{MailboxStatus: status},
 	}
 	for _, opt := range opts {
-		opt(&o)
+		opt(&o, reader)
 	}
 	srv := httptest.NewServer(New(o))
 	tb.Cleanup(srv.Close)
@@ -257,4 +257,37 @@ func (e *testEnv) createAccount(tb testing.TB, name string) string {
 		tb.Fatalf("create account %s: no id", name)
 	}
 	return out.ID
+}
+
+// logThrough reads the whole global log once it holds the event at
+// position. On PostgreSQL a reader sees events only below the oldest
+// running transaction of the whole server, which other tests' transactions
+// can hold back for a while.
+func (e *testEnv) logThrough(tb testing.TB, position int64) []eventstore.RecordedEvent {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var all []eventstore.RecordedEvent
+		var after int64
+		for {
+			page, err := e.store.ReadAll(context.Background(), after, 500)
+			if err != nil {
+				tb.Fatalf("ReadAll(%d) error = %v", after, err)
+			}
+			all = append(all, page...)
+			if len(page) < 500 {
+				break
+			}
+			after = page[len(page)-1].Position
+		}
+		for _, ev := range all {
+			if ev.Position == position {
+				return all
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("the global log does not show position %d after 20s (%d events visible)", position, len(all))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
