@@ -87,7 +87,9 @@
 //	ticket numbers, reference format, own Message-IDs
 //	    TestFormatTicketReference, TestParseTicketReference, TestOwnMessageID, TestMailIDFor
 //	agent commands: status, close, reopen, assign, category, priority, note, reply
-//	    TestDecideTicket, TestTicket_Evolve, TestTicket_lifecycle
+//	    TestDecideTicket, TestTicket_Evolve, TestTicket_lifecycle, TestTicket_EvolveIgnoresOthers
+//	users, locations, API tokens
+//	    TestDecideUsersAndLocations, TestUniqueUserName, TestDecideTokens
 //	1, 4 accounts and settings: validation naming fields, port 25 refused, one default
 //	    TestInboundAccount_Validate, TestDecideInboundAccounts, TestOutboundAccount_Validate,
 //	    TestDecideOutboundAccounts, TestSendingAccount, TestSettings

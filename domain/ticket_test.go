@@ -232,3 +232,34 @@ func TestTicket_lifecycle(t *testing.T) {
 			tk.Status, tk.ClosedAt, tk.LastInboundMessageID)
 	}
 }
+
+// TestTicket_EvolveIgnoresOthers folds every kind of event that is not about
+// this ticket (other tickets, other aggregates, a second TicketCreated) and
+// expects the ticket unchanged: Evolve must accept every event ever stored.
+func TestTicket_EvolveIgnoresOthers(t *testing.T) {
+	t.Parallel()
+	base := fold(t, ticketCreated())
+	for _, e := range sampleEvents() {
+		if got := domain.EvolveTicket(base, e); !cmp.Equal(base, got) {
+			t.Errorf("EvolveTicket(%T about another ticket) changed the ticket:\n%s", e, cmp.Diff(base, got))
+		}
+	}
+	u := domain.EvolveUser(domain.User{}, domain.UserCreated{UserID: "u1", UserName: "anna"})
+	l := domain.EvolveLocation(domain.Location{}, domain.LocationCreated{LocationID: "l1", Name: "HQ"})
+	s := domain.DefaultSettings()
+	for _, e := range sampleEvents() {
+		if _, isUser := e.(domain.UserUpdated); !isUser {
+			if got := domain.EvolveUser(u, e); !cmp.Equal(u, got) {
+				t.Errorf("EvolveUser(%T) changed another user", e)
+			}
+		}
+		if got := domain.EvolveLocation(l, e); !cmp.Equal(l, got) {
+			t.Errorf("EvolveLocation(%T) changed an existing location", e)
+		}
+		if _, isSettings := e.(domain.SettingsChanged); !isSettings {
+			if got := domain.EvolveSettings(s, e); got != s {
+				t.Errorf("EvolveSettings(%T) changed the settings", e)
+			}
+		}
+	}
+}
