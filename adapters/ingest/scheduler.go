@@ -1,0 +1,266 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// ErrUnknownAccount is returned by PollNow for an account the scheduler does
+// not run (unknown, disabled, or mailboxes are disabled).
+var ErrUnknownAccount = errors.New("ingest: no such enabled inbound account")
+
+// Account is one inbound account as the scheduler runs it.
+type Account struct {
+	ID           string
+	Name         string
+	PollInterval time.Duration
+	// Revision changes whenever the account's configuration changes; the
+	// scheduler then restarts the account's worker with the new Fetcher.
+	Revision string
+	Fetcher  mailsource.Fetcher
+}
+
+// DefaultPollInterval is RULES.md's default: every five minutes.
+const DefaultPollInterval = 5 * time.Minute
+
+// SchedulerConfig wires a Scheduler; cmd fills it in.
+type SchedulerConfig struct {
+	Store  eventstore.Store
+	Blobs  Blobs
+	Limits mimeparse.Limits
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Accounts returns the enabled accounts to poll; it is called at start
+	// and every Refresh. An empty list while mailboxes_disabled is set.
+	Accounts func(ctx context.Context) ([]Account, error)
+	// Refresh is how often the account list is reloaded [10s].
+	Refresh time.Duration
+	// MaxBackoff caps the wait after repeated failures [30 min].
+	MaxBackoff time.Duration
+}
+
+// Scheduler polls every enabled account on its own interval, one fetch per
+// account at a time, with poll-now on demand and back-off on repeated
+// errors. Each poll's outcome is recorded as a MailboxPolled event.
+type Scheduler struct {
+	cfg SchedulerConfig
+
+	mu      sync.Mutex
+	workers map[string]*worker
+}
+
+type worker struct {
+	revision string
+	pollNow  chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// NewScheduler validates cfg and returns a scheduler; Run starts it.
+func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
+	var errs []error
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("no event store"))
+	}
+	if cfg.Blobs == nil {
+		errs = append(errs, errors.New("no blob store"))
+	}
+	if cfg.Now == nil {
+		errs = append(errs, errors.New("no clock"))
+	}
+	if cfg.Accounts == nil {
+		errs = append(errs, errors.New("no account source"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("ingest: new scheduler: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 10 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Minute
+	}
+	return &Scheduler{cfg: cfg, workers: map[string]*worker{}}, nil
+}
+
+// Run polls until ctx is done, then waits for running polls to stop.
+func (s *Scheduler) Run(ctx context.Context) error {
+	defer s.stopAll()
+	for {
+		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Error("load inbound accounts", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(s.cfg.Refresh):
+		}
+	}
+}
+
+// reconcile starts a worker for each new or changed account and stops the
+// workers of accounts that are gone or changed.
+func (s *Scheduler) reconcile(ctx context.Context) error {
+	accounts, err := s.cfg.Accounts(ctx)
+	if err != nil {
+		return err
+	}
+	want := make(map[string]Account, len(accounts))
+	for _, a := range accounts {
+		want[a.ID] = a
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, w := range s.workers {
+		if a, ok := want[id]; !ok || a.Revision != w.revision {
+			w.cancel()
+			<-w.done
+			delete(s.workers, id)
+		}
+	}
+	for id, a := range want {
+		if _, running := s.workers[id]; running {
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		s.workers[id] = w
+		go func() {
+			defer close(w.done)
+			s.loop(wctx, a, w.pollNow)
+		}()
+	}
+	return nil
+}
+
+func (s *Scheduler) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, w := range s.workers {
+		w.cancel()
+		<-w.done
+		delete(s.workers, id)
+	}
+}
+
+// PollNow asks for a poll of the account as soon as its current one, if
+// any, is done.
+func (s *Scheduler) PollNow(accountID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.workers[accountID]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownAccount, accountID)
+	}
+	select {
+	case w.pollNow <- struct{}{}:
+	default: // a poll-now is already pending
+	}
+	return nil
+}
+
+// loop is one account's worker: poll at once, then every interval, sooner
+// on PollNow, later after failures.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}) {
+	interval := a.PollInterval
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
+	failures := 0
+	for {
+		res, err := s.PollOnce(ctx, a, failures)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := interval
+		if err != nil {
+			failures++
+			wait = backoff(interval, failures, s.cfg.MaxBackoff)
+			s.cfg.Logger.Warn("poll failed", "account", a.ID, "name", a.Name, "failures", failures,
+				"retry_in", wait, "err", err, "server_reply", mailsource.ServerReply(err))
+		} else {
+			failures = 0
+			if res.Fetched+res.Failed+res.Oversize > 0 {
+				s.cfg.Logger.Info("poll", "account", a.ID, "fetched", res.Fetched, "failed", res.Failed,
+					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-pollNow:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// backoff doubles the wait with every failure in a row, from the interval
+// up to max (but never below the interval).
+func backoff(interval time.Duration, failures int, maxWait time.Duration) time.Duration {
+	wait := interval
+	for i := 1; i < failures && wait < maxWait; i++ {
+		wait *= 2
+	}
+	return max(interval, min(wait, maxWait))
+}
+
+// PollOnce runs one poll of a and records its outcome. failuresBefore is the
+// number of failed polls in a row before this one.
+func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
+	started := s.cfg.Now().UTC()
+	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
+		Now: s.cfg.Now, Logger: s.cfg.Logger})
+	if err != nil {
+		return mailsource.PollResult{}, err
+	}
+	res, pollErr := a.Fetcher.Poll(ctx, sink)
+	if ctx.Err() != nil {
+		// Shutting down: the outcome of an interrupted poll says nothing about
+		// the mailbox, and the store may be closing.
+		return res, pollErr
+	}
+	ev := domain.MailboxPolled{AccountID: a.ID, StartedAt: started, FinishedAt: s.cfg.Now().UTC(),
+		Fetched: res.Fetched, Failed: res.Failed, Oversize: res.Oversize, Skipped: res.Skipped, Deleted: res.Deleted}
+	if pollErr != nil {
+		ev.Error = pollErr.Error()
+		ev.ServerReply = mailsource.ServerReply(pollErr)
+		ev.Failures = failuresBefore + 1
+	}
+	if err := s.recordPoll(ctx, ev); err != nil {
+		s.cfg.Logger.Error("record poll outcome", "account", a.ID, "err", err)
+	}
+	return res, pollErr
+}
+
+// MailboxStream holds an account's poll outcomes.
+func MailboxStream(accountID string) string { return "mailbox-" + accountID }
+
+// recordPoll appends the outcome to the account's mailbox stream.
+func (s *Scheduler) recordPoll(ctx context.Context, ev domain.MailboxPolled) error {
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = s.cfg.Store.Append(ctx, eventstore.AppendRequest{
+		Stream: MailboxStream(ev.AccountID), ExpectedVersion: eventstore.AnyVersion,
+		Events: []eventstore.NewEvent{{Type: ev.EventName(), SchemaVersion: domain.MailboxPolledSchemaVersion,
+			Payload: payload, Metadata: eventstore.Metadata{Actor: "mailbox:" + ev.AccountID, OccurredAt: ev.FinishedAt}}},
+	})
+	return err
+}

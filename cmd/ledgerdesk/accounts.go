@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
+	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
+	"github.com/ledgerdesk/ledgerdesk/api"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// accountRefresh is how soon an account created or changed through the API
+// is polled: the scheduler reloads the account list this often.
+const accountRefresh = 2 * time.Second
+
+// enabledAccounts gives the scheduler the accounts to poll: none while the
+// global mailboxes_disabled setting is on (e.g. on a cloned test system).
+func enabledAccounts(store eventstore.Store, box *secretbox.Box, logger *slog.Logger) func(ctx context.Context) ([]ingest.Account, error) {
+	return func(ctx context.Context) ([]ingest.Account, error) {
+		settings, err := api.LoadSettings(ctx, store)
+		if err != nil {
+			return nil, err
+		}
+		if settings.MailboxesDisabled {
+			return nil, nil
+		}
+		accounts, _, err := api.LoadInboundAccounts(ctx, store)
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]string, 0, len(accounts.ByID))
+		for id := range accounts.ByID {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		var out []ingest.Account
+		for _, id := range ids {
+			a := accounts.ByID[id]
+			if !a.Enabled {
+				continue
+			}
+			f, err := ingest.FetcherFor(a, settings, box, logger)
+			if err != nil {
+				logger.Error("inbound account cannot be polled", "account", a.ID, "name", a.Name, "err", err)
+				continue
+			}
+			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
+				Revision: revision(a, settings), Fetcher: f})
+		}
+		return out, nil
+	}
+}
+
+// revision changes whenever anything the fetcher is built from changes.
+func revision(a domain.InboundAccount, s domain.Settings) string {
+	b, _ := json.Marshal(struct {
+		A           domain.InboundAccount
+		ErrorFolder string
+	}{a, s.ErrorFolder})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// checkAccount is "check connection" for the API: connect, log in, select,
+// import nothing.
+func checkAccount(store eventstore.Store, box *secretbox.Box, logger *slog.Logger) func(ctx context.Context, a domain.InboundAccount) error {
+	return func(ctx context.Context, a domain.InboundAccount) error {
+		settings, err := api.LoadSettings(ctx, store)
+		if err != nil {
+			return err
+		}
+		f, err := ingest.FetcherFor(a, settings, box, logger)
+		if err != nil {
+			return fmt.Errorf("account %s: %w", a.ID, err)
+		}
+		return f.Check(ctx)
+	}
+}

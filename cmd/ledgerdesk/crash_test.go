@@ -1,0 +1,341 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/dovecottest"
+	"github.com/ledgerdesk/ledgerdesk/adapters/faultproxy"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
+	"github.com/ledgerdesk/ledgerdesk/migrations"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// ledgerdeskBinary builds the real binary once per test run: the crash tests
+// SIGKILL a child process, which an in-process server cannot stand in for.
+func ledgerdeskBinary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ledgerdesk-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "ledgerdesk")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+const crashAdminToken = "crash-test-admin-token-0123456789"
+
+// child is one `ledgerdesk serve` process.
+type child struct {
+	cmd *exec.Cmd
+	log *syncBuffer
+}
+
+func startChild(tb testing.TB, bin string, env []string) *child {
+	tb.Helper()
+	c := &child{cmd: exec.Command(bin, "serve"), log: &syncBuffer{}}
+	c.cmd.Env = append(os.Environ(), env...)
+	c.cmd.Stdout = c.log
+	c.cmd.Stderr = c.log
+	if err := c.cmd.Start(); err != nil {
+		tb.Fatalf("start serve: %v", err)
+	}
+	return c
+}
+
+func (c *child) kill() {
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	_ = c.cmd.Wait()
+}
+
+func (c *child) stop(tb testing.TB) {
+	tb.Helper()
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			tb.Errorf("serve exited with %v after SIGTERM; log tail:\n%s", err, tail(c.log.String(), 3000))
+		}
+	case <-time.After(30 * time.Second):
+		c.kill()
+		tb.Errorf("serve did not stop within 30s of SIGTERM")
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func waitReady(tb testing.TB, base string, c *child) {
+	tb.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	tb.Fatalf("serve not ready within 60s; log tail:\n%s", tail(c.log.String(), 3000))
+}
+
+func apiPost(tb testing.TB, url string, body any) map[string]any {
+	tb.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+crashAdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		tb.Fatalf("POST %s = %d %s", url, resp.StatusCode, raw)
+	}
+	out := map[string]any{}
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+// crashMail is a small, unique mail; its Message-ID names its number.
+func crashMail(n int) []byte {
+	return fmt.Appendf(nil, "From: Customer %d <customer%d@example.com>\r\nTo: support@example.org\r\n"+
+		"Subject: crash test mail %d\r\nMessage-ID: <crash-%d@example.com>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"+
+		"\r\n%s\r\n", n, n%50, n, n, strings.Repeat(fmt.Sprintf("line %d of a body to give it some size\r\n", n), 80))
+}
+
+type crashSetup struct {
+	protocol string
+	addr     func(*dovecottest.Server) string
+	postgres bool
+}
+
+// TestCrashSafety_ImportsEveryMailExactlyOnce runs `ledgerdesk serve` as a
+// child process, delivers 2,000 mails into a real Dovecot in waves and kills
+// the process with SIGKILL at a random moment of each wave, ten times or
+// more; then lets it finish. Every mail must have exactly one MailReceived
+// and the mailbox must be empty.
+func TestCrashSafety_ImportsEveryMailExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end with a child process and Dovecot")
+	}
+	t.Parallel()
+	for _, tc := range []crashSetup{
+		{protocol: "imap", addr: func(d *dovecottest.Server) string { return d.IMAPAddr }, postgres: true},
+		{protocol: "pop3", addr: func(d *dovecottest.Server) string { return d.POP3Addr }, postgres: false},
+	} {
+		name := tc.protocol + "/embedded"
+		if tc.postgres {
+			name = tc.protocol + "/postgres"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			runCrashScenario(t, tc, false)
+		})
+	}
+}
+
+// TestCrashSafety_ConnectionCutMidDownload puts a TCP proxy between serve
+// and Dovecot that drops connections in the middle of mails.
+func TestCrashSafety_ConnectionCutMidDownload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end with a child process and Dovecot")
+	}
+	t.Parallel()
+	for _, tc := range []crashSetup{
+		{protocol: "imap", addr: func(d *dovecottest.Server) string { return d.IMAPAddr }, postgres: false},
+		{protocol: "pop3", addr: func(d *dovecottest.Server) string { return d.POP3Addr }, postgres: true},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			t.Parallel()
+			runCrashScenario(t, tc, true)
+		})
+	}
+}
+
+func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
+	const waves, perWave = 10, 200
+	bin := ledgerdeskBinary(t)
+	dv := dovecottest.Start(t)
+	dv.AddUser(t, "support", "s3cret")
+
+	mailAddr := tc.addr(dv)
+	var proxy *faultproxy.Proxy
+	if cutConnections {
+		proxy = faultproxy.Start(t, mailAddr)
+		mailAddr = proxy.Addr()
+	}
+	host, port, _ := net.SplitHostPort(mailAddr)
+
+	dataDir := t.TempDir()
+	httpAddr := freeAddr(t)
+	base := "http://" + httpAddr
+	env := []string{"LEDGERDESK_HTTP_ADDR=" + httpAddr, "LEDGERDESK_DATA_DIR=" + dataDir,
+		"LEDGERDESK_ADMIN_TOKEN=" + crashAdminToken, "LEDGERDESK_LOG_FORMAT=json"}
+	var dbURL string
+	if tc.postgres {
+		dbURL = pgtest.NewDatabase(t)
+		env = append(env, "LEDGERDESK_DATABASE_URL="+dbURL, "LEDGERDESK_SECRET_KEY="+strings.Repeat("cd", 32))
+	}
+
+	c := startChild(t, bin, env)
+	waitReady(t, base, c)
+	var portNum int
+	_, _ = fmt.Sscanf(port, "%d", &portNum)
+	apiPost(t, base+"/api/v1/inbound-accounts", map[string]any{
+		"name": "support", "protocol": tc.protocol, "host": host, "port": portNum, "security": "none",
+		"username": "support", "password": "s3cret", "poll_interval_seconds": 1, "after_import": "delete", "enabled": true,
+	})
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	next := 0
+	for wave := range waves {
+		raws := make([][]byte, perWave)
+		for i := range raws {
+			raws[i] = crashMail(next)
+			next++
+		}
+		dv.DeliverMany(t, "support", raws)
+		if cutConnections {
+			// Cut somewhere inside the first mails of the next download.
+			proxy.CutAfterBytes(int64(2000 + rng.IntN(400_000)))
+			time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+			proxy.Reset()
+			continue
+		}
+		time.Sleep(time.Duration(rng.IntN(1200)) * time.Millisecond)
+		c.kill()
+		t.Logf("wave %d: killed serve with %d mails left in the mailbox", wave+1, dv.Count(t, "support"))
+		c = startChild(t, bin, env)
+		waitReady(t, base, c)
+	}
+
+	deadline := time.Now().Add(3 * time.Minute)
+	for dv.Count(t, "support") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("mailbox still holds %d mails after 3 minutes; log tail:\n%s", dv.Count(t, "support"), tail(c.log.String(), 4000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.stop(t)
+
+	counts := receivedPerMessageID(t, dbURL, filepath.Join(dataDir, "ledgerdesk.db"))
+	if len(counts) != next {
+		t.Errorf("%d distinct mails have a MailReceived, want %d", len(counts), next)
+	}
+	for i := range next {
+		id := fmt.Sprintf("crash-%d@example.com", i)
+		if counts[id] != 1 {
+			t.Errorf("mail %s has %d MailReceived events, want exactly 1", id, counts[id])
+		}
+	}
+}
+
+// receivedPerMessageID opens the store the child used and counts the
+// MailReceived events per Message-ID, reading the whole global log.
+func receivedPerMessageID(t *testing.T, pgURL, sqlitePath string) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	var store eventstore.Store
+	if pgURL != "" {
+		pool, err := pgxpool.New(ctx, pgURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		if err := migrations.ApplyPostgres(ctx, pool); err != nil {
+			t.Fatal(err)
+		}
+		s, err := postgres.New(pool, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		store = s
+	} else {
+		db, err := embedded.OpenDB(sqlitePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store = embedded.New(db, slog.New(slog.DiscardHandler))
+	}
+	defer store.Close()
+	counts := map[string]int{}
+	var after int64
+	for {
+		evs, err := store.ReadAll(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			return counts
+		}
+		for _, e := range evs {
+			if e.Type == "MailReceived" {
+				var p struct {
+					MessageID string `json:"message_id"`
+				}
+				if err := json.Unmarshal(e.Payload, &p); err != nil {
+					t.Fatal(err)
+				}
+				counts[p.MessageID]++
+			}
+		}
+		after = evs[len(evs)-1].Position
+	}
+}

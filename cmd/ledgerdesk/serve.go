@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
+	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
+	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
+	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
+	"github.com/ledgerdesk/ledgerdesk/api"
+	"github.com/ledgerdesk/ledgerdesk/projections"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
+)
+
+// shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
+const shutdownGrace = 15 * time.Second
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "Start the HTTP API (and, as they are wired in, the mailbox fetchers, projections and outbound saga).\n"+
+		"Without a database URL the embedded store under the data directory is used.", stderr)
+	cfg := bindConfig(fs, getenv, true)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.validate(true); err != nil {
+		return err
+	}
+	logger := newLogger(cfg.LogFormat, stderr)
+
+	st, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.Close() }()
+	key, err := loadSecretKey(cfg, logger)
+	if err != nil {
+		return err
+	}
+	box, err := secretbox.New(key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", envSecretKey, err)
+	}
+	blobs, err := blobstore.NewFS(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return fmt.Errorf("blob store under %s (%s): %w", cfg.DataDir, envDataDir, err)
+	}
+	now := time.Now
+
+	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
+		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
+		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, logger),
+	})
+	if err != nil {
+		return err
+	}
+	mailboxStatus := projections.NewMailboxStatus(st, st.Reader, logger)
+	intake := ticketing.NewProcessManager(st, now, logger)
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (%s): %w", cfg.HTTPAddr, envHTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler: api.New(api.Options{
+			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
+			PollNow: sched.PollNow, Check: checkAccount(st, box, logger),
+			Projections: api.Projections{MailboxStatus: mailboxStatus},
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	// The background parts stop with ctx; Shutdown below waits for them.
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	var background sync.WaitGroup
+	for name, run := range map[string]func(context.Context) error{
+		"mail intake":               intake.Run,
+		"mailbox-status projection": mailboxStatus.Run,
+		"fetch scheduler":           sched.Run,
+	} {
+		background.Add(1)
+		go func() {
+			defer background.Done()
+			supervise(bgCtx, name, run, logger)
+		}()
+	}
+
+	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "version", buildVersion())
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		stopBackground()
+		background.Wait()
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "grace", shutdownGrace)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", err)
+	}
+	stopBackground()
+	background.Wait()
+	logger.Info("stopped")
+	return nil
+}
+
+// newLogger logs JSON unless a person is watching a terminal.
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// supervise runs a background part until ctx is done, restarting it with a
+// growing pause when it fails, so one broken part does not stop the rest.
+func supervise(ctx context.Context, name string, run func(context.Context) error, logger *slog.Logger) {
+	pause := time.Second
+	for {
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Error("background part stopped; restarting", "part", name, "err", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Minute)
+	}
+}
