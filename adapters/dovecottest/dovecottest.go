@@ -102,7 +102,7 @@ func Start(tb testing.TB) *Server {
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			tb.Logf("dovecottest: log of %s:\n%s", s.baseDir, s.logTail(8<<10))
+			tb.Logf("dovecottest: log of the server at %s:\n%s", s.IMAPAddr, s.logTail(8<<10))
 		}
 	})
 	var lastErr error
@@ -216,7 +216,7 @@ func (s *Server) start() error {
 	if err != nil {
 		return fmt.Errorf("create master output file: %w", err)
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }()
 	cmd := exec.Command(s.bin, "-F", "-c", s.confPath)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = procAttr()
@@ -256,7 +256,11 @@ func (s *Server) start() error {
 				if strings.Contains(master+s.Log(), "in use") {
 					return fmt.Errorf("%w: %s", errBind, master)
 				}
-				return fmt.Errorf("dovecot exited (%v): %s", s.waitErrLocked(), master)
+				werr := s.waitErrLocked()
+				if werr == nil {
+					werr = errors.New("exit status 0")
+				}
+				return fmt.Errorf("dovecot exited: %w: %s", werr, master)
 			case <-time.After(10 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
@@ -275,7 +279,7 @@ func (s *Server) probe(addr string, useTLS bool, greeting string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	// Short: a slow answer only means another try, while a foreign
 	// listener that never greets must not hide that Dovecot has exited.
 	_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))

@@ -25,7 +25,7 @@ func testMail(i int) []byte {
 // imapCount logs in over c and returns the number of mails in INBOX.
 func imapCount(t *testing.T, c *imapclient.Client, user, pass string) uint32 {
 	t.Helper()
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.Login(user, pass).Wait(); err != nil {
 		t.Fatalf("Login(%q) = %v", user, err)
 	}
@@ -123,7 +123,7 @@ func TestServer_AuthMechanisms(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			if err := c.Authenticate(tc.client); err != nil {
 				t.Fatalf("Authenticate(%s) = %v", tc.name, err)
 			}
@@ -134,7 +134,7 @@ func TestServer_AuthMechanisms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		if !c.Caps().Has(imap.Cap("AUTH=CRAM-MD5")) {
 			t.Errorf("capabilities %v lack AUTH=CRAM-MD5", c.Caps())
 		}
@@ -144,7 +144,7 @@ func TestServer_AuthMechanisms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		if err := c.Login("bob", "wrong").Wait(); err == nil {
 			t.Error("Login with a wrong password succeeded")
 		}
@@ -242,7 +242,7 @@ func TestServer_DeliverManyAndFolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.Login("dave", "pw").Wait(); err != nil {
 		t.Fatal(err)
 	}

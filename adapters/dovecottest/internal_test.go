@@ -76,7 +76,7 @@ func TestStart_RetriesWhenAPortIsTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer taken.Close()
+	defer func() { _ = taken.Close() }()
 	takenPort := taken.Addr().(*net.TCPAddr).Port
 	saved := pickPorts
 	t.Cleanup(func() { pickPorts = saved })

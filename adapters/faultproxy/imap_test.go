@@ -29,7 +29,7 @@ func fetchAll(addr string) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.Login("alice", "pw").Wait(); err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}
@@ -47,9 +47,13 @@ func fetchAll(addr string) ([][]byte, error) {
 			}
 			var buf bytes.Buffer
 			n, err := io.Copy(&buf, b.Literal)
-			if err != nil || n != b.Literal.Size() {
-				// Not fc.Close(): see above. The deferred c.Close ends it.
-				return bodies, fmt.Errorf("%w: %d of %d bytes (%v)", errShortLiteral, n, b.Literal.Size(), err)
+			// Not fc.Close() after either error: see above. The deferred
+			// c.Close ends it.
+			if err != nil {
+				return bodies, fmt.Errorf("%w: %d of %d bytes: %w", errShortLiteral, n, b.Literal.Size(), err)
+			}
+			if n != b.Literal.Size() {
+				return bodies, fmt.Errorf("%w: %d of %d bytes", errShortLiteral, n, b.Literal.Size())
 			}
 			bodies = append(bodies, buf.Bytes())
 		}
