@@ -30,6 +30,8 @@ type MailInput struct {
 	// the first of Lookups.OwnTicketIDs that exists; the ticket that holds
 	// the first of Lookups.MessageIDs that any ticket holds. Nil when none is
 	// found, which includes a reference to an unknown ticket (RULES.md 3.1).
+	// For a bounce, Lookups holds only our own ids, so it is the ticket of
+	// our returned mail.
 	Referenced *Ticket
 	// Sender is the directory user with the sender's address, nil if none.
 	Sender *User
@@ -92,7 +94,10 @@ func MailLookups(m MailReceived, account InboundAccount, settings Settings) Look
 		SenderEmail: normalizeEmail(m.From.Email),
 	}
 	l.SenderDomain = emailDomain(l.SenderEmail)
-	if n, ok := ParseTicketReference(m.Subject, referenceFormat(settings)); ok {
+	// A bounce belongs to the ticket of our returned mail and nothing else:
+	// its subject and foreign ids are not looked up.
+	bounce, _ := IsBounce(m)
+	if n, ok := ParseTicketReference(m.Subject, referenceFormat(settings)); ok && !bounce {
 		l.TicketNumber = n
 	}
 	for _, id := range threadIDs(m) {
@@ -102,7 +107,7 @@ func MailLookups(m MailReceived, account InboundAccount, settings Settings) Look
 			}
 			continue
 		}
-		if id != normalizeMessageID(m.BouncedMessageID) && !contains(l.MessageIDs, id) {
+		if !bounce && id != normalizeMessageID(m.BouncedMessageID) && !contains(l.MessageIDs, id) {
 			l.MessageIDs = append(l.MessageIDs, id)
 		}
 	}

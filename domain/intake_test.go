@@ -626,8 +626,7 @@ func TestDecideMail(t *testing.T) {
 		},
 		{
 			name: "a bounce that quotes a ticket number but not one of our Message-IDs creates nothing",
-			given: func(tb testing.TB, in *domain.MailInput) {
-				in.Referenced = ptr(fold(tb, ticketCreated()))
+			given: func(_ testing.TB, in *domain.MailInput) {
 				in.Account.AutoReplyTemplate = "received"
 			},
 			when: func(m *domain.MailReceived) {
@@ -768,6 +767,16 @@ func TestMailLookups(t *testing.T) {
 			name: "a bounce's returned message id comes first",
 			mail: func(m *domain.MailReceived) { m.BouncedMessageID = own },
 			want: domain.Lookups{OwnTicketIDs: []string{"tkt-7"}, MessageID: "m101@customer.example", SenderEmail: customer, SenderDomain: "customer.example"},
+		},
+		{
+			name: "a bounce is looked up by our own Message-IDs only, not by its subject or foreign ids",
+			mail: func(m *domain.MailReceived) {
+				m.From = domain.Address{Email: "MAILER-DAEMON@mx.customer.example"}
+				m.Subject = "Undelivered: [Ticket#1001] Printer broken"
+				m.InReplyTo = "<foreign@customer.example>"
+				m.BouncedMessageID = own
+			},
+			want: domain.Lookups{OwnTicketIDs: []string{"tkt-7"}, MessageID: "m101@customer.example", SenderEmail: "mailer-daemon@mx.customer.example", SenderDomain: "mx.customer.example"},
 		},
 		{
 			name: "a returned message that is not ours is not looked up",
