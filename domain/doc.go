@@ -49,6 +49,8 @@
 //	    "a reply one second after the reactivation window is rejected with the ticket-closed mail"
 //	    "a resource member's reply to a recently closed ticket reactivates it as always, without notification"
 //	    "an out-of-office reply to a long-closed ticket is rejected without an error mail"
+//	    "an out-of-office reply to an open ticket is appended without marking it customer answered"
+//	    "an out-of-office reply to a recently closed ticket is appended but does not reactivate it"
 //	3.1 reference to an unknown ticket counts as none
 //	    "a subject reference to an unknown ticket counts as no reference and opens a ticket"
 //	3.2 no_new_tickets
@@ -102,7 +104,8 @@
 // measure time with the mail's ReceivedAt (when it was fetched), never the
 // decision time; a location is created for an unknown sender's domain with
 // create_location_from_domain whether or not the user is created; an
-// automatic mail may still create, join or reactivate a ticket, but is never
-// answered automatically; "customer answered" notifications go to the
-// ticket's resource and are not sent without one.
+// automatic mail may still create or join a ticket, but never changes a
+// ticket's status, never reactivates it (as in Zammad and osTicket, see
+// LANDSCAPE.md) and is never answered automatically; "customer answered"
+// notifications go to the ticket's resource and are not sent without one.
 package domain

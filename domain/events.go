@@ -185,6 +185,10 @@ const (
 	UnchangedResourceMember = "resource_member"
 	// UnchangedAlready: the ticket already is in the target status.
 	UnchangedAlready = "already_in_status"
+	// UnchangedAutomatic: an automatic mail (IsAutomatic, e.g. an
+	// out-of-office reply) neither marks a ticket customer-answered nor
+	// reactivates it, as Zammad and osTicket do.
+	UnchangedAutomatic = "automatic_mail"
 )
 
 // StatusLeftUnchanged records the decision not to change a ticket's status

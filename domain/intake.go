@@ -180,7 +180,9 @@ func referenceFormat(s Settings) string {
 //     confirmed_unread (or StatusLeftUnchanged for a resource member with
 //     no_status_change_for_resource_members, or when already so); closed
 //     within the reactivation window (inclusive), TicketReactivated and
-//     MailAppended; closed longer, MailRejected and the ticket_closed error mail.
+//     MailAppended; closed longer, MailRejected and the ticket_closed error
+//     mail. An automatic mail (IsAutomatic) is appended with
+//     StatusLeftUnchanged instead of changing or reactivating the ticket.
 //  5. No reference on a no_new_tickets account: MailRejected and the error mail.
 //  6. auto_bundle and a ticket from the same sender with the same subject
 //     whose first mail arrived in the same or previous polling interval:
@@ -323,6 +325,12 @@ func (d intake) reply(t Ticket) []Event {
 		MailReceivedAt: d.m.ReceivedAt, At: d.in.Now, CausedBy: d.m.MailID,
 	}
 	memberQuiet := d.in.SenderIsResourceMember && d.in.Settings.NoStatusChangeForResourceMembers
+	window := d.in.Settings.ReactivationWindow()
+	inWindow := !d.m.ReceivedAt.After(t.ClosedAt.Add(window))
+	if auto, why := IsAutomatic(d.m); auto && (t.Open() || inWindow) {
+		return []Event{appended, StatusLeftUnchanged{TicketID: t.ID, Status: t.Status, Code: UnchangedAutomatic,
+			Reason: "automatic mail (" + why + ") changes no status", At: d.in.Now, CausedBy: d.m.MailID}}
+	}
 	if t.Open() {
 		ev := []Event{appended}
 		switch {
@@ -339,8 +347,7 @@ func (d intake) reply(t Ticket) []Event {
 		}
 		return append(ev, d.customerAnswered(t)...)
 	}
-	window := d.in.Settings.ReactivationWindow()
-	if !d.m.ReceivedAt.After(t.ClosedAt.Add(window)) {
+	if inWindow {
 		ev := []Event{
 			TicketReactivated{TicketID: t.ID, Status: StatusConfirmedUnread, ClosedAt: t.ClosedAt,
 				WindowSeconds: int64(window / time.Second), At: d.in.Now, CausedBy: d.m.MailID},

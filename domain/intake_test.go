@@ -440,6 +440,38 @@ func TestDecideMail(t *testing.T) {
 			},
 		},
 		{
+			name:  "an out-of-office reply to an open ticket is appended without marking it customer answered",
+			given: func(tb testing.TB, in *domain.MailInput) { in.Referenced = ptr(fold(tb, ticketCreated())) },
+			when: func(m *domain.MailReceived) {
+				m.Subject = "Automatic reply: [Ticket#1001] Printer broken"
+				m.AutoSubmitted = "auto-replied"
+			},
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{
+					wantAppended(in),
+					domain.StatusLeftUnchanged{TicketID: ticketID, Status: domain.StatusNew, Code: domain.UnchangedAutomatic,
+						Reason: "automatic mail (auto-submitted: auto-replied) changes no status", At: in.Now, CausedBy: in.Mail.MailID},
+				}
+			},
+		},
+		{
+			name: "an out-of-office reply to a recently closed ticket is appended but does not reactivate it",
+			given: func(tb testing.TB, in *domain.MailInput) {
+				in.Referenced = ptr(fold(tb, ticketCreated(), closed(closedAt)))
+			},
+			when: func(m *domain.MailReceived) {
+				m.Subject = "Abwesenheitsnotiz: [Ticket#1001] Printer broken"
+				m.LoopHeaders = map[string]string{"x-autoreply": "yes"}
+			},
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{
+					wantAppended(in),
+					domain.StatusLeftUnchanged{TicketID: ticketID, Status: domain.StatusClosed, Code: domain.UnchangedAutomatic,
+						Reason: "automatic mail (header x-autoreply) changes no status", At: in.Now, CausedBy: in.Mail.MailID},
+				}
+			},
+		},
+		{
 			name:  "a subject reference to an unknown ticket counts as no reference and opens a ticket",
 			given: func(_ testing.TB, in *domain.MailInput) { in.Sender = knownMax },
 			when:  func(m *domain.MailReceived) { m.Subject = "Re: [Ticket#999999] Printer broken" },
