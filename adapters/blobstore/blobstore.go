@@ -21,8 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
+	"sync"
 )
 
 // ErrNotFound is matched (errors.Is) when a blob does not exist.
@@ -80,6 +79,11 @@ type Info struct {
 // concurrent use, also by several processes sharing the directory.
 type FS struct {
 	dir string
+
+	mu sync.Mutex
+	// pending holds the files and directories written by PutNoSync and not
+	// yet made durable by Sync.
+	pending map[string]struct{}
 }
 
 // NewFS opens (creating it if needed, mode 0700) the store rooted at dir.
@@ -94,7 +98,7 @@ func NewFS(dir string) (*FS, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("blobstore: create %q: %w", abs, err)
 	}
-	return &FS{dir: abs}, nil
+	return &FS{dir: abs, pending: map[string]struct{}{}}, nil
 }
 
 // Dir returns the store's root directory.
@@ -111,7 +115,7 @@ func (s *FS) path(ref Ref) (string, error) {
 
 // Put streams r into the store and returns its Ref and size. Memory use is
 // one copy buffer, whatever the size. The blob is durable (file and
-// directory fsynced) when Put returns nil. Putting content that is already
+// directories fsynced) when Put returns nil. Putting content that is already
 // stored leaves the stored file as it is and returns the same Ref. ctx is
 // checked between chunks, so a cancelled Put stops and leaves nothing
 // behind.
@@ -119,24 +123,42 @@ func (s *FS) Put(ctx context.Context, r io.Reader) (Ref, int64, error) {
 	return s.put(ctx, r, true)
 }
 
-// PutNoSync is Put without the per-blob fsyncs: the blob is in place but
-// may not survive a power loss until Sync returns. Importers that commit
-// mails in batches call Sync once per batch, before the batch's events
-// commit, instead of paying two fsyncs per mail.
+// PutNoSync is Put without the fsyncs: the blob is complete and visible when
+// it returns, but only durable after the next Sync. A caller that stores a
+// batch of mails calls Sync once before committing the events that name
+// them, so an event never refers to a blob that a power loss could take.
 func (s *FS) PutNoSync(ctx context.Context, r io.Reader) (Ref, int64, error) {
 	return s.put(ctx, r, false)
 }
 
-// Sync makes every blob written so far durable: one syncfs(2) of the
-// filesystem that holds the store.
+// Sync makes every blob written by PutNoSync so far durable. On Linux it is
+// one syncfs(2) of the store's filesystem; elsewhere each pending file and
+// directory is fsynced. After an error the pending blobs stay pending.
 func (s *FS) Sync() error {
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("blobstore: sync: %w", err)
+	s.mu.Lock()
+	pending := s.pending
+	s.pending = map[string]struct{}{}
+	s.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
 	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("blobstore: sync %s: %w", s.dir, err)
+	err := syncFilesystem(s.dir)
+	if errors.Is(err, errSyncfsUnsupported) {
+		err = nil
+		for p := range pending {
+			if e := syncPath(p); e != nil && !errors.Is(e, fs.ErrNotExist) {
+				err = e
+				break
+			}
+		}
+	}
+	if err != nil {
+		s.mu.Lock()
+		for p := range pending {
+			s.pending[p] = struct{}{}
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("blobstore: sync: %w", err)
 	}
 	return nil
 }
@@ -173,13 +195,17 @@ func (s *FS) put(ctx context.Context, r io.Reader, durable bool) (Ref, int64, er
 	ref := RefFromDigest(sum)
 	final, _ := s.path(ref) // ref is well-formed by construction
 
-	if _, err := os.Stat(final); err == nil {
+	if fi, err := os.Stat(final); err == nil && fi.Size() == n {
 		// Same content already stored: content addressing makes it equal.
+		// A file of another size is a blob torn by a crash before its
+		// sync; it is replaced below.
 		_ = os.Remove(tmpName)
 		committed = true
 		return ref, n, nil
 	}
 	sub := filepath.Dir(final)
+	_, statErr := os.Stat(sub)
+	newDirs := statErr != nil
 	if err := os.MkdirAll(sub, 0o700); err != nil {
 		return "", n, fmt.Errorf("blobstore: create %q: %w", sub, err)
 	}
@@ -189,11 +215,24 @@ func (s *FS) put(ctx context.Context, r io.Reader, durable bool) (Ref, int64, er
 		return "", n, fmt.Errorf("blobstore: move blob into place: %w", err)
 	}
 	committed = true
+	dirs := []string{sub}
+	if newDirs {
+		// The new aa/bb directories must survive too: sync their parents.
+		dirs = append(dirs, filepath.Dir(sub), s.dir)
+	}
 	if !durable {
+		s.mu.Lock()
+		s.pending[final] = struct{}{}
+		for _, d := range dirs {
+			s.pending[d] = struct{}{}
+		}
+		s.mu.Unlock()
 		return ref, n, nil
 	}
-	if err := syncDir(sub); err != nil {
-		return "", n, fmt.Errorf("blobstore: sync %q: %w", sub, err)
+	for _, d := range dirs {
+		if err := syncPath(d); err != nil {
+			return "", n, fmt.Errorf("blobstore: sync %q: %w", d, err)
+		}
 	}
 	return ref, n, nil
 }
@@ -241,14 +280,14 @@ func (s *FS) Exists(ref Ref) (bool, error) {
 	return err == nil, err
 }
 
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// syncPath fsyncs a file or a directory (which makes renames in it durable).
+func syncPath(p string) error {
+	f, err := os.Open(p)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -278,3 +278,40 @@ func TestFS_PutNoSyncThenSync(t *testing.T) {
 		t.Errorf("Open(PutNoSync) = %q", got)
 	}
 }
+
+func TestFS_PutReplacesABlobTornByACrash(t *testing.T) {
+	t.Parallel()
+	s := mustNewFS(t)
+	content := "a mail whose earlier copy lost its tail in a power cut"
+	ref := mustPut(t, s, content)
+	h := ref.Hex()
+	p := filepath.Join(s.Dir(), h[:2], h[2:4], h)
+	if err := os.WriteFile(p, []byte(content[:10]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, put := range []func(context.Context, io.Reader) (blobstore.Ref, int64, error){s.Put, s.PutNoSync} {
+		got, _, err := put(context.Background(), strings.NewReader(content))
+		if err != nil || got != ref {
+			t.Fatalf("Put() = %s, %v, want %s, nil", got, err, ref)
+		}
+		if b := readAll(t, s, ref); b != content {
+			t.Fatalf("Open() after Put() = %q, want %q", b, content)
+		}
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestFS_SyncWithNothingPending(t *testing.T) {
+	t.Parallel()
+	s := mustNewFS(t)
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync() error = %v", err)
+	}
+	mustPut(t, s, "durable already")
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync() after Put() error = %v", err)
+	}
+}
