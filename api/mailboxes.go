@@ -42,5 +42,10 @@ func (s *server) listMailboxes(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": rows})
+	// checkpoint says how far the view has read the log (its lag).
+	cp, err := s.store.Checkpoint(c.Request().Context(), p.Name())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": rows, "checkpoint": cp})
 }

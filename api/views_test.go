@@ -114,12 +114,18 @@ func TestMailboxes_ReadYourWrites(t *testing.T) {
 			if diff := cmp.Diff(want, page.Items); diff != "" {
 				t.Errorf("GET /mailboxes after poll (-want +got):\n%s", diff)
 			}
-			var raw map[string][]map[string]any
+			var raw struct {
+				Items      []map[string]any `json:"items"`
+				Checkpoint int64            `json:"checkpoint"`
+			}
 			e.mustJSON(t, http.MethodGet, "/api/v1/mailboxes", admin, nil, http.StatusOK, &raw)
 			for _, k := range []string{"account_id", "name", "last_poll_at", "last_error", "fetched", "failed", "skipped", "oversize", "server_reply"} {
-				if _, ok := raw["items"][0][k]; !ok {
-					t.Errorf("mailbox item has no %q: %v", k, raw["items"][0])
+				if _, ok := raw.Items[0][k]; !ok {
+					t.Errorf("mailbox item has no %q: %v", k, raw.Items[0])
 				}
+			}
+			if raw.Checkpoint != res.LastPosition {
+				t.Errorf("checkpoint = %d, want the poll's position %d", raw.Checkpoint, res.LastPosition)
 			}
 
 			// and a bad min_position names the parameter
