@@ -177,8 +177,9 @@ const principalKey = "ledgerdesk.principal"
 func (a *Authenticator) requireRoles(roles ...domain.Role) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			token, found := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-			if !found {
+			// The scheme is case-insensitive (RFC 9110 section 11.1).
+			scheme, token, found := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+			if !found || !strings.EqualFold(scheme, "Bearer") {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ledgerdesk"`)
 				return echo.NewHTTPError(http.StatusUnauthorized, "this route needs an API token: send 'Authorization: Bearer <token>'")
 			}

@@ -87,6 +87,9 @@ func TestRoutes_EveryRoleOnEveryRoute(t *testing.T) {
 					if resp, raw := e.do(t, r.Method, path, "Basic Zm9vOmJhcg==", body); resp.StatusCode != http.StatusUnauthorized {
 						t.Errorf("garbage token: %d %s, want 401", resp.StatusCode, raw)
 					}
+					if resp, raw := e.do(t, r.Method, path, "", body, "Authorization", "Basic "+e.tokens[domain.RoleAdmin]); resp.StatusCode != http.StatusUnauthorized {
+						t.Errorf("a token under another scheme: %d %s, want 401", resp.StatusCode, raw)
+					}
 					for _, role := range domain.Roles {
 						allowed := slices.Contains(r.Roles, role)
 						if allowed {
@@ -130,6 +133,7 @@ func TestTokens_IssueListRevoke(t *testing.T) {
 
 			// then it works, and the list shows it without hash or token
 			e.mustJSON(t, http.MethodGet, "/api/v1/events?limit=1", issued.Token, nil, http.StatusOK, nil)
+			e.mustJSON(t, http.MethodGet, "/api/v1/events?limit=1", "", nil, http.StatusOK, nil, "Authorization", "bearer "+issued.Token)
 			_, raw := e.do(t, http.MethodGet, "/api/v1/tokens", admin, nil)
 			if !strings.Contains(string(raw), `"reporting"`) {
 				t.Errorf("GET /tokens = %s, want the token named reporting", raw)
