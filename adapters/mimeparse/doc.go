@@ -38,7 +38,8 @@
 // Everything else is repaired where a mail client would still show the mail,
 // and each repair is listed in Summary.Warnings:
 //
-//   - Header block: an mbox "From " line and blank lines before the header
+//   - Header block: a UTF-8 byte order mark, an mbox "From " line and blank
+//     lines before the header
 //     are skipped; lines that are neither a field nor a continuation (e.g. a
 //     "---- Original message ----" line, or a broken Received continuation)
 //     are dropped; white space before the colon is accepted; LF line ends

@@ -147,8 +147,8 @@ type headerBlock struct {
 
 // readHeader reads one header block. It is deliberately more forgiving than
 // RFC 5322, the way mail clients are:
-//   - top: an mbox "From " line before the header is skipped, as are
-//     blank lines before the first field;
+//   - top: a UTF-8 byte order mark and an mbox "From " line before the
+//     header are skipped, as are blank lines before the first field;
 //   - lines that are neither a field nor a continuation are dropped with a
 //     warning (top-level only, while more fields follow); in a MIME part a
 //     first line that is no field means the part has no header at all and
@@ -186,6 +186,7 @@ func (r *headerReader) readHeader(top bool) (headerBlock, error) {
 			return blk, nil
 		}
 		if first && top {
+			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
 			if bytes.HasPrefix(line, []byte("From ")) || bytes.HasPrefix(line, []byte(">From ")) {
 				if eof {
 					return blk, nil

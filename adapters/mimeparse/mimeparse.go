@@ -212,7 +212,9 @@ func Parse(r io.Reader, lim Limits) (Summary, error) {
 		case errors.As(err, &se):
 			return Summary{}, fmt.Errorf("mimeparse: %w", se)
 		default:
-			return Summary{}, fmt.Errorf("mimeparse: %w", err)
+			// Not the reader's fault, so the mail's: a failure with a reason,
+			// never an error that would make the fetcher retry it for ever.
+			return Summary{}, &ParseError{Reason: "unreadable mail: " + err.Error()}
 		}
 	}
 	return s, nil

@@ -180,6 +180,16 @@ func TestParse_Headers(t *testing.T) {
 			},
 		},
 		{
+			name: "a byte order mark before the header is skipped",
+			raw:  "\xef\xbb\xbfFrom: a@b.c\r\nMessage-ID: <bom@x>\r\n\r\nb",
+			want: mimeparse.Summary{
+				MessageID:   "bom@x",
+				From:        mimeparse.Address{Email: "a@b.c"},
+				ContentType: "text/plain",
+				TextBody:    "b",
+			},
+		},
+		{
 			name: "garbage lines inside the header are dropped and a glued Date is read",
 			raw: crlf(
 				"---- Original email message ----",
