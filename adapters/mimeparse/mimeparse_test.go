@@ -453,6 +453,87 @@ func TestParse_Bodies(t *testing.T) {
 	}
 }
 
+func TestParse_Charsets(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		charset string
+		body    string // raw bytes in that charset
+		want    string
+	}{
+		{charset: "windows-1250", body: "\x8a\x9a\x8e\x9e \xe8\xf8", want: "ŠšŽž čř"},
+		{charset: "windows-1251", body: "\xcf\xf0\xe8\xe2\xe5\xf2", want: "Привет"},
+		{charset: "windows-1258", body: "Vi\xcct", want: "Vi\u0300t"},
+		{charset: "iso-8859-15", body: "\xa4 5", want: "€ 5"},
+		{charset: "koi8-r", body: "\xf0\xd2\xc9\xd7\xc5\xd4", want: "Привет"},
+		{charset: "big5", body: "\xa4\xa4\xa4\xe5", want: "中文"},
+		{charset: "euc-kr", body: "\xc7\xd1\xb1\xb9", want: "한국"},
+		{charset: "ks_c_5601-1987", body: "\xc7\xd1\xb1\xb9", want: "한국"},
+		{charset: "shift_jis", body: "\x83\x65\x83\x58\x83\x67", want: "テスト"},
+		{charset: "iso-2022-jp", body: "\x1b$B%F%9%H\x1b(B", want: "テスト"},
+		{charset: "gb2312", body: "\xd6\xd0\xce\xc4", want: "中文"},
+		{charset: "\"UTF-8\"", body: "caf\xc3\xa9", want: "café"},
+		{charset: "", body: "caf\xc3\xa9", want: "café"},
+		{charset: "", body: "caf\xe9", want: "café"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.charset+" text is decoded", func(t *testing.T) {
+			t.Parallel()
+			ct := "text/plain"
+			if tc.charset != "" {
+				ct += "; charset=" + tc.charset
+			}
+			got := mustParse(t, "From: a@b.c\r\nContent-Type: "+ct+"\r\n\r\n"+tc.body)
+			if got.TextBody != tc.want {
+				t.Errorf("TextBody = %q, want %q", got.TextBody, tc.want)
+			}
+		})
+	}
+}
+
+func TestParse_Structures(t *testing.T) {
+	t.Parallel()
+	t.Run("parts of a multipart/digest default to message/rfc822", func(t *testing.T) {
+		t.Parallel()
+		got := mustParse(t, crlf("From: a@b.c", `Content-Type: multipart/digest; boundary="d"`, "",
+			"--d", "", "From: x@y.z", "Subject: first", "", "one", "--d", "", "From: x@y.z", "Subject: second", "",
+			"two", "--d--"))
+		want := []mimeparse.Attachment{
+			{PartPath: "1", Filename: "first.eml", ContentType: "message/rfc822", Size: 34},
+			{PartPath: "2", Filename: "second.eml", ContentType: "message/rfc822", Size: 35},
+		}
+		if diff := cmp.Diff(want, got.Attachments); diff != "" {
+			t.Errorf("Attachments (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("an image with Content-Disposition inline is inline, one only named is not", func(t *testing.T) {
+		t.Parallel()
+		got := mustParse(t, crlf("From: a@b.c", `Content-Type: multipart/mixed; boundary="i"`, "",
+			"--i", "Content-Type: text/plain", "", "hi",
+			"--i", "Content-Type: image/gif", `Content-Disposition: inline; filename="a.gif"`, "", "GIF89a",
+			"--i", "Content-Type: image/gif; name=\"b.gif\"", "Content-ID: <b@x>", "", "GIF89a",
+			"--i--"))
+		want := []mimeparse.Attachment{
+			{PartPath: "2", Filename: "a.gif", ContentType: "image/gif", Size: 6, Inline: true},
+			{PartPath: "3", Filename: "b.gif", ContentType: "image/gif", ContentID: "b@x", Size: 6},
+		}
+		if diff := cmp.Diff(want, got.Attachments); diff != "" {
+			t.Errorf("Attachments (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a single-part attachment mail has its body at part 1", func(t *testing.T) {
+		t.Parallel()
+		got := mustParse(t, crlf("From: a@b.c", "Content-Type: application/pdf; name=x.pdf",
+			"Content-Transfer-Encoding: base64", "", "JVBERi0xLjQK"))
+		want := []mimeparse.Attachment{{PartPath: "1", Filename: "x.pdf", ContentType: "application/pdf", Size: 9}}
+		if diff := cmp.Diff(want, got.Attachments); diff != "" {
+			t.Errorf("Attachments (-want +got):\n%s", diff)
+		}
+		if got.TextBody != "" || got.HTMLBody != "" {
+			t.Errorf("TextBody, HTMLBody = %q, %q, want empty", got.TextBody, got.HTMLBody)
+		}
+	})
+}
+
 func TestParse_Bounces(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
