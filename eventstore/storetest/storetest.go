@@ -111,7 +111,8 @@ func mustReadAllPaged(tb testing.TB, s eventstore.Store, limit int) []eventstore
 	tb.Helper()
 	var all []eventstore.RecordedEvent
 	var after int64
-	for pages := 0; ; pages++ {
+	seen := map[int64]bool{}
+	for {
 		page, err := s.ReadAll(context.Background(), after, limit)
 		if err != nil {
 			tb.Fatalf("ReadAll(%d, %d) error = %v", after, limit, err)
@@ -122,8 +123,11 @@ func mustReadAllPaged(tb testing.TB, s eventstore.Store, limit int) []eventstore
 		if len(page) == 0 {
 			return all
 		}
-		if pages > 1_000_000 {
-			tb.Fatalf("ReadAll never reached the end of the log")
+		for _, e := range page {
+			if seen[e.Position] {
+				tb.Fatalf("ReadAll(%d, %d) returned position %d again", after, limit, e.Position)
+			}
+			seen[e.Position] = true
 		}
 		all = append(all, page...)
 		after = page[len(page)-1].Position
