@@ -93,7 +93,9 @@
 // by an HTML signature gives both (the text rendered as HTML in HTMLBody,
 // the HTML rendered as text in TextBody). A mail with HTML only gets its
 // TextBody from the HTML (tags dropped, blocks and <br> as line breaks).
-// Line ends in bodies are LF. HTMLBody is not sanitised here.
+// Line ends in bodies are LF; format=flowed text (RFC 3676) is joined at its
+// soft line breaks; an HTML part without a charset parameter is read in the
+// charset its <meta> tag declares. HTMLBody is not sanitised here.
 //
 // Every other leaf part is an Attachment with its decoded size. Inline is
 // set for Content-Disposition: inline and for parts whose Content-ID the

@@ -406,7 +406,14 @@ func pathName(path string) string {
 
 // multipart walks the parts of a multipart entity.
 func (p *parser) multipart(body io.Reader, mt string, params map[string]string, path string, depth int, forwarded bool) ([]segment, error) {
-	sp := newSplitter(body, params["boundary"], p.lim.MaxBodyBytes)
+	// Text before the first boundary is kept in case the boundary never
+	// comes (then it is the body): in full at the top, a little below it,
+	// so that nesting cannot multiply the memory kept.
+	keep := 4 << 10
+	if depth == 0 {
+		keep = p.lim.MaxBodyBytes
+	}
+	sp := newSplitter(body, params["boundary"], keep)
 	hr := &headerReader{max: p.lim.MaxPartHeaderBytes}
 	var children [][]segment
 	n := 0
@@ -648,7 +655,14 @@ func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]st
 		if forwarded {
 			return nil, nil
 		}
-		text := strings.ReplaceAll(p.decodeText(data, params["charset"], path), "\r\n", "\n")
+		label := params["charset"]
+		if label == "" && mt == "text/html" {
+			label = metaCharset(data)
+		}
+		text := strings.ReplaceAll(p.decodeText(data, label, path), "\r\n", "\n")
+		if mt == "text/plain" && strings.EqualFold(params["format"], "flowed") {
+			text = unflow(text, strings.EqualFold(params["delsp"], "yes"))
+		}
 		if mt == "text/html" {
 			p.htmlParts = append(p.htmlParts, text)
 			return []segment{{html: text, hasHTML: true}}, nil

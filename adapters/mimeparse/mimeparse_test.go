@@ -415,6 +415,23 @@ func TestParse_Bodies(t *testing.T) {
 			wantType: "multipart/mixed",
 		},
 		{
+			name: "format=flowed text is joined at its soft line breaks",
+			raw: crlf("From: a@b.c", "Content-Type: text/plain; charset=utf-8; format=flowed", "",
+				"This is one ", "long line.", "> quoted ", "> too", " From stuffed", "-- ", "sig", ""),
+			wantText: "This is one long line.\n> quoted too\nFrom stuffed\n-- \nsig\n",
+			wantType: "text/plain",
+		},
+		{
+			name: "an HTML part without charset parameter uses its meta charset",
+			raw: "From: a@b.c\r\nContent-Type: text/html\r\n\r\n" +
+				`<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252"></head>` +
+				"<body>caf\xe9 \x80</body></html>",
+			wantText: "café €",
+			wantHTML: `<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252"></head>` +
+				"<body>café €</body></html>",
+			wantType: "text/html",
+		},
+		{
 			name: "misspelled transfer encodings are read as meant",
 			raw: crlf("From: a@b.c", "Content-Type: text/plain; charset=utf-8",
 				"Content-Transfer-Encoding: quoted printable;", "", "caf=C3=A9"),
