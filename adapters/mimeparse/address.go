@@ -1,0 +1,195 @@
+package mimeparse
+
+import (
+	"io"
+	"mime"
+	"net/mail"
+	"strconv"
+	"strings"
+)
+
+// bareAddress strips angle brackets, a mailto: and white space.
+func bareAddress(v string) string {
+	v = strings.TrimSpace(v)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	}
+	v = strings.TrimPrefix(strings.TrimSpace(v), "mailto:")
+	return strings.TrimSpace(v)
+}
+
+func (p *parser) addressLists(vs []string) []Address {
+	var out []Address
+	for _, v := range vs {
+		out = append(out, p.addressList(v)...)
+	}
+	return out
+}
+
+// addressList parses an address list with net/mail and, when that fails, a
+// forgiving reader (see lenientAddresses). Display names have encoded words
+// decoded, also inside quotes where net/mail leaves them.
+func (p *parser) addressList(v string) []Address {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil
+	}
+	ap := mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(cs string, in io.Reader) (io.Reader, error) {
+		raw, err := io.ReadAll(in)
+		if err != nil {
+			return nil, err
+		}
+		return strings.NewReader(p.decodeWord(strings.ToLower(cs), raw)), nil
+	}}}
+	if list, err := ap.ParseList(v); err == nil {
+		out := make([]Address, 0, len(list))
+		for _, a := range list {
+			out = append(out, Address{Name: cleanLine(p.text(a.Name)), Email: requoteLocal(a.Address)})
+		}
+		return out
+	}
+	return p.lenientAddresses(v)
+}
+
+// lenientAddresses reads what a mail client would make of a malformed
+// address list: encoded words are decoded first, the list is split at
+// commas outside quotes, angle brackets and comments, and pieces without an
+// @ are taken as part of the next piece's display name ("Doe, John"
+// unquoted). In each piece the address is in <...>, or the word holding an
+// @; the rest, unquoted, is the display name.
+func (p *parser) lenientAddresses(v string) []Address {
+	v = p.text(v)
+	var pieces []string
+	var cur strings.Builder
+	var quoted bool
+	var angle, paren int
+	for _, r := range v {
+		switch {
+		case r == '"':
+			quoted = !quoted
+		case quoted:
+		case r == '<':
+			angle++
+		case r == '>' && angle > 0:
+			angle--
+		case r == '(':
+			paren++
+		case r == ')' && paren > 0:
+			paren--
+		case r == ',' && angle == 0 && paren == 0:
+			pieces = append(pieces, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteRune(r)
+	}
+	pieces = append(pieces, cur.String())
+
+	var out []Address
+	carry := ""
+	for _, piece := range pieces {
+		if strings.TrimSpace(piece) == "" {
+			continue
+		}
+		if !strings.Contains(piece, "@") {
+			if carry != "" {
+				carry += ","
+			}
+			carry += piece
+			continue
+		}
+		if carry != "" {
+			piece = carry + "," + piece
+			carry = ""
+		}
+		if a, ok := lenientAddress(piece); ok {
+			out = append(out, a)
+		}
+	}
+	if carry != "" && len(out) == 0 {
+		if name := cleanLine(unquote(carry)); name != "" {
+			out = append(out, Address{Name: name})
+		}
+	}
+	return out
+}
+
+func lenientAddress(s string) (Address, bool) {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '<'); i >= 0 {
+		email := s[i+1:]
+		after := ""
+		if j := strings.IndexByte(email, '>'); j >= 0 {
+			email, after = email[:j], email[j+1:]
+		}
+		name := strings.TrimSpace(s[:i])
+		if name == "" {
+			name = strings.TrimSpace(after)
+		}
+		email = strings.TrimSpace(email)
+		if strings.Contains(email, "@") {
+			return Address{Name: cleanLine(unquote(name)), Email: email}, true
+		}
+	}
+	if i := strings.IndexByte(s, '('); i >= 0 {
+		j := strings.LastIndexByte(s, ')')
+		if j > i {
+			email := strings.TrimSpace(s[:i] + " " + s[j+1:])
+			name := s[i+1 : j]
+			if !strings.ContainsAny(email, " \t") && strings.Contains(email, "@") {
+				return Address{Name: cleanLine(name), Email: strings.Trim(email, "<>")}, true
+			}
+		}
+	}
+	if a, err := mail.ParseAddress(strings.Trim(s, "<> \t")); err == nil {
+		return Address{Name: cleanLine(a.Name), Email: requoteLocal(a.Address)}, true
+	}
+	words := strings.Fields(s)
+	var nameWords []string
+	email := ""
+	for _, w := range words {
+		if email == "" && strings.Contains(w, "@") {
+			email = strings.Trim(w, "<>,;")
+			continue
+		}
+		nameWords = append(nameWords, w)
+	}
+	if email == "" {
+		return Address{}, false
+	}
+	return Address{Name: cleanLine(unquote(strings.Join(nameWords, " "))), Email: email}, true
+}
+
+// requoteLocal puts back the quotes net/mail removes from a quoted local
+// part ("john doe"@example.com), so Email stays a valid addr-spec.
+func requoteLocal(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return addr
+	}
+	local := addr[:at]
+	if !strings.ContainsAny(local, " \t\"(),:;<>@[\\]") {
+		return addr
+	}
+	return strconv.Quote(local) + addr[at:]
+}
+
+// unquote removes one level of double quotes and backslash escapes.
+func unquote(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			if s[i] == '\\' && i+1 < len(s) {
+				i++
+			}
+			b.WriteByte(s[i])
+		}
+		return b.String()
+	}
+	return strings.Trim(s, `"`)
+}

@@ -1,0 +1,335 @@
+package mimeparse
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message/charset"
+	"golang.org/x/text/encoding"
+	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/encoding/simplifiedchinese"
+)
+
+// encodedWord matches an RFC 2047 encoded word. The text part may hold
+// spaces (broken Q words) but never "?".
+var encodedWord = regexp.MustCompile(`=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=`)
+
+// text decodes RFC 2047 encoded words in a header value, more forgivingly
+// than mime.WordDecoder, as mail clients do: words may touch other text,
+// adjacent words of one charset are joined before decoding (so a character
+// split across two words survives), B words with wrong padding are read,
+// an RFC 2231 language suffix ("utf-8*de") is ignored, an unknown charset
+// or bytes that are invalid in the declared charset are decoded by guessing
+// (see guessDecode), and a word that cannot be decoded stays as written.
+func (p *parser) text(v string) string {
+	if !strings.Contains(v, "=?") {
+		return v
+	}
+	locs := encodedWord.FindAllStringSubmatchIndex(v, -1)
+	if len(locs) == 0 {
+		return v
+	}
+	var out strings.Builder
+	var pendCS string
+	var pend []byte
+	pending := false
+	flush := func() {
+		if pending {
+			out.WriteString(p.decodeWord(pendCS, pend))
+			pend, pending = nil, false
+		}
+	}
+	prevEnd := 0
+	for i, loc := range locs {
+		between := v[prevEnd:loc[0]]
+		if i == 0 || strings.TrimSpace(between) != "" {
+			flush()
+			out.WriteString(between)
+		} // else: white space between adjacent encoded words is dropped (RFC 2047 section 6.2)
+		prevEnd = loc[1]
+		cs := strings.ToLower(v[loc[2]:loc[3]])
+		if j := strings.IndexByte(cs, '*'); j >= 0 {
+			cs = cs[:j]
+		}
+		raw, ok := wordBytes(v[loc[4]:loc[5]], v[loc[6]:loc[7]])
+		if !ok {
+			flush()
+			out.WriteString(v[loc[0]:loc[1]])
+			continue
+		}
+		if pending && cs != pendCS {
+			flush()
+		}
+		pendCS, pending = cs, true
+		pend = append(pend, raw...)
+	}
+	flush()
+	out.WriteString(v[prevEnd:])
+	return strings.ToValidUTF8(out.String(), "\uFFFD")
+}
+
+// wordBytes decodes the text of one encoded word.
+func wordBytes(enc, text string) ([]byte, bool) {
+	if enc == "b" || enc == "B" {
+		clean := strings.Map(func(r rune) rune {
+			if r == '=' || unicode.IsSpace(r) {
+				return -1
+			}
+			return r
+		}, text)
+		if len(clean)%4 == 1 {
+			clean = clean[:len(clean)-1]
+		}
+		b, err := base64.RawStdEncoding.DecodeString(clean)
+		if err != nil {
+			return nil, false
+		}
+		return b, true
+	}
+	out := make([]byte, 0, len(text))
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case c == '_':
+			out = append(out, ' ')
+		case c == '=' && i+2 < len(text) && isHex(text[i+1]) && isHex(text[i+2]):
+			out = append(out, unhex(text[i+1])<<4|unhex(text[i+2]))
+			i += 2
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+// decodeWord converts the bytes of joined encoded words to UTF-8.
+func (p *parser) decodeWord(cs string, b []byte) string {
+	s, how := decodeCharset(cs, b)
+	switch how {
+	case charsetUnknown:
+		p.warn("unknown charset %q in an encoded word; charset guessed", cs)
+	case charsetMislabelled:
+		p.warn("encoded word not valid %s; charset guessed", cs)
+	}
+	return s
+}
+
+// How decodeCharset decoded.
+const (
+	charsetAsDeclared = iota
+	charsetUnknown
+	charsetMislabelled
+)
+
+// decodeCharset converts b from charset cs to UTF-8. An unknown charset is
+// guessed (see guessDecode); so are bytes that are invalid in the declared
+// charset, when the guess is clean (Shift_JIS labelled ISO-2022-JP is
+// common).
+func decodeCharset(cs string, b []byte) (string, int) {
+	switch normCharset(cs) {
+	case "utf-8", "utf8", "us-ascii", "":
+		if utf8.Valid(b) {
+			return string(b), charsetAsDeclared
+		}
+		return guessDecode(b, ""), charsetMislabelled
+	}
+	r, ok := charsetReader(cs, bytes.NewReader(b))
+	if !ok {
+		return guessDecode(b, ""), charsetUnknown
+	}
+	out, err := io.ReadAll(r)
+	s := strings.ToValidUTF8(string(out), "\uFFFD")
+	if err != nil || strings.ContainsRune(s, utf8.RuneError) {
+		if g := guessDecode(b, ""); !strings.ContainsRune(g, utf8.RuneError) {
+			return g, charsetMislabelled
+		}
+	}
+	return s, charsetAsDeclared
+}
+
+// guessDecode decodes bytes of unknown charset the way mail clients guess:
+// valid UTF-8 as such; then the declared fallback (the body's charset);
+// then GB18030 when the 8-bit bytes come in pairs (Chinese text); then
+// Shift_JIS when that yields kana (Japanese); else windows-1252.
+func guessDecode(b []byte, fallback string) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	try := func(enc encoding.Encoding) (string, bool) {
+		out, err := enc.NewDecoder().Bytes(b)
+		if err != nil || bytes.ContainsRune(out, utf8.RuneError) {
+			return "", false
+		}
+		return string(out), true
+	}
+	if l := normCharset(fallback); l != "" && l != "utf-8" && l != "utf8" && l != "us-ascii" {
+		if r, ok := charsetReader(l, bytes.NewReader(b)); ok {
+			if out, err := io.ReadAll(r); err == nil && !bytes.ContainsRune(out, utf8.RuneError) {
+				return string(out)
+			}
+		}
+	}
+	if pairedHighBytes(b) {
+		if s, ok := try(simplifiedchinese.GB18030); ok {
+			return s
+		}
+	}
+	if s, ok := try(japanese.ShiftJIS); ok && hasKana(s) {
+		return s
+	}
+	out, _ := charmap.Windows1252.NewDecoder().Bytes(b)
+	return strings.ToValidUTF8(string(out), "\uFFFD")
+}
+
+// pairedHighBytes reports whether every run of 8-bit bytes has an even
+// length, as in GB2312/GBK/Big5/EUC text, and unlike Latin text where
+// accented letters stand alone between ASCII letters.
+func pairedHighBytes(b []byte) bool {
+	run, runs := 0, 0
+	for _, c := range b {
+		if c >= 0x80 {
+			run++
+			continue
+		}
+		if run%2 == 1 {
+			return false
+		}
+		if run > 0 {
+			runs++
+		}
+		run = 0
+	}
+	if run > 0 {
+		runs++
+	}
+	return run%2 == 0 && runs > 0
+}
+
+// hasKana reports whether s holds hiragana or (full-width) katakana.
+func hasKana(s string) bool {
+	for _, r := range s {
+		if r >= 0x3040 && r <= 0x30FF {
+			return true
+		}
+	}
+	return false
+}
+
+// charsetAliases maps labels to the encoding mail clients actually use for
+// them: ISO-8859-1 and US-ASCII mail is decoded as windows-1252 (its C1 range
+// holds the curly quotes Outlook sends), and the GB family as GB18030, the
+// superset of GB2312 and GBK.
+var charsetAliases = map[string]encoding.Encoding{
+	"iso-8859-1":  charmap.Windows1252,
+	"iso8859-1":   charmap.Windows1252,
+	"iso_8859-1":  charmap.Windows1252,
+	"latin1":      charmap.Windows1252,
+	"latin-1":     charmap.Windows1252,
+	"l1":          charmap.Windows1252,
+	"cp1252":      charmap.Windows1252,
+	"us-ascii":    charmap.Windows1252,
+	"ascii":       charmap.Windows1252,
+	"gb2312":      simplifiedchinese.GB18030,
+	"gb_2312-80":  simplifiedchinese.GB18030,
+	"euc-cn":      simplifiedchinese.GB18030,
+	"gbk":         simplifiedchinese.GB18030,
+	"x-gbk":       simplifiedchinese.GB18030,
+	"cp936":       simplifiedchinese.GB18030,
+	"gb18030":     simplifiedchinese.GB18030,
+	"shift_jis":   japanese.ShiftJIS,
+	"shift-jis":   japanese.ShiftJIS,
+	"sjis":        japanese.ShiftJIS,
+	"x-sjis":      japanese.ShiftJIS,
+	"cp932":       japanese.ShiftJIS,
+	"ms932":       japanese.ShiftJIS,
+	"windows-31j": japanese.ShiftJIS,
+}
+
+// normCharset lower-cases a charset label and strips quotes and spaces.
+func normCharset(label string) string {
+	return strings.ToLower(strings.Trim(strings.TrimSpace(label), `"' `))
+}
+
+// charsetReader returns a UTF-8 reader for label, or false when the charset
+// is unknown. UTF-8 itself passes through.
+func charsetReader(label string, in io.Reader) (io.Reader, bool) {
+	l := normCharset(label)
+	switch l {
+	case "utf-8", "utf8", "":
+		return in, true
+	}
+	if enc, ok := charsetAliases[l]; ok {
+		return enc.NewDecoder().Reader(in), true
+	}
+	r, err := charset.Reader(l, in)
+	if err != nil || r == nil {
+		return nil, false
+	}
+	return r, true
+}
+
+// charsetName names the charset raw header bytes are decoded with.
+func charsetName(label string) string {
+	if l := normCharset(label); l != "" && l != "us-ascii" && l != "utf-8" {
+		return l
+	}
+	return "windows-1252"
+}
+
+// decodeBytes decodes raw 8-bit header bytes (see guessDecode).
+func decodeBytes(b []byte, fallback string) string {
+	return guessDecode(b, fallback)
+}
+
+// decodeText converts a text part's bytes to UTF-8. Without a charset, or
+// with US-ASCII, valid UTF-8 is taken as such and anything else as
+// windows-1252; an unknown charset is a warning, not a failure.
+func (p *parser) decodeText(b []byte, label, path string) string {
+	l := normCharset(label)
+	switch l {
+	case "", "us-ascii", "ascii":
+		if utf8.Valid(b) {
+			return string(b)
+		}
+		if l != "" {
+			p.warn("part %s: 8-bit text labelled %s; read as windows-1252", path, l)
+		}
+		return guessDecode(b, "")
+	case "utf-8", "utf8":
+		if !utf8.Valid(b) {
+			p.warn("part %s: invalid UTF-8 replaced", path)
+		}
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	r, ok := charsetReader(l, bytes.NewReader(b))
+	if !ok {
+		p.warn("part %s: unknown charset %q; charset guessed", path, l)
+		return guessDecode(b, "")
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		p.warn("part %s: charset %s: %v", path, l, err)
+	}
+	return strings.ToValidUTF8(string(out), "\uFFFD")
+}
