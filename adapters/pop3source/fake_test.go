@@ -254,10 +254,14 @@ func (ss *session) handle(verb, arg string) bool {
 		err = ss.auth(arg)
 	case "QUIT":
 		if ss.authed {
+			gone := map[string]bool{}
+			for i, m := range ss.drop {
+				gone[m.uidl] = ss.dele[i+1]
+			}
 			s.mu.Lock()
 			var keep []fakeMail
 			for _, m := range s.mails {
-				if !ss.deleted(m.uidl) {
+				if !gone[m.uidl] {
 					keep = append(keep, m)
 				}
 			}
@@ -274,15 +278,6 @@ func (ss *session) handle(verb, arg string) bool {
 		return ss.transaction(verb, arg)
 	}
 	return err == nil
-}
-
-func (ss *session) deleted(uidl string) bool {
-	for i, m := range ss.drop {
-		if m.uidl == uidl && ss.dele[i+1] {
-			return true
-		}
-	}
-	return false
 }
 
 func (ss *session) login(ok bool, failure string) error {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
@@ -100,13 +101,17 @@ func ctxErr(ctx context.Context, err error) error {
 // Poll implements mailsource.Fetcher. It returns the counts of what it did
 // even with an error: mails committed before the error stay committed.
 func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.PollResult, error) {
+	start := time.Now()
 	c, err := f.connect(ctx)
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
 	defer c.close()
-	p := &poll{f: f, c: c, sink: sink}
+	p := &poll{f: f, c: c, sink: sink, phases: []any{"login", time.Since(start)}}
 	err = p.run(ctx)
+	f.logger.LogAttrs(ctx, slog.LevelDebug, "pop3 poll",
+		slog.Int("fetched", p.res.Fetched), slog.Int("failed", p.res.Failed), slog.Int("oversize", p.res.Oversize),
+		slog.Int("deleted", p.res.Deleted), slog.Group("took", p.phases...), slog.Any("error", err))
 	return p.res, ctxErr(ctx, err)
 }
 
@@ -124,6 +129,14 @@ type poll struct {
 	poisoned     bool
 	commitFailed bool
 	errs         []error // -ERR on single RETRs/DELEs; the poll goes on
+	phases       []any   // name, duration pairs for the debug log
+}
+
+// phase records how long the step that ends now took since the last one.
+func (p *poll) phase(name string, since *time.Time) {
+	now := time.Now()
+	p.phases = append(p.phases, name, now.Sub(*since))
+	*since = now
 }
 
 type staged struct {
@@ -138,6 +151,7 @@ type toDelete struct {
 }
 
 func (p *poll) run(ctx context.Context) error {
+	since := time.Now()
 	entries, err := p.c.scan()
 	if err != nil {
 		return err
@@ -146,6 +160,7 @@ func (p *poll) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.phase("list", &since)
 	var oversize, fetch []entry
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
@@ -178,6 +193,7 @@ func (p *poll) run(ctx context.Context) error {
 			stopErr = errors.Join(stopErr, err)
 		}
 	}
+	p.phase("fetch", &since)
 	if p.c.broken != nil {
 		// The session is gone: nothing is deleted; the next poll finds the
 		// committed mails by key and deletes them then.
@@ -186,6 +202,7 @@ func (p *poll) run(ctx context.Context) error {
 	if err := p.deleteAndQuit(); err != nil {
 		stopErr = errors.Join(stopErr, err)
 	}
+	p.phase("delete", &since)
 	return errors.Join(append([]error{stopErr}, p.errs...)...)
 }
 
