@@ -162,8 +162,14 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 	return env
 }
 
+// reply is a response whose body has been read and closed.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
 // do sends a request; body is sent as is when it is a string, else as JSON.
-func (e *testEnv) do(tb testing.TB, method, path, token string, body any, headers ...string) (*http.Response, []byte) {
+func (e *testEnv) do(tb testing.TB, method, path, token string, body any, headers ...string) (reply, []byte) {
 	tb.Helper()
 	var r io.Reader
 	switch b := body.(type) {
@@ -207,11 +213,11 @@ func (e *testEnv) do(tb testing.TB, method, path, token string, body any, header
 			tb.Errorf("%s %s: status %d with Content-Type %q, want application/problem+json", method, path, resp.StatusCode, ct)
 		}
 	}
-	return resp, raw
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, raw
 }
 
 // mustJSON sends a request, wants status and decodes the answer into out.
-func (e *testEnv) mustJSON(tb testing.TB, method, path, token string, body any, status int, out any, headers ...string) *http.Response {
+func (e *testEnv) mustJSON(tb testing.TB, method, path, token string, body any, status int, out any, headers ...string) reply {
 	tb.Helper()
 	resp, raw := e.do(tb, method, path, token, body, headers...)
 	if resp.StatusCode != status {

@@ -31,7 +31,7 @@ func SQLReader(db *sql.DB) Reader { return sqlReader{db} }
 type sqlReader struct{ db *sql.DB }
 
 func (r sqlReader) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
-	rows, err := r.db.QueryContext(ctx, query, args...)
+	rows, err := r.db.QueryContext(ctx, query, args...) //nolint:rowserrcheck // the caller iterates and checks Err
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,7 @@ type pgRows struct{ pgx.Rows }
 
 func (r pgRows) Close() error {
 	r.Rows.Close()
-	return r.Rows.Err()
+	return r.Err()
 }
 
 // DefaultWait is how long a read with min_position waits for a projection.
