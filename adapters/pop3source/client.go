@@ -33,6 +33,9 @@ const (
 	maxStatusLine = 16 << 10
 	// maxListing caps the entries of one UIDL or LIST answer.
 	maxListing = 1 << 20
+	// maxUIDL caps a unique-id; RFC 1939 section 7 allows 70 octets, a
+	// little more is tolerated.
+	maxUIDL = 256
 	// maxCommandLine is the longest AUTH command that may carry an initial
 	// response (RFC 5034 section 4: 255 octets including CRLF).
 	maxCommandLine = 255
@@ -206,6 +209,7 @@ type client struct {
 	closeMu sync.Once
 	scratch []byte
 	broken  error // first transport error; the session is unusable after it
+	quitted bool  // QUIT was sent
 }
 
 // dial connects and reads the greeting; for starttls it also upgrades.
@@ -525,6 +529,9 @@ func (c *client) scan() ([]entry, error) {
 	}
 	uidls := map[int]string{}
 	uidlErr := c.readMulti("UIDL", func(num int, arg string) error {
+		if len(arg) > maxUIDL {
+			return fmt.Errorf("%w: UIDL of message %d is %d octets long", ErrProtocol, num, len(arg))
+		}
 		uidls[num] = arg
 		return nil
 	})
@@ -667,6 +674,7 @@ func (b *body) drain() error {
 // quit ends the session; DELEs take effect only when QUIT answers +OK
 // (RFC 1939 section 6).
 func (c *client) quit() error {
+	c.quitted = true
 	_, err := c.cmd("QUIT", "QUIT")
 	c.close()
 	return err

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
@@ -74,6 +75,12 @@ func (c Config) Validate() error {
 	}
 	if c.Username == "" {
 		errs = append(errs, errors.New("pop3source: Username is required"))
+	}
+	if strings.ContainsAny(c.Username, "\r\n\x00") {
+		errs = append(errs, errors.New("pop3source: Username must not contain line breaks or NUL"))
+	}
+	if strings.ContainsAny(c.Password, "\r\n\x00") {
+		errs = append(errs, errors.New("pop3source: Password must not contain line breaks or NUL"))
 	}
 	if c.Password == "" && c.TokenSource == nil {
 		errs = append(errs, errors.New("pop3source: Password or TokenSource is required"))

@@ -67,6 +67,9 @@ type fakeServer struct {
 	noCapa     bool     // answer CAPA with -ERR (an RFC 1939-only server)
 	noAuth     bool     // answer AUTH with -ERR
 	starttls   *tls.Config
+	// stlsInject is sent right after STLS's +OK, in plain text (an
+	// attacker's injected reply).
+	stlsInject string
 	implicit   *tls.Config
 	delay      time.Duration // before every reply line
 	// errOn returns a -ERR text for a command line the server should refuse.
@@ -237,7 +240,7 @@ func (ss *session) handle(verb, arg string) bool {
 			err = ss.reply("-ERR no STLS here")
 			break
 		}
-		if err = ss.reply("+OK begin TLS"); err != nil {
+		if err = ss.reply("+OK begin TLS%s", s.stlsInject); err != nil {
 			return false
 		}
 		tc := tls.Server(ss.conn, s.starttls)

@@ -109,6 +109,11 @@ func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.Po
 	defer c.close()
 	p := &poll{f: f, c: c, sink: sink, phases: []any{"login", time.Since(start)}}
 	err = p.run(ctx)
+	if c.broken == nil && !c.quitted {
+		// An early error (say UIDL refused) left a healthy session with no
+		// DELE sent: end it politely so the server unlocks the maildrop.
+		_ = c.quit()
+	}
 	f.logger.LogAttrs(ctx, slog.LevelDebug, "pop3 poll",
 		slog.Int("fetched", p.res.Fetched), slog.Int("failed", p.res.Failed), slog.Int("oversize", p.res.Oversize),
 		slog.Int("deleted", p.res.Deleted), slog.Group("took", p.phases...), slog.Any("error", err))
@@ -311,13 +316,15 @@ func (p *poll) commit(ctx context.Context) error {
 		switch {
 		case s.over:
 			p.res.Oversize++
-		case s.status == mailsource.StatusFailed:
-			p.res.Failed++
-		default:
+		case s.status == mailsource.StatusReceived:
 			p.res.Fetched++
 			if p.f.cfg.AfterImport == mailsource.AfterImportDelete {
 				p.deletable = append(p.deletable, toDelete{num: s.e.num})
 			}
+		default:
+			// StatusFailed, or a status the sink should not return: the
+			// mail stays on the server either way.
+			p.res.Failed++
 		}
 	}
 	p.staged = p.staged[:0]

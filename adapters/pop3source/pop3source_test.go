@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -30,6 +32,9 @@ func TestConfig_Validate(t *testing.T) {
 			c.Password = ""
 			c.TokenSource = func(context.Context) (string, error) { return "t", nil }
 		}},
+		{name: "line breaks cannot smuggle commands into USER or PASS", change: func(c *Config) {
+			c.Username, c.Password = "u\r\nDELE 1", "p\nx"
+		}, want: []string{"Username must not contain", "Password must not contain"}},
 		{name: "move is impossible on POP3", change: func(c *Config) { c.AfterImport = mailsource.AfterImportMove },
 			want: []string{"AfterImport move is not possible"}},
 		{name: "every problem is named at once", change: func(c *Config) {
@@ -578,6 +583,9 @@ func TestPoll_ServerRefusals(t *testing.T) {
 			if diff := cmp.Diff(tc.wantOnSrv, srv.uidls()); diff != "" {
 				t.Errorf("left on server (-want +got):\n%s", diff)
 			}
+			if got := countPrefix(j.all(), "server QUIT"); got != 1 {
+				t.Errorf("sent QUIT %d times, want once (the session was healthy)", got)
+			}
 		})
 	}
 }
@@ -662,5 +670,60 @@ func TestPoll_CancelledContext(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Poll() = %v, want context.Canceled", err)
+	}
+}
+
+func TestPoll_StartTLSInjectedReplyIsRefused(t *testing.T) {
+	t.Parallel()
+	cert, _ := selfSigned(t)
+	j := &journal{}
+	srv := newFakeServer(t, j)
+	srv.starttls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.stlsInject = "\r\n+OK injected"
+	srv.start()
+	err := fetcherFor(t, srv, func(c *Config) {
+		c.Security, c.TLSSkipVerify = mailsource.SecurityStartTLS, true
+	}).Check(t.Context())
+	// One write carries both lines, so the client sees the injected one
+	// buffered (ErrProtocol); were it split, the handshake would fail on it.
+	if err == nil {
+		t.Fatal("Check() = nil, want the injected reply refused")
+	}
+	if slices.ContainsFunc(j.all(), prefixed("server USER")) || slices.ContainsFunc(j.all(), prefixed("server AUTH")) {
+		t.Errorf("logged in after an injected STLS reply: %q", j.all())
+	}
+}
+
+// lyingSink stages a mail even when reading it failed, breaking the Sink
+// contract; the fetcher must then not commit the open batch.
+type lyingSink struct{ *fakeSink }
+
+func (s lyingSink) Receive(_ context.Context, key string, _ int64, r io.Reader) (mailsource.Outcome, error) {
+	s.receives[key]++
+	raw, _ := io.ReadAll(r)
+	s.staged = append(s.staged, stagedMail{key: key, status: mailsource.StatusFailed, raw: raw})
+	return mailsource.Outcome{Status: mailsource.StatusFailed}, nil
+}
+
+func TestPoll_SinkThatIgnoresABrokenDownloadCommitsNothingOfThatBatch(t *testing.T) {
+	t.Parallel()
+	j := &journal{}
+	srv := newFakeServer(t, j)
+	fiveMails(srv)
+	srv.dropRETR["d"] = 10
+	srv.start()
+	sink := newFakeSink(j)
+	f := fetcherFor(t, srv, func(c *Config) { c.BatchSize = 2 })
+
+	res, err := f.Poll(t.Context(), lyingSink{sink})
+	if err == nil {
+		t.Fatal("Poll() error = nil, want the broken download")
+	}
+	// a and b were committed as batch one; c and the broken d are dropped.
+	if diff := cmp.Diff(mailsource.PollResult{Failed: 2}, res); diff != "" {
+		t.Errorf("Poll() result (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"pop3/a", "pop3/b"}, slices.Sorted(maps.Keys(sink.committed))); diff != "" {
+		t.Errorf("committed (-want +got):\n%s", diff)
 	}
 }
