@@ -44,7 +44,7 @@ func readAll(tb testing.TB, s *blobstore.FS, ref blobstore.Ref) string {
 	if err != nil {
 		tb.Fatalf("Open(%s) error = %v", ref, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		tb.Fatalf("read %s: %v", ref, err)
@@ -272,7 +272,7 @@ func TestFS_PutNoSyncThenSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	got, _ := io.ReadAll(rc)
 	if string(got) != "batched mail" {
 		t.Errorf("Open(PutNoSync) = %q", got)

@@ -17,7 +17,7 @@ func syncFilesystem(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
 	if err := unix.Syncfs(int(f.Fd())); err != nil {
 		if errors.Is(err, unix.ENOSYS) {
 			return errSyncfsUnsupported

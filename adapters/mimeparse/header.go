@@ -75,10 +75,6 @@ func (h *header) repair(fallback string) bool {
 	return changed
 }
 
-// errNotHeader is returned by readHeader when the input does not start with
-// something a mail client would take for a header.
-var errNotHeader = errors.New("no header fields")
-
 // headerReader reads header blocks from br, line by line, counting bytes
 // against a limit so that no header can make memory grow without bound.
 type headerReader struct {
