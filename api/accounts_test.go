@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -266,6 +267,13 @@ func TestAccounts_InvalidInputNamesTheField(t *testing.T) {
 				p := e.problem(t, http.MethodPost, "/api/v1/inbound-accounts", admin, account("taken"), http.StatusConflict)
 				if len(p.Errors) != 1 || p.Errors[0].Field != "name" {
 					t.Errorf("errors = %+v, want one for name", p.Errors)
+				}
+			})
+			t.Run("a chunked body over the limit is refused while reading", func(t *testing.T) {
+				body := io.MultiReader(strings.NewReader(`{"name": "`), strings.NewReader(strings.Repeat("x", 70<<10)), strings.NewReader(`"}`))
+				p := e.problem(t, http.MethodPost, "/api/v1/inbound-accounts", admin, body, http.StatusRequestEntityTooLarge)
+				if !strings.Contains(p.Detail, "64K") {
+					t.Errorf("detail %q, want it to name the limit", p.Detail)
 				}
 			})
 			t.Run("a non-JSON body is refused", func(t *testing.T) {

@@ -176,6 +176,8 @@ func (e *testEnv) do(tb testing.TB, method, path, token string, body any, header
 	case nil:
 	case string:
 		r = strings.NewReader(b)
+	case io.Reader:
+		r = b // unknown length: sent chunked
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {

@@ -111,7 +111,7 @@ func toProblem(err error, bodyLimit string) (Problem, bool) {
 		}
 		switch {
 		case he.Code == http.StatusRequestEntityTooLarge:
-			p.Detail = "the request body is larger than the limit of " + bodyLimit + " bytes"
+			p.Detail = "the request body is larger than the limit (" + bodyLimit + ")"
 		case he.Code == http.StatusNotFound && p.Detail == "":
 			p.Detail = "there is no such route; see /api/v1/openapi.json"
 		case he.Code == http.StatusMethodNotAllowed && p.Detail == "":
