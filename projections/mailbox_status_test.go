@@ -179,3 +179,22 @@ func TestWaitReached_NotCaughtUpReportsFalse(t *testing.T) {
 		t.Errorf("WaitReached() = %v, %v, want false, nil", ok, err)
 	}
 }
+
+// BenchmarkMailboxStatus_Handle measures one poll event applied through a
+// subscription-style transaction on the embedded store.
+func BenchmarkMailboxStatus_Handle(b *testing.B) {
+	store, reader := openEmbedded(b)
+	p := projections.NewMailboxStatus(store, reader, nil)
+	payload, err := json.Marshal(domain.MailboxPolled{AccountID: "a1", Fetched: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		ev := eventstore.RecordedEvent{Type: domain.MailboxPolledName, StreamVersion: int64(i + 1), Payload: payload}
+		if err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error { return p.Handle(ctx, tx, ev) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
