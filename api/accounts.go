@@ -57,6 +57,16 @@ func viewOf(a domain.InboundAccount) accountView {
 	return accountView{InboundAccount: r, PasswordSet: pw, OAuthClientSecretSet: cs, OAuthRefreshTokenSet: rt}
 }
 
+// accountInput is the body of POST and PUT: the account's fields, and the
+// read-only *_set flags of accountView, accepted and ignored so that a
+// client can send back what it read.
+type accountInput struct {
+	domain.InboundAccount
+	PasswordSet          *bool `json:"password_set,omitempty"`
+	OAuthClientSecretSet *bool `json:"oauth_client_secret_set,omitempty"`
+	OAuthRefreshTokenSet *bool `json:"oauth_refresh_token_set,omitempty"`
+}
+
 // accountWritten answers a write of an account.
 type accountWritten struct {
 	accountView
@@ -109,10 +119,11 @@ func decisionError(err error) error {
 }
 
 func (s *server) createAccount(c echo.Context) error {
-	in := domain.InboundAccount{Enabled: true}
-	if err := decodeJSON(c, &in); err != nil {
+	body := accountInput{InboundAccount: domain.InboundAccount{Enabled: true}}
+	if err := decodeJSON(c, &body); err != nil {
 		return err
 	}
+	in := body.InboundAccount
 	if in.ID != "" {
 		return invalid("id", "is assigned by the server; leave it out")
 	}
@@ -199,12 +210,13 @@ func (s *server) updateAccount(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	next := cur
-	next.Password, next.OAuthClientSecret, next.OAuthRefreshToken = "", "", ""
-	next.Subfolders = append([]string(nil), cur.Subfolders...)
-	if err := decodeJSON(c, &next); err != nil {
+	body := accountInput{InboundAccount: cur}
+	body.Password, body.OAuthClientSecret, body.OAuthRefreshToken = "", "", ""
+	body.Subfolders = append([]string(nil), cur.Subfolders...)
+	if err := decodeJSON(c, &body); err != nil {
 		return err
 	}
+	next := body.InboundAccount
 	if next.ID != cur.ID {
 		return invalid("id", "cannot be changed")
 	}

@@ -79,6 +79,15 @@ func TestAccounts_CRUDWithHistoryAndNoSecretsOut(t *testing.T) {
 				t.Errorf("GET account (-want +got):\n%s", diff)
 			}
 
+			// when a client sends back what it read, nothing changes
+			var asRead map[string]any
+			e.mustJSON(t, http.MethodGet, path, admin, nil, http.StatusOK, &asRead)
+			var roundTrip accountOut
+			e.mustJSON(t, http.MethodPut, path, admin, asRead, http.StatusOK, &roundTrip)
+			if roundTrip.Position != 0 || !roundTrip.PasswordSet {
+				t.Errorf("PUT of the GET representation = %+v, want no change and the password kept", roundTrip)
+			}
+
 			// when the admin changes the host and the password, and sends the port unchanged
 			var updated accountOut
 			e.mustJSON(t, http.MethodPut, path, admin, map[string]any{"host": "mail.example.org", "port": 993, "password": newPassword},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/labstack/echo/v4"
 )
@@ -56,7 +57,7 @@ func jsonProblem(err error) error {
 		if typeErr.Field == "" {
 			return newProblem(http.StatusBadRequest, "the request body must be a JSON object, not %s", typeErr.Value)
 		}
-		return invalid(typeErr.Field, "must be %s, not %s", jsonTypeName(typeErr.Type.Kind().String()), typeErr.Value)
+		return invalid(jsonPath(typeErr.Field), "must be %s, not %s", jsonTypeName(typeErr.Type.Kind().String()), typeErr.Value)
 	case errors.As(err, &syntaxErr):
 		return newProblem(http.StatusBadRequest, "the request body is not valid JSON (at byte %d): %s",
 			syntaxErr.Offset, strings.TrimPrefix(syntaxErr.Error(), "json: "))
@@ -71,6 +72,20 @@ func jsonProblem(err error) error {
 		return invalid(field, "is not a known field")
 	}
 	return newProblem(http.StatusBadRequest, "the request body could not be decoded: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// jsonPath turns the Field of a json.UnmarshalTypeError into the field's
+// name in the request: it drops the Go names of embedded structs, which
+// start with a capital letter (every JSON name of the API is snake_case).
+func jsonPath(field string) string {
+	var parts []string
+	for p := range strings.SplitSeq(field, ".") {
+		if p != "" && unicode.IsUpper(rune(p[0])) {
+			continue
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ".")
 }
 
 func jsonTypeName(kind string) string {
