@@ -89,28 +89,28 @@ func (p *parser) lenientAddresses(v string) []Address {
 	pieces = append(pieces, cur.String())
 
 	var out []Address
-	carry := ""
+	var carry strings.Builder
 	for _, piece := range pieces {
 		if strings.TrimSpace(piece) == "" {
 			continue
 		}
 		if !strings.Contains(piece, "@") {
-			if carry != "" {
-				carry += ","
+			if carry.Len() > 0 {
+				carry.WriteByte(',')
 			}
-			carry += piece
+			carry.WriteString(piece)
 			continue
 		}
-		if carry != "" {
-			piece = carry + "," + piece
-			carry = ""
+		if carry.Len() > 0 {
+			piece = carry.String() + "," + piece
+			carry.Reset()
 		}
 		if a, ok := lenientAddress(piece); ok {
 			out = append(out, a)
 		}
 	}
-	if carry != "" && len(out) == 0 {
-		if name := cleanLine(unquote(carry)); name != "" {
+	if carry.Len() > 0 && len(out) == 0 {
+		if name := cleanLine(unquote(carry.String())); name != "" {
 			out = append(out, Address{Name: name})
 		}
 	}

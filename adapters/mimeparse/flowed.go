@@ -29,7 +29,11 @@ func unflow(text string, delsp bool) string {
 		paraDepth = -1
 	}
 	for i, line := range lines {
-		last := i == len(lines)-1
+		if i == len(lines)-1 && line == "" {
+			// The text ended with a line break: what is pending is the last
+			// paragraph, even after a soft break.
+			break
+		}
 		depth := 0
 		for depth < len(line) && line[depth] == '>' {
 			depth++
@@ -45,12 +49,6 @@ func unflow(text string, delsp bool) string {
 		para.WriteString(content)
 		paraDepth = depth
 		if !soft {
-			if last && content == "" && depth == 0 {
-				// The text ended with a line break: keep just that.
-				para.Reset()
-				paraDepth = -1
-				break
-			}
 			flush()
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -544,18 +545,42 @@ func (p *parser) markInline(s *Summary) {
 	if len(p.htmlParts) == 0 {
 		return
 	}
-	for i, a := range p.atts {
-		if a.ContentID == "" || a.Inline {
-			continue
-		}
-		ref := strings.ToLower("cid:" + a.ContentID)
-		for _, h := range p.htmlParts {
-			if strings.Contains(strings.ToLower(h), ref) {
-				p.atts[i].Inline = true
+	refs := map[string]bool{}
+	for _, h := range p.htmlParts {
+		for rest := h; ; {
+			k := indexFold(rest, "cid:")
+			if k < 0 {
 				break
 			}
+			rest = rest[k+4:]
+			end := strings.IndexAny(rest, "\"' <>)\t\r\n")
+			if end < 0 {
+				end = len(rest)
+			}
+			id := rest[:end]
+			if u, err := url.PathUnescape(id); err == nil {
+				id = u // RFC 2392: cid URLs are %-encoded
+			}
+			refs[strings.ToLower(id)] = true
+			rest = rest[end:]
 		}
 	}
+	for i, a := range p.atts {
+		if a.ContentID != "" && refs[strings.ToLower(a.ContentID)] {
+			p.atts[i].Inline = true
+		}
+	}
+}
+
+// indexFold is strings.Index for an ASCII-lower-case needle, ignoring case.
+func indexFold(s, lowerNeedle string) int {
+	n := len(lowerNeedle)
+	for i := 0; i+n <= len(s); i++ {
+		if s[i]|0x20 == lowerNeedle[0] && strings.EqualFold(s[i:i+n], lowerNeedle) {
+			return i
+		}
+	}
+	return -1
 }
 
 // decodeTransfer undoes the Content-Transfer-Encoding (RFC 2045 section 6)

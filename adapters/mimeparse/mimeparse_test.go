@@ -422,6 +422,13 @@ func TestParse_Bodies(t *testing.T) {
 			wantType: "text/plain",
 		},
 		{
+			name: "format=flowed text that ends in a soft break keeps its last paragraph",
+			raw: crlf("From: a@b.c", "Content-Type: text/plain; format=flowed; delsp=yes", "",
+				"split", "ted ", "word ", ""),
+			wantText: "split\ntedword\n",
+			wantType: "text/plain",
+		},
+		{
 			name: "an HTML part without charset parameter uses its meta charset",
 			raw: "From: a@b.c\r\nContent-Type: text/html\r\n\r\n" +
 				`<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252"></head>` +
