@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/md5" //nolint:gosec // CRAM-MD5 (RFC 2195) is defined on MD5
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -199,17 +202,18 @@ func (c idleConn) Write(p []byte) (int, error) {
 
 // client is one POP3 session. It is not safe for concurrent use.
 type client struct {
-	raw     net.Conn // the TCP connection; closed on ctx cancel
-	conn    net.Conn // raw or TLS over it
-	r       *bufio.Reader
-	tp      *textproto.Reader
-	w       *bufio.Writer
-	caps    map[string]string // CAPA keyword (upper case) -> its arguments
-	stop    func() bool       // unregisters the ctx watcher
-	closeMu sync.Once
-	scratch []byte
-	broken  error // first transport error; the session is unusable after it
-	quitted bool  // QUIT was sent
+	raw       net.Conn // the TCP connection; closed on ctx cancel
+	conn      net.Conn // raw or TLS over it
+	r         *bufio.Reader
+	tp        *textproto.Reader
+	w         *bufio.Writer
+	caps      map[string]string // CAPA keyword (upper case) -> its arguments
+	stop      func() bool       // unregisters the ctx watcher
+	closeOnce sync.Once
+	scratch   []byte
+	broken    error // first transport error; the session is unusable after it
+	quitted   bool  // QUIT was sent
+	overTLS   bool  // the session runs over TLS
 }
 
 // dial connects and reads the greeting; for starttls it also upgrades.
@@ -231,6 +235,7 @@ func dial(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*client, error) 
 			return nil, fmt.Errorf("pop3source: tls handshake with %s: %w", addr, err)
 		}
 		conn = tc
+		c.overTLS = true
 	}
 	c.setConn(conn)
 	rep, err := c.readReply("greeting")
@@ -264,7 +269,7 @@ func (c *client) setConn(conn net.Conn) {
 // close drops the connection without QUIT, so no DELE takes effect
 // (RFC 1939 section 6).
 func (c *client) close() {
-	c.closeMu.Do(func() {
+	c.closeOnce.Do(func() {
 		c.stop()
 		_ = c.raw.Close()
 	})
@@ -411,11 +416,14 @@ func (c *client) startTLS(ctx context.Context, tlsCfg *tls.Config) error {
 		return c.fail("STLS handshake", err)
 	}
 	c.setConn(tc)
+	c.overTLS = true
 	return c.capa()
 }
 
-// login authenticates: XOAUTH2 with a token source, AUTH PLAIN when the
-// server offers it or plain login is prevented, USER/PASS otherwise.
+// login authenticates: XOAUTH2 with a token source; with plain login
+// prevented, CRAM-MD5 on a connection without TLS when the server offers
+// it (the password never crosses in clear), else AUTH PLAIN; AUTH PLAIN
+// when the server offers it; USER/PASS otherwise.
 func (c *client) login(ctx context.Context, cfg Config) error {
 	switch {
 	case cfg.TokenSource != nil:
@@ -424,6 +432,8 @@ func (c *client) login(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("pop3source: get oauth2 token: %w", err)
 		}
 		return c.authXOAUTH2(cfg.Username, token)
+	case cfg.PreventPlainLogin && !c.overTLS && c.saslMechanism("CRAM-MD5"):
+		return c.authCRAMMD5(cfg.Username, cfg.Password)
 	case cfg.PreventPlainLogin || c.saslMechanism("PLAIN"):
 		return c.authPlain(cfg.Username, cfg.Password)
 	default:
@@ -442,23 +452,43 @@ func (c *client) login(ctx context.Context, cfg Config) error {
 func (c *client) authPlain(user, pass string) error {
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
 	if len("AUTH PLAIN ")+len(ir)+2 <= maxCommandLine {
-		return c.finishAuth("AUTH PLAIN", "AUTH PLAIN "+ir, "")
+		return c.finishAuth("AUTH PLAIN", "AUTH PLAIN "+ir, nil)
 	}
-	return c.finishAuth("AUTH PLAIN", "AUTH PLAIN", ir)
+	return c.finishAuth("AUTH PLAIN", "AUTH PLAIN", fixed(ir))
 }
 
 // authXOAUTH2 runs AUTH XOAUTH2 the way Microsoft 365 requires: the command
 // alone, then the base64 response on its own line after the server's "+".
 func (c *client) authXOAUTH2(user, token string) error {
 	ir := base64.StdEncoding.EncodeToString([]byte("user=" + user + "\x01auth=Bearer " + token + "\x01\x01"))
-	return c.finishAuth("AUTH XOAUTH2", "AUTH XOAUTH2", ir)
+	return c.finishAuth("AUTH XOAUTH2", "AUTH XOAUTH2", fixed(ir))
 }
 
-// finishAuth sends line; when response is set it is sent after the first
-// continuation. A continuation after the response is an error challenge
-// (XOAUTH2 sends base64 JSON): it is answered with an empty line to get the
-// final -ERR, and its decoded text is kept with the error.
-func (c *client) finishAuth(op, line, response string) error {
+// authCRAMMD5 runs AUTH CRAM-MD5 (RFC 2195): the answer to the server's
+// challenge is the user name and HMAC-MD5(password, challenge) in hex.
+func (c *client) authCRAMMD5(user, pass string) error {
+	return c.finishAuth("AUTH CRAM-MD5", "AUTH CRAM-MD5", func(challenge string) (string, error) {
+		dec, err := base64.StdEncoding.DecodeString(challenge)
+		if err != nil {
+			return "", fmt.Errorf("%w: CRAM-MD5 challenge is not base64", ErrProtocol)
+		}
+		mac := hmac.New(md5.New, []byte(pass))
+		mac.Write(dec)
+		return base64.StdEncoding.EncodeToString([]byte(user + " " + hex.EncodeToString(mac.Sum(nil)))), nil
+	})
+}
+
+// fixed answers the first continuation with response, whatever it says.
+func fixed(response string) func(string) (string, error) {
+	return func(string) (string, error) { return response, nil }
+}
+
+// finishAuth sends line; respond, when set, answers the first
+// continuation. A later continuation (or the first one when respond is
+// nil) is an error challenge (XOAUTH2 sends base64 JSON): it is answered
+// with an empty line to get the final -ERR, and its decoded text is kept
+// with the error.
+func (c *client) finishAuth(op, line string, respond func(challenge string) (string, error)) error {
 	if err := c.send(line); err != nil {
 		return err
 	}
@@ -482,7 +512,15 @@ func (c *client) finishAuth(op, line, response string) error {
 			return se
 		case round > 2:
 			return c.fail(op, fmt.Errorf("%w: endless continuations", ErrProtocol))
-		case round == 0 && response != "":
+		case round == 0 && respond != nil:
+			response, err := respond(rep.text)
+			if err != nil {
+				// "*" cancels the exchange (RFC 5034 section 4).
+				_ = c.send("*")
+				_ = c.flush()
+				c.broken = err
+				return fmt.Errorf("pop3source: %s: %w", op, err)
+			}
 			if err := c.send(response); err != nil {
 				return err
 			}
@@ -590,11 +628,11 @@ func (c *client) readMulti(op string, fn func(num int, arg string) error) error 
 // same octets IMAP returns) and LIST's size matches. A bare LF on the wire
 // comes out as CRLF. It remembers a transport error.
 type body struct {
-	dot        io.Reader
-	scratch    []byte
-	pendingLF  bool
-	err        error // sticky: io.EOF or the transport error
-	transportE error
+	dot       io.Reader
+	scratch   []byte
+	pendingLF bool
+	err       error // sticky: io.EOF or the transport error
+	broken    error // the transport error, if reading failed
 }
 
 func (c *client) newBody() *body {
@@ -649,7 +687,7 @@ func (b *body) Read(p []byte) (int, error) {
 	if err != nil {
 		b.err = err
 		if !errors.Is(err, io.EOF) {
-			b.transportE = err
+			b.broken = err
 		}
 		if b.pendingLF {
 			return n, nil
@@ -667,7 +705,7 @@ func (b *body) drain() error {
 		}
 		return b.err
 	}
-	_, err := io.Copy(io.Discard, struct{ io.Reader }{b})
+	_, err := io.Copy(io.Discard, b)
 	return err
 }
 

@@ -161,6 +161,8 @@ func TestDovecot_TLSAndLogin(t *testing.T) {
 			change: func(c *Config) { c.Security = mailsource.SecurityTLS; c.TLSSkipVerify = true }},
 		{name: "implicit TLS passes with the CA", addr: dv.POP3SAddr,
 			change: func(c *Config) { c.Security = mailsource.SecurityTLS; c.CACertPEM = dv.CACertPEM }},
+		{name: "prevent plain login without TLS logs in with CRAM-MD5", addr: dv.POP3Addr,
+			change: func(c *Config) { c.PreventPlainLogin = true }},
 		{name: "AUTH PLAIN carries a UTF-8 password", addr: dv.POP3SAddr, user: "utf8",
 			change: func(c *Config) {
 				c.Security, c.CACertPEM, c.Password, c.PreventPlainLogin = mailsource.SecurityTLS, dv.CACertPEM, "pässwört✓", true

@@ -6,11 +6,14 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -324,6 +327,20 @@ func (ss *session) auth(arg string) error {
 		parts := strings.Split(string(dec), "\x00")
 		ok := len(parts) == 3 && parts[1] == s.user && parts[2] == s.pass
 		return ss.login(ok, "[AUTH] Authentication failed.")
+	case "CRAM-MD5":
+		const challenge = "<1896.697170952@fake.example.test>"
+		if err := ss.reply("+ %s", base64.StdEncoding.EncodeToString([]byte(challenge))); err != nil {
+			return err
+		}
+		line, err := ss.r.ReadLine()
+		if err != nil {
+			return err
+		}
+		s.j.add("server %s", line)
+		dec, _ := base64.StdEncoding.DecodeString(line)
+		mac := hmac.New(md5.New, []byte(s.pass))
+		mac.Write([]byte(challenge))
+		return ss.login(string(dec) == s.user+" "+hex.EncodeToString(mac.Sum(nil)), "[AUTH] Authentication failed.")
 	case "XOAUTH2":
 		if hasIR {
 			return ss.reply("-ERR this server wants the two-line form")

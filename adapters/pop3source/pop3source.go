@@ -276,8 +276,8 @@ func (p *poll) receive(ctx context.Context, e entry) error {
 	b := p.c.newBody()
 	out, rerr := p.sink.Receive(ctx, key, e.size, b)
 	derr := b.drain()
-	if b.transportE != nil || derr != nil {
-		terr := b.transportE
+	if b.broken != nil || derr != nil {
+		terr := b.broken
 		if terr == nil {
 			terr = derr
 		}
