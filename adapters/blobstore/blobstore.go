@@ -195,10 +195,9 @@ func (s *FS) put(ctx context.Context, r io.Reader, durable bool) (Ref, int64, er
 	ref := RefFromDigest(sum)
 	final, _ := s.path(ref) // ref is well-formed by construction
 
-	if fi, err := os.Stat(final); err == nil && fi.Size() == n {
-		// Same content already stored: content addressing makes it equal.
-		// A file of another size is a blob torn by a crash before its
-		// sync; it is replaced below.
+	if intact(final, n, sum) {
+		// Same content already stored. A file that is not (torn by a crash
+		// before its sync) is replaced below.
 		_ = os.Remove(tmpName)
 		committed = true
 		return ref, n, nil
@@ -278,6 +277,27 @@ func (s *FS) Exists(ref Ref) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// intact reports whether the file at p holds exactly size bytes with the
+// digest sum. Checking the content, not just the name, matters after a
+// crash: a blob written without sync may be short or hold zeroes.
+func intact(p string, size int64, sum [sha256.Size]byte) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = f.Close() }()
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		return false
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	var got [sha256.Size]byte
+	h.Sum(got[:0])
+	return got == sum
 }
 
 // syncPath fsyncs a file or a directory (which makes renames in it durable).
