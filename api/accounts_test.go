@@ -373,3 +373,21 @@ func TestAccounts_SecretsNeedAKey(t *testing.T) {
 		t.Errorf("detail %q, want it to name LEDGERDESK_SECRET_KEY", p.Detail)
 	}
 }
+
+func TestProblems_InternalDetailsStayInTheLog(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backend{"embedded", openEmbedded})
+	// given a store that fails (closed under the running server)
+	if err := e.store.Close(); err != nil {
+		t.Fatalf("close store: %v", err)
+	}
+	// when a request needs it, the client learns only that it failed
+	p := e.problem(t, http.MethodGet, "/api/v1/inbound-accounts", e.tokens[domain.RoleAdmin], nil, http.StatusInternalServerError)
+	if strings.Contains(p.Detail, "closed") || strings.Contains(p.Detail, "eventstore") || !strings.Contains(p.Detail, "logged") {
+		t.Errorf("detail %q, want a generic message without internals", p.Detail)
+	}
+	// and the log has the cause
+	if !strings.Contains(e.logs.String(), "closed") {
+		t.Errorf("the log does not say what failed:\n%s", e.logs.String())
+	}
+}
