@@ -64,18 +64,37 @@ const sqlReadStream = `SELECT ` + eventColumns + ` FROM events
 WHERE stream = $1 AND stream_version >= $2 AND ($3::bigint <= 0 OR stream_version <= $3::bigint)
 ORDER BY stream_version`
 
+// sqlHorizon is the smallest transaction id a reader must not reach: the
+// oldest transaction of this database still running at the statement's
+// snapshot, or the snapshot's xmax when there is none. Rows below it are
+// final: every transaction that could still add a row sorting before them
+// has ended, so a reader can pass them for good.
+//
+// It narrows watermill's pg_snapshot_xmin(pg_current_snapshot()), which is
+// cluster-wide, to this database: a transaction in another database cannot
+// write to this events table, and without the narrowing a long transaction
+// there (another application, a parallel test) stalls every reader here.
+// An xid of the snapshot counts as foreign only when a backend of another
+// database holds it now; xids are never reused, so a finished or unknown
+// one is conservatively treated as ours. Without the privilege to see other
+// sessions' backend_xid this degrades to pg_snapshot_xmin.
+const sqlHorizon = `(SELECT COALESCE(min(x), pg_snapshot_xmax(pg_current_snapshot()))
+	FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+	WHERE x::xid NOT IN (SELECT a.backend_xid FROM pg_stat_activity a
+		WHERE a.backend_xid IS NOT NULL
+			AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())))`
+
 // sqlReadAllFromStart and sqlReadAllAfter read in global order and stop at
-// the oldest transaction still running: it may yet commit rows that sort
-// before anything after it. The row comparison is an index condition on
-// events_pkey, so a page costs the same wherever the cursor is.
+// the horizon. The row comparison is an index condition on events_pkey, so
+// a page costs the same wherever the cursor is.
 const sqlReadAllFromStart = `SELECT ` + eventColumns + ` FROM events
-WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+WHERE transaction_id < ` + sqlHorizon + `
 ORDER BY transaction_id, position
 LIMIT $1`
 
 const sqlReadAllAfter = `SELECT ` + eventColumns + ` FROM events
 WHERE (transaction_id, position) > ((SELECT transaction_id FROM events WHERE position = $1), $1)
-	AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+	AND transaction_id < ` + sqlHorizon + `
 ORDER BY transaction_id, position
 LIMIT $2`
 

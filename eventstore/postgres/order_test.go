@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
 )
 
 func newEvent(id string) eventstore.NewEvent {
@@ -89,6 +91,55 @@ func TestReadAll_lateCommitIsNotSkipped(t *testing.T) {
 	after, err := s.ReadAll(ctx, slow[0].Position, 10)
 	if err != nil || len(after) != 1 || after[0].ID != "fast" {
 		t.Errorf("ReadAll(after slow) = %v, %v; want [fast]", after, err)
+	}
+}
+
+// A transaction in another database of the cluster cannot write to this
+// events table, so it must not hold readers back, though it holds back
+// pg_snapshot_xmin.
+func TestReadAll_otherDatabasesDoNotStallReaders(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	other, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Close(ctx) }()
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil { // takes an xid
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, eventstore.AppendRequest{Stream: "a", ExpectedVersion: eventstore.NoStream,
+		Events: []eventstore.NewEvent{newEvent("a-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a-1"}, readAllIDs(t, s)); diff != "" {
+		t.Errorf("ReadAll() while another database has an open transaction (-want +got):\n%s", diff)
+	}
+	// A subscriber must see it too.
+	got := make(chan string, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_ = s.Subscribe(sctx, "watcher", func(_ context.Context, _ eventstore.Tx, e eventstore.RecordedEvent) error {
+			select {
+			case got <- e.ID:
+			default:
+			}
+			return nil
+		}, eventstore.SubscribeOptions{PollInterval: 10 * time.Millisecond})
+	}()
+	select {
+	case id := <-got:
+		if id != "a-1" {
+			t.Errorf("subscriber got %q, want a-1", id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("subscriber saw nothing while another database had an open transaction")
 	}
 }
 
@@ -214,5 +265,44 @@ func TestSubscribe_closeStopsSubscriptions(t *testing.T) {
 		eventstore.SubscribeOptions{})
 	if !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Subscribe() on a closed store = %v, want ErrClosed", err)
+	}
+}
+
+// Stopping a subscription right after its handler saw the last event must
+// commit that event's offset: a batch whose acks are all in commits on a
+// graceful stop rather than being rolled back and delivered again.
+func TestSubscribe_stopCommitsWhatWasHandled(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	var last int64
+	for round := range 5 {
+		res, err := s.Append(ctx, eventstore.AppendRequest{Stream: fmt.Sprintf("s-%d", round), ExpectedVersion: eventstore.NoStream,
+			Events: []eventstore.NewEvent{newEvent(fmt.Sprintf("%d-1", round)), newEvent(fmt.Sprintf("%d-2", round))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res.LastPosition
+		seen := make(chan struct{})
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Subscribe(sctx, "stopper", func(_ context.Context, tx eventstore.Tx, e eventstore.RecordedEvent) error {
+				if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+					return err
+				}
+				if e.Position == last {
+					close(seen)
+				}
+				return nil
+			}, eventstore.SubscribeOptions{BatchSize: 100, PollInterval: 10 * time.Millisecond})
+		}()
+		<-seen
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Subscribe() after cancel = %v, want context.Canceled", err)
+		}
+		if cp, err := s.Checkpoint(ctx, "stopper"); err != nil || cp != last {
+			t.Fatalf("round %d: Checkpoint() after stopping = %d, %v; want the last handled position %d", round, cp, err, last)
+		}
 	}
 }

@@ -4,11 +4,12 @@
 //
 // Global order is (transaction_id, position), where transaction_id is the
 // xid8 of the appending transaction (pg_current_xact_id()). Readers only see
-// rows whose transaction_id is below pg_snapshot_xmin(pg_current_snapshot()),
-// so an event that commits late can never sort before one a reader already
-// passed: a bigserial alone would let a reader skip it. The cost is that one
-// long-running write transaction anywhere in the database delays every
-// reader until it ends; keep transactions short.
+// rows whose transaction_id is below the oldest transaction of this database
+// still running (pg_snapshot_xmin(pg_current_snapshot()) narrowed to the
+// database), so an event that commits late can never sort before one a
+// reader already passed: a bigserial alone would let a reader skip it. The
+// cost is that one long-running transaction with an xid in this database
+// delays every reader until it ends; keep transactions short.
 //
 // The schema comes from migrations/postgres (migrations.ApplyPostgres); New
 // does not create tables.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -39,9 +40,11 @@ var offsetsAdapter = wsql.DefaultPostgreSQLOffsetsAdapter{
 
 // schemaAdapter lets watermill's Subscriber read the events table. It
 // follows DefaultPostgreSQLSchema (order by (transaction_id, position), only
-// below the snapshot's xmin) with the store's columns.
+// below the snapshot's xmin) with the store's columns, and narrows the xmin
+// to this database (see sqlHorizon).
 type schemaAdapter struct {
 	batchSize int
+	state     *batchState
 }
 
 var _ wsql.SchemaAdapter = schemaAdapter{}
@@ -68,6 +71,9 @@ func (schemaAdapter) SubscribeIsolationLevel() stdsql.IsolationLevel {
 // comparison is an index condition on events_pkey (watermill's OR form needs
 // a bitmap scan to stay fast).
 func (a schemaAdapter) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
+	if a.state != nil {
+		a.state.inBatch.Store(true) // watermill asks inside the batch transaction
+	}
 	next, err := p.OffsetsAdapter.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: p.Topic, ConsumerGroup: p.ConsumerGroup})
 	if err != nil {
 		return wsql.Query{}, err
@@ -77,7 +83,7 @@ SELECT transaction_id, ` + eventColumns + ` FROM events
 WHERE (transaction_id, position) > (
 		(SELECT last_processed_transaction_id FROM last_processed),
 		(SELECT COALESCE(offset_acked, 0) FROM last_processed))
-	AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+	AND transaction_id < ` + sqlHorizon + `
 ORDER BY transaction_id, position
 LIMIT ` + strconv.Itoa(a.batchSize)
 	return wsql.Query{Query: q, Args: next.Args}, nil
@@ -251,14 +257,23 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 
 // runSubscriber runs one watermill Subscriber until ctx ends or a handler
 // fails; failedAt is then the id of the failed event ("?" when the
-// subscriber could not start). A handler failure cancels the
-// subscriber's context before the message is acked, which makes watermill
-// give up the batch: its ack query or commit then runs on a cancelled
-// context and the transaction is rolled back.
+// subscriber could not start).
+//
+// The two ways of stopping differ on purpose:
+//   - A handler failure aborts: watermill's own context is cancelled before
+//     the message is acked, so its ack query and commit fail on that context
+//     and the whole batch transaction rolls back, the failed handler's
+//     writes included.
+//   - The end of ctx stops gracefully: the batch commits what was acked. It
+//     calls watermill's Close, which commits the acked messages, only when
+//     that cannot commit a handler's writes without its offset: while no
+//     handler runs and watermill has taken in the last ack (it offered the
+//     next message, or it finished the batch).
 func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions,
 	logger *slog.Logger) (failedAt string, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	wmCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	state := &batchState{ended: make(chan struct{}, 1)}
 	zero := time.Duration(0)
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(s.pool), wsql.SubscriberConfig{
 		ConsumerGroup: name,
@@ -268,19 +283,16 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Han
 		PollInterval:   opts.PollInterval,
 		ResendInterval: opts.PollInterval,
 		RetryInterval:  opts.PollInterval,
-		BackoffManager: backoffManager{ctx: ctx, poll: opts.PollInterval, logger: logger},
-		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize},
+		BackoffManager: backoffManager{ctx: wmCtx, poll: opts.PollInterval, logger: logger, state: state},
+		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize, state: state},
 		OffsetsAdapter: offsetsAdapter,
 	}, watermillLogger(logger))
 	if err != nil {
 		return "", fmt.Errorf("watermill subscriber: %w", err)
 	}
-	// Close only after the consumer has stopped (ctx cancelled, channel
-	// drained): closing first would let watermill commit a batch whose
-	// handler failed half-way.
-	defer func() { _ = sub.Close() }()
-	msgs, err := sub.Subscribe(ctx, topic)
+	msgs, err := sub.Subscribe(wmCtx, topic)
 	if err != nil {
+		_ = sub.Close()
 		if ctx.Err() != nil {
 			return "", nil
 		}
@@ -289,26 +301,89 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Han
 		logger.Warn("subscriber could not start", "err", err)
 		return "?", nil
 	}
-	defer func() {
-		cancel()
-		for range msgs { // unblock watermill until it closes the channel
+	// stop ends the subscriber and waits for it; gracefully unless aborted
+	// or it takes too long.
+	stop := func(graceful bool) {
+		if !graceful {
+			abort()
 		}
-	}()
-	for msg := range msgs {
-		if err := s.handle(msg, h); err != nil {
-			if ctx.Err() != nil {
-				return "", nil // stopping: the handler saw its context end
-			}
-			logger.Error("event handler failed; the batch is rolled back and will be delivered again",
-				"event_id", msg.UUID, "position", msg.Metadata.Get(mdPosition), "type", msg.Metadata.Get(mdType), "err", err)
-			return msg.UUID, nil
+		closed := make(chan struct{})
+		go func() {
+			_ = sub.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(gracefulStopTimeout):
+			abort()
+			<-closed
 		}
-		msg.Ack()
+		for range msgs { // watermill closes it after its consumer returned
+		}
 	}
+
+	var held bool // a message was received and will not be handled
+	for !held {
+		select {
+		case <-ctx.Done():
+			if !state.inBatch.Load() {
+				stop(true) // between batches: nothing to commit
+				return "", nil
+			}
+			// Wait until watermill has taken in the last ack.
+			select {
+			case <-state.ended:
+			case _, ok := <-msgs:
+				held = ok
+			case <-time.After(gracefulStopTimeout):
+				stop(false)
+				return "", nil
+			}
+			stop(true)
+			return "", nil
+		case msg, ok := <-msgs:
+			if !ok {
+				return "", nil
+			}
+			// An end-of-batch signal still pending is from an earlier batch.
+			select {
+			case <-state.ended:
+			default:
+			}
+			if ctx.Err() != nil {
+				held = true
+				break
+			}
+			if err := s.handle(ctx, msg, h); err != nil {
+				stop(false)
+				if ctx.Err() != nil {
+					return "", nil // stopping: the handler saw its context end
+				}
+				logger.Error("event handler failed; the batch is rolled back and will be delivered again",
+					"event_id", msg.UUID, "position", msg.Metadata.Get(mdPosition), "type", msg.Metadata.Get(mdType), "err", err)
+				return msg.UUID, nil
+			}
+			msg.Ack()
+		}
+	}
+	stop(true)
 	return "", nil
 }
 
-func (s *Store) handle(msg *message.Message, h eventstore.Handler) error {
+// gracefulStopTimeout bounds how long a stopping subscription waits for
+// watermill to finish its batch before rolling it back.
+const gracefulStopTimeout = 10 * time.Second
+
+// batchState tells runSubscriber where watermill's consumer is.
+type batchState struct {
+	// inBatch is set when watermill builds its SELECT (inside the batch
+	// transaction) and cleared when it reports the batch's outcome.
+	inBatch atomic.Bool
+	// ended receives a signal after each batch transaction ended.
+	ended chan struct{}
+}
+
+func (s *Store) handle(ctx context.Context, msg *message.Message, h eventstore.Handler) error {
 	e, err := eventFromMessage(msg)
 	if err != nil {
 		return err
@@ -323,7 +398,12 @@ func (s *Store) handle(msg *message.Message, h eventstore.Handler) error {
 	if !ok {
 		return fmt.Errorf("watermill transaction is a %T, want *sql.PgxTx", wtx)
 	}
-	return h(msg.Context(), &pgTx{tx: ptx.Tx}, e)
+	// The handler's context carries the transaction and ends with the
+	// subscription.
+	hctx, cancel := context.WithCancel(msg.Context())
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	return h(hctx, &pgTx{tx: ptx.Tx}, e)
 }
 
 // backoffManager paces watermill's polling and keeps it quiet about the
@@ -332,9 +412,17 @@ type backoffManager struct {
 	ctx    context.Context
 	poll   time.Duration
 	logger *slog.Logger
+	state  *batchState
 }
 
+// HandleError runs after every batch transaction, which makes it the
+// batch-end signal for runSubscriber too.
 func (b backoffManager) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	b.state.inBatch.Store(false)
+	select {
+	case b.state.ended <- struct{}{}:
+	default:
+	}
 	switch {
 	case b.ctx.Err() != nil:
 		return 0

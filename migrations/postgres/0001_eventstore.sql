@@ -3,8 +3,9 @@
 -- Global order is (transaction_id, position), not position alone: a
 -- position is taken at INSERT time but becomes visible at COMMIT, so
 -- positions commit out of order. Readers only read rows whose transaction_id
--- is below pg_snapshot_xmin(pg_current_snapshot()): every transaction that
--- could still add a row sorting before them has ended. This is the ordering
+-- is below pg_snapshot_xmin(pg_current_snapshot()) (narrowed to transactions
+-- of this database): every transaction that could still add a row sorting
+-- before them has ended. This is the ordering
 -- of watermill-sql v4's default PostgreSQL schema, whose Subscriber reads this
 -- table through the store's own SchemaAdapter.
 CREATE TABLE events (
