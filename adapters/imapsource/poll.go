@@ -287,14 +287,15 @@ func (s *session) deleteUIDs(uids imap.UIDSet, res *mailsource.PollResult) error
 			"uids", uids.String())
 		return nil
 	}
-	// Pipelined: UID EXPUNGE touches only mails of this set that carry
-	// \Deleted, so it is safe even if the STORE failed.
-	expunge := s.c.UIDExpunge(uids)
-	storeErr := store.Close()
-	seqs, expungeErr := expunge.Collect()
-	if storeErr != nil {
-		return serverError("UID STORE +FLAGS.SILENT (\\Deleted)", storeErr)
+	// Not pipelined: go-imap beta.8 hands untagged EXPUNGE responses to the
+	// expunge command over an unbuffered channel, so waiting for the STORE
+	// while the server already answers the UID EXPUNGE deadlocks the reader
+	// (seen against Dovecot after a crashed session). One round trip more
+	// per batch is cheap.
+	if err := store.Close(); err != nil {
+		return serverError("UID STORE +FLAGS.SILENT (\\Deleted)", err)
 	}
+	seqs, expungeErr := s.c.UIDExpunge(uids).Collect()
 	if expungeErr != nil {
 		return serverError("UID EXPUNGE", expungeErr)
 	}
