@@ -99,8 +99,8 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 // the write lock: an idle subscriber must not block appenders.
 func (s *Store) pending(ctx context.Context, name string) (bool, error) {
 	var yes bool
-	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE position >
-		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0))`, name).Scan(&yes)
+	err := s.run(nil).scalar(ctx, &yes, `SELECT EXISTS (SELECT 1 FROM events WHERE position >
+		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0))`, name)
 	return yes, err
 }
 
@@ -117,32 +117,33 @@ func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, 
 	var handled int
 	var failure error
 	err := s.write(ctx, fmt.Sprintf("subscribe %q", name), func(t *txn) error {
-		cp, err := checkpoint(ctx, t.tx, name)
+		run := s.run(t.tx)
+		cp, err := checkpoint(ctx, run, name)
 		if err != nil {
 			return fmt.Errorf("embedded: subscribe %q: read checkpoint: %w", name, err)
 		}
-		evs, err := readAfter(ctx, t.tx, cp, batch)
+		evs, err := readAfter(ctx, run, cp, batch)
 		if err != nil {
 			return fmt.Errorf("embedded: subscribe %q: read events: %w", name, err)
 		}
 		last := cp
 		for _, e := range evs {
-			if _, err := t.tx.ExecContext(ctx, `SAVEPOINT ledgerdesk_event`); err != nil {
+			if _, err := run.exec(ctx, `SAVEPOINT ledgerdesk_event`); err != nil {
 				return fmt.Errorf("embedded: subscribe %q: savepoint: %w", name, err)
 			}
 			appendedBefore := t.appended
 			if herr := h(ctx, t, e); herr != nil {
-				if _, err := t.tx.ExecContext(ctx, `ROLLBACK TO ledgerdesk_event`); err != nil {
+				if _, err := run.exec(ctx, `ROLLBACK TO ledgerdesk_event`); err != nil {
 					return fmt.Errorf("embedded: subscribe %q: roll back event %d: %w", name, e.Position, err)
 				}
 				t.appended = appendedBefore
 				failure = &errHandler{position: e.Position, err: herr}
-				if _, err := t.tx.ExecContext(ctx, `RELEASE ledgerdesk_event`); err != nil {
+				if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
 					return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
 				}
 				break
 			}
-			if _, err := t.tx.ExecContext(ctx, `RELEASE ledgerdesk_event`); err != nil {
+			if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
 				return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
 			}
 			last = e.Position
@@ -151,7 +152,7 @@ func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, 
 		if last == cp {
 			return nil
 		}
-		_, err = t.tx.ExecContext(ctx, `INSERT INTO subscription_checkpoints (name, position, updated_at)
+		_, err = run.exec(ctx, `INSERT INTO subscription_checkpoints (name, position, updated_at)
 			VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
 			name, last, s.now().UTC().Format(recordedAtLayout))
