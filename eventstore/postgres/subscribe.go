@@ -197,6 +197,11 @@ func eventFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
 // the failure is logged. Watermill's Nack is not used: it would resend in the
 // same transaction, keeping the failed handler's writes.
 //
+// A subscription holds one pool connection while a batch runs (and briefly
+// for each empty poll). h must do its database work through tx: a handler
+// that waits for another pool connection can starve the pool when every
+// connection is held by a subscription.
+//
 // Subscribe returns ctx.Err() when ctx ends and eventstore.ErrClosed when
 // the store is closed.
 func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
@@ -286,7 +291,7 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Han
 		BackoffManager: backoffManager{ctx: wmCtx, poll: opts.PollInterval, logger: logger, state: state},
 		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize, state: state},
 		OffsetsAdapter: offsetsAdapter,
-	}, watermillLogger(logger))
+	}, watermillLogger(logger, func() bool { return wmCtx.Err() != nil }))
 	if err != nil {
 		return "", fmt.Errorf("watermill subscriber: %w", err)
 	}
@@ -439,9 +444,31 @@ func (b backoffManager) HandleError(_ watermill.LoggerAdapter, noMsg bool, err e
 	return 0
 }
 
-// watermillLogger maps watermill's chatty Info logs to Debug.
-func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug,
-	})
+// watermillLogger maps watermill's chatty Info logs to Debug, and its
+// errors to Debug once aborted() holds: a deliberate abort makes watermill's
+// ack or commit fail, which runSubscriber has already reported.
+func watermillLogger(logger *slog.Logger, aborted func() bool) watermill.LoggerAdapter {
+	return quietLogger{
+		LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
+			slog.LevelInfo: slog.LevelDebug,
+		}),
+		aborted: aborted,
+	}
+}
+
+type quietLogger struct {
+	watermill.LoggerAdapter
+	aborted func() bool
+}
+
+func (l quietLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if l.aborted() {
+		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"err": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietLogger{LoggerAdapter: l.LoggerAdapter.With(fields), aborted: l.aborted}
 }
