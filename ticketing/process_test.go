@@ -2,6 +2,7 @@ package ticketing
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -109,7 +110,9 @@ func runUntil(t *testing.T, store eventstore.Store, pm *ProcessManager, position
 		}
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Run stopped with %v, want the cancellation", err)
+	}
 }
 
 func streamTypes(t *testing.T, store eventstore.Store, stream string) []string {

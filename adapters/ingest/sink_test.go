@@ -208,7 +208,9 @@ func TestScheduler_PollsAtOnceOnDemandAndRecordsOutcomes(t *testing.T) {
 		t.Errorf("PollNow(unknown) = %v, want ErrUnknownAccount", err)
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Run stopped with %v, want the cancellation", err)
+	}
 
 	evs, err := store.ReadStream(context.Background(), MailboxStream("bad"), 1, 0)
 	if err != nil || len(evs) == 0 {

@@ -33,7 +33,7 @@ import (
 var (
 	buildOnce sync.Once
 	builtBin  string
-	buildErr  error
+	errBuild  error
 )
 
 // ledgerdeskBinary builds the real binary once per test run: the crash tests
@@ -43,17 +43,17 @@ func ledgerdeskBinary(tb testing.TB) string {
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ledgerdesk-bin-")
 		if err != nil {
-			buildErr = err
+			errBuild = err
 			return
 		}
 		builtBin = filepath.Join(dir, "ledgerdesk")
 		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+			errBuild = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	if errBuild != nil {
+		tb.Fatal(errBuild)
 	}
 	return builtBin
 }
