@@ -72,6 +72,11 @@ func TestPoll_delete(t *testing.T) {
 	if got := string(sink.bodies[SourceKey("INBOX", uv, 3)]); got != string(testMail("delete 3")) {
 		t.Errorf("body of uid 3 = %q, want %q", got, testMail("delete 3"))
 	}
+	for key, body := range sink.bodies {
+		if sink.sizes[key] != int64(len(body)) {
+			t.Errorf("Receive(%s) got size %d, want %d", key, sink.sizes[key], len(body))
+		}
+	}
 	if got := ts.count(t, "INBOX"); got != 0 {
 		t.Errorf("INBOX holds %d mails after import, want 0", got)
 	}
@@ -199,6 +204,11 @@ func TestPoll_oversizeIsNotDownloaded(t *testing.T) {
 	bigKey := SourceKey("INBOX", uv, 2)
 	if slices.Contains(sink.received, bigKey) {
 		t.Errorf("sink received the oversize mail's bytes")
+	}
+	for key, body := range sink.bodies {
+		if sink.sizes[key] != int64(len(body)) {
+			t.Errorf("Receive(%s) got RFC822.SIZE %d, want %d", key, sink.sizes[key], len(body))
+		}
 	}
 	if diff := cmp.Diff([]string{bigKey}, sink.oversize); diff != "" {
 		t.Errorf("oversize keys (-want +got):\n%s", diff)

@@ -27,7 +27,7 @@ func SourceKey(folder string, uidValidity uint32, uid imap.UID) string {
 // listed is one mail as the folder listing shows it.
 type listed struct {
 	uid     imap.UID
-	size    int64
+	size    int64 // RFC822.SIZE; -1 when not asked for
 	deleted bool // flagged \Deleted (by us without UIDPLUS, or by someone else)
 	key     string
 }
@@ -103,9 +103,13 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 
 // list returns UID, size and \Deleted of every mail in the selected folder,
 // with one UID FETCH 1:* (no SEARCH, so no CHARSET that Exchange could
-// answer with BADCHARSET).
+// answer with BADCHARSET). RFC822.SIZE is asked for only when MaxMailSize
+// needs it: on freshly delivered Maildir mail Dovecot reads every file to
+// compute it, which costs as much as the download (size is then -1 and the
+// literal's length is passed to the sink instead).
 func (s *session) list(folder string, uidValidity uint32) ([]listed, error) {
-	fc := s.c.Fetch(imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true})
+	withSize := s.f.cfg.MaxMailSize > 0
+	fc := s.c.Fetch(imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, RFC822Size: withSize, Flags: true})
 	var mails []listed
 	for msg := fc.Next(); msg != nil; msg = fc.Next() {
 		buf, err := msg.Collect()
@@ -116,15 +120,19 @@ func (s *session) list(folder string, uidValidity uint32) ([]listed, error) {
 		if buf.UID == 0 {
 			continue
 		}
+		size := int64(-1)
+		if withSize {
+			size = buf.RFC822Size
+		}
 		mails = append(mails, listed{
 			uid:     buf.UID,
-			size:    buf.RFC822Size,
+			size:    size,
 			deleted: slices.Contains(buf.Flags, imap.FlagDeleted),
 			key:     SourceKey(folder, uidValidity, buf.UID),
 		})
 	}
 	if err := fc.Close(); err != nil {
-		return nil, serverError("UID FETCH 1:* (UID RFC822.SIZE FLAGS) in "+folder, err)
+		return nil, serverError("UID FETCH 1:* (UID FLAGS) in "+folder, err)
 	}
 	slices.SortFunc(mails, func(a, b listed) int { return cmp.Compare(a.uid, b.uid) })
 	return mails, nil
@@ -232,7 +240,11 @@ func (s *session) receive(ctx context.Context, sink mailsource.Sink, fc *imapcli
 					continue // msg.Next drains it
 				}
 				seen[uid] = true
-				out, err := sink.Receive(ctx, m.key, m.size, it.Literal)
+				size := m.size
+				if size < 0 {
+					size = it.Literal.Size()
+				}
+				out, err := sink.Receive(ctx, m.key, size, it.Literal)
 				if _, derr := io.Copy(io.Discard, it.Literal); err == nil && derr != nil {
 					err = derr
 				}

@@ -337,6 +337,7 @@ type fakeSink struct {
 	bodies     map[string][]byte // committed raw mails by key
 	received   []string          // keys handed to Receive, in order
 	oversize   []string          // keys handed to Oversize
+	sizes      map[string]int64  // size argument of Receive by key
 	commits    int
 	failCommit int // fail this many Commit calls
 	// readLimit, when > 0, makes Receive read only this many bytes (to prove
@@ -347,7 +348,7 @@ type fakeSink struct {
 }
 
 func newFakeSink() *fakeSink {
-	return &fakeSink{committed: map[string]mailsource.Status{}, staged: map[string]mailsource.Status{}, bodies: map[string][]byte{}}
+	return &fakeSink{committed: map[string]mailsource.Status{}, staged: map[string]mailsource.Status{}, bodies: map[string][]byte{}, sizes: map[string]int64{}}
 }
 
 func (s *fakeSink) Known(_ context.Context, keys []string) (map[string]mailsource.Status, error) {
@@ -362,7 +363,7 @@ func (s *fakeSink) Known(_ context.Context, keys []string) (map[string]mailsourc
 	return out, nil
 }
 
-func (s *fakeSink) Receive(ctx context.Context, key string, _ int64, r io.Reader) (mailsource.Outcome, error) {
+func (s *fakeSink) Receive(ctx context.Context, key string, size int64, r io.Reader) (mailsource.Outcome, error) {
 	if s.onReceive != nil {
 		s.onReceive(key)
 	}
@@ -379,6 +380,7 @@ func (s *fakeSink) Receive(ctx context.Context, key string, _ int64, r io.Reader
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.received = append(s.received, key)
+	s.sizes[key] = size
 	st := mailsource.StatusReceived
 	out := mailsource.Outcome{Status: st}
 	if bytes.Contains(raw, []byte("GARBAGE")) {
