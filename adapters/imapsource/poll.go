@@ -28,7 +28,7 @@ func SourceKey(folder string, uidValidity uint32, uid imap.UID) string {
 type listed struct {
 	uid     imap.UID
 	size    int64 // RFC822.SIZE; -1 when not asked for
-	deleted bool // flagged \Deleted (by us without UIDPLUS, or by someone else)
+	deleted bool  // flagged \Deleted (by us without UIDPLUS, or by someone else)
 	key     string
 }
 
