@@ -214,7 +214,7 @@ func TestTx_AppendConflictOfSeveralStreamsKeepsTheTransaction(t *testing.T) {
 			eventstore.AppendRequest{Stream: "a", ExpectedVersion: eventstore.NoStream, Events: []eventstore.NewEvent{newEvent("a-1")}},
 			eventstore.AppendRequest{Stream: "b", ExpectedVersion: eventstore.NoStream, Events: []eventstore.NewEvent{newEvent("b-x")}})
 		if !errors.Is(err, eventstore.ErrVersionConflict) {
-			return fmt.Errorf("Tx.Append() error = %v, want a version conflict", err)
+			return fmt.Errorf("Tx.Append() error = %w, want a version conflict", err)
 		}
 		// The caller handles the conflict and goes on in the same transaction.
 		_, err = tx.Append(ctx, eventstore.AppendRequest{Stream: "c", ExpectedVersion: eventstore.NoStream,

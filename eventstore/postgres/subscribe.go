@@ -335,11 +335,11 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Han
 				stop(true) // between batches: nothing to commit
 				return "", nil
 			}
-			// Wait until watermill has taken in the last ack.
+			// Wait until watermill has taken in the last ack: it ended
+			// the batch, or it offers the next message (left unhandled).
 			select {
 			case <-state.ended:
-			case _, ok := <-msgs:
-				held = ok
+			case <-msgs:
 			case <-time.After(gracefulStopTimeout):
 				stop(false)
 				return "", nil
@@ -463,7 +463,7 @@ type quietLogger struct {
 
 func (l quietLogger) Error(msg string, err error, fields watermill.LogFields) {
 	if l.aborted() {
-		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"err": err}))
+		l.Debug(msg, fields.Add(watermill.LogFields{"err": err}))
 		return
 	}
 	l.LoggerAdapter.Error(msg, err, fields)

@@ -84,7 +84,7 @@ type pgRows struct{ pgx.Rows }
 // Close releases the rows and reports the error that ended them, if any.
 func (r pgRows) Close() error {
 	r.Rows.Close()
-	return r.Rows.Err()
+	return r.Err()
 }
 
 // pgRow adapts pgx.Row to eventstore.Row.
