@@ -306,3 +306,22 @@ func TestSubscribe_stopCommitsWhatWasHandled(t *testing.T) {
 		}
 	}
 }
+
+func TestAppend_emptyPayloadIsStoredAsNoPayload(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Append(ctx, eventstore.AppendRequest{Stream: "a", ExpectedVersion: eventstore.NoStream,
+		Events: []eventstore.NewEvent{{Type: "Empty", SchemaVersion: 1}, {Type: "Null", SchemaVersion: 1, Payload: json.RawMessage(`null`)}}}); err != nil {
+		t.Fatalf("Append() error = %v", err)
+	}
+	got, err := s.ReadStream(ctx, "a", 0, 0)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ReadStream() = %v, %v", got, err)
+	}
+	if got[0].Payload != nil {
+		t.Errorf("payload of an event appended without one = %q, want nil", got[0].Payload)
+	}
+	if string(got[1].Payload) != "null" {
+		t.Errorf("payload JSON null = %q, want null", got[1].Payload)
+	}
+}
