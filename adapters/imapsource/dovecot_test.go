@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,7 +174,7 @@ func benchMails() [][]byte {
 
 // warmUp selects INBOX once so that Dovecot indexes newly delivered mail
 // outside the measured time (an artefact of delivering into Maildir/new).
-func warmUp(b *testing.B, cfg Config) {
+func warmUp(b testing.TB, cfg Config) {
 	b.Helper()
 	if err := mustNew(b, cfg).Check(context.Background()); err != nil {
 		b.Fatalf("warm-up select: %v", err)
@@ -306,4 +307,37 @@ func bareFetch(b *testing.B, addr, user string) int {
 		b.Fatal(err)
 	}
 	return n
+}
+
+// TestDovecot_bigMailIsStreamed downloads a 50 MB mail and checks that the
+// fetcher allocated a small fraction of that: the bytes flow from the
+// socket to the sink without being buffered whole. Not parallel, so that
+// the allocation count is this test's alone.
+func TestDovecot_bigMailIsStreamed(t *testing.T) {
+	srv := dovecottest.Start(t)
+	srv.AddUser(t, "frank", "pw-frank")
+	const size = 50 << 20
+	line := strings.Repeat("0123456789abcdef", 4) + "\r\n" // 66 bytes
+	raw := append(testMail("big"), strings.Repeat(line, size/len(line))...)
+	srv.Deliver(t, "frank", raw)
+	cfg := dovecotConfig(t, srv, srv.IMAPAddr, "frank", "pw-frank")
+	cfg.MaxMailSize = 100 << 20
+	f := mustNew(t, cfg)
+	sink := &discardSink{}
+	warmUp(t, cfg)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res := mustPoll(t, f, sink)
+	runtime.ReadMemStats(&after)
+
+	if res.Fetched != 1 || sink.committed != 1 {
+		t.Fatalf("Poll() = %+v, committed %d; want the big mail", res, sink.committed)
+	}
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("a %d MB mail cost %.1f MB of allocations", len(raw)>>20, float64(allocated)/(1<<20))
+	if allocated > uint64(len(raw))/5 {
+		t.Errorf("Poll allocated %d bytes for a %d-byte mail, want under a fifth of it (streaming)", allocated, len(raw))
+	}
 }

@@ -3,6 +3,7 @@ package imapsource
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -624,6 +625,27 @@ func TestLogin(t *testing.T) {
 			}
 			if cfg.PreventPlainLogin && strings.Contains(ts.trace.String(), cfg.Password) {
 				t.Errorf("password crossed the wire in clear text")
+			}
+		})
+	}
+}
+
+func TestLogin_exchangeSharedMailboxUserNameAsTyped(t *testing.T) {
+	t.Parallel()
+	const user = `CONTOSO\alice\helpdesk "shared"`
+	for _, prevent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prevent_plain_login=%v", prevent), func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, serverOptions{username: user})
+			ts.deliver(t, "INBOX", testMail("shared"))
+			cfg := ts.config(t)
+			cfg.Username = user
+			cfg.PreventPlainLogin = prevent
+
+			res := mustPoll(t, mustNew(t, cfg), newFakeSink())
+
+			if res.Fetched != 1 {
+				t.Errorf("Fetched = %d, want 1", res.Fetched)
 			}
 		})
 	}

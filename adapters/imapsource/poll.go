@@ -56,7 +56,7 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 
 	// Finish what an earlier poll committed but did not delete/move, then
 	// import the new mails batch by batch.
-	var done, failed imap.UIDSet
+	var done, failed []imap.UID
 	var fresh []listed
 	ignored := 0
 	for _, m := range mails {
@@ -68,13 +68,13 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 			if m.deleted && !s.canUIDExpunge() {
 				continue // flagged by us before; nothing more we may do
 			}
-			done.AddNum(m.uid)
+			done = append(done, m.uid)
 			res.Skipped++
 		case mailsource.StatusFailed:
 			if m.deleted && !s.canUIDExpunge() {
 				continue
 			}
-			failed.AddNum(m.uid)
+			failed = append(failed, m.uid)
 			res.Skipped++
 		default:
 			if m.deleted {
@@ -87,11 +87,16 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 	if ignored > 0 {
 		log.Info("imap mails flagged \\Deleted by someone else are not imported", "count", ignored)
 	}
-	if err := s.afterImport(done, res); err != nil {
-		return err
+	// In sets of BatchSize, so that no command line grows without bound.
+	for chunk := range slices.Chunk(done, s.f.cfg.BatchSize) {
+		if err := s.afterImport(imap.UIDSetNum(chunk...), res); err != nil {
+			return err
+		}
 	}
-	if err := s.toErrorFolder(failed, res); err != nil {
-		return err
+	for chunk := range slices.Chunk(failed, s.f.cfg.BatchSize) {
+		if err := s.toErrorFolder(imap.UIDSetNum(chunk...), res); err != nil {
+			return err
+		}
 	}
 	for batch := range slices.Chunk(fresh, s.f.cfg.BatchSize) {
 		if err := s.importBatch(ctx, sink, batch, res); err != nil {

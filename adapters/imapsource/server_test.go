@@ -41,6 +41,7 @@ const (
 // serverOptions shape the in-memory IMAP server of one test.
 type serverOptions struct {
 	caps      imap.CapSet // nil: IMAP4rev1 + IMAP4rev2 (so UIDPLUS and MOVE)
+	username  string      // "" means testUser
 	password  string      // "" means testPassword
 	mechs     []string    // SASL mechanisms; nil: the server's default PLAIN only
 	tls       bool        // implicit TLS with a self-signed certificate
@@ -62,10 +63,13 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 	if o.password == "" {
 		o.password = testPassword
 	}
+	if o.username == "" {
+		o.username = testUser
+	}
 	if o.caps == nil {
 		o.caps = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
 	}
-	u := imapmemserver.NewUser(testUser, o.password)
+	u := imapmemserver.NewUser(o.username, o.password)
 	for _, f := range append([]string{"INBOX"}, o.preCreate...) {
 		if err := u.Create(f, nil); err != nil {
 			tb.Fatalf("create %s: %v", f, err)
