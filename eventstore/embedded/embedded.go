@@ -316,7 +316,7 @@ func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
 	if s.closed.Load() {
 		return nil, eventstore.ErrClosed
 	}
-	st, err := s.db.PrepareContext(ctx, query)
+	st, err := s.db.PrepareContext(ctx, query) //nolint:sqlclosecheck // cached for the store's life, closed by Close
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
@@ -345,7 +345,7 @@ func (r runner) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 }
 
 func (r runner) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	st, err := r.stmt(ctx, query)
+	st, err := r.stmt(ctx, query) //nolint:sqlclosecheck // cached; a transaction's copy closes with the transaction
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +354,7 @@ func (r runner) query(ctx context.Context, query string, args ...any) (*sql.Rows
 
 // scalar scans the single row of query into dest; sql.ErrNoRows when none.
 func (r runner) scalar(ctx context.Context, dest any, query string, args ...any) error {
-	st, err := r.stmt(ctx, query)
+	st, err := r.stmt(ctx, query) //nolint:sqlclosecheck // cached; a transaction's copy closes with the transaction
 	if err != nil {
 		return err
 	}
@@ -362,7 +362,7 @@ func (r runner) scalar(ctx context.Context, dest any, query string, args ...any)
 }
 
 func (r runner) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	st, err := r.stmt(ctx, query)
+	st, err := r.stmt(ctx, query) //nolint:sqlclosecheck // cached; a transaction's copy closes with the transaction
 	if err != nil {
 		return nil, err
 	}
@@ -460,7 +460,7 @@ func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error
 }
 
 func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
-	rows, err := t.tx.QueryContext(ctx, query, args...)
+	rows, err := t.tx.QueryContext(ctx, query, args...) //nolint:rowserrcheck,sqlclosecheck // the caller iterates, checks Err and closes
 	if err != nil {
 		return nil, fmt.Errorf("embedded: query: %w", err)
 	}

@@ -84,7 +84,12 @@ func TestStore_Subscribe(t *testing.T) {
 			done <- s.Subscribe(ctx, "sleepy", func(context.Context, eventstore.Tx, eventstore.RecordedEvent) error { return nil },
 				eventstore.SubscribeOptions{PollInterval: time.Hour})
 		}()
-		defer func() { cancel(); <-done }()
+		defer func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Subscribe() after cancel = %v, want context.Canceled", err)
+			}
+		}()
 		var last int64
 		for i := range 3 {
 			res, err := s.Append(context.Background(), eventstore.AppendRequest{Stream: "s", ExpectedVersion: eventstore.AnyVersion,

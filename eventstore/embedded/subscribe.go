@@ -9,17 +9,17 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
 
-// errHandler marks a handler's failure, which Subscribe retries.
-type errHandler struct {
+// handlerError marks a handler's failure, which Subscribe retries.
+type handlerError struct {
 	position int64
 	err      error
 }
 
-func (e *errHandler) Error() string {
+func (e *handlerError) Error() string {
 	return fmt.Sprintf("handler failed on event %d: %v", e.position, e.err)
 }
 
-func (e *errHandler) Unwrap() error { return e.err }
+func (e *handlerError) Unwrap() error { return e.err }
 
 // Subscribe implements eventstore.Store.
 //
@@ -69,7 +69,7 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 		switch {
 		case err != nil:
 			delay = min(max(2*delay, 10*time.Millisecond), maxRetryDelay)
-			var he *errHandler
+			var he *handlerError
 			if errors.As(err, &he) {
 				log.Warn("handler failed, will deliver the event again", "position", he.position, "retry_in", delay, "error", he.err)
 			} else {
@@ -105,7 +105,7 @@ func (s *Store) pending(ctx context.Context, name string) (bool, error) {
 }
 
 // deliver runs one batch and returns how many events were handled
-// successfully. A handler failure is returned as *errHandler after the events
+// successfully. A handler failure is returned as *handlerError after the events
 // before it have committed.
 func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, batch int) (int, error) {
 	if ok, err := s.pending(ctx, name); err != nil || !ok {
@@ -137,7 +137,7 @@ func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, 
 					return fmt.Errorf("embedded: subscribe %q: roll back event %d: %w", name, e.Position, err)
 				}
 				t.appended = appendedBefore
-				failure = &errHandler{position: e.Position, err: herr}
+				failure = &handlerError{position: e.Position, err: herr}
 				if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
 					return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
 				}

@@ -223,7 +223,7 @@ func (sub *subscription) failed() error {
 	case err := <-sub.done:
 		sub.once.Do(func() { sub.err = err })
 		if sub.err == nil {
-			return errors.New("Subscribe returned nil")
+			return errors.New("subscribe returned nil")
 		}
 		return sub.err
 	default:
