@@ -33,6 +33,10 @@ type session struct {
 
 	// folders known to exist (created or listed) in this session
 	existing map[string]bool
+	// literalBroken: a FETCH literal failed mid-read; see abandon.
+	literalBroken bool
+	// leaked: the client could not be drained; Close would hang.
+	leaked bool
 }
 
 // dial connects, waits for the greeting and logs in.
@@ -157,7 +161,9 @@ func (s *session) close() {
 	if !s.wd.broken() {
 		_ = s.c.Logout().Wait()
 	}
-	_ = s.c.Close()
+	if !s.leaked {
+		_ = s.c.Close()
+	}
 	s.wd.close()
 }
 

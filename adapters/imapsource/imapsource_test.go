@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -783,5 +784,50 @@ func TestXOAUTH2Client(t *testing.T) {
 	resp, err := c.Next([]byte(`{"status":"401"}`))
 	if err != nil || resp == nil || len(resp) != 0 {
 		t.Errorf("Next(error challenge) = %q, %v; want an empty non-nil response", resp, err)
+	}
+}
+
+// countingLiteral is an imap.LiteralReader that counts reads.
+type countingLiteral struct {
+	r     *strings.Reader
+	size  int64
+	reads int
+}
+
+func (c *countingLiteral) Read(p []byte) (int, error) { c.reads++; return c.r.Read(p) }
+func (c *countingLiteral) Size() int64                { return c.size }
+
+func TestLiteralGuard(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		data     string
+		size     int64
+		wantErr  error
+		wantRead string
+	}{
+		{"a whole literal ends in io.EOF", "hello", 5, io.EOF, "hello"},
+		{"a literal cut short ends in io.ErrUnexpectedEOF", "hel", 5, io.ErrUnexpectedEOF, "hel"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			lit := &countingLiteral{r: strings.NewReader(tc.data), size: tc.size}
+			g := &literalGuard{r: lit}
+
+			got, err := io.ReadAll(g)
+			reads := lit.reads
+			_, again := g.Read(make([]byte, 8))
+
+			if string(got) != tc.wantRead {
+				t.Errorf("read %q, want %q", got, tc.wantRead)
+			}
+			if tc.wantErr == io.EOF && err != nil || tc.wantErr != io.EOF && !errors.Is(err, tc.wantErr) {
+				t.Errorf("ReadAll() error = %v, want %v", err, tc.wantErr)
+			}
+			if !errors.Is(again, tc.wantErr) || lit.reads != reads {
+				t.Errorf("read after the end = %v with %d more reads of the literal; want %v and none", again, lit.reads-reads, tc.wantErr)
+			}
+		})
 	}
 }

@@ -3,11 +3,13 @@ package imapsource
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -203,8 +205,7 @@ func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch [
 			nReceived++
 		})
 		if err != nil {
-			s.wd.abort() // do not download the rest of the batch just to drain it
-			_ = fc.Close()
+			s.abandon(fc)
 			return err
 		}
 		if err := fc.Close(); err != nil {
@@ -249,9 +250,21 @@ func (s *session) receive(ctx context.Context, sink mailsource.Sink, fc *imapcli
 				if size < 0 {
 					size = it.Literal.Size()
 				}
-				out, err := sink.Receive(ctx, m.key, size, it.Literal)
-				if _, derr := io.Copy(io.Discard, it.Literal); err == nil && derr != nil {
-					err = derr
+				lit := &literalGuard{r: it.Literal}
+				out, err := sink.Receive(ctx, m.key, size, lit)
+				if err != nil && lit.err == nil {
+					s.wd.abort() // do not download the rest of the mail just to drain it
+				}
+				if lit.err == nil {
+					_, _ = io.Copy(io.Discard, lit) // whatever the sink left unread
+				}
+				if lit.err != io.EOF { //nolint:errorlint // literalGuard passes a whole literal's io.EOF unwrapped
+					// The literal broke (or we broke it): go-imap must not read
+					// it again while its reader goroutine runs, see abandon.
+					s.literalBroken = true
+					if err == nil {
+						err = lit.err
+					}
 				}
 				if err != nil {
 					return fmt.Errorf("imapsource: receive %s: %w", m.key, s.wrap(err))
@@ -371,4 +384,51 @@ func count(uids imap.UIDSet) int {
 		n += int(r.Stop-r.Start) + 1
 	}
 	return n
+}
+
+// literalGuard hands a FETCH literal to the sink. It remembers the first
+// error (io.EOF included) and returns it for every later read without
+// touching the literal again: after an error go-imap's reader goroutine is
+// released and shares the literal's buffer. A connection that ends early
+// makes go-imap report a plain io.EOF; the guard turns that into
+// io.ErrUnexpectedEOF so no sink takes a truncated mail for a whole one.
+type literalGuard struct {
+	r    imap.LiteralReader
+	read int64
+	err  error
+}
+
+func (g *literalGuard) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.r.Read(p)
+	g.read += int64(n)
+	if errors.Is(err, io.EOF) && g.read < g.r.Size() {
+		err = fmt.Errorf("imapsource: mail ended after %d of %d bytes: %w", g.read, g.r.Size(), io.ErrUnexpectedEOF)
+	}
+	if err != nil {
+		g.err = err
+	}
+	return n, err
+}
+
+// abandon gives up a FETCH after an error. The connection is closed first,
+// so draining costs nothing. When a literal broke mid-read, go-imap would
+// read it once more while draining, racing its own reader goroutine; so
+// the drain waits until that goroutine has ended (it does at once on the
+// closed connection). If it does not end in time the client is left to
+// the garbage collector rather than risk Close hanging.
+func (s *session) abandon(fc *imapclient.FetchCommand) {
+	s.wd.abort()
+	if s.literalBroken {
+		select {
+		case <-s.c.Closed():
+		case <-time.After(s.f.cfg.Timeout):
+			s.leaked = true
+			s.f.log.Error("imap client did not stop after its connection was closed; abandoning it")
+			return
+		}
+	}
+	_ = fc.Close()
 }
