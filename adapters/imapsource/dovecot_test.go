@@ -132,7 +132,8 @@ func TestDovecot_connectionCutMidMailLosesNothing(t *testing.T) {
 	t.Parallel()
 	srv := dovecottest.Start(t)
 	srv.AddUser(t, "erin", "pw-erin")
-	srv.DeliverMany(t, "erin", testMails(30, strings.Repeat("payload ", 2500)))
+	mails := testMails(30, strings.Repeat("payload ", 2500))
+	srv.DeliverMany(t, "erin", mails)
 	proxy := faultproxy.Start(t, srv.IMAPAddr)
 	cfg := dovecotConfig(t, srv, proxy.Addr(), "erin", "pw-erin")
 	cfg.Security = mailsource.SecurityNone
@@ -149,6 +150,7 @@ func TestDovecot_connectionCutMidMailLosesNothing(t *testing.T) {
 		t.Fatalf("the proxy never cut the connection")
 	}
 	proxy.Reset()
+	sink.endPoll()
 	second := mustPoll(t, f, sink)
 
 	if got := first.Fetched + second.Fetched; got != 30 {
@@ -156,6 +158,15 @@ func TestDovecot_connectionCutMidMailLosesNothing(t *testing.T) {
 	}
 	if got := len(sink.keys(mailsource.StatusReceived)); got != 30 {
 		t.Errorf("committed %d, want 30 exactly once", got)
+	}
+	whole := map[string]bool{}
+	for _, raw := range mails {
+		whole[string(raw)] = true
+	}
+	for _, key := range sink.keys(mailsource.StatusReceived) {
+		if !whole[string(sink.bodies[key])] {
+			t.Errorf("%s committed with %d bytes that are no whole delivered mail", key, len(sink.bodies[key]))
+		}
 	}
 	if got := srv.Count(t, "erin"); got != 0 {
 		t.Errorf("INBOX holds %d, want 0", got)

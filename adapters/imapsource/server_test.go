@@ -339,6 +339,7 @@ type fakeSink struct {
 	committed  map[string]mailsource.Status
 	staged     map[string]mailsource.Status
 	bodies     map[string][]byte // committed raw mails by key
+	stagedRaw  map[string][]byte // received raw mails not committed yet
 	received   []string          // keys handed to Receive, in order
 	oversize   []string          // keys handed to Oversize
 	sizes      map[string]int64  // size argument of Receive by key
@@ -352,7 +353,8 @@ type fakeSink struct {
 }
 
 func newFakeSink() *fakeSink {
-	return &fakeSink{committed: map[string]mailsource.Status{}, staged: map[string]mailsource.Status{}, bodies: map[string][]byte{}, sizes: map[string]int64{}}
+	return &fakeSink{committed: map[string]mailsource.Status{}, staged: map[string]mailsource.Status{},
+		bodies: map[string][]byte{}, stagedRaw: map[string][]byte{}, sizes: map[string]int64{}}
 }
 
 func (s *fakeSink) Known(_ context.Context, keys []string) (map[string]mailsource.Status, error) {
@@ -391,7 +393,7 @@ func (s *fakeSink) Receive(ctx context.Context, key string, size int64, r io.Rea
 		out = mailsource.Outcome{Status: mailsource.StatusFailed, Reason: "unparseable"}
 	}
 	s.staged[key] = out.Status
-	s.bodies[key] = raw
+	s.stagedRaw[key] = raw
 	return out, nil
 }
 
@@ -410,6 +412,7 @@ func (s *fakeSink) Commit(context.Context) error {
 	if s.failCommit > 0 {
 		s.failCommit--
 		s.staged = map[string]mailsource.Status{}
+		s.stagedRaw = map[string][]byte{}
 		return errors.New("fake sink: database unavailable")
 	}
 	for k, st := range s.staged {
@@ -417,9 +420,22 @@ func (s *fakeSink) Commit(context.Context) error {
 			return fmt.Errorf("fake sink: %s committed twice", k)
 		}
 		s.committed[k] = st
+		if raw, ok := s.stagedRaw[k]; ok {
+			s.bodies[k] = raw
+		}
 	}
 	s.staged = map[string]mailsource.Status{}
+	s.stagedRaw = map[string][]byte{}
 	return nil
+}
+
+// endPoll drops what was staged and not committed, as a sink does when its
+// poll ends (a sink serves one poll).
+func (s *fakeSink) endPoll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.staged = map[string]mailsource.Status{}
+	s.stagedRaw = map[string][]byte{}
 }
 
 // keys returns the committed keys with the given status, sorted.
