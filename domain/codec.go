@@ -64,6 +64,10 @@ var registry = map[string]eventType{
 	SettingsChangedName:         {version: SettingsChangedSchemaVersion, decode: decoder[SettingsChanged]()},
 	APITokenIssuedName:          {version: APITokenIssuedSchemaVersion, decode: decoder[APITokenIssued]()},
 	APITokenRevokedName:         {version: APITokenRevokedSchemaVersion, decode: decoder[APITokenRevoked]()},
+	OutboundMailSentName:        {version: OutboundMailSentSchemaVersion, decode: decoder[OutboundMailSent]()},
+	OutboundMailFailedName:      {version: OutboundMailFailedSchemaVersion, decode: decoder[OutboundMailFailed]()},
+	OutboundMailSuppressedName:  {version: OutboundMailSuppressedSchemaVersion, decode: decoder[OutboundMailSuppressed]()},
+	TemplateSavedName:           {version: TemplateSavedSchemaVersion, decode: decoder[TemplateSaved]()},
 }
 
 // EventNames lists every registered stored name (unordered).

@@ -68,6 +68,10 @@ func sampleEvents() []domain.Event {
 		domain.SettingsChanged{Settings: testSettings(), Actor: "a"},
 		domain.APITokenIssued{TokenID: "k", Name: "n", Role: domain.RoleAgent, Hash: strings.Repeat("a", 64), IssuedBy: "a"},
 		domain.APITokenRevoked{TokenID: "k", RevokedBy: "a"},
+		domain.OutboundMailSent{OutgoingMailID: "o", MessageID: "a@b", TicketID: "t", Kind: domain.AutoMailNewTicket, AccountID: "out-1", From: "s@d", To: []string{"e@f"}, Subject: "s", Attempt: 1, Reply: "ok", SentAt: at},
+		domain.OutboundMailFailed{OutgoingMailID: "o", MessageID: "a@b", TicketID: "t", Kind: domain.OutgoingReply, AccountID: "out-1", To: []string{"e@f"}, Attempt: 2, Stage: "rcpt", Code: 451, Reply: "later", NextAttemptAt: at, At: at},
+		domain.OutboundMailSuppressed{OutgoingMailID: "o", TicketID: "t", Kind: domain.AutoMailError, To: "e@f", Code: domain.SuppressRecipientLimit, Reason: "r", At: at},
+		domain.TemplateSaved{Template: domain.Template{Name: "default", Subject: "{{.Subject}}", Body: "b", UpdatedAt: at, UpdatedBy: "a"}, Actor: "a"},
 	}
 }
 
