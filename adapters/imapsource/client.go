@@ -37,6 +37,8 @@ type session struct {
 	literalBroken bool
 	// leaked: the client could not be drained; Close would hang.
 	leaked bool
+	// refused collects NO replies that did not stop the poll.
+	refused []error
 }
 
 // dial connects, waits for the greeting and logs in.

@@ -77,8 +77,9 @@ func (f *Fetcher) Check(ctx context.Context) error {
 
 // Poll imports every mail of the configured folders that the sink does not
 // know yet and applies after_import to everything committed; see the
-// package comment. A folder the server refuses to select does not stop the
-// other folders; the refusals are joined into the returned error.
+// package comment. A folder the server refuses to select, or mails it
+// refuses to send, do not stop the rest; their *mailsource.ServerError
+// refusals are joined into the returned error, next to a valid result.
 func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.PollResult, error) {
 	var res mailsource.PollResult
 	s, err := f.dial(ctx)
@@ -99,7 +100,7 @@ func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.Po
 			return res, s.wrap(fmt.Errorf("imapsource: poll %q: %w", folder, err))
 		}
 	}
-	return res, errors.Join(refused...)
+	return res, errors.Join(append(refused, s.refused...)...)
 }
 
 // noteUIDValidity logs when a folder's UIDVALIDITY changed since the last

@@ -381,6 +381,32 @@ func TestPoll_missingFolderDoesNotStopTheOthers(t *testing.T) {
 	}
 }
 
+func TestPoll_mailTheServerCannotSendDoesNotHoldUpTheRest(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{unreadable: 2})
+	ts.deliver(t, "INBOX", testMails(3, "readable")...)
+	f := mustNew(t, ts.config(t))
+	sink := newFakeSink()
+
+	for poll := 1; poll <= 2; poll++ {
+		res, err := f.Poll(context.Background(), sink)
+
+		want := mailsource.PollResult{Fetched: 2, Deleted: 2}
+		if poll == 2 {
+			want = mailsource.PollResult{}
+		}
+		if diff := cmp.Diff(want, res); diff != "" {
+			t.Errorf("Poll() #%d (-want +got):\n%s", poll, diff)
+		}
+		if got, want := mailsource.ServerReply(err), "NO [SERVERBUG] Some messages could not be FETCHed"; got != want {
+			t.Errorf("Poll() #%d reply = %q (%v), want %q", poll, got, err, want)
+		}
+	}
+	if got := ts.count(t, "INBOX"); got != 1 {
+		t.Errorf("INBOX holds %d, want only the unreadable mail", got)
+	}
+}
+
 func TestPoll_withoutUIDPLUSNeverExpungesPlainly(t *testing.T) {
 	t.Parallel()
 	// given: an IMAP4rev1 server without UIDPLUS and MOVE, holding a mail

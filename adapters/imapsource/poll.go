@@ -209,7 +209,18 @@ func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch [
 			return err
 		}
 		if err := fc.Close(); err != nil {
-			return serverError("UID FETCH BODY.PEEK[]", err)
+			var ie *imap.Error
+			if !errors.As(err, &ie) {
+				return fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", err)
+			}
+			// The server refused some mails but sent the others whole: commit
+			// those, so that one mail the server cannot read never holds up
+			// the rest. The refused ones stay and are reported with the
+			// server's words on every poll.
+			missing := unreceived(fetch, received, failed)
+			s.f.log.Warn("imap server refused to send some mails; the others are imported",
+				"reply", replyText(ie), "uids", missing.String())
+			s.refused = append(s.refused, serverError("UID FETCH "+missing.String()+" BODY.PEEK[]", err))
 		}
 	}
 
@@ -431,4 +442,16 @@ func (s *session) abandon(fc *imapclient.FetchCommand) {
 		}
 	}
 	_ = fc.Close()
+}
+
+// unreceived returns the UIDs of asked that are in neither got set.
+func unreceived(asked, got1, got2 imap.UIDSet) imap.UIDSet {
+	var out imap.UIDSet
+	nums, _ := asked.Nums()
+	for _, uid := range nums {
+		if !got1.Contains(uid) && !got2.Contains(uid) {
+			out.AddNum(uid)
+		}
+	}
+	return out
 }

@@ -47,6 +47,9 @@ type serverOptions struct {
 	tls       bool        // implicit TLS with a self-signed certificate
 	startTLS  bool        // offer STARTTLS with the same certificate
 	preCreate []string    // folders besides INBOX
+	// unreadable makes UID FETCH of a body leave out this UID and end in NO,
+	// as Dovecot does for a mail file it cannot read.
+	unreadable imap.UID
 }
 
 type testServer struct {
@@ -88,7 +91,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 		DebugWriter:  ts.trace,
 		Logger:       discardLogger{},
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &testSession{user: u, password: o.password, mechs: o.mechs}, nil, nil
+			return &testSession{user: u, password: o.password, mechs: o.mechs, unreadable: o.unreadable}, nil, nil
 		},
 	}
 	if o.startTLS {
@@ -168,9 +171,30 @@ func (ts *testServer) commands() []string {
 // (PLAIN, CRAM-MD5, XOAUTH2), embedding *UserSession as LIBRARIES.md says.
 type testSession struct {
 	*imapmemserver.UserSession
-	user     *imapmemserver.User
-	password string
-	mechs    []string
+	user       *imapmemserver.User
+	password   string
+	mechs      []string
+	unreadable imap.UID
+}
+
+func (s *testSession) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	uids, ok := numSet.(imap.UIDSet)
+	if s.unreadable == 0 || !ok || len(options.BodySection) == 0 || !uids.Contains(s.unreadable) {
+		return s.UserSession.Fetch(w, numSet, options)
+	}
+	nums, _ := uids.Nums()
+	var rest imap.UIDSet
+	for _, n := range nums {
+		if n != s.unreadable {
+			rest.AddNum(n)
+		}
+	}
+	if len(rest) > 0 {
+		if err := s.UserSession.Fetch(w, rest, options); err != nil {
+			return err
+		}
+	}
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Some messages could not be FETCHed"}
 }
 
 var _ imapserver.SessionIMAP4rev2 = (*testSession)(nil)
