@@ -285,7 +285,7 @@ func bareFetch(b *testing.B, addr, user string) int {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.Login(user, "pw-bench").Wait(); err != nil {
 		b.Fatal(err)
 	}

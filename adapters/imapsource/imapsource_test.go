@@ -537,7 +537,7 @@ func TestCheck(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ln.Close()
+		defer func() { _ = ln.Close() }()
 		go func() {
 			c, err := ln.Accept()
 			if err != nil {
@@ -850,7 +850,7 @@ func TestLiteralGuard(t *testing.T) {
 			if string(got) != tc.wantRead {
 				t.Errorf("read %q, want %q", got, tc.wantRead)
 			}
-			if tc.wantErr == io.EOF && err != nil || tc.wantErr != io.EOF && !errors.Is(err, tc.wantErr) {
+			if errors.Is(tc.wantErr, io.EOF) && err != nil || !errors.Is(tc.wantErr, io.EOF) && !errors.Is(err, tc.wantErr) {
 				t.Errorf("ReadAll() error = %v, want %v", err, tc.wantErr)
 			}
 			if !errors.Is(again, tc.wantErr) || lit.reads != reads {

@@ -294,7 +294,8 @@ func (s *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
 	}
 	if err := s.login(user, token); err != nil {
 		s.failed = err
-		return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.example/"}`), false, nil
+		// The error is sent as a challenge first; the NO follows the client's reply.
+		return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.example/"}`), false, nil //nolint:nilerr // see above
 	}
 	return nil, true, nil
 }
