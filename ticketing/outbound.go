@@ -1,0 +1,826 @@
+package ticketing
+
+// The outbound saga: it takes on every queued mail (AutoReplyQueued,
+// ErrorMailQueued, ReplyQueued, NotificationQueued) exactly once, applies
+// loop protection, and sends it with the outgoing account that the ticket's
+// resource, else its category, else the default names.
+//
+// Two halves share the tables of migration 0006:
+//
+//   - The subscription (Handle) runs in the transaction that advances its
+//     checkpoint. It inserts the mail into outbound_mails keyed by its
+//     OutgoingMailID (a re-delivered or re-decided event inserts nothing),
+//     and for automatic mails it applies RULES.md section 4 there, where
+//     the per-recipient counter in outbound_recipients is consistent with
+//     the log: a suppressed mail gets OutboundMailSuppressed with the reason.
+//   - The sender (Run's workers) claims due rows, committing state
+//     "sending" and the attempt count before it talks SMTP, renders the
+//     template, sends, and commits OutboundMailSent (with the server's reply)
+//     or OutboundMailFailed right after the server's answer. Temporary
+//     failures are retried with exponential back-off up to MaxAttempts.
+//
+// Delivery guarantee. The Message-ID is decided when the mail is queued
+// (domain.OutgoingMessageID) and recorded in the event before any attempt,
+// so every attempt of one mail carries the same Message-ID. A mail is sent
+// again only when the process dies between the server's 250 reply to DATA
+// and the commit of "sent" that follows it: rows found in "sending" when
+// the sender starts are sent again (at least once, never lost). That window
+// is one local transaction long (milliseconds), holds at most Workers *
+// BatchSize mails, and the second copy is byte-for-byte the same mail with
+// the same Message-ID, which receiving systems and mail clients fold into
+// one. A broken connection after the 250 (QUIT failing, say) is not in the
+// window: the send counts as done. Only one sender may run per database.
+//
+// Each mail's fate goes to its own stream (domain.OutboundMailStream), so
+// the saga never conflicts with the agents' or the intake's writes to the
+// ticket.
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/microsoft"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/smtpsend"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// OutboundSubscriber is the saga's subscriber name.
+const OutboundSubscriber = "saga.outbound.v1"
+
+// OutboundAccountsStream is the stream of the outgoing accounts registry.
+const OutboundAccountsStream = "outbound-accounts"
+
+// Row states of outbound_mails.
+const (
+	stateP       = "pending"
+	stateSending = "sending"
+	stateRetry   = "retry"
+	stateSent    = "sent"
+	stateFailed  = "failed"
+	stateSupp    = "suppressed"
+)
+
+// Opener opens sealed secrets (*secretbox.Box).
+type Opener interface {
+	Open(sealed string) (string, error)
+}
+
+// OutboundOptions configure the saga.
+type OutboundOptions struct {
+	Store   eventstore.Store
+	Secrets Opener // nil: accounts must not have secrets
+	Now     func() time.Time
+	Logger  *slog.Logger
+	// Sender submits mail [a new smtpsend.Sender, closed by Run].
+	Sender *smtpsend.Sender
+	// Workers send in parallel [4]; BatchSize rows are claimed at once [16].
+	Workers   int
+	BatchSize int
+	// MaxAttempts bounds the tries of a mail with temporary failures [8].
+	MaxAttempts int
+	// Backoff is the pause after the first failed attempt, doubling up to
+	// MaxBackoff [30s, 1h].
+	Backoff, MaxBackoff time.Duration
+	// PollInterval bounds how long a due mail waits [500ms].
+	PollInterval time.Duration
+	// RootCAs verifies SMTP and IMAP servers [system pool].
+	RootCAs *x509.CertPool
+	// OAuthToken gets an XOAUTH2 access token for an account (secrets
+	// still sealed) [a refresh-token grant against the account's Azure AD
+	// tenant].
+	OAuthToken func(ctx context.Context, a domain.OutboundAccount) (string, error)
+	// LocalName is the EHLO name [the Message-ID domain, else localhost].
+	LocalName string
+}
+
+// Outbound is the outbound saga.
+type Outbound struct {
+	o    OutboundOptions
+	wake chan struct{}
+
+	mu        sync.Mutex
+	outbound  fold[domain.OutboundAccounts]
+	inbound   fold[domain.InboundAccounts]
+	settings  fold[domain.Settings]
+	templates fold[domain.Templates]
+
+	// crashAfterAccept, set by tests, makes a worker stop as if the
+	// process died right after the server accepted a mail.
+	crashAfterAccept func(outgoingMailID string) bool
+}
+
+// NewOutbound returns the saga; Run starts it.
+func NewOutbound(o OutboundOptions) *Outbound {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 16
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 8
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 30 * time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = time.Hour
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 500 * time.Millisecond
+	}
+	if o.OAuthToken == nil {
+		o.OAuthToken = azureToken(o.Secrets)
+	}
+	return &Outbound{
+		o: o, wake: make(chan struct{}, 1),
+		outbound:  fold[domain.OutboundAccounts]{stream: OutboundAccountsStream, evolve: domain.EvolveOutboundAccounts},
+		inbound:   fold[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
+		settings:  fold[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
+		templates: fold[domain.Templates]{stream: TemplatesStream, evolve: domain.EvolveTemplates},
+	}
+}
+
+// fold is a cached fold of one registry stream that reads only the events
+// appended since its last use, through whichever reader the caller has (a
+// Tx inside the subscription, the store elsewhere).
+type fold[S any] struct {
+	stream  string
+	evolve  func(S, domain.Event) S
+	state   S
+	version int64
+}
+
+type streamReader func(ctx context.Context, stream string, from, to int64) ([]eventstore.RecordedEvent, error)
+
+func (f *fold[S]) load(ctx context.Context, read streamReader) (S, error) {
+	evs, err := read(ctx, f.stream, f.version+1, 0)
+	if err != nil {
+		return f.state, fmt.Errorf("read %s: %w", f.stream, err)
+	}
+	for _, re := range evs {
+		if re.StreamVersion != f.version+1 {
+			continue
+		}
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			return f.state, fmt.Errorf("read %s: %w", f.stream, err)
+		}
+		f.state = f.evolve(f.state, ev)
+		f.version = re.StreamVersion
+	}
+	return f.state, nil
+}
+
+// Run runs the subscription and the sender until ctx is done.
+func (s *Outbound) Run(ctx context.Context) error {
+	if s.o.Sender == nil {
+		s.o.Sender = smtpsend.NewSender()
+		defer s.o.Sender.Close()
+	}
+	if err := s.recover(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, s.o.Workers+1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs <- s.o.Store.Subscribe(ctx, OutboundSubscriber, s.Handle, eventstore.SubscribeOptions{BatchSize: 100})
+		cancel()
+	}()
+	for range s.o.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.work(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			all = append(all, err)
+		}
+	}
+	if len(all) > 0 {
+		return fmt.Errorf("ticketing: outbound: %w", errors.Join(all...))
+	}
+	return ctx.Err()
+}
+
+// recover makes mails that were being sent when the last run stopped due
+// again (the documented at-least-once window).
+func (s *Outbound) recover(ctx context.Context) error {
+	var n int64
+	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		var err error
+		n, err = tx.Exec(ctx, `UPDATE outbound_mails SET state = $1 WHERE state = $2`, stateRetry, stateSending)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ticketing: outbound: recover in-flight mails: %w", err)
+	}
+	if n > 0 {
+		s.o.Logger.Warn("outbound: mails were in flight when the last run stopped; sending them again with their Message-IDs", "count", n)
+	}
+	return nil
+}
+
+// queued is a queued-mail event in the form the saga uses.
+type queued struct {
+	domain.OutgoingMail
+	Kind      string
+	TicketID  string
+	AccountID string // inbound account of auto-replies and error mails
+	Template  string
+	To        []domain.Address
+	Cc        []domain.Address
+	Subject   string
+	Body      string
+	Reason    string
+	CausedBy  string
+	QueuedAt  time.Time
+	Automatic bool
+	// Unsendable says why a mail cannot be sent at all, "" when it can.
+	Unsendable string
+}
+
+func toQueued(ev domain.Event) (queued, bool) {
+	switch e := ev.(type) {
+	case domain.AutoReplyQueued:
+		return queued{OutgoingMail: e.OutgoingMail, Kind: domain.AutoMailNewTicket, TicketID: e.TicketID, AccountID: e.AccountID,
+			Template: e.Template, To: []domain.Address{e.To}, Subject: e.Subject, CausedBy: e.CausedBy, QueuedAt: e.QueuedAt, Automatic: true}, true
+	case domain.ErrorMailQueued:
+		kind := domain.AutoMailError
+		if e.Template == domain.TemplateTicketClosed {
+			kind = domain.AutoMailTicketClosed
+		}
+		return queued{OutgoingMail: e.OutgoingMail, Kind: kind, TicketID: e.TicketID, AccountID: e.AccountID, Template: e.Template,
+			To: []domain.Address{e.To}, Subject: e.Subject, Reason: e.Reason, CausedBy: e.CausedBy, QueuedAt: e.QueuedAt, Automatic: true}, true
+	case domain.ReplyQueued:
+		return queued{OutgoingMail: e.OutgoingMail, Kind: domain.OutgoingReply, TicketID: e.TicketID, Template: TemplateReply,
+			To: e.To, Cc: e.Cc, Subject: e.Subject, Body: e.Body, QueuedAt: e.QueuedAt}, true
+	case domain.NotificationQueued:
+		return queued{OutgoingMail: e.OutgoingMail, Kind: e.Kind, TicketID: e.TicketID, CausedBy: e.CausedBy, QueuedAt: e.QueuedAt,
+			Automatic: true, Unsendable: "the members of resource " + e.ResourceID + " have no known mail addresses"}, true
+	}
+	return queued{}, false
+}
+
+func isQueuedType(t string) bool {
+	switch t {
+	case domain.AutoReplyQueuedName, domain.ErrorMailQueuedName, domain.ReplyQueuedName, domain.NotificationQueuedName:
+		return true
+	}
+	return false
+}
+
+// Handle is the subscription handler: it takes on each queued mail once.
+func (s *Outbound) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.RecordedEvent) error {
+	if !isQueuedType(re.Type) {
+		return nil
+	}
+	ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+	if err != nil {
+		return fmt.Errorf("ticketing: outbound: event at position %d: %w", re.Position, err)
+	}
+	q, _ := toQueued(ev)
+	if q.OutgoingMailID == "" {
+		return fmt.Errorf("ticketing: outbound: %s at position %d has no outgoing mail id", re.Type, re.Position)
+	}
+	var exists int
+	err = tx.QueryRow(ctx, `SELECT 1 FROM outbound_mails WHERE outgoing_mail_id = $1`, q.OutgoingMailID).Scan(&exists)
+	switch {
+	case err == nil:
+		return nil // taken on before: a re-delivery or a re-decided mail
+	case !errors.Is(err, eventstore.ErrNoRows):
+		return fmt.Errorf("ticketing: outbound: look up %s: %w", q.OutgoingMailID, err)
+	}
+	queuedAt := q.QueuedAt
+	if queuedAt.IsZero() {
+		queuedAt = re.Metadata.OccurredAt
+	}
+	code, reason, err := s.guard(ctx, tx, q, queuedAt)
+	if err != nil {
+		return fmt.Errorf("ticketing: outbound: guard %s: %w", q.OutgoingMailID, err)
+	}
+	state := stateP
+	if code != "" {
+		state = stateSupp
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
+		payload, state, attempts, next_attempt_at, queued_at, stream_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)`,
+		q.OutgoingMailID, q.Kind, q.TicketID, q.MessageID, re.Type, re.SchemaVersion, string(re.Payload), state,
+		s.o.Now().UnixMilli(), queuedAt.UnixMilli(), boolInt(code != ""))
+	if err != nil {
+		return fmt.Errorf("ticketing: outbound: take on %s: %w", q.OutgoingMailID, err)
+	}
+	if code != "" {
+		to := ""
+		if len(q.To) > 0 {
+			to = q.To[0].Email
+		}
+		sup := domain.OutboundMailSuppressed{OutgoingMailID: q.OutgoingMailID, TicketID: q.TicketID, Kind: q.Kind, To: to,
+			Code: code, Reason: reason, At: queuedAt}
+		if err := appendOutcome(ctx, tx, q.OutgoingMailID, 0, sup, re.ID); err != nil {
+			return fmt.Errorf("ticketing: outbound: %w", err)
+		}
+		return nil
+	}
+	if q.Automatic {
+		for _, a := range q.To {
+			if _, err := tx.Exec(ctx, `INSERT INTO outbound_recipients (recipient, outgoing_mail_id, queued_at) VALUES ($1, $2, $3)
+				ON CONFLICT (recipient, outgoing_mail_id) DO NOTHING`, normalizeAddr(a.Email), q.OutgoingMailID, queuedAt.UnixMilli()); err != nil {
+				return fmt.Errorf("ticketing: outbound: count %s: %w", q.OutgoingMailID, err)
+			}
+		}
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func normalizeAddr(a string) string { return strings.ToLower(strings.Trim(strings.TrimSpace(a), "<>")) }
+
+// guard applies RULES.md section 4 to automatic mails: the answered mail's
+// headers (domain.IsAutomatic, again, in case the mail was decided by an
+// older intake), system addresses, our own addresses, the per-recipient
+// limit. Agents' replies only need a recipient.
+func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at time.Time) (code, reason string, err error) {
+	if q.Unsendable != "" {
+		return domain.SuppressNoRecipient, q.Unsendable, nil
+	}
+	if len(q.To) == 0 {
+		return domain.SuppressNoRecipient, "no recipient", nil
+	}
+	if !q.Automatic {
+		return "", "", nil
+	}
+	if q.CausedBy != "" {
+		evs, err := tx.ReadStream(ctx, MailStream(q.CausedBy), 1, 1)
+		if err != nil {
+			return "", "", err
+		}
+		if len(evs) == 1 && evs[0].Type == domain.MailReceivedName {
+			ev, err := domain.UnmarshalEvent(evs[0].Type, evs[0].SchemaVersion, evs[0].Payload)
+			if err != nil {
+				return "", "", err
+			}
+			if auto, why := domain.IsAutomatic(ev.(domain.MailReceived)); auto {
+				return domain.SuppressAutomaticMail, "automatic mail (" + why + ")", nil
+			}
+		}
+	}
+	s.mu.Lock()
+	out, err1 := s.outbound.load(ctx, tx.ReadStream)
+	in, err2 := s.inbound.load(ctx, tx.ReadStream)
+	s.mu.Unlock()
+	if err := errors.Join(err1, err2); err != nil {
+		return "", "", err
+	}
+	var own []string
+	for _, a := range out.ByID {
+		own = append(own, a.SenderAddress)
+	}
+	for _, a := range in.ByID {
+		own = append(own, a.AccountAddress, a.SenderAddress)
+	}
+	to := q.To[0].Email
+	var recent int
+	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM outbound_recipients WHERE recipient = $1 AND queued_at > $2`,
+		normalizeAddr(to), at.Add(-domain.RecipientWindow).UnixMilli()).Scan(&recent); err != nil {
+		return "", "", err
+	}
+	code, reason = domain.AutoMailGuard(to, own, recent)
+	return code, reason, nil
+}
+
+// appendOutcome appends one event to the mail's own stream at version.
+func appendOutcome(ctx context.Context, tx eventstore.Tx, outgoingMailID string, version int64, ev domain.Event, causation string) error {
+	name, sv, payload, err := domain.MarshalEvent(ev)
+	if err != nil {
+		return err
+	}
+	var at time.Time
+	switch e := ev.(type) {
+	case domain.OutboundMailSent:
+		at = e.SentAt
+	case domain.OutboundMailFailed:
+		at = e.At
+	case domain.OutboundMailSuppressed:
+		at = e.At
+	}
+	_, err = tx.Append(ctx, eventstore.AppendRequest{Stream: domain.OutboundMailStream(outgoingMailID), ExpectedVersion: version,
+		Events: []eventstore.NewEvent{{Type: name, SchemaVersion: sv, Payload: payload,
+			Metadata: eventstore.Metadata{CorrelationID: outgoingMailID, CausationID: causation, Actor: "outbound", OccurredAt: at}}}})
+	if err != nil {
+		return fmt.Errorf("record %s of %s: %w", name, outgoingMailID, err)
+	}
+	return nil
+}
+
+// claimed is a row the sender took.
+type claimed struct {
+	id       string
+	typ      string
+	sv       int
+	payload  string
+	attempts int
+	version  int64
+}
+
+// work claims due mails and sends them until ctx is done.
+func (s *Outbound) work(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.wake:
+		case <-timer.C:
+		}
+		for {
+			rows, err := s.claim(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s.o.Logger.Error("outbound: claim due mails", "err", err)
+				break
+			}
+			if len(rows) == 0 {
+				break
+			}
+			for _, c := range rows {
+				if err := s.sendOne(ctx, c); err != nil {
+					if errors.Is(err, errCrashed) {
+						return nil
+					}
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					s.o.Logger.Error("outbound: record result", "outgoing_mail_id", c.id, "err", err)
+				}
+			}
+		}
+		timer.Reset(s.o.PollInterval)
+	}
+}
+
+var errCrashed = errors.New("simulated crash")
+
+func (s *Outbound) claim(ctx context.Context) ([]claimed, error) {
+	var out []claimed
+	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		out = out[:0]
+		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, event_type, schema_version, payload, attempts, stream_version
+			FROM outbound_mails WHERE state IN ($1, $2) AND next_attempt_at <= $3 ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
+			stateP, stateRetry, s.o.Now().UnixMilli(), s.o.BatchSize)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var c claimed
+			if err := rows.Scan(&c.id, &c.typ, &c.sv, &c.payload, &c.attempts, &c.version); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			out = append(out, c)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		taken := out[:0]
+		for _, c := range out {
+			n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, attempts = attempts + 1
+				WHERE outgoing_mail_id = $2 AND state IN ($3, $4)`, stateSending, c.id, stateP, stateRetry)
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				c.attempts++
+				taken = append(taken, c)
+			}
+		}
+		out = taken
+		return nil
+	})
+	return out, err
+}
+
+// prepared is a mail ready for SMTP.
+type prepared struct {
+	q        queued
+	account  domain.OutboundAccount
+	smtp     smtpsend.Account
+	env      smtpsend.Envelope
+	raw      []byte
+	subject  string
+	sentCopy *smtpsend.SentFolder
+}
+
+// failure is why a mail could not be sent on this attempt.
+type failure struct {
+	stage     string
+	code      int
+	reply     string
+	temporary bool
+}
+
+func (s *Outbound) sendOne(ctx context.Context, c claimed) error {
+	ev, err := domain.UnmarshalEvent(c.typ, c.sv, []byte(c.payload))
+	if err != nil {
+		return s.recordFailure(ctx, c, queued{}, "", nil, failure{stage: "decode", reply: err.Error()})
+	}
+	q, _ := toQueued(ev)
+	p, f := s.prepare(ctx, q)
+	if f != nil {
+		return s.recordFailure(ctx, c, q, p.account.ID, nil, *f)
+	}
+	res, err := s.o.Sender.Send(ctx, p.smtp, p.env, p.raw)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // shutdown: the row stays "sending" and is retried on start
+		}
+		var se *smtpsend.Error
+		f := failure{stage: "send", reply: err.Error(), temporary: true}
+		if errors.As(err, &se) {
+			f = failure{stage: se.Stage, code: se.Code, reply: strings.TrimSpace(se.Enhanced + " " + se.Reply), temporary: se.Temporary}
+		}
+		return s.recordFailure(ctx, c, q, p.account.ID, p.env.To, f)
+	}
+	if s.crashAfterAccept != nil && s.crashAfterAccept(c.id) {
+		return errCrashed
+	}
+	sent := domain.OutboundMailSent{OutgoingMailID: q.OutgoingMailID, MessageID: q.MessageID, TicketID: q.TicketID, Kind: q.Kind,
+		AccountID: p.account.ID, From: p.env.From, To: p.env.To, Subject: p.subject, Attempt: c.attempts, Reply: res.Reply,
+		SentAt: s.o.Now().UTC()}
+	err = s.o.Store.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx eventstore.Tx) error {
+		if err := appendOutcome(ctx, tx, c.id, c.version, sent, ""); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, stream_version = stream_version + 1 WHERE outgoing_mail_id = $2`, stateSent, c.id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record sent: %w", err)
+	}
+	if p.sentCopy != nil {
+		if err := smtpsend.AppendSent(ctx, *p.sentCopy, p.raw, sent.SentAt); err != nil {
+			s.o.Logger.Warn("outbound: copy to the Sent folder failed", "outgoing_mail_id", c.id, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *Outbound) recordFailure(ctx context.Context, c claimed, q queued, accountID string, to []string, f failure) error {
+	now := s.o.Now().UTC()
+	permanent := !f.temporary || c.attempts >= s.o.MaxAttempts
+	reply := f.reply
+	if f.temporary && permanent {
+		reply += fmt.Sprintf(" (gave up after %d attempts)", c.attempts)
+	}
+	ev := domain.OutboundMailFailed{OutgoingMailID: c.id, MessageID: q.MessageID, TicketID: q.TicketID, Kind: q.Kind, AccountID: accountID,
+		To: to, Attempt: c.attempts, Stage: f.stage, Code: f.code, Reply: reply, Permanent: permanent, At: now}
+	state, next := stateFailed, now
+	if !permanent {
+		state = stateRetry
+		next = now.Add(s.backoff(c.attempts))
+		ev.NextAttemptAt = next
+	}
+	s.o.Logger.Warn("outbound: send failed", "outgoing_mail_id", c.id, "attempt", c.attempts, "stage", f.stage, "code", f.code,
+		"reply", reply, "permanent", permanent)
+	return s.o.Store.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx eventstore.Tx) error {
+		if err := appendOutcome(ctx, tx, c.id, c.version, ev, ""); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, stream_version = stream_version + 1
+			WHERE outgoing_mail_id = $3`, state, next.UnixMilli(), c.id)
+		return err
+	})
+}
+
+// backoff is the pause after attempt n: Backoff * 2^(n-1), capped.
+func (s *Outbound) backoff(n int) time.Duration {
+	d := s.o.Backoff
+	for i := 1; i < n && d < s.o.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, s.o.MaxBackoff)
+}
+
+// prepare picks the account, renders the template and builds the message.
+func (s *Outbound) prepare(ctx context.Context, q queued) (prepared, *failure) {
+	p := prepared{q: q}
+	fail := func(stage, reply string, temporary bool) (prepared, *failure) {
+		return p, &failure{stage: stage, reply: reply, temporary: temporary}
+	}
+	read := s.o.Store.ReadStream
+	s.mu.Lock()
+	accounts, err1 := s.outbound.load(ctx, read)
+	inbound, err2 := s.inbound.load(ctx, read)
+	settings, err3 := s.settings.load(ctx, read)
+	stored, err4 := s.templates.load(ctx, read)
+	s.mu.Unlock()
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return fail("load", err.Error(), true)
+	}
+	var t domain.Ticket
+	if q.TicketID != "" {
+		evs, err := read(ctx, domain.TicketStream(q.TicketID), 1, 0)
+		if err != nil {
+			return fail("load", err.Error(), true)
+		}
+		for _, re := range evs {
+			ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+			if err != nil {
+				return fail("load", err.Error(), false)
+			}
+			t = domain.EvolveTicket(t, ev)
+		}
+	}
+	acc, ok := domain.SendingAccount(accounts, t.ResourceID, t.Category)
+	if !ok {
+		return fail("settings", "no enabled outgoing account applies (resource, category or default)", true)
+	}
+	p.account = acc
+	if acc.Protocol != domain.OutboundSMTP {
+		return fail("settings", fmt.Sprintf("outgoing account %s: protocol %s is not supported by the SMTP saga", acc.ID, acc.Protocol), false)
+	}
+	tpl, ok := stored.ByName[q.Template]
+	if !ok {
+		tpl, ok = shipped[q.Template]
+	}
+	if !ok {
+		return fail("template", fmt.Sprintf("template %q does not exist", q.Template), false)
+	}
+	from := smtpsend.Address{Name: acc.SenderName, Email: acc.SenderAddress}
+	if in, ok := inbound.ByID[q.AccountID]; ok && in.SenderAddress != "" {
+		// Auto-replies and error mails come from the mailbox written to.
+		from = smtpsend.Address{Name: in.SenderName, Email: in.SenderAddress}
+	}
+	data := TemplateData{TicketNumber: t.Number, Subject: q.Subject, Body: q.Body, Reason: q.Reason,
+		SenderName: from.Name, SenderAddress: from.Email}
+	if from.Name == "" {
+		data.SenderName = from.Email
+	}
+	if t.Exists() {
+		data.Reference = domain.FormatTicketReference(t.Number, settings.ReferenceFormat)
+	}
+	if len(q.To) > 0 {
+		data.RequesterName, data.RequesterEmail = q.To[0].Name, q.To[0].Email
+	}
+	if data.RequesterName == "" && t.Requester.Email == data.RequesterEmail {
+		data.RequesterName = t.Requester.Name
+	}
+	subject, body, err := render(tpl, data)
+	if err != nil {
+		return fail("template", err.Error(), false)
+	}
+	if t.Exists() {
+		if n, ok := domain.ParseTicketReference(subject, settings.ReferenceFormat); !ok || n != t.Number {
+			subject = data.Reference + " " + subject
+		}
+	}
+	p.subject = subject
+	msg := smtpsend.Message{From: from, Subject: subject, MessageID: q.MessageID, InReplyTo: q.InReplyTo, References: q.References,
+		Date: s.o.Now(), Automatic: q.Automatic, Body: body, Encoding: acc.BodyEncoding}
+	for _, a := range q.To {
+		msg.To = append(msg.To, smtpsend.Address{Name: a.Name, Email: a.Email})
+		p.env.To = append(p.env.To, a.Email)
+	}
+	for _, a := range q.Cc {
+		msg.Cc = append(msg.Cc, smtpsend.Address{Name: a.Name, Email: a.Email})
+		p.env.To = append(p.env.To, a.Email)
+	}
+	if from.Email != acc.SenderAddress {
+		msg.ReplyTo = []smtpsend.Address{from}
+	}
+	p.env.From = acc.SenderAddress
+	raw, err := smtpsend.Build(msg)
+	if err != nil {
+		return fail("build", err.Error(), false)
+	}
+	p.raw = raw
+	password, err := s.open(acc.Password)
+	if err != nil {
+		return fail("settings", "open the account's password: "+err.Error(), false)
+	}
+	localName := s.o.LocalName
+	if localName == "" {
+		localName = settings.MessageIDDomain
+	}
+	p.smtp = smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
+		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
+		MaxSize: acc.MaxSize, LocalName: localName}
+	if acc.Auth == domain.AuthXOAuth2 {
+		p.smtp.OAuthToken = func(ctx context.Context) (string, error) { return s.o.OAuthToken(ctx, acc) }
+	}
+	if acc.SentFolderAccountID != "" {
+		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP {
+			pw, err := s.open(in.Password)
+			if err == nil {
+				p.sentCopy = &smtpsend.SentFolder{Host: in.Host, Port: in.Port, Security: in.Security, TLSSkipVerify: in.TLSSkipVerify,
+					TLSServerName: in.TLSServerName, RootCAs: s.o.RootCAs, Username: in.Username, Password: pw, Folder: acc.SentFolder}
+			} else {
+				s.o.Logger.Warn("outbound: sent folder account's password cannot be opened", "account", in.ID, "err", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+func (s *Outbound) open(sealed string) (string, error) {
+	if sealed == "" {
+		return "", nil
+	}
+	if s.o.Secrets == nil {
+		return "", errors.New("no secret key configured")
+	}
+	return s.o.Secrets.Open(sealed)
+}
+
+// azureToken returns an XOAUTH2 token source that redeems the account's
+// refresh token at its Azure AD tenant (Exchange Online's SMTP AUTH).
+func azureToken(secrets Opener) func(ctx context.Context, a domain.OutboundAccount) (string, error) {
+	return func(ctx context.Context, a domain.OutboundAccount) (string, error) {
+		if secrets == nil {
+			return "", errors.New("no secret key configured")
+		}
+		if a.OAuthRefreshToken == "" || a.OAuthClientID == "" || a.OAuthTenantID == "" {
+			return "", errors.New("xoauth2 needs oauth_tenant_id, oauth_client_id and oauth_refresh_token")
+		}
+		refresh, err := secrets.Open(a.OAuthRefreshToken)
+		if err != nil {
+			return "", err
+		}
+		secret := ""
+		if a.OAuthClientSecret != "" {
+			if secret, err = secrets.Open(a.OAuthClientSecret); err != nil {
+				return "", err
+			}
+		}
+		cfg := oauth2.Config{ClientID: a.OAuthClientID, ClientSecret: secret, Endpoint: microsoft.AzureADEndpoint(a.OAuthTenantID),
+			Scopes: []string{"offline_access", "https://outlook.office.com/SMTP.Send"}}
+		tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refresh}).Token()
+		if err != nil {
+			return "", err
+		}
+		return tok.AccessToken, nil
+	}
+}
+
+// OutboundStatus counts the saga's mails by state (for tests and the
+// closing note's figures).
+func OutboundStatus(ctx context.Context, store eventstore.Store) (map[string]int, error) {
+	out := map[string]int{}
+	err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT state, COUNT(*) FROM outbound_mails GROUP BY state`)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = rows.Close() }()
+		for rows.Next() {
+			var st string
+			var n int
+			if err := rows.Scan(&st, &n); err != nil {
+				return err
+			}
+			out[st] = n
+		}
+		return rows.Err()
+	})
+	return out, err
+}
