@@ -187,6 +187,29 @@ func TestPoll_unparseableMailGoesToTheErrorFolder(t *testing.T) {
 	}
 }
 
+func TestPoll_nonASCIIFolderNames(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{preCreate: []string{"Posteingang/Büro"}})
+	ts.deliver(t, "Posteingang/Büro", testMail("good 1"), testMail("GARBAGE 2"))
+	cfg := ts.config(t)
+	cfg.Folders = []string{"Posteingang/Büro"}
+	cfg.ErrorFolder = "Fehler/Ungültig"
+	cfg.AfterImport = mailsource.AfterImportMove
+	cfg.MoveFolder = "Erledigt/März"
+	f := mustNew(t, cfg)
+
+	res := mustPoll(t, f, newFakeSink())
+
+	if diff := cmp.Diff(mailsource.PollResult{Fetched: 1, Failed: 1, Deleted: 2}, res); diff != "" {
+		t.Errorf("Poll() (-want +got):\n%s", diff)
+	}
+	for folder, want := range map[string]int{"Posteingang/Büro": 0, "Erledigt/März": 1, "Fehler/Ungültig": 1} {
+		if got := ts.count(t, folder); got != want {
+			t.Errorf("%s holds %d, want %d", folder, got, want)
+		}
+	}
+}
+
 func TestPoll_oversizeIsNotDownloaded(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, serverOptions{preCreate: []string{DefaultErrorFolder}})
