@@ -22,6 +22,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 	"github.com/ledgerdesk/ledgerdesk/projections"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // Options wires the server's dependencies; cmd fills them in.
@@ -52,6 +53,9 @@ type Options struct {
 	Check func(ctx context.Context, a domain.InboundAccount) error
 	// Projections is what the read side needs.
 	Projections Projections
+	// Commands runs the agents' ticket commands (POST /tickets/{id}/...);
+	// nil answers 503.
+	Commands *ticketing.Commands
 }
 
 // Projections are the read models the API serves.
@@ -59,6 +63,12 @@ type Projections struct {
 	// MailboxStatus serves GET /mailboxes; nil answers 503. Its subscriber
 	// must be running (MailboxStatus.Run) for min_position to be reached.
 	MailboxStatus *projections.MailboxStatus
+	// Tickets, Users and Locations serve GET /tickets, /users and
+	// /locations; nil answers 503. Their Run must be running for
+	// min_position to be reached.
+	Tickets   *projections.Tickets
+	Users     *projections.Users
+	Locations *projections.Locations
 	// Wait bounds how long a read with min_position waits for a projection
 	// [projections.DefaultWait]. A read that gives up is served anyway, with
 	// the header Ledgerdesk-Caught-Up: false.

@@ -22,6 +22,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
 	"github.com/ledgerdesk/ledgerdesk/migrations"
 	"github.com/ledgerdesk/ledgerdesk/projections"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // bootstrapToken is LEDGERDESK_ADMIN_TOKEN in the tests.
@@ -117,6 +118,10 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 	logger := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	status := projections.NewMailboxStatus(store, reader, logger)
 	status.Options.PollInterval = 20 * time.Millisecond
+	tickets := projections.NewTickets(store, reader, logger)
+	users := projections.NewUsers(store, reader, logger)
+	locations := projections.NewLocations(store, reader, logger)
+	tickets.Options.PollInterval, users.Options.PollInterval, locations.Options.PollInterval = 20*time.Millisecond, 20*time.Millisecond, 20*time.Millisecond
 	o := Options{
 		Logger: logger, Store: store, Secrets: box, AdminToken: bootstrapToken, BodyLimit: "64K",
 		Now: func() time.Time { return time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC) },
@@ -132,7 +137,8 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 			env.checked = append(env.checked, a)
 			return nil
 		},
-		Projections: Projections{MailboxStatus: status},
+		Projections: Projections{MailboxStatus: status, Tickets: tickets, Users: users, Locations: locations},
+		Commands:    ticketing.NewCommands(store),
 	}
 	for _, opt := range opts {
 		opt(&o, reader)
@@ -147,6 +153,15 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 		go func() {
 			defer close(done)
 			_ = status.Run(ctx)
+		}()
+		tb.Cleanup(func() { cancel(); <-done })
+	}
+	for _, run := range []func(context.Context) error{tickets.Run, users.Run, locations.Run} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = run(ctx)
 		}()
 		tb.Cleanup(func() { cancel(); <-done })
 	}

@@ -59,6 +59,28 @@ var recipes = map[string]recipe{
 	},
 	"GET /api/v1/mailboxes": func(testing.TB, *testEnv) (string, any) { return "/api/v1/mailboxes", nil },
 	"GET /api/v1/events":    func(testing.TB, *testEnv) (string, any) { return "/api/v1/events?limit=5", nil },
+	"GET /api/v1/tickets": func(tb testing.TB, e *testEnv) (string, any) {
+		_, pos := e.seedTicket(tb, "")
+		return fmt.Sprintf("/api/v1/tickets?limit=5&min_position=%d", pos), nil
+	},
+	"GET /api/v1/tickets/:id":          withTicket(""),
+	"GET /api/v1/tickets/:id/history":  withTicket("/history"),
+	"POST /api/v1/tickets/:id/status":  withTicketBody("/status", map[string]any{"status": "in_progress"}),
+	"POST /api/v1/tickets/:id/assign":  withTicketBody("/assign", map[string]any{"resource": "team-a"}),
+	"POST /api/v1/tickets/:id/notes":   withTicketBody("/notes", map[string]any{"text": "called the customer"}),
+	"POST /api/v1/tickets/:id/replies": withTicketBody("/replies", map[string]any{"body": "We are on it."}),
+	"GET /api/v1/users": func(tb testing.TB, e *testEnv) (string, any) {
+		_, pos := e.seedUser(tb)
+		return fmt.Sprintf("/api/v1/users?min_position=%d", pos), nil
+	},
+	"GET /api/v1/users/:id": func(tb testing.TB, e *testEnv) (string, any) {
+		id, pos := e.seedUser(tb)
+		return fmt.Sprintf("/api/v1/users/%s?min_position=%d", id, pos), nil
+	},
+	"GET /api/v1/locations": func(tb testing.TB, e *testEnv) (string, any) {
+		pos := e.seedLocation(tb)
+		return fmt.Sprintf("/api/v1/locations?min_position=%d", pos), nil
+	},
 }
 
 func TestRoutes_EveryRoleOnEveryRoute(t *testing.T) {

@@ -18,6 +18,7 @@ var (
 	rolesReaders = []domain.Role{domain.RoleAdmin, domain.RoleAgent, domain.RoleAuditor}
 	rolesAudit   = []domain.Role{domain.RoleAdmin, domain.RoleAuditor}
 	rolesPoll    = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
+	rolesAgents  = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
 )
 
 // route is one operation of the API and the roles that may use it. This
@@ -53,5 +54,17 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/mailboxes", rolesAll, s.listMailboxes},
 
 		{http.MethodGet, Prefix + "/events", rolesAudit, s.listEvents},
+
+		{http.MethodGet, Prefix + "/tickets", rolesAll, s.listTickets},
+		{http.MethodGet, Prefix + "/tickets/:id", rolesAll, s.getTicket},
+		{http.MethodGet, Prefix + "/tickets/:id/history", rolesReaders, s.ticketHistory},
+		{http.MethodPost, Prefix + "/tickets/:id/status", rolesAgents, s.postStatus},
+		{http.MethodPost, Prefix + "/tickets/:id/assign", rolesAgents, s.postAssign},
+		{http.MethodPost, Prefix + "/tickets/:id/notes", rolesAgents, s.postNote},
+		{http.MethodPost, Prefix + "/tickets/:id/replies", rolesAgents, s.postReply},
+
+		{http.MethodGet, Prefix + "/users", rolesAll, s.listUsers},
+		{http.MethodGet, Prefix + "/users/:id", rolesAll, s.getUser},
+		{http.MethodGet, Prefix + "/locations", rolesAll, s.listLocations},
 	}
 }
