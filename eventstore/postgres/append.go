@@ -276,16 +276,21 @@ func readStream(ctx context.Context, q querier, stream string, from, to int64) (
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: read stream %q: %w", stream, err)
 	}
-	events, err := collectEvents(rows)
+	events, err := collectEvents(rows, 0)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: read stream %q: %w", stream, err)
 	}
 	return events, nil
 }
 
-func collectEvents(rows pgx.Rows) ([]eventstore.RecordedEvent, error) {
+// collectEvents scans all rows; sizeHint preallocates (catch-up reads fill
+// whole pages, and growing a slice of events copies them over and over).
+func collectEvents(rows pgx.Rows, sizeHint int) ([]eventstore.RecordedEvent, error) {
 	defer rows.Close()
 	var events []eventstore.RecordedEvent
+	if sizeHint > 0 {
+		events = make([]eventstore.RecordedEvent, 0, min(sizeHint, maxPrealloc))
+	}
 	for rows.Next() {
 		e, err := scanEvent(rows)
 		if err != nil {
@@ -295,6 +300,9 @@ func collectEvents(rows pgx.Rows) ([]eventstore.RecordedEvent, error) {
 	}
 	return events, rows.Err()
 }
+
+// maxPrealloc caps collectEvents' preallocation for huge limits.
+const maxPrealloc = 10_000
 
 // scanner is pgx.Rows and watermill's row scanner alike.
 type scanner interface {

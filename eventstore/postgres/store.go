@@ -192,7 +192,7 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: read all after %d: %w", after, err)
 	}
-	events, err := collectEvents(rows)
+	events, err := collectEvents(rows, limit)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: read all after %d: %w", after, err)
 	}
