@@ -22,6 +22,9 @@ import (
 // ignore it; watermill only checks that it is a valid name.
 const topic = "events"
 
+// maxNameLen is the width of subscription_offsets.consumer_group.
+const maxNameLen = 255
+
 // Subscription defaults.
 const (
 	defaultPollInterval = 200 * time.Millisecond
@@ -205,8 +208,8 @@ func eventFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
 // Subscribe returns ctx.Err() when ctx ends and eventstore.ErrClosed when
 // the store is closed.
 func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
-	if name == "" {
-		return errors.New("eventstore/postgres: subscribe: name is empty")
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("eventstore/postgres: subscribe: name must have 1 to %d bytes, %q has %d", maxNameLen, name, len(name))
 	}
 	if h == nil {
 		return fmt.Errorf("eventstore/postgres: subscribe %q: handler is nil", name)
