@@ -50,6 +50,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runMigrate(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		err = runBench(ctx, rest, getenv, stdout, stderr)
+	case "projections":
+		err = runProjections(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		err = runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -91,6 +93,8 @@ Usage:
   ledgerdesk serve     start the HTTP API, the mailbox fetchers and the projections
   ledgerdesk migrate   apply the database migrations and exit
   ledgerdesk bench     measure the event store against raw database baselines
+  ledgerdesk projections rebuild [NAME]
+                       rebuild the ticket, user and location views from the first event
   ledgerdesk version   print the version
 
 Run 'ledgerdesk <command> --help' for a command's flags. Every flag can also

@@ -66,6 +66,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	mailboxStatus := projections.NewMailboxStatus(st, st.Reader, logger)
+	tickets := projections.NewTickets(st, st.Reader, logger)
+	users := projections.NewUsers(st, st.Reader, logger)
+	locations := projections.NewLocations(st, st.Reader, logger)
 	intake := ticketing.NewProcessManager(st, now, logger)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -76,7 +79,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
 			PollNow: sched.PollNow, Check: checkAccount(st, box, logger),
-			Projections: api.Projections{MailboxStatus: mailboxStatus},
+			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
+			Commands:    ticketing.NewCommands(st),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -89,6 +93,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	for name, run := range map[string]func(context.Context) error{
 		"mail intake":               intake.Run,
 		"mailbox-status projection": mailboxStatus.Run,
+		"tickets projection":        tickets.Run,
+		"users projection":          users.Run,
+		"locations projection":      locations.Run,
 		"fetch scheduler":           sched.Run,
 	} {
 		background.Add(1)

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/ledgerdesk/ledgerdesk/projections"
+)
+
+// runProjections is `ledgerdesk projections rebuild [NAME]`: it rebuilds
+// one view (tickets, users, locations) or all of them from the first event
+// into fresh tables while a running serve keeps answering from the old ones,
+// and swaps the fresh tables in when they have caught up with the log.
+func runProjections(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rebuild" {
+		fmt.Fprintf(stderr, "Usage: ledgerdesk projections rebuild [flags] [%s]\n", strings.Join(projections.ViewNames(), "|"))
+		return errUsage
+	}
+	fs := newFlagSet("projections rebuild", "Rebuild views from the first event into fresh tables, swap them in when caught up.\n"+
+		"NAME is one of "+strings.Join(projections.ViewNames(), ", ")+"; without it all are rebuilt, one after the other.\n"+
+		"A running serve keeps serving the old tables meanwhile and follows the new ones after the swap.", stderr)
+	cfg := bindConfig(fs, getenv, false)
+	batch := fs.Int("batch", 1000, "events per transaction")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	views := projections.ViewNames()
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		if !slices.Contains(views, fs.Arg(0)) {
+			fmt.Fprintf(stderr, "unknown view %q: use one of %s\n", fs.Arg(0), strings.Join(views, ", "))
+			return errUsage
+		}
+		views = []string{fs.Arg(0)}
+	default:
+		fmt.Fprintf(stderr, "unexpected arguments: %v\n", fs.Args()[1:])
+		return errUsage
+	}
+	if err := cfg.validate(false); err != nil {
+		return err
+	}
+	logger := newLogger(cfg.LogFormat, stderr)
+	st, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.Close() }()
+	dialect := projections.DialectSQLite
+	if st.Kind == "postgres" {
+		dialect = projections.DialectPostgres
+	}
+	live := false
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		live = true
+	}
+	for _, view := range views {
+		prog, err := projections.Rebuild(ctx, st, st.Reader, view, projections.RebuildOptions{
+			Dialect: dialect, BatchSize: *batch, Logger: logger, Now: time.Now,
+			Progress: func(p projections.RebuildProgress) { printProgress(stdout, p, live) },
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: generation %d serving, %d events in %s (%.0f events/s)\n", view, prog.Generation,
+			prog.Events, prog.Elapsed.Round(time.Millisecond), prog.Rate)
+	}
+	return nil
+}
+
+// printProgress writes one progress line: in place on a terminal, else one
+// line per report.
+func printProgress(w io.Writer, p projections.RebuildProgress, live bool) {
+	line := fmt.Sprintf("%-9s %5.1f%%  %d/%d events  %.0f events/s  position %d  %s", p.View, p.Percent(), p.Events,
+		p.Total, p.Rate, p.Position, p.Elapsed.Round(100*time.Millisecond))
+	if p.Swapped {
+		line += "  swapped in"
+	}
+	switch {
+	case live && p.Swapped:
+		fmt.Fprintf(w, "\r\033[K%s\n", line)
+	case live:
+		fmt.Fprintf(w, "\r\033[K%s", line)
+	default:
+		fmt.Fprintln(w, line)
+	}
+}

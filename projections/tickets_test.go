@@ -1,0 +1,276 @@
+package projections_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/projections"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
+)
+
+var t0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+
+// appendDomain appends events encoded as the domain stores them.
+func appendDomain(tb testing.TB, s eventstore.Store, stream string, evs ...domain.Event) int64 {
+	tb.Helper()
+	req := eventstore.AppendRequest{Stream: stream, ExpectedVersion: eventstore.AnyVersion}
+	for _, e := range evs {
+		name, v, payload, err := domain.MarshalEvent(e)
+		if err != nil {
+			tb.Fatalf("marshal %T: %v", e, err)
+		}
+		req.Events = append(req.Events, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload,
+			Metadata: eventstore.Metadata{OccurredAt: t0}})
+	}
+	res, err := s.Append(context.Background(), req)
+	if err != nil {
+		tb.Fatalf("append to %s: %v", stream, err)
+	}
+	return res.LastPosition
+}
+
+// seedTicket stores a mail and the ticket made from it, then a note, an
+// answer by mail and the close; it returns the ticket id.
+func seedTicket(tb testing.TB, s eventstore.Store, n int64) string {
+	tb.Helper()
+	mail := func(key, subject, body string) domain.MailReceived {
+		id := domain.MailIDFor("acc", key)
+		m := domain.MailReceived{MailID: id, AccountID: "acc", SourceKey: key, BlobRef: "blob-" + key, ReceivedAt: t0,
+			MessageID: key + "@example.org", Subject: subject, From: domain.Address{Email: "max@example.org"},
+			To: []domain.Address{{Name: "Support", Email: "support@example.org"}}, TextBody: body}
+		appendDomain(tb, s, ticketing.MailStream(id), m)
+		return m
+	}
+	first := mail(fmt.Sprintf("k%d-1", n), "Printer", "It is broken.")
+	answer := mail(fmt.Sprintf("k%d-2", n), "Re: Printer", "Still broken.")
+	id := domain.TicketIDFor(first.MailID)
+	appendDomain(tb, s, domain.TicketStream(id),
+		domain.TicketCreated{TicketID: id, Number: n, Subject: "Printer", Status: domain.StatusNew,
+			Requester: domain.Requester{Email: "Max@Example.org", Name: "Max", Source: domain.RequesterAddress},
+			AccountID: "acc", MessageID: first.MessageID, CreatedAt: t0, CausedBy: first.MailID},
+		domain.NoteAdded{TicketID: id, NoteID: "n1", Text: "called", At: t0.Add(time.Minute), Actor: "token:a"},
+		domain.StatusLeftUnchanged{TicketID: id, Status: domain.StatusNew, Code: domain.UnchangedAlready, At: t0.Add(2 * time.Minute)},
+		domain.MailAppended{TicketID: id, MessageID: answer.MessageID, From: answer.From, Subject: answer.Subject,
+			At: t0.Add(3 * time.Minute), CausedBy: answer.MailID},
+		domain.TicketClosed{TicketID: id, From: domain.StatusNew, ClosedAt: t0.Add(4 * time.Minute), Actor: "token:a"},
+	)
+	return id
+}
+
+func readAll(tb testing.TB, s eventstore.Store) []eventstore.RecordedEvent {
+	tb.Helper()
+	var out []eventstore.RecordedEvent
+	var after int64
+	for {
+		page, err := s.ReadAll(context.Background(), after, 500)
+		if err != nil {
+			tb.Fatalf("ReadAll() error = %v", err)
+		}
+		out = append(out, page...)
+		if len(page) < 500 {
+			return out
+		}
+		after = page[len(page)-1].Position
+	}
+}
+
+func apply(s eventstore.Store, h eventstore.Handler, evs ...eventstore.RecordedEvent) error {
+	return s.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+		for _, ev := range evs {
+			if err := h(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func TestTickets_Handle(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			p := projections.NewTickets(store, reader, nil)
+			id := seedTicket(t, store, 1001)
+			evs := readAll(t, store)
+
+			// when every event is delivered twice, in batches and one by one
+			if err := apply(store, p.Handle, evs...); err != nil {
+				t.Fatalf("first delivery: %v", err)
+			}
+			for _, ev := range evs {
+				if err := apply(store, p.Handle, ev); err != nil {
+					t.Fatalf("redelivery of %s: %v", ev.Type, err)
+				}
+			}
+
+			// then the ticket counts each once
+			got, arts, err := p.Ticket(context.Background(), id)
+			if err != nil {
+				t.Fatalf("Ticket() error = %v", err)
+			}
+			closed := t0.Add(4 * time.Minute)
+			want := projections.Ticket{ID: id, Number: 1001, Subject: "Printer", Status: "closed", RequesterEmail: "max@example.org",
+				RequesterName: "Max", AccountID: "acc", ArticleCount: 3, CreatedAt: t0, UpdatedAt: closed, ClosedAt: &closed, Version: 5}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Ticket() (-want +got):\n%s", diff)
+			}
+			type art struct {
+				Seq                          int64
+				Kind, From, To, Subject, Txt string
+			}
+			var gotArts []art
+			for _, a := range arts {
+				gotArts = append(gotArts, art{a.Seq, a.Kind, a.From, a.To, a.Subject, a.TextBody})
+			}
+			wantArts := []art{
+				{1, "mail", "max@example.org", `"Support" <support@example.org>`, "Printer", "It is broken."},
+				{2, "note", "token:a", "", "", "called"},
+				{4, "mail", "max@example.org", `"Support" <support@example.org>`, "Re: Printer", "Still broken."},
+			}
+			if diff := cmp.Diff(wantArts, gotArts); diff != "" {
+				t.Errorf("articles (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestTickets_Handle_RefusesAnEventBeforeAnEarlierOne(t *testing.T) {
+	t.Parallel()
+	store, reader := openEmbedded(t)
+	p := projections.NewTickets(store, reader, nil)
+	seedTicket(t, store, 1002)
+	var ticketEvents []eventstore.RecordedEvent
+	for _, ev := range readAll(t, store) {
+		if strings.HasPrefix(ev.Stream, "ticket-") {
+			ticketEvents = append(ticketEvents, ev)
+		}
+	}
+	if err := apply(store, p.Handle, ticketEvents[0]); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	// version 3 before version 2 must fail, so the subscription delivers it again later
+	if err := apply(store, p.Handle, ticketEvents[2]); err == nil {
+		t.Fatalf("Handle(version 3 after version 1) = nil, want an error")
+	}
+	if err := apply(store, p.Handle, ticketEvents[1:]...); err != nil {
+		t.Fatalf("in order: %v", err)
+	}
+}
+
+// run starts a projection's Run until the test ends.
+func run(tb testing.TB, f func(context.Context) error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = f(ctx)
+	}()
+	tb.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func waitFor(tb testing.TB, store eventstore.Store, name func() string, pos int64) {
+	tb.Helper()
+	ok, err := projections.WaitReached(context.Background(), store, name(), pos, 20*time.Second)
+	if err != nil || !ok {
+		tb.Fatalf("WaitReached(%s, %d) = %v, %v", name(), pos, ok, err)
+	}
+}
+
+func TestRebuild_SwapsInFreshTablesWhileServing(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			dialect := projections.DialectSQLite
+			if b.name == "postgres" {
+				dialect = projections.DialectPostgres
+			}
+			live := projections.NewTickets(store, reader, nil)
+			live.Options.PollInterval = 20 * time.Millisecond
+			users := projections.NewUsers(store, reader, nil)
+			users.Options.PollInterval = 20 * time.Millisecond
+			run(t, live.Run)
+			run(t, users.Run)
+			for n := range int64(5) {
+				seedTicket(t, store, 2000+n)
+			}
+			uid := domain.UserIDFor("ann@example.org")
+			pos := appendDomain(t, store, domain.UserStream(uid), domain.UserCreated{UserID: uid, UserName: "ann",
+				Email: "ann@example.org", At: t0, Actor: "token:a"})
+			waitFor(t, store, live.Name, pos)
+			waitFor(t, store, users.Name, pos)
+			before, err := live.ListTickets(context.Background(), projections.TicketFilter{Limit: 100})
+			if err != nil || len(before.Items) != 5 {
+				t.Fatalf("ListTickets() = %d items, %v; want 5", len(before.Items), err)
+			}
+
+			// when the tickets and users views are rebuilt while the live projections run
+			var reports []projections.RebuildProgress
+			for _, view := range []string{"tickets", "users", "locations"} {
+				prog, err := projections.Rebuild(context.Background(), store, reader, view, projections.RebuildOptions{
+					Dialect: dialect, Every: 10 * time.Millisecond,
+					Progress: func(p projections.RebuildProgress) { reports = append(reports, p) },
+				})
+				if err != nil {
+					t.Fatalf("Rebuild(%s) error = %v", view, err)
+				}
+				if !prog.Swapped || prog.Generation != 2 || prog.Total < prog.Events || prog.Percent() != 100 {
+					t.Errorf("Rebuild(%s) = %+v, want generation 2 swapped in after all events", view, prog)
+				}
+			}
+			if len(reports) < 3 {
+				t.Errorf("progress reported %d times, want at least once per view", len(reports))
+			}
+
+			// then the same rows serve, and the live projection follows the new generation
+			after, err := live.ListTickets(context.Background(), projections.TicketFilter{Limit: 100})
+			if err != nil {
+				t.Fatalf("ListTickets() after the rebuild error = %v", err)
+			}
+			if diff := cmp.Diff(before, after); diff != "" {
+				t.Errorf("tickets after the rebuild (-before +after):\n%s", diff)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for live.Name() != projections.TicketsName+".g2" || users.Name() != projections.UsersName+".g2" {
+				if time.Now().After(deadline) {
+					t.Fatalf("live subscribers %q, %q: never switched to generation 2", live.Name(), users.Name())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			id := seedTicket(t, store, 2100)
+			pos = appendDomain(t, store, domain.UserStream(uid), domain.UserUpdated{UserID: uid, Email: "ann@example.org",
+				Name: "Ann", At: t0, Actor: "token:a"})
+			waitFor(t, store, live.Name, pos)
+			waitFor(t, store, users.Name, pos)
+			if got, _, err := live.Ticket(context.Background(), id); err != nil || got.Version != 5 || got.ArticleCount != 3 {
+				t.Errorf("ticket written after the swap = %+v, %v; want version 5 with 3 articles", got, err)
+			}
+			if u, err := users.User(context.Background(), uid); err != nil || u.Name != "Ann" || u.Version != 2 {
+				t.Errorf("user updated after the swap = %+v, %v", u, err)
+			}
+			if _, _, err := live.Ticket(context.Background(), "nope"); !errors.Is(err, projections.ErrTicketNotFound) {
+				t.Errorf("Ticket(nope) error = %v, want ErrTicketNotFound", err)
+			}
+
+			// and a second rebuild takes the next generation
+			prog, err := projections.Rebuild(context.Background(), store, reader, "tickets", projections.RebuildOptions{Dialect: dialect})
+			if err != nil || prog.Generation != 3 {
+				t.Errorf("second Rebuild() = %+v, %v; want generation 3", prog, err)
+			}
+		})
+	}
+}
