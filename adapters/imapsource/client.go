@@ -66,7 +66,7 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	opts := &imapclient.Options{TLSConfig: tlsCfg, DebugWriter: f.debug}
+	opts := &imapclient.Options{TLSConfig: tlsCfg}
 	switch cfg.Security {
 	case mailsource.SecurityTLS:
 		tc := tls.Client(conn, tlsCfg)

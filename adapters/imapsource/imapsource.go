@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 
@@ -32,9 +31,8 @@ import (
 // Fetcher polls the folders of one IMAP account. It is safe for concurrent
 // use, but the caller should not poll one account twice at the same time.
 type Fetcher struct {
-	cfg   Config
-	log   *slog.Logger
-	debug io.Writer // raw protocol trace, tests only
+	cfg Config
+	log *slog.Logger
 
 	mu          sync.Mutex
 	uidValidity map[string]uint32 // last seen per folder, for the log
