@@ -204,6 +204,11 @@ func TestScheduler_PollsAtOnceOnDemandAndRecordsOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return good.count() == 2 })
+	// The outcome is recorded after Poll returns: wait for it before stopping.
+	waitFor(t, func() bool {
+		n, err := store.StreamVersion(context.Background(), MailboxStream("good"))
+		return err == nil && n == 2
+	})
 	if err := s.PollNow("nope"); !errors.Is(err, ErrUnknownAccount) {
 		t.Errorf("PollNow(unknown) = %v, want ErrUnknownAccount", err)
 	}

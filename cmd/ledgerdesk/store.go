@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -18,6 +19,10 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/migrations"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 )
+
+// minPoolConns covers the subscribers (intake, projections, outbound saga),
+// the fetchers and the API at once.
+const minPoolConns = 16
 
 // store is the event store chosen by the configuration, migrated and ready.
 type store struct {
@@ -63,6 +68,12 @@ func openPostgres(ctx context.Context, cfg *config, logger *slog.Logger) (*store
 	if err != nil {
 		// pgx's message may quote the URL, password included: keep only the gist.
 		return nil, &configError{problems: []error{fmt.Errorf("%s: cannot be parsed as a PostgreSQL URL", envDatabaseURL)}}
+	}
+	// Every durable subscriber holds a connection while its batch runs; the
+	// default pool (4 on 2 cores) would leave API requests and imports
+	// waiting. An explicit pool_max_conns in the URL wins.
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		pcfg.MaxConns = max(pcfg.MaxConns, minPoolConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
