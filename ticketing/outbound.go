@@ -107,6 +107,14 @@ type Outbound struct {
 	o    OutboundOptions
 	wake chan struct{}
 
+	// The subscription's folds read through its transaction and the
+	// workers' through the store, each set under its own lock: a worker
+	// waiting for a pool connection must never block the subscription,
+	// which holds one.
+	guardMu       sync.Mutex
+	guardOutbound fold[domain.OutboundAccounts]
+	guardInbound  fold[domain.InboundAccounts]
+
 	mu        sync.Mutex
 	outbound  fold[domain.OutboundAccounts]
 	inbound   fold[domain.InboundAccounts]
@@ -149,10 +157,12 @@ func NewOutbound(o OutboundOptions) *Outbound {
 	}
 	return &Outbound{
 		o: o, wake: make(chan struct{}, 1),
-		outbound:  fold[domain.OutboundAccounts]{stream: OutboundAccountsStream, evolve: domain.EvolveOutboundAccounts},
-		inbound:   fold[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
-		settings:  fold[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
-		templates: fold[domain.Templates]{stream: TemplatesStream, evolve: domain.EvolveTemplates},
+		guardOutbound: fold[domain.OutboundAccounts]{stream: OutboundAccountsStream, evolve: domain.EvolveOutboundAccounts},
+		guardInbound:  fold[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
+		outbound:      fold[domain.OutboundAccounts]{stream: OutboundAccountsStream, evolve: domain.EvolveOutboundAccounts},
+		inbound:       fold[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
+		settings:      fold[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
+		templates:     fold[domain.Templates]{stream: TemplatesStream, evolve: domain.EvolveTemplates},
 	}
 }
 
@@ -402,10 +412,10 @@ func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at tim
 			}
 		}
 	}
-	s.mu.Lock()
-	out, err1 := s.outbound.load(ctx, tx.ReadStream)
-	in, err2 := s.inbound.load(ctx, tx.ReadStream)
-	s.mu.Unlock()
+	s.guardMu.Lock()
+	out, err1 := s.guardOutbound.load(ctx, tx.ReadStream)
+	in, err2 := s.guardInbound.load(ctx, tx.ReadStream)
+	s.guardMu.Unlock()
 	if err := errors.Join(err1, err2); err != nil {
 		return "", "", err
 	}
