@@ -66,5 +66,15 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/users", rolesAll, s.listUsers},
 		{http.MethodGet, Prefix + "/users/:id", rolesAll, s.getUser},
 		{http.MethodGet, Prefix + "/locations", rolesAll, s.listLocations},
+
+		{http.MethodPost, Prefix + "/outbound-accounts", rolesAdmin, s.createOutbound},
+		{http.MethodGet, Prefix + "/outbound-accounts", rolesReaders, s.listOutbound},
+		{http.MethodGet, Prefix + "/outbound-accounts/:id", rolesReaders, s.getOutbound},
+		{http.MethodPut, Prefix + "/outbound-accounts/:id", rolesAdmin, s.updateOutbound},
+		{http.MethodDelete, Prefix + "/outbound-accounts/:id", rolesAdmin, s.deleteOutbound},
+
+		{http.MethodGet, Prefix + "/templates", rolesReaders, s.listTemplates},
+		{http.MethodGet, Prefix + "/templates/:name", rolesReaders, s.getTemplate},
+		{http.MethodPut, Prefix + "/templates/:name", rolesAdmin, s.putTemplate},
 	}
 }
