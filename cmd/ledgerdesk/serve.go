@@ -70,6 +70,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	users := projections.NewUsers(st, st.Reader, logger)
 	locations := projections.NewLocations(st, st.Reader, logger)
 	intake := ticketing.NewProcessManager(st, now, logger)
+	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -92,6 +93,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	var background sync.WaitGroup
 	for name, run := range map[string]func(context.Context) error{
 		"mail intake":               intake.Run,
+		"outbound saga":             outbound.Run,
 		"mailbox-status projection": mailboxStatus.Run,
 		"tickets projection":        tickets.Run,
 		"users projection":          users.Run,
