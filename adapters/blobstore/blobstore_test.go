@@ -316,3 +316,34 @@ func TestFS_SyncWithNothingPending(t *testing.T) {
 		t.Fatalf("Sync() after Put() error = %v", err)
 	}
 }
+
+func TestFS_WritePackAndOpenPacked(t *testing.T) {
+	t.Parallel()
+	s := mustNewFS(t)
+	blobs := [][]byte{[]byte("first mail"), []byte(""), []byte("third mail, a little longer")}
+	packed, err := s.WritePack(context.Background(), blobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range packed {
+		if want := blobstore.RefFromDigest(sha256.Sum256(blobs[i])); p.Ref != want {
+			t.Errorf("blob %d ref = %s, want %s", i, p.Ref, want)
+		}
+		rc, err := s.OpenPacked(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		_ = rc.Close()
+		if !bytes.Equal(got, blobs[i]) {
+			t.Errorf("OpenPacked(%d) = %q, want %q", i, got, blobs[i])
+		}
+	}
+	again, err := s.WritePack(context.Background(), blobs)
+	if err != nil || again[2] != packed[2] {
+		t.Errorf("writing the same pack again = %+v, %v; want the same locations", again, err)
+	}
+	if _, err := s.OpenPacked(blobstore.Packed{Pack: "../../etc/passwd"}); !errors.Is(err, blobstore.ErrInvalidRef) {
+		t.Errorf("OpenPacked with a path = %v, want ErrInvalidRef", err)
+	}
+}
