@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
@@ -16,8 +15,8 @@ import (
 type RebuildOptions struct {
 	// Dialect is DialectPostgres or DialectSQLite (the DDL of the fresh tables).
 	Dialect string
-	// BatchSize is how many events share one transaction [1000].
-	BatchSize int
+	// PageSize is how many events one read of the log returns [5000].
+	PageSize int
 	// Every is how often Progress is called [1s].
 	Every time.Duration
 	// Progress, if set, is called while the rebuild runs and once at the end.
@@ -29,19 +28,18 @@ type RebuildOptions struct {
 
 // RebuildProgress says how far a rebuild is.
 type RebuildProgress struct {
-	View       string
+	Views      []string
 	Generation int64
-	Subscriber string
-	// Events counts the events handed to the projection so far; Total is
-	// the size of the log when the rebuild started.
+	// Events counts the events read so far; Total is the size of the log
+	// when the rebuild started.
 	Events, Total int64
-	// Position is the fresh subscriber's checkpoint.
+	// Position is the last event read.
 	Position int64
 	Elapsed  time.Duration
 	// Rate is events per second since the start.
 	Rate float64
-	// Swapped is set once the fresh tables serve.
-	Swapped bool
+	// Phase is "reading", "writing", "catching up" or "swapped".
+	Phase string
 }
 
 // Percent is Events of Total, capped at 100 (events appended during the
@@ -53,28 +51,39 @@ func (p RebuildProgress) Percent() float64 {
 	return min(100, 100*float64(p.Events)/float64(p.Total))
 }
 
-// Rebuild replays the whole log into a fresh generation of view's tables
-// (view is one of ViewNames) while the serving tables keep serving, then
-// swaps the fresh set in:
+// Swapped reports whether the fresh tables serve.
+func (p RebuildProgress) Swapped() bool { return p.Phase == "swapped" }
+
+// Rebuild replays the whole log into a fresh generation of the views'
+// tables (views from ViewNames; all of them in one pass over the log) while
+// the serving tables keep serving, then swaps the fresh ones in:
 //
-//  1. It takes the next generation N (projection_generations.last_attempt,
-//     so an aborted rebuild never reuses a subscriber name or its
-//     checkpoint), and creates the tables with the suffix "_g<N>".
-//  2. A new subscriber, "<base>.g<N>", feeds them from the first event.
-//  3. Once it has processed every event visible in the log, it stops, and
-//     one transaction drops the serving tables, renames the fresh ones to
-//     the plain names and records generation N and its subscriber.
+//  1. It reserves the next generation N (projection_generations) and
+//     creates the tables with the suffix "_g<N>".
+//  2. It reads the log from the first event in pages, folds it in memory and
+//     writes the rows in bulk (COPY on PostgreSQL). The fresh tables serve
+//     nobody yet, so this needs no per-event transaction: a rebuild that
+//     dies leaves them behind and the next one takes generation N+1.
+//  3. It applies the events appended meanwhile through the projections'
+//     own handlers, until it has read the whole visible log.
+//  4. One transaction locks the serving tables (which stops the running
+//     projection from writing them), applies the last events appended since,
+//     drops the serving tables and renames the fresh ones to the plain names.
 //
-// A running server notices the new subscriber within a few seconds and
-// continues from where the rebuild stopped (see view.run); the handlers'
-// per-stream version guard keeps rows right while both briefly write.
-func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, view string, opts RebuildOptions) (RebuildProgress, error) {
-	tables, ok := viewTables[view]
-	if !ok {
-		return RebuildProgress{}, fmt.Errorf("projections: rebuild: unknown view %q (one of %s)", view, strings.Join(ViewNames(), ", "))
+// The running projections keep their subscriber names and checkpoints: the
+// events they meet again after the swap are at or below the rows' versions
+// and change nothing.
+func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views []string, opts RebuildOptions) (RebuildProgress, error) {
+	if len(views) == 0 {
+		views = ViewNames()
 	}
-	if opts.BatchSize <= 0 {
-		opts.BatchSize = 1000
+	for _, v := range views {
+		if _, ok := viewTables[v]; !ok {
+			return RebuildProgress{}, fmt.Errorf("projections: rebuild: unknown view %q (one of %s)", v, strings.Join(ViewNames(), ", "))
+		}
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 5000
 	}
 	if opts.Every <= 0 {
 		opts.Every = time.Second
@@ -85,66 +94,63 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, view st
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	gen, err := nextGeneration(ctx, store, view)
+	what := strings.Join(views, ", ")
+	gen, err := nextGeneration(ctx, store, views)
 	if err != nil {
 		return RebuildProgress{}, err
 	}
 	suffix := fmt.Sprintf("_g%d", gen)
-	ddl, err := tableDDL(opts.Dialect, view, suffix)
-	if err != nil {
-		return RebuildProgress{}, err
-	}
 	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		for _, t := range tables {
-			if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+t+suffix); err != nil {
+		for _, v := range views {
+			ddl, err := tableDDL(opts.Dialect, v, suffix)
+			if err != nil {
+				return err
+			}
+			for _, t := range viewTables[v] {
+				if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+t+suffix); err != nil {
+					return err
+				}
+			}
+			if err := execAll(ctx, tx, ddl); err != nil {
 				return err
 			}
 		}
-		return execAll(ctx, tx, ddl)
+		return nil
 	})
 	if err != nil {
-		return RebuildProgress{}, fmt.Errorf("projections: rebuild %s: create tables: %w", view, err)
+		return RebuildProgress{}, fmt.Errorf("projections: rebuild %s: create tables: %w", what, err)
 	}
 
 	var (
-		handle eventstore.Handler
-		base   string
+		folds    []bulkFold
+		handlers []eventstore.Handler
 	)
-	switch view {
-	case "tickets":
-		p := newTickets(store, reader, opts.Logger, suffix)
-		handle, base = p.Handle, TicketsName
-	case "users":
-		p := newUsers(store, reader, opts.Logger, suffix)
-		handle, base = p.Handle, UsersName
-	case "locations":
-		p := newLocations(store, reader, opts.Logger, suffix)
-		handle, base = p.Handle, LocationsName
+	for _, v := range views {
+		switch v {
+		case "tickets":
+			folds = append(folds, newBulkTickets(store, opts.Logger, suffix))
+			handlers = append(handlers, newTickets(store, reader, opts.Logger, suffix).Handle)
+		case "users":
+			folds = append(folds, &bulkUsers{logger: opts.Logger, table: "users" + suffix, users: map[string]*User{}})
+			handlers = append(handlers, newUsers(store, reader, opts.Logger, suffix).Handle)
+		case "locations":
+			folds = append(folds, &bulkLocations{logger: opts.Logger, table: "locations" + suffix, locs: map[string]*Location{}})
+			handlers = append(handlers, newLocations(store, reader, opts.Logger, suffix).Handle)
+		}
 	}
-	prog := RebuildProgress{View: view, Generation: gen, Subscriber: subscriberFor(base, gen)}
+	prog := RebuildProgress{Views: views, Generation: gen, Phase: "reading"}
 	if prog.Total, err = countEvents(ctx, reader); err != nil {
 		return prog, err
 	}
-
-	var handled atomic.Int64
-	counted := func(ctx context.Context, tx eventstore.Tx, ev eventstore.RecordedEvent) error {
-		err := handle(ctx, tx, ev)
-		if err == nil {
-			handled.Add(1)
-		}
-		return err
-	}
 	start := opts.Now()
-	subCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	subDone := make(chan error, 1)
-	go func() {
-		subDone <- store.Subscribe(subCtx, prog.Subscriber, counted,
-			eventstore.SubscribeOptions{BatchSize: opts.BatchSize, PollInterval: 50 * time.Millisecond})
-	}()
-	report := func() {
-		prog.Events = handled.Load()
-		prog.Elapsed = opts.Now().Sub(start)
+	lastReport := start
+	report := func(force bool) {
+		now := opts.Now()
+		if !force && now.Sub(lastReport) < opts.Every {
+			return
+		}
+		lastReport = now
+		prog.Elapsed = now.Sub(start)
 		if s := prog.Elapsed.Seconds(); s > 0 {
 			prog.Rate = float64(prog.Events) / s
 		}
@@ -152,95 +158,165 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, view st
 			opts.Progress(prog)
 		}
 	}
-	tick := time.NewTicker(opts.Every / 4)
-	defer tick.Stop()
-	lastReport := start
-	for caughtUp := false; !caughtUp; {
-		select {
-		case <-ctx.Done():
-			stop()
-			<-subDone
-			return prog, ctx.Err()
-		case err := <-subDone:
-			return prog, fmt.Errorf("projections: rebuild %s: subscription ended: %w", view, err)
-		case <-tick.C:
+
+	// Writing runs beside reading: the batches go to a writer goroutine.
+	w := startWriter(ctx, store, reader)
+	for {
+		page, err := store.ReadAll(ctx, prog.Position, opts.PageSize)
+		if err != nil {
+			w.abort()
+			return prog, fmt.Errorf("projections: rebuild %s: read the log: %w", what, err)
 		}
-		if prog.Position, err = store.Checkpoint(ctx, prog.Subscriber); err != nil {
-			return prog, fmt.Errorf("projections: rebuild %s: %w", view, err)
+		if len(page) == 0 {
+			break
 		}
-		if handled.Load() >= prog.Total || prog.Position > 0 {
-			next, err := store.ReadAll(ctx, prog.Position, 1)
-			if err != nil {
-				return prog, fmt.Errorf("projections: rebuild %s: %w", view, err)
+		for _, ev := range page {
+			for _, f := range folds {
+				if err := f.apply(ctx, ev); err != nil {
+					w.abort()
+					return prog, fmt.Errorf("projections: rebuild %s: event at position %d: %w", what, ev.Position, err)
+				}
 			}
-			caughtUp = len(next) == 0
 		}
-		if now := opts.Now(); now.Sub(lastReport) >= opts.Every && !caughtUp {
-			lastReport = now
-			report()
+		for _, f := range folds {
+			for _, b := range f.ready() {
+				if err := w.write(ctx, b); err != nil {
+					return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
+				}
+			}
+		}
+		prog.Events += int64(len(page))
+		prog.Position = page[len(page)-1].Position
+		report(false)
+	}
+	prog.Phase = "writing"
+	report(true)
+	for _, f := range folds {
+		for _, b := range f.rest() {
+			if err := w.write(ctx, b); err != nil {
+				return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
+			}
 		}
 	}
-	stop()
-	if err := <-subDone; err != nil && !errors.Is(err, context.Canceled) {
-		return prog, fmt.Errorf("projections: rebuild %s: %w", view, err)
+	if err := w.close(); err != nil {
+		return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
 	}
-	if prog.Position, err = store.Checkpoint(ctx, prog.Subscriber); err != nil {
-		return prog, fmt.Errorf("projections: rebuild %s: %w", view, err)
+
+	// Events appended since: through the handlers, a page per transaction.
+	prog.Phase = "catching up"
+	report(true)
+	apply := func(ctx context.Context, tx eventstore.Tx) (int, error) {
+		page, err := store.ReadAll(ctx, prog.Position, opts.PageSize)
+		if err != nil {
+			return 0, err
+		}
+		for _, ev := range page {
+			for _, h := range handlers {
+				if err := h(ctx, tx, ev); err != nil {
+					return 0, fmt.Errorf("event at position %d: %w", ev.Position, err)
+				}
+			}
+			prog.Position = ev.Position
+		}
+		prog.Events += int64(len(page))
+		return len(page), nil
 	}
-	if err := swap(ctx, store, view, tables, suffix, gen, prog.Subscriber); err != nil {
-		return prog, err
+	for {
+		var n int
+		before := prog
+		err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+			prog = before
+			var err error
+			n, err = apply(ctx, tx)
+			return err
+		})
+		if err != nil {
+			return prog, fmt.Errorf("projections: rebuild %s: catch up: %w", what, err)
+		}
+		report(false)
+		if n < opts.PageSize {
+			break
+		}
 	}
-	prog.Swapped = true
-	report()
+
+	// The swap: lock, last events, drop, rename.
+	before := prog
+	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		prog = before
+		if opts.Dialect == DialectPostgres {
+			var serving []string
+			for _, v := range views {
+				serving = append(serving, viewTables[v]...)
+			}
+			if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(serving, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+				return fmt.Errorf("lock the serving tables: %w", err)
+			}
+		}
+		for {
+			n, err := apply(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		for _, v := range views {
+			for _, t := range viewTables[v] {
+				if _, err := tx.Exec(ctx, `DROP TABLE `+t); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `ALTER TABLE `+t+suffix+` RENAME TO `+t); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, `UPDATE projection_generations SET generation = $2 WHERE projection = $1`, v, gen); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return prog, fmt.Errorf("projections: rebuild %s: swap in generation %d: %w", what, gen, err)
+	}
+	prog.Phase = "swapped"
+	report(true)
 	return prog, nil
 }
 
-// nextGeneration reserves the generation number of a new rebuild.
-func nextGeneration(ctx context.Context, store eventstore.Store, view string) (int64, error) {
+// nextGeneration reserves the generation number of a new rebuild of views:
+// one more than any generation they have served or tried.
+func nextGeneration(ctx context.Context, store eventstore.Store, views []string) (int64, error) {
 	var gen int64
 	err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		var cur, last int64
-		err := tx.QueryRow(ctx, `SELECT generation, last_attempt FROM projection_generations WHERE projection = $1`, view).Scan(&cur, &last)
-		switch {
-		case errors.Is(err, eventstore.ErrNoRows):
-			cur, last = 1, 1
-			_, err = tx.Exec(ctx, `INSERT INTO projection_generations (projection, generation, subscriber, last_attempt)
-				VALUES ($1, 1, $2, 1)`, view, subscriberFor(baseName(view), 1))
-			if err != nil {
+		gen = 2
+		for _, v := range views {
+			var cur, last int64
+			err := tx.QueryRow(ctx, `SELECT generation, last_attempt FROM projection_generations WHERE projection = $1`, v).Scan(&cur, &last)
+			switch {
+			case errors.Is(err, eventstore.ErrNoRows):
+				cur, last = 1, 1
+				_, err = tx.Exec(ctx, `INSERT INTO projection_generations (projection, generation, subscriber, last_attempt)
+					VALUES ($1, 1, $2, 1)`, v, baseName(v))
+				if err != nil {
+					return err
+				}
+			case err != nil:
 				return err
 			}
-		case err != nil:
-			return err
+			gen = max(gen, cur+1, last+1)
 		}
-		gen = max(cur, last) + 1
-		_, err = tx.Exec(ctx, `UPDATE projection_generations SET last_attempt = $2 WHERE projection = $1`, view, gen)
-		return err
+		for _, v := range views {
+			if _, err := tx.Exec(ctx, `UPDATE projection_generations SET last_attempt = $2 WHERE projection = $1`, v, gen); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("projections: rebuild %s: reserve a generation: %w", view, err)
+		return 0, fmt.Errorf("projections: rebuild: reserve a generation: %w", err)
 	}
 	return gen, nil
-}
-
-// swap makes generation gen's tables the serving ones, in one transaction.
-func swap(ctx context.Context, store eventstore.Store, view string, tables []string, suffix string, gen int64, subscriber string) error {
-	err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		for _, t := range tables {
-			if _, err := tx.Exec(ctx, `DROP TABLE `+t); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+suffix+` RENAME TO `+t); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, `UPDATE projection_generations SET generation = $2, subscriber = $3 WHERE projection = $1`,
-			view, gen, subscriber)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("projections: rebuild %s: swap in generation %d: %w", view, gen, err)
-	}
-	return nil
 }
 
 func baseName(view string) string {
@@ -287,4 +363,60 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// writer writes row batches in a goroutine of its own, so that reading
+// and folding the log goes on meanwhile; it holds at most two batches.
+type writer struct {
+	ch     chan rowBatch
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func startWriter(ctx context.Context, store eventstore.Store, reader Reader) *writer {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &writer{ch: make(chan rowBatch, 1), done: make(chan error, 1), cancel: cancel}
+	bulk, _ := reader.(bulkInserter)
+	go func() {
+		var err error
+		for b := range w.ch {
+			if err != nil || len(b.rows) == 0 { // after a failure, drain until close
+				continue
+			}
+			if bulk != nil {
+				err = bulk.insertRows(ctx, b)
+			} else {
+				err = insertRowsSQL(ctx, store, b)
+			}
+		}
+		w.done <- err
+	}()
+	return w
+}
+
+// write queues b. A failed write shows in close.
+func (w *writer) write(ctx context.Context, b rowBatch) error {
+	select {
+	case w.ch <- b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close waits for the queued batches.
+func (w *writer) close() error {
+	close(w.ch)
+	err := <-w.done
+	w.cancel()
+	if err != nil {
+		return fmt.Errorf("write the fresh tables: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) abort() {
+	w.cancel()
+	close(w.ch)
+	<-w.done
 }

@@ -15,10 +15,10 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
-// TicketsName is the subscriber name of the ticket projection's first
-// generation. Changing it makes the projection start again from the first
-// event into the same tables: bump it only together with a migration that
-// empties them. A rebuild uses TicketsName + ".g<N>".
+// TicketsName is the subscriber name of the ticket projection. Changing it
+// makes the projection start again from the first event into the same
+// tables: bump it only together with a migration that empties them (or
+// use `ledgerdesk projections rebuild`, which keeps it).
 const TicketsName = "projection.tickets.v1"
 
 // Kinds of ticket articles (ticket_articles.kind).
@@ -195,24 +195,40 @@ func fillFromMail(ctx context.Context, tx eventstore.Tx, a *article, mailID stri
 	if err != nil {
 		return fmt.Errorf("read mail %s: %w", mailID, err)
 	}
-	if len(evs) == 0 || evs[0].Type != domain.MailReceivedName {
-		return nil
+	if b, ok := mailBodyOf(evs); ok {
+		a.fill(b)
+	}
+	return nil
+}
+
+// mailBody is what a mail article takes from its MailReceived.
+type mailBody struct {
+	mailID, messageID, subject, from, to, text, html, blobRef string
+}
+
+// mailBodyOf decodes the MailReceived that opens a mail stream; an
+// undecodable one leaves the article without body (the ticket stays right).
+func mailBodyOf(evs []eventstore.RecordedEvent) (mailBody, bool) {
+	if len(evs) == 0 || evs[0].Type != domain.MailReceivedName || evs[0].StreamVersion != 1 {
+		return mailBody{}, false
 	}
 	var m domain.MailReceived
 	if err := json.Unmarshal(evs[0].Payload, &m); err != nil {
-		return nil //nolint:nilerr // an undecodable mail leaves the article without body; the ticket stays consistent
+		return mailBody{}, false
 	}
-	a.mailID = m.MailID
+	return mailBody{mailID: m.MailID, messageID: m.MessageID, subject: m.Subject, from: formatAddress(m.From),
+		to: formatAddresses(m.To), text: m.TextBody, html: m.HTMLBody, blobRef: m.BlobRef}, true
+}
+
+func (a *article) fill(b mailBody) {
+	a.mailID = b.mailID
 	if a.messageID == "" {
-		a.messageID = m.MessageID
+		a.messageID = b.messageID
 	}
 	if a.subject == "" {
-		a.subject = m.Subject
+		a.subject = b.subject
 	}
-	a.from = formatAddress(m.From)
-	a.to = formatAddresses(m.To)
-	a.text, a.html, a.blobRef = m.TextBody, m.HTMLBody, m.BlobRef
-	return nil
+	a.from, a.to, a.text, a.html, a.blobRef = b.from, b.to, b.text, b.html, b.blobRef
 }
 
 func formatAddress(a domain.Address) string {

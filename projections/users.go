@@ -12,7 +12,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
 
-// Subscriber names of the directory projections' first generation; see
+// Subscriber names of the directory projections; see
 // TicketsName for what changing them means.
 const (
 	UsersName     = "projection.users.v1"

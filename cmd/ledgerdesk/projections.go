@@ -26,10 +26,10 @@ func runProjections(ctx context.Context, args []string, getenv func(string) stri
 		return errUsage
 	}
 	fs := newFlagSet("projections rebuild", "Rebuild views from the first event into fresh tables, swap them in when caught up.\n"+
-		"NAME is one of "+strings.Join(projections.ViewNames(), ", ")+"; without it all are rebuilt, one after the other.\n"+
+		"NAME is one of "+strings.Join(projections.ViewNames(), ", ")+"; without it all are rebuilt, in one pass over the log.\n"+
 		"A running serve keeps serving the old tables meanwhile and follows the new ones after the swap.", stderr)
 	cfg := bindConfig(fs, getenv, false)
-	batch := fs.Int("batch", 1000, "events per transaction")
+	page := fs.Int("page", 5000, "events per read of the log")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -66,30 +66,28 @@ func runProjections(ctx context.Context, args []string, getenv func(string) stri
 	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		live = true
 	}
-	for _, view := range views {
-		prog, err := projections.Rebuild(ctx, st, st.Reader, view, projections.RebuildOptions{
-			Dialect: dialect, BatchSize: *batch, Logger: logger, Now: time.Now,
-			Progress: func(p projections.RebuildProgress) { printProgress(stdout, p, live) },
-		})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: generation %d serving, %d events in %s (%.0f events/s)\n", view, prog.Generation,
-			prog.Events, prog.Elapsed.Round(time.Millisecond), prog.Rate)
+	prog, err := projections.Rebuild(ctx, st, st.Reader, views, projections.RebuildOptions{
+		Dialect: dialect, PageSize: *page, Logger: logger, Now: time.Now,
+		Progress: func(p projections.RebuildProgress) { printProgress(stdout, p, live) },
+	})
+	if err != nil {
+		return err
 	}
+	fmt.Fprintf(stdout, "%s: generation %d serving, %d events in %s (%.0f events/s)\n", strings.Join(views, ", "),
+		prog.Generation, prog.Events, prog.Elapsed.Round(time.Millisecond), prog.Rate)
 	return nil
 }
 
 // printProgress writes one progress line: in place on a terminal, else one
 // line per report.
 func printProgress(w io.Writer, p projections.RebuildProgress, live bool) {
-	line := fmt.Sprintf("%-9s %5.1f%%  %d/%d events  %.0f events/s  position %d  %s", p.View, p.Percent(), p.Events,
+	line := fmt.Sprintf("%-12s %5.1f%%  %d/%d events  %.0f events/s  position %d  %s", p.Phase, p.Percent(), p.Events,
 		p.Total, p.Rate, p.Position, p.Elapsed.Round(100*time.Millisecond))
-	if p.Swapped {
-		line += "  swapped in"
+	if p.Swapped() {
+		line += "  (fresh tables swapped in)"
 	}
 	switch {
-	case live && p.Swapped:
+	case live && p.Swapped():
 		fmt.Fprintf(w, "\r\033[K%s\n", line)
 	case live:
 		fmt.Fprintf(w, "\r\033[K%s", line)

@@ -1,0 +1,405 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
+)
+
+// A rebuild folds the log in memory and writes the fresh tables in bulk;
+// the folds below mirror the handlers' SQL (Tickets.Handle, Users.Handle,
+// Locations.Handle), and the rebuild test checks that both give the same
+// rows. They only ever write tables that do not serve yet: a rebuild that
+// dies leaves them behind and the next one starts a new generation.
+
+// rowBatch is rows for one table.
+type rowBatch struct {
+	table   string
+	columns []string
+	rows    [][]any
+}
+
+// bulkFold is one view's in-memory rebuild.
+type bulkFold interface {
+	// apply folds one event; it may read the store (a mail body it has not
+	// seen pass by).
+	apply(ctx context.Context, ev eventstore.RecordedEvent) error
+	// ready hands over rows that will not change any more (written while
+	// the fold goes on).
+	ready() []rowBatch
+	// rest hands over everything else, at the end.
+	rest() []rowBatch
+}
+
+var (
+	ticketCols  = []string{"id", "number", "subject", "status", "requester_email", "requester_name", "requester_user_id", "location_id", "resource", "category", "priority", "account_id", "article_count", "created_at", "updated_at", "closed_at", "version"}
+	articleCols = []string{"ticket_id", "seq", "kind", "mail_id", "message_id", "from_addr", "to_addr", "subject", "text_body", "html_body", "blob_ref", "actor", "created_at"}
+	userCols    = []string{"id", "user_name", "email", "name", "location_id", "auto_created", "created_at", "updated_at", "version"}
+	locCols     = []string{"id", "name", "domain", "created_at", "version"}
+)
+
+// mailCacheSize bounds the mail bodies a tickets rebuild keeps while it
+// waits for the ticket event that uses them (usually the next few events);
+// a body evicted before use is read from its stream instead.
+const mailCacheSize = 50_000
+
+// articleChunk is how many articles a rebuild hands over at a time.
+const articleChunk = 20_000
+
+type bulkTickets struct {
+	store    eventstore.Store
+	logger   *slog.Logger
+	tickets  map[string]*Ticket
+	table    string // tickets + suffix
+	articles string // ticket_articles + suffix
+	pending  [][]any
+	mails    map[string]mailBody
+	ring     []string // FIFO of mails' keys for eviction
+	ringAt   int
+}
+
+func newBulkTickets(store eventstore.Store, logger *slog.Logger, suffix string) *bulkTickets {
+	return &bulkTickets{store: store, logger: logger, tickets: map[string]*Ticket{}, table: "tickets" + suffix, articles: "ticket_articles" + suffix,
+		mails: map[string]mailBody{}, ring: make([]string, mailCacheSize)}
+}
+
+func (b *bulkTickets) apply(ctx context.Context, ev eventstore.RecordedEvent) error {
+	if ev.Type == domain.MailReceivedName && ev.StreamVersion == 1 && strings.HasPrefix(ev.Stream, ticketing.MailStream("")) {
+		if body, ok := mailBodyOf([]eventstore.RecordedEvent{ev}); ok {
+			b.remember(body)
+		}
+		return nil
+	}
+	id, ok := streamID(ev.Stream, domain.TicketStream(""))
+	if !ok {
+		return nil
+	}
+	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+	if err != nil {
+		b.logger.Error("tickets: undecodable event applied as a version bump only", "position", ev.Position,
+			"type", ev.Type, "stream", ev.Stream, "err", err)
+		e = nil
+	}
+	if c, ok := e.(domain.TicketCreated); ok {
+		if b.tickets[id] != nil {
+			return nil
+		}
+		a := &article{kind: ArticleMail, mailID: c.CausedBy, messageID: c.MessageID, subject: c.Subject, at: c.CreatedAt}
+		if c.CausedBy != "" {
+			if err := b.fill(ctx, a, c.CausedBy); err != nil {
+				return err
+			}
+		}
+		created := c.CreatedAt.UTC()
+		b.tickets[id] = &Ticket{ID: id, Number: c.Number, Subject: c.Subject, Status: string(c.Status),
+			RequesterEmail: strings.ToLower(c.Requester.Email), RequesterName: c.Requester.Name, RequesterUserID: c.Requester.UserID,
+			LocationID: c.LocationID, Resource: c.ResourceID, Category: c.Category, Priority: c.Priority, AccountID: c.AccountID,
+			ArticleCount: 1, CreatedAt: created, UpdatedAt: created, Version: ev.StreamVersion}
+		b.addArticle(id, ev.StreamVersion, a)
+		return nil
+	}
+	t := b.tickets[id]
+	switch {
+	case t == nil:
+		b.logger.Error("tickets: event of a ticket that was never created skipped", "position", ev.Position,
+			"type", ev.Type, "stream", ev.Stream)
+		return nil
+	case t.Version >= ev.StreamVersion:
+		return nil
+	case t.Version != ev.StreamVersion-1:
+		return fmt.Errorf("projections: ticket %s: event version %d arrived before an earlier one", id, ev.StreamVersion)
+	}
+	var ch ticketChange
+	if e != nil {
+		ch = changeOf(e, ev)
+	}
+	if ch.needsMailOf != "" {
+		if err := b.fill(ctx, ch.article, ch.needsMailOf); err != nil {
+			return err
+		}
+	}
+	t.Version = ev.StreamVersion
+	if ch.updatedAt.Valid {
+		t.UpdatedAt = ch.updatedAt.Time
+	}
+	if ch.status.Valid {
+		t.Status = ch.status.String
+	}
+	if ch.setClosed {
+		t.ClosedAt = nil
+		if ch.closedAt.Valid {
+			c := ch.closedAt.Time
+			t.ClosedAt = &c
+		}
+	}
+	if ch.resource.Valid {
+		t.Resource = ch.resource.String
+	}
+	if ch.category.Valid {
+		t.Category = ch.category.String
+	}
+	if ch.priority.Valid {
+		t.Priority = ch.priority.String
+	}
+	if ch.article != nil {
+		t.ArticleCount++
+		b.addArticle(id, ev.StreamVersion, ch.article)
+	}
+	return nil
+}
+
+func (b *bulkTickets) remember(m mailBody) {
+	if old := b.ring[b.ringAt]; old != "" {
+		delete(b.mails, old)
+	}
+	b.ring[b.ringAt] = m.mailID
+	b.ringAt = (b.ringAt + 1) % len(b.ring)
+	b.mails[m.mailID] = m
+}
+
+func (b *bulkTickets) fill(ctx context.Context, a *article, mailID string) error {
+	if m, ok := b.mails[mailID]; ok {
+		a.fill(m)
+		return nil
+	}
+	evs, err := b.store.ReadStream(ctx, ticketing.MailStream(mailID), 1, 1)
+	if err != nil {
+		return fmt.Errorf("projections: read mail %s: %w", mailID, err)
+	}
+	if m, ok := mailBodyOf(evs); ok {
+		a.fill(m)
+	}
+	return nil
+}
+
+func (b *bulkTickets) addArticle(id string, seq int64, a *article) {
+	b.pending = append(b.pending, []any{id, seq, a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html,
+		a.blobRef, a.actor, a.at.UTC()})
+}
+
+func (b *bulkTickets) ready() []rowBatch {
+	if len(b.pending) < articleChunk {
+		return nil
+	}
+	rows := b.pending
+	b.pending = nil
+	return []rowBatch{{table: b.articles, columns: articleCols, rows: rows}}
+}
+
+func (b *bulkTickets) rest() []rowBatch {
+	rows := make([][]any, 0, len(b.tickets))
+	for _, t := range b.tickets {
+		var closed any
+		if t.ClosedAt != nil {
+			closed = t.ClosedAt.UTC()
+		}
+		rows = append(rows, []any{t.ID, t.Number, t.Subject, t.Status, t.RequesterEmail, t.RequesterName, t.RequesterUserID,
+			t.LocationID, t.Resource, t.Category, t.Priority, t.AccountID, t.ArticleCount, t.CreatedAt.UTC(), t.UpdatedAt.UTC(),
+			closed, t.Version})
+	}
+	out := []rowBatch{{table: b.table, columns: ticketCols, rows: rows}}
+	if len(b.pending) > 0 {
+		out = append(out, rowBatch{table: b.articles, columns: articleCols, rows: b.pending})
+		b.pending = nil
+	}
+	b.tickets = nil
+	return out
+}
+
+type bulkUsers struct {
+	logger *slog.Logger
+	table  string
+	users  map[string]*User
+}
+
+func (b *bulkUsers) apply(_ context.Context, ev eventstore.RecordedEvent) error {
+	id, ok := streamID(ev.Stream, domain.UserStream(""))
+	if !ok {
+		return nil
+	}
+	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+	if err != nil {
+		b.logger.Error("users: undecodable event applied as a version bump only", "position", ev.Position,
+			"type", ev.Type, "stream", ev.Stream, "err", err)
+	}
+	create := func(userName, email, name, location string, auto bool, at time.Time) {
+		if b.users[id] != nil {
+			return
+		}
+		if at.IsZero() {
+			at = ev.RecordedAt
+		}
+		b.users[id] = &User{ID: id, UserName: userName, Email: email, Name: name, LocationID: location, AutoCreated: auto,
+			CreatedAt: at.UTC(), UpdatedAt: at.UTC(), Version: ev.StreamVersion}
+	}
+	switch e := e.(type) {
+	case domain.UserAutoCreated:
+		create(e.UserName, e.Email, e.Name, e.LocationID, true, e.At)
+		return nil
+	case domain.UserCreated:
+		create(e.UserName, e.Email, e.Name, e.LocationID, false, e.At)
+		return nil
+	}
+	u := b.users[id]
+	if u == nil || u.Version >= ev.StreamVersion {
+		return nil
+	}
+	if u.Version != ev.StreamVersion-1 {
+		return fmt.Errorf("projections: user %s: event version %d arrived before an earlier one", id, ev.StreamVersion)
+	}
+	u.Version = ev.StreamVersion
+	if e, ok := e.(domain.UserUpdated); ok {
+		u.Email, u.Name, u.LocationID, u.UpdatedAt = e.Email, e.Name, e.LocationID, e.At.UTC()
+	}
+	return nil
+}
+
+func (b *bulkUsers) ready() []rowBatch { return nil }
+
+func (b *bulkUsers) rest() []rowBatch {
+	rows := make([][]any, 0, len(b.users))
+	for _, u := range b.users {
+		rows = append(rows, []any{u.ID, u.UserName, u.Email, u.Name, u.LocationID, u.AutoCreated, u.CreatedAt, u.UpdatedAt, u.Version})
+	}
+	return []rowBatch{{table: b.table, columns: userCols, rows: rows}}
+}
+
+type bulkLocations struct {
+	logger *slog.Logger
+	table  string
+	locs   map[string]*Location
+}
+
+func (b *bulkLocations) apply(_ context.Context, ev eventstore.RecordedEvent) error {
+	id, ok := streamID(ev.Stream, domain.LocationStream(""))
+	if !ok {
+		return nil
+	}
+	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+	if err != nil {
+		b.logger.Error("locations: undecodable event applied as a version bump only", "position", ev.Position,
+			"type", ev.Type, "stream", ev.Stream, "err", err)
+	}
+	var name, dom string
+	var at time.Time
+	switch e := e.(type) {
+	case domain.LocationAutoCreated:
+		name, dom, at = e.Name, e.Domain, e.At
+	case domain.LocationCreated:
+		name, dom, at = e.Name, e.Domain, e.At
+	default:
+		l := b.locs[id]
+		switch {
+		case l == nil || l.Version >= ev.StreamVersion:
+		case l.Version != ev.StreamVersion-1:
+			return fmt.Errorf("projections: location %s: event version %d arrived before an earlier one", id, ev.StreamVersion)
+		default:
+			l.Version = ev.StreamVersion
+		}
+		return nil
+	}
+	if b.locs[id] != nil {
+		return nil
+	}
+	if at.IsZero() {
+		at = ev.RecordedAt
+	}
+	b.locs[id] = &Location{ID: id, Name: name, Domain: dom, CreatedAt: at.UTC(), Version: ev.StreamVersion}
+	return nil
+}
+
+func (b *bulkLocations) ready() []rowBatch { return nil }
+
+func (b *bulkLocations) rest() []rowBatch {
+	rows := make([][]any, 0, len(b.locs))
+	for _, l := range b.locs {
+		rows = append(rows, []any{l.ID, l.Name, l.Domain, l.CreatedAt, l.Version})
+	}
+	return []rowBatch{{table: b.table, columns: locCols, rows: rows}}
+}
+
+// bulkInserter writes many rows at once: COPY on PostgreSQL, one prepared
+// statement in one transaction on SQLite. The Readers of both stores
+// implement it.
+type bulkInserter interface {
+	insertRows(ctx context.Context, b rowBatch) error
+}
+
+func (r pgReader) insertRows(ctx context.Context, b rowBatch) error {
+	_, err := r.pool.CopyFrom(ctx, pgx.Identifier{b.table}, b.columns, pgx.CopyFromRows(b.rows))
+	if err != nil {
+		return fmt.Errorf("copy %d rows into %s: %w", len(b.rows), b.table, err)
+	}
+	return nil
+}
+
+func (r sqlReader) insertRows(ctx context.Context, b rowBatch) error {
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	stmt, err := tx.PrepareContext(ctx, insertSQL(b.table, b.columns, 1))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stmt.Close() }()
+	for _, row := range b.rows {
+		if _, err := stmt.ExecContext(ctx, row...); err != nil {
+			return fmt.Errorf("insert into %s: %w", b.table, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// insertRowsSQL is the portable fallback: multi-row INSERTs through the
+// store's transactions.
+func insertRowsSQL(ctx context.Context, store eventstore.Store, b rowBatch) error {
+	per := max(1, 500/len(b.columns))
+	for start := 0; start < len(b.rows); start += per {
+		chunk := b.rows[start:min(start+per, len(b.rows))]
+		args := make([]any, 0, len(chunk)*len(b.columns))
+		for _, r := range chunk {
+			args = append(args, r...)
+		}
+		err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, len(chunk)), args...)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", b.table, err)
+		}
+	}
+	return nil
+}
+
+func insertSQL(table string, cols []string, rows int) string {
+	var sb strings.Builder
+	sb.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
+	n := 1
+	for r := range rows {
+		if r > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString("$" + strconv.Itoa(n))
+			n++
+		}
+		sb.WriteByte(')')
+	}
+	return sb.String()
+}
+
