@@ -6,7 +6,9 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +36,14 @@ type Blobs interface {
 	PutNoSync(ctx context.Context, r io.Reader) (blobstore.Ref, int64, error)
 	Sync() error
 	Open(ref blobstore.Ref) (io.ReadCloser, error)
+	WritePack(ctx context.Context, blobs [][]byte) ([]blobstore.Packed, error)
+	OpenPacked(p blobstore.Packed) (io.ReadCloser, error)
 }
+
+// smallMail is the size up to which a mail is held in memory until its
+// batch commits and then written with the batch's other small mails into
+// one pack file. Larger mails are streamed to a loose file and never held.
+const smallMail = 64 << 10
 
 // Sink is the mailsource.Sink of one poll of one account.
 type Sink struct {
@@ -53,6 +62,7 @@ type staged struct {
 	mailID string
 	status mailsource.Status
 	event  domain.Event
+	raw    []byte // a small mail's bytes, packed at Commit; nil for loose blobs
 }
 
 var _ mailsource.Sink = (*Sink)(nil)
@@ -133,16 +143,35 @@ func (s *Sink) Known(ctx context.Context, keys []string) (map[string]mailsource.
 	return out, nil
 }
 
-// Receive implements mailsource.Sink: blob first, then parse from the blob,
-// so a 50 MB mail is streamed to disk once and never held in memory.
+// Receive implements mailsource.Sink. A small mail is read into memory,
+// parsed from there and packed with its batch at Commit; a larger one is
+// streamed to a loose blob file first and parsed from it, so a 50 MB mail
+// is never held in memory.
 func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader) (mailsource.Outcome, error) {
-	ref, n, err := s.blobs.PutNoSync(ctx, r)
+	head, err := io.ReadAll(io.LimitReader(r, smallMail+1))
 	if err != nil {
-		return mailsource.Outcome{}, fmt.Errorf("ingest: store mail %s: %w", key, err)
+		return mailsource.Outcome{}, fmt.Errorf("ingest: read mail %s: %w", key, err)
+	}
+	var (
+		ref  blobstore.Ref
+		n    int64
+		raw  []byte
+		sum  mimeparse.Summary
+		perr error
+	)
+	if len(head) <= smallMail {
+		raw, n = head, int64(len(head))
+		ref = blobstore.RefFromDigest(sha256.Sum256(raw))
+		sum, perr = mimeparse.ParseBytes(raw, s.limits)
+	} else {
+		ref, n, err = s.blobs.PutNoSync(ctx, io.MultiReader(bytes.NewReader(head), r))
+		if err != nil {
+			return mailsource.Outcome{}, fmt.Errorf("ingest: store mail %s: %w", key, err)
+		}
+		sum, perr = s.parse(ref)
 	}
 	mailID := domain.MailIDFor(s.accountID, key)
 	receivedAt := s.now().UTC()
-	sum, perr := s.parse(ref)
 	if perr != nil {
 		reason := perr.Error()
 		var pe *mimeparse.ParseError
@@ -153,17 +182,17 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 			// poll rather than record a good mail as failed.
 			return mailsource.Outcome{}, fmt.Errorf("ingest: parse mail %s: %w", key, perr)
 		}
-		s.stage(key, mailID, mailsource.StatusFailed, domain.MailFailed{
+		s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusFailed, raw: raw, event: domain.MailFailed{
 			MailID: mailID, AccountID: s.accountID, SourceKey: key, BlobRef: string(ref), Size: n,
 			ReceivedAt: receivedAt, Reason: reason,
-		})
+		}})
 		s.logger.Warn("mail failed to parse", "account", s.accountID, "source_key", key, "reason", reason)
 		return mailsource.Outcome{Status: mailsource.StatusFailed, Reason: reason}, nil
 	}
 	ev := mailReceivedFrom(sum)
 	ev.MailID, ev.AccountID, ev.SourceKey = mailID, s.accountID, key
 	ev.BlobRef, ev.Size, ev.ReceivedAt = string(ref), n, receivedAt
-	s.stage(key, mailID, mailsource.StatusReceived, ev)
+	s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusReceived, raw: raw, event: ev})
 	return mailsource.Outcome{Status: mailsource.StatusReceived}, nil
 }
 
@@ -190,16 +219,14 @@ func (s *Sink) parse(ref blobstore.Ref) (mimeparse.Summary, error) {
 // Oversize implements mailsource.Sink.
 func (s *Sink) Oversize(_ context.Context, key string, size int64) error {
 	mailID := domain.MailIDFor(s.accountID, key)
-	s.stage(key, mailID, mailsource.StatusFailed, domain.MailFailed{
+	s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusFailed, event: domain.MailFailed{
 		MailID: mailID, AccountID: s.accountID, SourceKey: key, Size: size, ReceivedAt: s.now().UTC(),
 		Reason: fmt.Sprintf("mail of %d bytes exceeds the account's max_mail_size; not downloaded", size), Oversize: true,
-	})
+	}})
 	return nil
 }
 
-func (s *Sink) stage(key, mailID string, st mailsource.Status, ev domain.Event) {
-	s.staged = append(s.staged, staged{key: key, mailID: mailID, status: st, event: ev})
-}
+func (s *Sink) stage(st staged) { s.staged = append(s.staged, st) }
 
 // Commit implements mailsource.Sink: every staged event and its index row in
 // one transaction. On error nothing is committed and the staged mails are
@@ -211,7 +238,8 @@ func (s *Sink) Commit(ctx context.Context) error {
 	}
 	batch := s.staged
 	s.staged = nil
-	if err := s.blobs.Sync(); err != nil {
+	packed, err := s.storeBlobs(ctx, batch)
+	if err != nil {
 		return fmt.Errorf("ingest: commit %d mails of account %s: %w", len(batch), s.accountID, err)
 	}
 	reqs := make([]eventstore.AppendRequest, 0, len(batch))
@@ -223,7 +251,10 @@ func (s *Sink) Commit(ctx context.Context) error {
 		reqs = append(reqs, eventstore.AppendRequest{Stream: MailStream(st.mailID), ExpectedVersion: eventstore.NoStream,
 			Events: []eventstore.NewEvent{ne}})
 	}
-	err := s.store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+	err = s.store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		if err := recordPacked(ctx, tx, packed); err != nil {
+			return err
+		}
 		for start := 0; start < len(batch); start += knownChunk {
 			part := batch[start:min(start+knownChunk, len(batch))]
 			vals := make([]string, len(part))
@@ -244,6 +275,60 @@ func (s *Sink) Commit(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: commit %d mails of account %s: %w", len(batch), s.accountID, err)
+	}
+	return nil
+}
+
+// storeBlobs makes every blob of the batch durable before its events
+// commit: the small mails in one pack file, the loose ones by one sync.
+func (s *Sink) storeBlobs(ctx context.Context, batch []staged) ([]blobstore.Packed, error) {
+	var raws [][]byte
+	loose := false
+	for _, st := range batch {
+		switch {
+		case st.raw != nil:
+			raws = append(raws, st.raw)
+		case blobRef(st.event) != "":
+			loose = true
+		}
+	}
+	if loose {
+		if err := s.blobs.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	packed, err := s.blobs.WritePack(ctx, raws)
+	if err != nil {
+		return nil, err
+	}
+	return packed, nil
+}
+
+func blobRef(ev domain.Event) string {
+	switch e := ev.(type) {
+	case domain.MailReceived:
+		return e.BlobRef
+	case domain.MailFailed:
+		return e.BlobRef
+	}
+	return ""
+}
+
+// recordPacked writes where each packed blob lives, in the commit's
+// transaction. The same content (a mail fetched twice) keeps its first row.
+func recordPacked(ctx context.Context, tx eventstore.Tx, packed []blobstore.Packed) error {
+	for start := 0; start < len(packed); start += knownChunk {
+		part := packed[start:min(start+knownChunk, len(packed))]
+		vals := make([]string, len(part))
+		args := make([]any, 0, 4*len(part))
+		for i, p := range part {
+			vals[i] = fmt.Sprintf("($%d, $%d, $%d, $%d)", 4*i+1, 4*i+2, 4*i+3, 4*i+4)
+			args = append(args, string(p.Ref), p.Pack, p.Offset, p.Length)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO blob_packs (ref, pack, pack_offset, length) VALUES `+
+			strings.Join(vals, ", ")+` ON CONFLICT (ref) DO NOTHING`, args...); err != nil {
+			return fmt.Errorf("record packed blobs: %w", err)
+		}
 	}
 	return nil
 }

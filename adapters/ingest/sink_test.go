@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -106,11 +107,15 @@ func TestSink_CommitsEachMailOnceWithItsIndexRow(t *testing.T) {
 		if m.MailID != domain.MailIDFor("acc1", m.SourceKey) || m.From.Email != "erika@example.com" || m.MessageID == "" {
 			t.Errorf("MailReceived = %+v", m)
 		}
-		rc, err := blobs.Open(blobstore.Ref(m.BlobRef))
+		rc, err := OpenBlob(ctx, store, blobs, blobstore.Ref(m.BlobRef))
 		if err != nil {
 			t.Fatalf("the event's blob is not stored: %v", err)
 		}
+		raw, _ := io.ReadAll(rc)
 		_ = rc.Close()
+		if string(raw) != testMail(0) && string(raw) != testMail(1) && string(raw) != testMail(2) {
+			t.Errorf("stored blob = %q, want one of the mails as sent", raw)
+		}
 		for _, e := range evs[domain.MailFailedName] {
 			var f domain.MailFailed
 			_ = json.Unmarshal(e.Payload, &f)
@@ -139,6 +144,39 @@ type failingStore struct{ eventstore.Store }
 
 func (failingStore) Update(context.Context, func(context.Context, eventstore.Tx) error) error {
 	return errors.New("connection reset")
+}
+
+func TestSink_LargeMailIsALooseBlobAndSmallOnesArePacked(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	ctx := context.Background()
+	sink, blobs := newTestSink(t, store, "acc1")
+	big := testMail(1) + strings.Repeat("x", smallMail*3) + "\r\n"
+	for i, raw := range []string{testMail(7), big} {
+		if out, err := sink.Receive(ctx, fmt.Sprintf("pop3/U%d", i), int64(len(raw)), strings.NewReader(raw)); err != nil || out.Status != mailsource.StatusReceived {
+			t.Fatalf("Receive %d = %+v, %v", i, out, err)
+		}
+	}
+	if err := sink.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range mailEvents(t, store)[domain.MailReceivedName] {
+		var m domain.MailReceived
+		_ = json.Unmarshal(e.Payload, &m)
+		rc, err := OpenBlob(ctx, store, blobs, blobstore.Ref(m.BlobRef))
+		if err != nil {
+			t.Fatalf("OpenBlob(%s): %v", m.SourceKey, err)
+		}
+		raw, _ := io.ReadAll(rc)
+		_ = rc.Close()
+		if int64(len(raw)) != m.Size {
+			t.Errorf("blob of %s has %d bytes, event says %d", m.SourceKey, len(raw), m.Size)
+		}
+		_, looseErr := blobs.Open(blobstore.Ref(m.BlobRef))
+		if isLoose := looseErr == nil; isLoose != (m.Size > smallMail) {
+			t.Errorf("mail of %d bytes stored loose = %v, want loose only above %d", m.Size, isLoose, smallMail)
+		}
+	}
 }
 
 func TestSink_FailedCommitLeavesNothingBehind(t *testing.T) {
