@@ -320,14 +320,6 @@ func (s *Outbound) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.R
 	if q.OutgoingMailID == "" {
 		return fmt.Errorf("ticketing: outbound: %s at position %d has no outgoing mail id", re.Type, re.Position)
 	}
-	var exists int
-	err = tx.QueryRow(ctx, `SELECT 1 FROM outbound_mails WHERE outgoing_mail_id = $1`, q.OutgoingMailID).Scan(&exists)
-	switch {
-	case err == nil:
-		return nil // taken on before: a re-delivery or a re-decided mail
-	case !errors.Is(err, eventstore.ErrNoRows):
-		return fmt.Errorf("ticketing: outbound: look up %s: %w", q.OutgoingMailID, err)
-	}
 	queuedAt := q.QueuedAt
 	if queuedAt.IsZero() {
 		queuedAt = re.Metadata.OccurredAt
@@ -340,12 +332,16 @@ func (s *Outbound) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.R
 	if code != "" {
 		state = stateSupp
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
-		payload, state, attempts, next_attempt_at, queued_at, stream_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)`,
+	n, err := tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
+		payload, state, attempts, next_attempt_at, queued_at, stream_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)
+		ON CONFLICT (outgoing_mail_id) DO NOTHING`,
 		q.OutgoingMailID, q.Kind, q.TicketID, q.MessageID, re.Type, re.SchemaVersion, string(re.Payload), state,
 		s.o.Now().UnixMilli(), queuedAt.UnixMilli(), boolInt(code != ""))
 	if err != nil {
 		return fmt.Errorf("ticketing: outbound: take on %s: %w", q.OutgoingMailID, err)
+	}
+	if n == 0 {
+		return nil // taken on before: a re-delivery or a re-decided mail
 	}
 	if code != "" {
 		to := ""
@@ -438,9 +434,20 @@ func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at tim
 
 // appendOutcome appends one event to the mail's own stream at version.
 func appendOutcome(ctx context.Context, tx eventstore.Tx, outgoingMailID string, version int64, ev domain.Event, causation string) error {
-	name, sv, payload, err := domain.MarshalEvent(ev)
+	req, err := outcomeRequest(outgoingMailID, version, ev, causation)
 	if err != nil {
 		return err
+	}
+	if _, err := tx.Append(ctx, req); err != nil {
+		return fmt.Errorf("record %s of %s: %w", ev.EventName(), outgoingMailID, err)
+	}
+	return nil
+}
+
+func outcomeRequest(outgoingMailID string, version int64, ev domain.Event, causation string) (eventstore.AppendRequest, error) {
+	name, sv, payload, err := domain.MarshalEvent(ev)
+	if err != nil {
+		return eventstore.AppendRequest{}, err
 	}
 	var at time.Time
 	switch e := ev.(type) {
@@ -451,13 +458,9 @@ func appendOutcome(ctx context.Context, tx eventstore.Tx, outgoingMailID string,
 	case domain.OutboundMailSuppressed:
 		at = e.At
 	}
-	_, err = tx.Append(ctx, eventstore.AppendRequest{Stream: domain.OutboundMailStream(outgoingMailID), ExpectedVersion: version,
+	return eventstore.AppendRequest{Stream: domain.OutboundMailStream(outgoingMailID), ExpectedVersion: version,
 		Events: []eventstore.NewEvent{{Type: name, SchemaVersion: sv, Payload: payload,
-			Metadata: eventstore.Metadata{CorrelationID: outgoingMailID, CausationID: causation, Actor: "outbound", OccurredAt: at}}}})
-	if err != nil {
-		return fmt.Errorf("record %s of %s: %w", name, outgoingMailID, err)
-	}
-	return nil
+			Metadata: eventstore.Metadata{CorrelationID: outgoingMailID, CausationID: causation, Actor: "outbound", OccurredAt: at}}}}, nil
 }
 
 // claimed is a row the sender took.
@@ -493,16 +496,15 @@ func (s *Outbound) work(ctx context.Context) error {
 			if len(rows) == 0 {
 				break
 			}
-			for _, c := range rows {
-				if err := s.sendOne(ctx, c); err != nil {
-					if errors.Is(err, errCrashed) {
-						return nil
-					}
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					s.o.Logger.Error("outbound: record result", "outgoing_mail_id", c.id, "err", err)
+			if err := s.sendBatch(ctx, rows); err != nil {
+				if errors.Is(err, errCrashed) {
+					return nil
 				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s.o.Logger.Error("outbound: record results", "err", err)
+				break
 			}
 		}
 		timer.Reset(s.o.PollInterval)
@@ -532,17 +534,29 @@ func (s *Outbound) claim(ctx context.Context) ([]claimed, error) {
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
+		if len(out) == 0 {
+			return nil
+		}
+		// One statement for the batch: the rows were selected in this
+		// transaction, and only one sender runs per database.
+		args := []any{stateSending, stateP, stateRetry}
+		marks := make([]string, len(out))
+		for i, c := range out {
+			args = append(args, c.id)
+			marks[i] = fmt.Sprintf("$%d", i+4)
+		}
+		n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, attempts = attempts + 1
+			WHERE state IN ($2, $3) AND outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return err
+		}
+		if n != int64(len(out)) {
+			return fmt.Errorf("claimed %d of %d rows: is a second sender running on this database?", n, len(out))
+		}
 		taken := out[:0]
 		for _, c := range out {
-			n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, attempts = attempts + 1
-				WHERE outgoing_mail_id = $2 AND state IN ($3, $4)`, stateSending, c.id, stateP, stateRetry)
-			if err != nil {
-				return err
-			}
-			if n == 1 {
-				c.attempts++
-				taken = append(taken, c)
-			}
+			c.attempts++
+			taken = append(taken, c)
 		}
 		out = taken
 		return nil
@@ -569,53 +583,157 @@ type failure struct {
 	temporary bool
 }
 
-func (s *Outbound) sendOne(ctx context.Context, c claimed) error {
+// outcome is one attempt's result, recorded with the rest of its batch.
+type outcome struct {
+	c     claimed
+	event domain.Event
+	state string
+	next  time.Time
+	copy  *smtpsend.SentFolder
+	raw   []byte
+	at    time.Time
+}
+
+// snapshot is the configuration one batch is sent with.
+type snapshot struct {
+	accounts  domain.OutboundAccounts
+	inbound   domain.InboundAccounts
+	settings  domain.Settings
+	templates domain.Templates
+}
+
+func (s *Outbound) snapshot(ctx context.Context) (snapshot, error) {
+	read := s.o.Store.ReadStream
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var snap snapshot
+	var err1, err2, err3, err4 error
+	snap.accounts, err1 = s.outbound.load(ctx, read)
+	snap.inbound, err2 = s.inbound.load(ctx, read)
+	snap.settings, err3 = s.settings.load(ctx, read)
+	snap.templates, err4 = s.templates.load(ctx, read)
+	return snap, errors.Join(err1, err2, err3, err4)
+}
+
+// sendBatch sends the claimed rows one after the other and records all
+// their outcomes in one transaction. Batching the records is what keeps
+// the saga near a bare SMTP loop's speed; it also sets the size of the
+// at-least-once window: a crash after a mail's 250 loses the records of at
+// most BatchSize mails per worker, which are then sent again.
+func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) error {
+	snap, err := s.snapshot(ctx)
+	outs := make([]outcome, 0, len(rows))
+	for _, c := range rows {
+		var o outcome
+		if err != nil {
+			o = s.failed(c, queued{}, "", nil, failure{stage: "load", reply: err.Error(), temporary: true})
+		} else {
+			o = s.sendOne(ctx, c, snap)
+		}
+		if o.event == nil { // stopped: shutdown or a simulated crash
+			break
+		}
+		outs = append(outs, o)
+	}
+	if len(outs) > 0 {
+		if err := s.record(context.WithoutCancel(ctx), outs); err != nil {
+			return err
+		}
+	}
+	for _, o := range outs {
+		if o.copy != nil {
+			if err := smtpsend.AppendSent(ctx, *o.copy, o.raw, o.at); err != nil {
+				s.o.Logger.Warn("outbound: copy to the Sent folder failed", "outgoing_mail_id", o.c.id, "err", err)
+			}
+		}
+	}
+	if len(outs) < len(rows) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return errCrashed
+	}
+	return nil
+}
+
+func (s *Outbound) record(ctx context.Context, outs []outcome) error {
+	reqs := make([]eventstore.AppendRequest, 0, len(outs))
+	var sent []any
+	for _, o := range outs {
+		req, err := outcomeRequest(o.c.id, o.c.version, o.event, "")
+		if err != nil {
+			return err
+		}
+		reqs = append(reqs, req)
+		if o.state == stateSent {
+			sent = append(sent, o.c.id)
+		}
+	}
+	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		if _, err := tx.Append(ctx, reqs...); err != nil {
+			return err
+		}
+		if len(sent) > 0 {
+			marks := make([]string, len(sent))
+			for i := range sent {
+				marks[i] = fmt.Sprintf("$%d", i+2)
+			}
+			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, stream_version = stream_version + 1
+				WHERE outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, append([]any{stateSent}, sent...)...); err != nil {
+				return err
+			}
+		}
+		for _, o := range outs {
+			if o.state == stateSent {
+				continue
+			}
+			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, stream_version = stream_version + 1
+				WHERE outgoing_mail_id = $3`, o.state, o.next.UnixMilli(), o.c.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record %d results: %w", len(outs), err)
+	}
+	return nil
+}
+
+// sendOne makes one attempt. An outcome without event means the worker
+// stops without recording (shutdown, or the test's simulated crash).
+func (s *Outbound) sendOne(ctx context.Context, c claimed, snap snapshot) outcome {
 	ev, err := domain.UnmarshalEvent(c.typ, c.sv, []byte(c.payload))
 	if err != nil {
-		return s.recordFailure(ctx, c, queued{}, "", nil, failure{stage: "decode", reply: err.Error()})
+		return s.failed(c, queued{}, "", nil, failure{stage: "decode", reply: err.Error()})
 	}
 	q, _ := toQueued(ev)
-	p, f := s.prepare(ctx, q)
+	p, f := s.prepare(ctx, q, snap)
 	if f != nil {
-		return s.recordFailure(ctx, c, q, p.account.ID, nil, *f)
+		return s.failed(c, q, p.account.ID, nil, *f)
 	}
 	res, err := s.o.Sender.Send(ctx, p.smtp, p.env, p.raw)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err() // shutdown: the row stays "sending" and is retried on start
+			return outcome{} // shutdown: the row stays "sending" and is retried on start
 		}
 		var se *smtpsend.Error
 		f := failure{stage: "send", reply: err.Error(), temporary: true}
 		if errors.As(err, &se) {
 			f = failure{stage: se.Stage, code: se.Code, reply: strings.TrimSpace(se.Enhanced + " " + se.Reply), temporary: se.Temporary}
 		}
-		return s.recordFailure(ctx, c, q, p.account.ID, p.env.To, f)
+		return s.failed(c, q, p.account.ID, p.env.To, f)
 	}
 	if s.crashAfterAccept != nil && s.crashAfterAccept(c.id) {
-		return errCrashed
+		return outcome{}
 	}
+	now := s.o.Now().UTC()
 	sent := domain.OutboundMailSent{OutgoingMailID: q.OutgoingMailID, MessageID: q.MessageID, TicketID: q.TicketID, Kind: q.Kind,
-		AccountID: p.account.ID, From: p.env.From, To: p.env.To, Subject: p.subject, Attempt: c.attempts, Reply: res.Reply,
-		SentAt: s.o.Now().UTC()}
-	err = s.o.Store.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx eventstore.Tx) error {
-		if err := appendOutcome(ctx, tx, c.id, c.version, sent, ""); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, stream_version = stream_version + 1 WHERE outgoing_mail_id = $2`, stateSent, c.id)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("record sent: %w", err)
-	}
-	if p.sentCopy != nil {
-		if err := smtpsend.AppendSent(ctx, *p.sentCopy, p.raw, sent.SentAt); err != nil {
-			s.o.Logger.Warn("outbound: copy to the Sent folder failed", "outgoing_mail_id", c.id, "err", err)
-		}
-	}
-	return nil
+		AccountID: p.account.ID, From: p.env.From, To: p.env.To, Subject: p.subject, Attempt: c.attempts, Reply: res.Reply, SentAt: now}
+	return outcome{c: c, event: sent, state: stateSent, next: now, copy: p.sentCopy, raw: p.raw, at: now}
 }
 
-func (s *Outbound) recordFailure(ctx context.Context, c claimed, q queued, accountID string, to []string, f failure) error {
+func (s *Outbound) failed(c claimed, q queued, accountID string, to []string, f failure) outcome {
 	now := s.o.Now().UTC()
 	permanent := !f.temporary || c.attempts >= s.o.MaxAttempts
 	reply := f.reply
@@ -624,22 +742,16 @@ func (s *Outbound) recordFailure(ctx context.Context, c claimed, q queued, accou
 	}
 	ev := domain.OutboundMailFailed{OutgoingMailID: c.id, MessageID: q.MessageID, TicketID: q.TicketID, Kind: q.Kind, AccountID: accountID,
 		To: to, Attempt: c.attempts, Stage: f.stage, Code: f.code, Reply: reply, Permanent: permanent, At: now}
-	state, next := stateFailed, now
+	o := outcome{c: c, state: stateFailed, next: now}
 	if !permanent {
-		state = stateRetry
-		next = now.Add(s.backoff(c.attempts))
-		ev.NextAttemptAt = next
+		o.state = stateRetry
+		o.next = now.Add(s.backoff(c.attempts))
+		ev.NextAttemptAt = o.next
 	}
+	o.event = ev
 	s.o.Logger.Warn("outbound: send failed", "outgoing_mail_id", c.id, "attempt", c.attempts, "stage", f.stage, "code", f.code,
 		"reply", reply, "permanent", permanent)
-	return s.o.Store.Update(context.WithoutCancel(ctx), func(ctx context.Context, tx eventstore.Tx) error {
-		if err := appendOutcome(ctx, tx, c.id, c.version, ev, ""); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, stream_version = stream_version + 1
-			WHERE outgoing_mail_id = $3`, state, next.UnixMilli(), c.id)
-		return err
-	})
+	return o
 }
 
 // backoff is the pause after attempt n: Backoff * 2^(n-1), capped.
@@ -652,21 +764,13 @@ func (s *Outbound) backoff(n int) time.Duration {
 }
 
 // prepare picks the account, renders the template and builds the message.
-func (s *Outbound) prepare(ctx context.Context, q queued) (prepared, *failure) {
+func (s *Outbound) prepare(ctx context.Context, q queued, snap snapshot) (prepared, *failure) {
 	p := prepared{q: q}
 	fail := func(stage, reply string, temporary bool) (prepared, *failure) {
 		return p, &failure{stage: stage, reply: reply, temporary: temporary}
 	}
 	read := s.o.Store.ReadStream
-	s.mu.Lock()
-	accounts, err1 := s.outbound.load(ctx, read)
-	inbound, err2 := s.inbound.load(ctx, read)
-	settings, err3 := s.settings.load(ctx, read)
-	stored, err4 := s.templates.load(ctx, read)
-	s.mu.Unlock()
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
-		return fail("load", err.Error(), true)
-	}
+	accounts, inbound, settings, stored := snap.accounts, snap.inbound, snap.settings, snap.templates
 	var t domain.Ticket
 	if q.TicketID != "" {
 		evs, err := read(ctx, domain.TicketStream(q.TicketID), 1, 0)

@@ -87,10 +87,27 @@ func CheckTemplate(subject, body string) error {
 	return err
 }
 
+// parsed caches parsed templates by their text: parsing costs more than
+// executing, and templates change rarely (the cache only grows by edits).
+var parsed sync.Map // string -> *template.Template
+
+func parse(name, part, src string) (*template.Template, error) {
+	key := part + "\x00" + src
+	if t, ok := parsed.Load(key); ok {
+		return t.(*template.Template), nil
+	}
+	t, err := template.New(name + "." + part).Option("missingkey=error").Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	parsed.Store(key, t)
+	return t, nil
+}
+
 func render(t domain.Template, data TemplateData) (subject, body string, err error) {
 	var errs []error
 	run := func(part, src string) string {
-		tpl, err := template.New(t.Name + "." + part).Option("missingkey=error").Parse(src)
+		tpl, err := parse(t.Name, part, src)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", part, err))
 			return ""

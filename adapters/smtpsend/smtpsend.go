@@ -4,7 +4,7 @@
 // prepared message, and reports the server's reply. It also builds the
 // messages (Build) and appends copies to an IMAP Sent folder (AppendSent).
 //
-// A Sender keeps one idle connection per account, so a burst of mail pays
+// A Sender keeps idle connections per account, so a burst of mail pays
 // the TCP, TLS and AUTH handshakes once; a connection that went stale is
 // detected before MAIL FROM and replaced, which can never send twice.
 package smtpsend
@@ -163,15 +163,14 @@ type Result struct {
 	Reused bool
 }
 
-// Sender submits messages, reusing one idle connection per account. It is
-// safe for concurrent use; sends over the same account take turns on its
-// connection or open their own.
+// Sender submits messages, reusing idle connections per account. It is
+// safe for concurrent use; each send has a connection to itself.
 type Sender struct {
 	// IdleTimeout closes a connection unused for this long [30s].
 	IdleTimeout time.Duration
 
 	mu     sync.Mutex
-	idle   map[string]*idleConn
+	idle   map[string][]*idleConn
 	closed bool
 }
 
@@ -181,44 +180,55 @@ type idleConn struct {
 }
 
 // NewSender returns a Sender.
-func NewSender() *Sender { return &Sender{IdleTimeout: 30 * time.Second, idle: map[string]*idleConn{}} }
+func NewSender() *Sender {
+	return &Sender{IdleTimeout: 30 * time.Second, idle: map[string][]*idleConn{}}
+}
 
 // Close closes the idle connections (with QUIT).
 func (s *Sender) Close() error {
 	s.mu.Lock()
 	idle := s.idle
-	s.idle = map[string]*idleConn{}
+	s.idle = map[string][]*idleConn{}
 	s.closed = true
 	s.mu.Unlock()
-	for _, ic := range idle {
-		_ = ic.c.Quit()
+	for _, list := range idle {
+		for _, ic := range list {
+			_ = ic.c.Quit()
+		}
 	}
 	return nil
 }
 
+// maxIdlePerAccount bounds the idle connections kept per account (one
+// per parallel sender is enough).
+const maxIdlePerAccount = 8
+
 func (s *Sender) take(key string) *smtp.Client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ic, ok := s.idle[key]
-	if !ok {
-		return nil
+	for {
+		list := s.idle[key]
+		if len(list) == 0 {
+			return nil
+		}
+		ic := list[len(list)-1]
+		s.idle[key] = list[:len(list)-1]
+		if time.Since(ic.since) > s.IdleTimeout {
+			go func() { _ = ic.c.Quit() }()
+			continue
+		}
+		return ic.c
 	}
-	delete(s.idle, key)
-	if time.Since(ic.since) > s.IdleTimeout {
-		go func() { _ = ic.c.Quit() }()
-		return nil
-	}
-	return ic.c
 }
 
 func (s *Sender) put(key string, c *smtp.Client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.idle[key] != nil {
+	if s.closed || len(s.idle[key]) >= maxIdlePerAccount {
 		go func() { _ = c.Quit() }()
 		return
 	}
-	s.idle[key] = &idleConn{c: c, since: time.Now()}
+	s.idle[key] = append(s.idle[key], &idleConn{c: c, since: time.Now()})
 }
 
 // Send submits raw (a complete RFC 5322 message with CRLF line ends) with

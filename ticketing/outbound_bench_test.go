@@ -1,0 +1,174 @@
+package ticketing
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/smtpsend"
+	"github.com/ledgerdesk/ledgerdesk/adapters/smtpsend/smtptest"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
+	"github.com/ledgerdesk/ledgerdesk/migrations"
+)
+
+// BenchmarkSendThroughput compares the saga's send rate (take-on in the
+// subscription, claim, render, build, SMTP, record) with two bare go-smtp
+// client loops, one connection for all mails and one connection per mail,
+// against the same local server in the same run. It reports mails/s.
+//
+//	go test -run '^$' -bench SendThroughput -benchtime 2000x ./ticketing/
+func BenchmarkSendThroughput(b *testing.B) {
+	b.Run("bare-go-smtp-loop", func(b *testing.B) {
+		srv := smtptest.Start(b, smtptest.Options{})
+		raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
+			To: []smtpsend.Address{{Email: "kunde@customer.example"}}, Subject: "Re: [Ticket#1001] bench", MessageID: "bench@desk.example",
+			Body: "Wir kümmern uns.\n"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := smtp.Dial(srv.Addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		b.ResetTimer()
+		start := time.Now()
+		for range b.N {
+			if err := c.SendMail("desk@desk.example", []string{"kunde@customer.example"}, bytesReader(raw)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "mails/s")
+	})
+	b.Run("bare-go-smtp-conn-per-mail", func(b *testing.B) {
+		// a connection per mail: dial, EHLO, MAIL, RCPT, DATA, QUIT.
+		srv := smtptest.Start(b, smtptest.Options{})
+		raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
+			To: []smtpsend.Address{{Email: "kunde@customer.example"}}, Subject: "Re: [Ticket#1001] bench", MessageID: "bench@desk.example",
+			Body: "Wir kümmern uns.\n"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		start := time.Now()
+		for range b.N {
+			c, err := smtp.Dial(srv.Addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.SendMail("desk@desk.example", []string{"kunde@customer.example"}, bytesReader(raw)); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Quit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "mails/s")
+	})
+	for _, backend := range []string{"embedded", "postgres"} {
+		b.Run("saga-"+backend, func(b *testing.B) {
+			store := benchStore(b, backend)
+			srv := smtptest.Start(b, smtptest.Options{})
+			out := domain.OutboundAccount{ID: "out-1", Name: "smtp", Enabled: true, Host: srv.Host, Port: srv.Port, Security: "none",
+				SenderAddress: "desk@desk.example"}.WithDefaults()
+			evs, _ := domain.DecideCreateOutboundAccount(domain.OutboundAccounts{}, out, "bench")
+			benchAppend(b, store, OutboundAccountsStream, []domain.Event{evs[0]})
+			var queued []domain.Event
+			for i := range b.N {
+				id := fmt.Sprintf("bench-%d", i)
+				queued = append(queued, domain.ReplyQueued{
+					OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID("t", id, "desk.example"), InReplyTo: "m1@customer.example"},
+					TicketID:     "t", To: []domain.Address{{Email: fmt.Sprintf("kunde%d@customer.example", i)}}, Subject: "Re: bench", Body: "Wir kümmern uns.",
+					QueuedAt: time.Now(), Actor: "agent"})
+			}
+			for start := 0; start < len(queued); start += 500 {
+				benchAppend(b, store, domain.TicketStream(fmt.Sprintf("t-%d", start)), queued[start:min(start+500, len(queued))])
+			}
+			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			b.ResetTimer()
+			start := time.Now()
+			go func() { done <- saga.Run(ctx) }()
+			deadline := time.Now().Add(5 * time.Minute)
+			for srv.Count() < b.N || !allSent(b, store, b.N) {
+				if time.Now().After(deadline) {
+					b.Fatalf("sent %d of %d within 5 minutes", srv.Count(), b.N)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			cancel()
+			<-done
+			if srv.Count() != b.N {
+				b.Fatalf("server received %d mails, want %d", srv.Count(), b.N)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "mails/s")
+		})
+	}
+}
+
+func allSent(tb testing.TB, store eventstore.Store, n int) bool {
+	st, err := OutboundStatus(context.Background(), store)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st[stateSent] == n
+}
+
+func benchAppend(tb testing.TB, store eventstore.Store, stream string, evs []domain.Event) {
+	tb.Helper()
+	req := eventstore.AppendRequest{Stream: stream, ExpectedVersion: eventstore.AnyVersion}
+	for _, e := range evs {
+		name, v, payload, err := domain.MarshalEvent(e)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		req.Events = append(req.Events, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload, Metadata: eventstore.Metadata{OccurredAt: time.Now()}})
+	}
+	if _, err := store.Append(context.Background(), req); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func benchStore(tb testing.TB, backend string) eventstore.Store {
+	tb.Helper()
+	if backend == "embedded" {
+		db, err := embedded.OpenDB(filepath.Join(tb.TempDir(), "ledgerdesk.db"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := migrations.ApplySQLite(context.Background(), db); err != nil {
+			tb.Fatal(err)
+		}
+		s := embedded.New(db, slog.New(slog.DiscardHandler))
+		tb.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	pool := pgtest.NewPool(tb)
+	if err := migrations.ApplyPostgres(context.Background(), pool); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := postgres.New(pool, slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// benchBatch is the saga's BatchSize in the benchmark (0: the default).
+var benchBatch = 64
