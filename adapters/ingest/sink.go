@@ -102,9 +102,10 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		now: cfg.Now, logger: cfg.Logger}, nil
 }
 
-// knownChunk bounds the IN list of one lookup; SQLite allows 32,766 host
-// parameters, PostgreSQL 65,535.
-const knownChunk = 500
+// knownChunk bounds the IN list of one lookup and the rows of one INSERT.
+// A fixed size keeps the statement texts few and the same from batch to
+// batch, so the embedded store can reuse their prepared statements.
+const knownChunk = 100
 
 // Known implements mailsource.Sink.
 func (s *Sink) Known(ctx context.Context, keys []string) (map[string]mailsource.Status, error) {

@@ -448,7 +448,13 @@ type txn struct {
 var _ eventstore.Tx = (*txn)(nil)
 
 func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := t.tx.ExecContext(ctx, query, args...)
+	var res sql.Result
+	var err error
+	if st := t.cached(ctx, query); st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = t.tx.ExecContext(ctx, query, args...)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("embedded: exec: %w", err)
 	}
@@ -460,7 +466,13 @@ func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error
 }
 
 func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
-	rows, err := t.tx.QueryContext(ctx, query, args...) //nolint:rowserrcheck,sqlclosecheck // the caller iterates, checks Err and closes
+	var rows *sql.Rows
+	var err error
+	if st := t.cached(ctx, query); st != nil {
+		rows, err = st.QueryContext(ctx, args...) //nolint:rowserrcheck,sqlclosecheck // the caller iterates, checks Err and closes
+	} else {
+		rows, err = t.tx.QueryContext(ctx, query, args...) //nolint:rowserrcheck,sqlclosecheck // the caller iterates, checks Err and closes
+	}
 	if err != nil {
 		return nil, fmt.Errorf("embedded: query: %w", err)
 	}
@@ -468,7 +480,32 @@ func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.
 }
 
 func (t *txn) QueryRow(ctx context.Context, query string, args ...any) eventstore.Row {
+	if st := t.cached(ctx, query); st != nil {
+		return row{st.QueryRowContext(ctx, args...)}
+	}
 	return row{t.tx.QueryRowContext(ctx, query, args...)}
+}
+
+// maxCachedStatements bounds the statement cache: callers' SQL (projections,
+// the process manager, the importer) repeats a few hundred texts at most,
+// and SQLite parsing them on every call cost more than running them.
+const maxCachedStatements = 512
+
+// cached returns the transaction's copy of a cached prepared statement for
+// query, or nil when the cache is full (then the caller runs it unprepared).
+func (t *txn) cached(ctx context.Context, query string) *sql.Stmt {
+	t.store.stmtMu.Lock()
+	_, ok := t.store.stmts[query]
+	full := len(t.store.stmts) >= maxCachedStatements
+	t.store.stmtMu.Unlock()
+	if !ok && full {
+		return nil
+	}
+	st, err := t.store.run(t.tx).stmt(ctx, query) //nolint:sqlclosecheck // cached; a transaction's copy closes with the transaction
+	if err != nil {
+		return nil // let the unprepared path report the error with its context
+	}
+	return st
 }
 
 // row makes Scan report eventstore.ErrNoRows (and still sql.ErrNoRows).
