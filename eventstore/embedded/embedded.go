@@ -450,7 +450,7 @@ var _ eventstore.Tx = (*txn)(nil)
 func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	var res sql.Result
 	var err error
-	if st := t.cached(ctx, query); st != nil {
+	if st := t.cached(ctx, query); st != nil { //nolint:sqlclosecheck // a transaction's copy of a cached statement closes with the transaction
 		res, err = st.ExecContext(ctx, args...)
 	} else {
 		res, err = t.tx.ExecContext(ctx, query, args...)
@@ -468,7 +468,7 @@ func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error
 func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
 	var rows *sql.Rows
 	var err error
-	if st := t.cached(ctx, query); st != nil {
+	if st := t.cached(ctx, query); st != nil { //nolint:sqlclosecheck // a transaction's copy of a cached statement closes with the transaction
 		rows, err = st.QueryContext(ctx, args...) //nolint:rowserrcheck,sqlclosecheck // the caller iterates, checks Err and closes
 	} else {
 		rows, err = t.tx.QueryContext(ctx, query, args...) //nolint:rowserrcheck,sqlclosecheck // the caller iterates, checks Err and closes
@@ -480,7 +480,7 @@ func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.
 }
 
 func (t *txn) QueryRow(ctx context.Context, query string, args ...any) eventstore.Row {
-	if st := t.cached(ctx, query); st != nil {
+	if st := t.cached(ctx, query); st != nil { //nolint:sqlclosecheck // a transaction's copy of a cached statement closes with the transaction
 		return row{st.QueryRowContext(ctx, args...)}
 	}
 	return row{t.tx.QueryRowContext(ctx, query, args...)}
