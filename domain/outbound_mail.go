@@ -45,6 +45,7 @@ const (
 	SuppressOwnAddress     = "own_address"     // one of our inbound or outgoing accounts
 	SuppressRecipientLimit = "recipient_limit" // RecipientLimit reached within RecipientWindow
 	SuppressNoRecipient    = "no_recipient"    // nobody to send to
+	SuppressExpired        = "expired"         // queued too long ago to be worth sending (e.g. before the saga ran)
 )
 
 // OutboundMailSent records that the SMTP server accepted the mail. Reply

@@ -100,6 +100,11 @@ type OutboundOptions struct {
 	OAuthToken func(ctx context.Context, a domain.OutboundAccount) (string, error)
 	// LocalName is the EHLO name [the Message-ID domain, else localhost].
 	LocalName string
+	// MaxAge suppresses mails queued longer ago than this when the saga
+	// takes them on [24h], so that a saga started on an old log (a new
+	// installation of this version, a renamed subscriber) does not send
+	// yesterday's auto-replies.
+	MaxAge time.Duration
 }
 
 // Outbound is the outbound saga.
@@ -154,6 +159,9 @@ func NewOutbound(o OutboundOptions) *Outbound {
 	}
 	if o.OAuthToken == nil {
 		o.OAuthToken = azureToken(o.Secrets)
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 24 * time.Hour
 	}
 	return &Outbound{
 		o: o, wake: make(chan struct{}, 1),
@@ -386,6 +394,9 @@ func normalizeAddr(a string) string { return strings.ToLower(strings.Trim(string
 func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at time.Time) (code, reason string, err error) {
 	if q.Unsendable != "" {
 		return domain.SuppressNoRecipient, q.Unsendable, nil
+	}
+	if age := s.o.Now().Sub(at); age > s.o.MaxAge {
+		return domain.SuppressExpired, fmt.Sprintf("queued %s ago, more than the %s a queued mail is sent within", age.Round(time.Second), s.o.MaxAge), nil
 	}
 	if len(q.To) == 0 {
 		return domain.SuppressNoRecipient, "no recipient", nil

@@ -390,3 +390,24 @@ func TestTemplates_ShippedAndListed(t *testing.T) {
 		}
 	}
 }
+
+// TestOutbound_OldQueuedMailsExpire: a saga started on a log with mails
+// queued long ago does not send them.
+func TestOutbound_OldQueuedMailsExpire(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, store eventstore.Store) {
+		h := newHarness(t, store, smtptest.Options{}, nil)
+		// given a reply queued two days before the saga's clock
+		out := domain.OutgoingMailIDFor(domain.OutgoingReply, "t-old", "c1")
+		appendEvent(t, store, domain.TicketStream("t-old"), eventstore.AnyVersion, "old-1", domain.ReplyQueued{
+			OutgoingMail: domain.OutgoingMail{OutgoingMailID: out, MessageID: domain.OutgoingMessageID("t-old", out, "")},
+			TicketID:     "t-old", To: []domain.Address{{Email: "erika@customer.example"}}, Subject: "Re: alt", Body: "spät",
+			QueuedAt: t0.Add(-24 * time.Hour), Actor: "agent"})
+		// then it is suppressed as expired, not sent
+		h.waitStates(map[string]int{"suppressed": 1})
+		evs := outcomes(t, store, out)
+		if len(evs) != 1 || evs[0].(domain.OutboundMailSuppressed).Code != domain.SuppressExpired || h.srv.Count() != 0 {
+			t.Errorf("outcomes %+v, %d sent; want suppressed as expired and nothing sent", evs, h.srv.Count())
+		}
+	})
+}
