@@ -13,23 +13,29 @@ package ticketing
 //     and for automatic mails it applies RULES.md section 4 there, where
 //     the per-recipient counter in outbound_recipients is consistent with
 //     the log: a suppressed mail gets OutboundMailSuppressed with the reason.
-//   - The sender (Run's workers) claims due rows, committing state
-//     "sending" and the attempt count before it talks SMTP, renders the
-//     template, sends, and commits OutboundMailSent (with the server's reply)
-//     or OutboundMailFailed right after the server's answer. Temporary
+//   - The sender (Run's workers) claims a batch of due rows, committing
+//     state "sending" and the attempt count before it talks SMTP; then for
+//     each mail it renders the template, builds the message and submits it;
+//     then it commits the batch's OutboundMailSent (with the server's
+//     reply) and OutboundMailFailed events in one transaction. Temporary
 //     failures are retried with exponential back-off up to MaxAttempts.
 //
 // Delivery guarantee. The Message-ID is decided when the mail is queued
-// (domain.OutgoingMessageID) and recorded in the event before any attempt,
-// so every attempt of one mail carries the same Message-ID. A mail is sent
-// again only when the process dies between the server's 250 reply to DATA
-// and the commit of "sent" that follows it: rows found in "sending" when
-// the sender starts are sent again (at least once, never lost). That window
-// is one local transaction long (milliseconds), holds at most Workers *
-// BatchSize mails, and the second copy is byte-for-byte the same mail with
-// the same Message-ID, which receiving systems and mail clients fold into
-// one. A broken connection after the 250 (QUIT failing, say) is not in the
-// window: the send counts as done. Only one sender may run per database.
+// (domain.OutgoingMessageID) and stored in the queued event before any
+// attempt, so every attempt of one mail carries the same Message-ID, and a
+// re-delivered queued event never sends again (outbound_mails is keyed by
+// the OutgoingMailID). A mail is sent twice only when the process dies
+// after the server's 250 reply to DATA and before its batch's records are
+// committed: rows found in "sending" when the sender starts are sent again
+// (at least once, never lost). That window is bounded in time by one batch
+// (BatchSize submissions plus one local transaction: tens of milliseconds
+// against a local relay) and in size by Workers * BatchSize mails [4 * 16];
+// the second copy is the same mail with the same Message-ID, which
+// receiving systems and mail clients fold into one. A broken connection
+// after the 250 (QUIT failing, say) is not in the window: the send counts
+// as done. Shutdown (ctx cancelled) never abandons an accepted mail: the
+// batch's records are committed without the cancelled context. Only one
+// sender may run per database.
 //
 // Each mail's fate goes to its own stream (domain.OutboundMailStream), so
 // the saga never conflicts with the agents' or the intake's writes to the
