@@ -79,7 +79,7 @@ func Latest(dialect string) (int, error) {
 // stepper is what applying needs from one transaction of either database.
 type stepper interface {
 	exec(ctx context.Context, q string, args ...any) error
-	current(ctx context.Context) (int, error)
+	applied(ctx context.Context) (map[int]bool, error)
 }
 
 const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -88,28 +88,26 @@ const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 	applied_at TEXT NOT NULL
 )`
 
-const currentVersion = `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`
+const appliedVersions = `SELECT version FROM schema_migrations`
 
-// applyNext applies the first pending migration in tx and reports whether
-// there was one. One migration per transaction keeps a failing step from
-// leaving a half-applied schema behind.
+// applyNext applies the first migration the database has not had, in
+// version order, and reports whether there was one. Missing versions are
+// applied even below the highest applied one, so migrations written on
+// parallel branches all arrive. One migration per transaction keeps a
+// failing step from leaving a half-applied schema behind.
 func applyNext(ctx context.Context, tx stepper, ms []Migration, now string) (bool, error) {
 	if err := tx.exec(ctx, createTable); err != nil {
 		return false, fmt.Errorf("create schema_migrations: %w", err)
 	}
-	cur, err := tx.current(ctx)
+	done, err := tx.applied(ctx)
 	if err != nil {
 		return false, fmt.Errorf("read schema version: %w", err)
 	}
-	latest := 0
-	if len(ms) > 0 {
-		latest = ms[len(ms)-1].Version
-	}
-	if cur > latest {
-		return false, fmt.Errorf("%w: database is at version %d, this binary knows up to %d", ErrSchemaTooNew, cur, latest)
+	if err := unknownVersions(done, ms); err != nil {
+		return false, err
 	}
 	for _, m := range ms {
-		if m.Version <= cur {
+		if done[m.Version] {
 			continue
 		}
 		if err := tx.exec(ctx, m.SQL); err != nil {
@@ -124,6 +122,35 @@ func applyNext(ctx context.Context, tx stepper, ms []Migration, now string) (boo
 	return false, nil
 }
 
+// unknownVersions refuses a database that has migrations this binary does
+// not know: a newer ledgerdesk migrated it.
+func unknownVersions(done map[int]bool, ms []Migration) error {
+	known := make(map[int]bool, len(ms))
+	latest := 0
+	for _, m := range ms {
+		known[m.Version] = true
+		latest = max(latest, m.Version)
+	}
+	for v := range done {
+		if !known[v] {
+			return fmt.Errorf("%w: database has version %d, this binary knows up to %d", ErrSchemaTooNew, v, latest)
+		}
+	}
+	return nil
+}
+
+func scanVersions(next func() bool, scan func(*int) error, errf func() error) (map[int]bool, error) {
+	done := map[int]bool{}
+	for next() {
+		var v int
+		if err := scan(&v); err != nil {
+			return nil, err
+		}
+		done[v] = true
+	}
+	return done, errf()
+}
+
 // pgStep runs a step in a pgx transaction.
 type pgStep struct{ tx pgx.Tx }
 
@@ -132,10 +159,13 @@ func (s pgStep) exec(ctx context.Context, q string, args ...any) error {
 	return err
 }
 
-func (s pgStep) current(ctx context.Context) (int, error) {
-	var v int
-	err := s.tx.QueryRow(ctx, currentVersion).Scan(&v)
-	return v, err
+func (s pgStep) applied(ctx context.Context) (map[int]bool, error) {
+	rows, err := s.tx.Query(ctx, appliedVersions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, rows.Err)
 }
 
 // pgLockKey serialises concurrent migrators (several ledgerdesk processes
@@ -185,20 +215,46 @@ func pgApplyOne(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (bool, 
 // StatusPostgres returns the database's schema version and the latest this
 // binary knows; err wraps ErrPending or ErrSchemaTooNew when they differ.
 func StatusPostgres(ctx context.Context, pool *pgxpool.Pool) (current, latest int, err error) {
-	latest, err = Latest("postgres")
+	ms, err := List("postgres")
 	if err != nil {
 		return 0, 0, err
 	}
 	var exists bool
 	if err := pool.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
-		return 0, latest, fmt.Errorf("migrations: postgres: read schema version: %w", err)
+		return 0, 0, fmt.Errorf("migrations: postgres: read schema version: %w", err)
 	}
+	done := map[int]bool{}
 	if exists {
-		if err := pool.QueryRow(ctx, currentVersion).Scan(&current); err != nil {
-			return 0, latest, fmt.Errorf("migrations: postgres: read schema version: %w", err)
+		rows, err := pool.Query(ctx, appliedVersions)
+		if err != nil {
+			return 0, 0, fmt.Errorf("migrations: postgres: read schema version: %w", err)
+		}
+		done, err = scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, rows.Err)
+		rows.Close()
+		if err != nil {
+			return 0, 0, fmt.Errorf("migrations: postgres: read schema version: %w", err)
 		}
 	}
-	return current, latest, compare(current, latest)
+	return status(done, ms)
+}
+
+// status compares the applied versions with the known ones.
+func status(done map[int]bool, ms []Migration) (current, latest int, err error) {
+	for v := range done {
+		current = max(current, v)
+	}
+	for _, m := range ms {
+		latest = max(latest, m.Version)
+	}
+	if err := unknownVersions(done, ms); err != nil {
+		return current, latest, err
+	}
+	for _, m := range ms {
+		if !done[m.Version] {
+			return current, latest, fmt.Errorf("%w: %s is not applied", ErrPending, m.Name)
+		}
+	}
+	return current, latest, nil
 }
 
 // sqlStep runs a step in a database/sql transaction.
@@ -209,10 +265,13 @@ func (s sqlStep) exec(ctx context.Context, q string, args ...any) error {
 	return err
 }
 
-func (s sqlStep) current(ctx context.Context) (int, error) {
-	var v int
-	err := s.tx.QueryRowContext(ctx, currentVersion).Scan(&v)
-	return v, err
+func (s sqlStep) applied(ctx context.Context) (map[int]bool, error) {
+	rows, err := s.tx.QueryContext(ctx, appliedVersions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, rows.Err)
 }
 
 // ApplySQLite brings the embedded SQLite database up to the latest schema.
@@ -256,29 +315,26 @@ func sqliteApplyOne(ctx context.Context, db *sql.DB, ms []Migration) (bool, erro
 
 // StatusSQLite is StatusPostgres for the embedded store.
 func StatusSQLite(ctx context.Context, db *sql.DB) (current, latest int, err error) {
-	latest, err = Latest("sqlite")
+	ms, err := List("sqlite")
 	if err != nil {
 		return 0, 0, err
 	}
 	var n int
 	if err := db.QueryRowContext(ctx,
 		`SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
-		return 0, latest, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
+		return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
 	}
+	done := map[int]bool{}
 	if n > 0 {
-		if err := db.QueryRowContext(ctx, currentVersion).Scan(&current); err != nil {
-			return 0, latest, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
+		rows, err := db.QueryContext(ctx, appliedVersions)
+		if err != nil {
+			return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
+		}
+		done, err = scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, rows.Err)
+		_ = rows.Close()
+		if err != nil {
+			return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
 		}
 	}
-	return current, latest, compare(current, latest)
-}
-
-func compare(current, latest int) error {
-	switch {
-	case current > latest:
-		return fmt.Errorf("%w: database is at version %d, this binary knows up to %d", ErrSchemaTooNew, current, latest)
-	case current < latest:
-		return fmt.Errorf("%w: database is at version %d, latest is %d", ErrPending, current, latest)
-	}
-	return nil
+	return status(done, ms)
 }
