@@ -271,7 +271,11 @@ func (s sqlStep) applied(ctx context.Context) (map[int]bool, error) {
 		return nil, err
 	}
 	defer rows.Close()
-	return scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, rows.Err)
+	done, err := scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, func() error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	return done, rows.Err()
 }
 
 // ApplySQLite brings the embedded SQLite database up to the latest schema.
@@ -330,7 +334,10 @@ func StatusSQLite(ctx context.Context, db *sql.DB) (current, latest int, err err
 		if err != nil {
 			return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
 		}
-		done, err = scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, rows.Err)
+		done, err = scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, func() error { return nil })
+		if err == nil {
+			err = rows.Err()
+		}
 		_ = rows.Close()
 		if err != nil {
 			return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)

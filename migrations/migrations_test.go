@@ -21,7 +21,7 @@ func TestStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, _, err := status(tc.done, ms)
-			if !errors.Is(err, tc.want) && !(err == nil && tc.want == nil) {
+			if !errors.Is(err, tc.want) {
 				t.Errorf("status(%v) = %v, want %v", tc.done, err, tc.want)
 			}
 		})
