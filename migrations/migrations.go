@@ -271,9 +271,13 @@ func (s sqlStep) applied(ctx context.Context) (map[int]bool, error) {
 		return nil, err
 	}
 	defer rows.Close()
-	done, err := scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, func() error { return nil })
-	if err != nil {
-		return nil, err
+	done := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		done[v] = true
 	}
 	return done, rows.Err()
 }
@@ -330,18 +334,26 @@ func StatusSQLite(ctx context.Context, db *sql.DB) (current, latest int, err err
 	}
 	done := map[int]bool{}
 	if n > 0 {
-		rows, err := db.QueryContext(ctx, appliedVersions)
-		if err != nil {
-			return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
-		}
-		done, err = scanVersions(rows.Next, func(v *int) error { return rows.Scan(v) }, func() error { return nil })
-		if err == nil {
-			err = rows.Err()
-		}
-		_ = rows.Close()
-		if err != nil {
+		if done, err = sqliteApplied(ctx, db); err != nil {
 			return 0, 0, fmt.Errorf("migrations: sqlite: read schema version: %w", err)
 		}
 	}
 	return status(done, ms)
+}
+
+func sqliteApplied(ctx context.Context, db *sql.DB) (map[int]bool, error) {
+	rows, err := db.QueryContext(ctx, appliedVersions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	done := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		done[v] = true
+	}
+	return done, rows.Err()
 }
