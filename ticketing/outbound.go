@@ -856,9 +856,6 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap snapshot) (prepar
 		msg.Cc = append(msg.Cc, smtpsend.Address{Name: a.Name, Email: a.Email})
 		p.env.To = append(p.env.To, a.Email)
 	}
-	if from.Email != acc.SenderAddress {
-		msg.ReplyTo = []smtpsend.Address{from}
-	}
 	p.env.From = acc.SenderAddress
 	raw, err := smtpsend.Build(msg)
 	if err != nil {
