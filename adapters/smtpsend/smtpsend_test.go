@@ -218,3 +218,23 @@ func TestSendStaleConnection(t *testing.T) {
 		t.Errorf("count %d connections %d, want 2 and 2", srv.Count(), srv.Connections())
 	}
 }
+
+// TestSendConnectionDroppedAfterAccept: a server that drops the connection
+// right after its 250 has the mail; the next send notices the dead pooled
+// connection before MAIL FROM and uses a fresh one. Nothing is sent twice.
+func TestSendConnectionDroppedAfterAccept(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{CloseAfterData: true})
+	a := smtpsend.Account{Host: srv.Host, Port: srv.Port, Security: "none", Auth: "none"}
+	s := smtpsend.NewSender()
+	defer s.Close()
+	env := smtpsend.Envelope{From: "a@b.example", To: []string{"c@d.example"}}
+	for i := range 3 {
+		if _, err := s.Send(context.Background(), a, env, testMessage(t, "")); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		time.Sleep(50 * time.Millisecond) // let the server drop the connection
+	}
+	if srv.Count() != 3 || srv.Connections() != 3 {
+		t.Errorf("count %d connections %d, want 3 and 3", srv.Count(), srv.Connections())
+	}
+}

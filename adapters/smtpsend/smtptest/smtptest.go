@@ -46,6 +46,9 @@ type Options struct {
 	// Fail, when set, is asked at each stage ("mail", "rcpt", "data") and
 	// fails it with the returned error (use *smtp.SMTPError for a reply).
 	Fail func(stage, arg string) error
+	// CloseAfterData drops the connection right after accepting a message
+	// (after the 250), as a server or a middlebox may.
+	CloseAfterData bool
 }
 
 // Received is one accepted message.
@@ -93,7 +96,7 @@ func Start(tb testing.TB, opts Options) *Server {
 		s.mu.Lock()
 		s.conns[c.Conn().RemoteAddr().String()] = true // STARTTLS starts a second session on the same connection
 		s.mu.Unlock()
-		return &session{s: s}, nil
+		return &session{s: s, conn: c}, nil
 	}))
 	srv.Domain = "smtptest.invalid"
 	srv.AllowInsecureAuth = true
@@ -169,6 +172,7 @@ func (s *Server) WaitCount(n int, d time.Duration) int {
 
 type session struct {
 	s    *Server
+	conn *smtp.Conn
 	user string
 	from string
 	to   []string
@@ -255,6 +259,12 @@ func (ss *session) Data(r io.Reader) error {
 	select {
 	case ss.s.notify <- struct{}{}:
 	default:
+	}
+	if ss.s.opts.CloseAfterData {
+		go func() {
+			time.Sleep(20 * time.Millisecond) // after the 250 went out
+			_ = ss.conn.Close()
+		}()
 	}
 	return nil
 }
