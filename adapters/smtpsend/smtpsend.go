@@ -235,8 +235,8 @@ func (s *Sender) put(key string, c *smtp.Client) {
 // the envelope env over account a. It returns once the server accepted the
 // message (its 250 after DATA); nothing after that point can fail the send,
 // so a broken connection after acceptance never causes a second copy.
-// A reused connection that fails before MAIL FROM was accepted is replaced
-// by a fresh one transparently.
+// A reused connection whose MAIL FROM fails is replaced by a fresh one
+// transparently: nothing was sent on it.
 func (s *Sender) Send(ctx context.Context, a Account, env Envelope, raw []byte) (Result, error) {
 	if a.MaxSize > 0 && int64(len(raw)) > a.MaxSize {
 		return Result{}, &Error{Stage: StageSize, Reply: fmt.Sprintf("message of %d bytes exceeds the account's max_mail_size of %d", len(raw), a.MaxSize)}
@@ -246,19 +246,20 @@ func (s *Sender) Send(ctx context.Context, a Account, env Envelope, raw []byte) 
 	}
 	key := a.key()
 	if c := s.take(key); c != nil {
-		if err := c.Reset(); err == nil {
-			res, err, accepted := s.submit(ctx, c, a, env, raw)
-			if err == nil {
-				s.put(key, c)
-				res.Reused = true
-				return res, nil
-			}
-			if accepted {
-				_ = c.Close()
-				return Result{}, err
-			}
+		// No RSET first: a completed DATA ends the transaction (RFC 5321
+		// section 4.1.1.4), and a dead connection shows at MAIL FROM.
+		res, err, accepted := s.submit(ctx, c, a, env, raw)
+		if err == nil {
+			s.put(key, c)
+			res.Reused = true
+			return res, nil
 		}
 		_ = c.Close()
+		if accepted {
+			return Result{}, err
+		}
+		// MAIL FROM failed on an idle connection (closed by the server, a
+		// 421): nothing was sent, so a fresh connection tries again.
 	}
 	c, err := Dial(ctx, a)
 	if err != nil {
@@ -274,7 +275,7 @@ func (s *Sender) Send(ctx context.Context, a Account, env Envelope, raw []byte) 
 }
 
 // submit runs MAIL, RCPT and DATA. accepted reports whether MAIL FROM was
-// accepted, after which a failure is a real one and not a stale connection.
+// accepted, after which a failure is the message's and not the connection's.
 func (s *Sender) submit(ctx context.Context, c *smtp.Client, a Account, env Envelope, raw []byte) (Result, error, bool) {
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer stop()
@@ -283,8 +284,7 @@ func (s *Sender) submit(ctx context.Context, c *smtp.Client, a Account, env Enve
 		opts.UTF8 = true
 	}
 	if err := c.Mail(env.From, opts); err != nil {
-		var se *smtp.SMTPError
-		return Result{}, classify(StageMail, ctxErr(ctx, err)), errors.As(err, &se)
+		return Result{}, classify(StageMail, ctxErr(ctx, err)), false
 	}
 	for _, to := range env.To {
 		if err := c.Rcpt(to, nil); err != nil {
