@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ledgerdesk/ledgerdesk/projections"
+	"github.com/ledgerdesk/ledgerdesk/projections/viewbench"
 )
 
 // runProjections is `ledgerdesk projections rebuild [NAME]`: it rebuilds
@@ -21,8 +22,12 @@ import (
 // into fresh tables while a running serve keeps answering from the old ones,
 // and swaps the fresh tables in when they have caught up with the log.
 func runProjections(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "bench" {
+		return runViewBench(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "rebuild" {
-		fmt.Fprintf(stderr, "Usage: ledgerdesk projections rebuild [flags] [%s]\n", strings.Join(projections.ViewNames(), "|"))
+		fmt.Fprintf(stderr, "Usage: ledgerdesk projections rebuild [flags] [%s]\n       ledgerdesk projections bench [flags]\n",
+			strings.Join(projections.ViewNames(), "|"))
 		return errUsage
 	}
 	fs := newFlagSet("projections rebuild", "Rebuild views from the first event into fresh tables, swap them in when caught up.\n"+
@@ -76,6 +81,38 @@ func runProjections(ctx context.Context, args []string, getenv func(string) stri
 	fmt.Fprintf(stdout, "%s: generation %d serving, %d events in %s (%.0f events/s)\n", strings.Join(views, ", "),
 		prog.Generation, prog.Events, prog.Elapsed.Round(time.Millisecond), prog.Rate)
 	return nil
+}
+
+// runViewBench is `ledgerdesk projections bench`: latency of GET /tickets
+// next to a bare Echo handler, and rebuild time next to a raw scan, on
+// scratch databases (see package viewbench).
+func runViewBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("projections bench", "Measure GET /api/v1/tickets?limit=50 latency over generated tickets next to a bare Echo handler\n"+
+		"with a body of the same size, at a fixed request rate, and the rebuild of all views next to a raw\n"+
+		"ordered scan of the events table, on PostgreSQL and the embedded store. Uses scratch databases.", stderr)
+	pgURL := fs.String("database-url", firstNonEmpty(getenv(envDatabaseURL), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
+		"PostgreSQL server to create the scratch database on; empty skips PostgreSQL ["+envDatabaseURL+"]")
+	skipEmbedded := fs.Bool("skip-embedded", false, "measure PostgreSQL only")
+	events := fs.Int("events", 1_000_000, "events in the generated log (a tenth of them tickets)")
+	rate := fs.Int("rate", 200, "requests per second of the latency measurement")
+	duration := fs.Duration("duration", 20*time.Second, "latency measurement per side")
+	rebuilds := fs.Int("rebuilds", 2, "rebuilds (and raw scans) to time")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *events < 1000 || *rate < 1 || *rebuilds < 1 {
+		return &configError{problems: []error{errors.New("--events must be at least 1000, --rate and --rebuilds at least 1")}}
+	}
+	cfg := viewbench.Config{PostgresURL: *pgURL, Events: *events, Rate: *rate, Duration: *duration, Rebuilds: *rebuilds}
+	if !*skipEmbedded {
+		dir, err := os.MkdirTemp("", "ledgerdesk-viewbench-")
+		if err != nil {
+			return fmt.Errorf("scratch directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		cfg.SQLiteDir = dir
+	}
+	return viewbench.Run(ctx, stdout, cfg)
 }
 
 // printProgress writes one progress line: in place on a terminal, else one

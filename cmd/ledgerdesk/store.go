@@ -112,6 +112,13 @@ func openEmbedded(ctx context.Context, cfg *config, logger *slog.Logger) (*store
 		_ = db.Close()
 		return nil, err
 	}
+	// The database holds mail and sealed secrets: owner only.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			_ = db.Close()
+			return nil, fmt.Errorf("restrict %s to its owner: %w", f, err)
+		}
+	}
 	logger.Info("store opened", "kind", "embedded", "path", path)
 	return &store{
 		Store: embedded.New(db, logger), Kind: "embedded", Reader: projections.SQLReader(db),
