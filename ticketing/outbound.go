@@ -47,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,10 @@ const OutboundSubscriber = "saga.outbound.v1"
 
 // OutboundAccountsStream is the stream of the outgoing accounts registry.
 const OutboundAccountsStream = "outbound-accounts"
+
+// notDue is next_attempt_at of rows that are not waiting for an attempt,
+// so that the due index holds them past every real time.
+const notDue int64 = math.MaxInt64
 
 // Row states of outbound_mails.
 const (
@@ -260,7 +265,7 @@ func (s *Outbound) recover(ctx context.Context) error {
 	var n int64
 	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		var err error
-		n, err = tx.Exec(ctx, `UPDATE outbound_mails SET state = $1 WHERE state = $2`, stateRetry, stateSending)
+		n, err = tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2 WHERE state = $3`, stateRetry, s.o.Now().UnixMilli(), stateSending)
 		return err
 	})
 	if err != nil {
@@ -342,15 +347,15 @@ func (s *Outbound) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.R
 	if err != nil {
 		return fmt.Errorf("ticketing: outbound: guard %s: %w", q.OutgoingMailID, err)
 	}
-	state := stateP
+	state, dueAt := stateP, s.o.Now().UnixMilli()
 	if code != "" {
-		state = stateSupp
+		state, dueAt = stateSupp, notDue
 	}
 	n, err := tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
 		payload, state, attempts, next_attempt_at, queued_at, stream_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)
 		ON CONFLICT (outgoing_mail_id) DO NOTHING`,
 		q.OutgoingMailID, q.Kind, q.TicketID, q.MessageID, re.Type, re.SchemaVersion, string(re.Payload), state,
-		s.o.Now().UnixMilli(), queuedAt.UnixMilli(), boolInt(code != ""))
+		dueAt, queuedAt.UnixMilli(), boolInt(code != ""))
 	if err != nil {
 		return fmt.Errorf("ticketing: outbound: take on %s: %w", q.OutgoingMailID, err)
 	}
@@ -535,8 +540,8 @@ func (s *Outbound) claim(ctx context.Context) ([]claimed, error) {
 	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		out = out[:0]
 		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, event_type, schema_version, payload, attempts, stream_version
-			FROM outbound_mails WHERE state IN ($1, $2) AND next_attempt_at <= $3 ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
-			stateP, stateRetry, s.o.Now().UnixMilli(), s.o.BatchSize)
+			FROM outbound_mails WHERE next_attempt_at <= $1 AND state IN ($2, $3) ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
+			s.o.Now().UnixMilli(), stateP, stateRetry, s.o.BatchSize)
 		if err != nil {
 			return err
 		}
@@ -556,14 +561,14 @@ func (s *Outbound) claim(ctx context.Context) ([]claimed, error) {
 		}
 		// One statement for the batch: the rows were selected in this
 		// transaction, and only one sender runs per database.
-		args := []any{stateSending, stateP, stateRetry}
+		args := []any{stateSending, notDue, stateP, stateRetry}
 		marks := make([]string, len(out))
 		for i, c := range out {
 			args = append(args, c.id)
-			marks[i] = fmt.Sprintf("$%d", i+4)
+			marks[i] = fmt.Sprintf("$%d", i+5)
 		}
-		n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, attempts = attempts + 1
-			WHERE state IN ($2, $3) AND outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, attempts = attempts + 1
+			WHERE state IN ($3, $4) AND outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, args...)
 		if err != nil {
 			return err
 		}
@@ -693,10 +698,10 @@ func (s *Outbound) record(ctx context.Context, outs []outcome) error {
 		if len(sent) > 0 {
 			marks := make([]string, len(sent))
 			for i := range sent {
-				marks[i] = fmt.Sprintf("$%d", i+2)
+				marks[i] = fmt.Sprintf("$%d", i+3)
 			}
-			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, stream_version = stream_version + 1
-				WHERE outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, append([]any{stateSent}, sent...)...); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, stream_version = stream_version + 1
+				WHERE outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, append([]any{stateSent, notDue}, sent...)...); err != nil {
 				return err
 			}
 		}
@@ -704,8 +709,12 @@ func (s *Outbound) record(ctx context.Context, outs []outcome) error {
 			if o.state == stateSent {
 				continue
 			}
+			next := notDue
+			if o.state == stateRetry {
+				next = o.next.UnixMilli()
+			}
 			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, stream_version = stream_version + 1
-				WHERE outgoing_mail_id = $3`, o.state, o.next.UnixMilli(), o.c.id); err != nil {
+				WHERE outgoing_mail_id = $3`, o.state, next, o.c.id); err != nil {
 				return err
 			}
 		}
@@ -759,7 +768,7 @@ func (s *Outbound) failed(c claimed, q queued, accountID string, to []string, f 
 	}
 	ev := domain.OutboundMailFailed{OutgoingMailID: c.id, MessageID: q.MessageID, TicketID: q.TicketID, Kind: q.Kind, AccountID: accountID,
 		To: to, Attempt: c.attempts, Stage: f.stage, Code: f.code, Reply: reply, Permanent: permanent, At: now}
-	o := outcome{c: c, state: stateFailed, next: now}
+	o := outcome{c: c, state: stateFailed}
 	if !permanent {
 		o.state = stateRetry
 		o.next = now.Add(s.backoff(c.attempts))

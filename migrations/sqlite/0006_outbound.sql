@@ -14,11 +14,13 @@ CREATE TABLE outbound_mails (
     payload          TEXT    NOT NULL,
     state            TEXT    NOT NULL, -- pending | sending | retry | sent | failed | suppressed
     attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  BIGINT  NOT NULL, -- unix milliseconds
+    next_attempt_at  BIGINT  NOT NULL, -- unix milliseconds; the largest BIGINT while not due (sending, done)
     queued_at        BIGINT  NOT NULL, -- unix milliseconds
     stream_version   BIGINT  NOT NULL DEFAULT 0 -- version of OutboundMailStream
 );
-CREATE INDEX outbound_mails_due ON outbound_mails (state, next_attempt_at);
+-- Due rows are found in order without sorting: rows that are not due
+-- (sending, sent, failed, suppressed) sit at the end of this index.
+CREATE INDEX outbound_mails_due ON outbound_mails (next_attempt_at, outgoing_mail_id);
 
 -- Automatic mails let through, per recipient, for the per-recipient limit.
 CREATE TABLE outbound_recipients (
