@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runBench(ctx, rest, getenv, stdout, stderr)
 	case "projections":
 		err = runProjections(ctx, rest, getenv, stdout, stderr)
+	case "secrets":
+		err = runSecrets(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		err = runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -70,7 +72,7 @@ func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, flag.ErrHelp), errors.Is(err, errHelpShown):
 		return exitOK
 	case errors.As(err, &ce):
 		fmt.Fprintf(stderr, "ledgerdesk: %v\n", err)
@@ -95,6 +97,7 @@ Usage:
   ledgerdesk bench     measure the event store against raw database baselines
   ledgerdesk projections rebuild [NAME]
                        rebuild the ticket, user and location views from the first event
+  ledgerdesk secrets rotate   re-seal stored secrets under a new key
   ledgerdesk version   print the version
 
 Run 'ledgerdesk <command> --help' for a command's flags. Every flag can also

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
+	"github.com/ledgerdesk/ledgerdesk/api"
+	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore"
+)
+
+// rotationActor names the key rotation in the accounts' history.
+const rotationActor = "system:secret-key-rotation"
+
+func runSecrets(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rotate" {
+		fmt.Fprint(stderr, "Usage: ledgerdesk secrets rotate [flags]\n\nRun 'ledgerdesk secrets rotate --help' for the flags.\n")
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
+			return errHelpShown
+		}
+		return errUsage
+	}
+	fs := newFlagSet("secrets rotate", "Re-seal every stored secret (mailbox passwords, OAuth secrets and tokens) under a new key.\n"+
+		"The current key comes from "+envSecretKey+" (or, in embedded mode, the key file in the data directory);\n"+
+		"the new one from --new-key. In embedded mode a new key is generated when --new-key is omitted, and the key\n"+
+		"file is replaced once every secret is re-sealed. With PostgreSQL, set "+envSecretKey+" to the new key\n"+
+		"afterwards. Each re-sealed account gets an update event in its history, naming the rotation as the actor.", stderr)
+	cfg := bindConfig(fs, getenv, false)
+	newKeyText := fs.String("new-key", "", "the new 32-byte key, base64 or hex")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if err := cfg.validate(false); err != nil {
+		return err
+	}
+	logger := newLogger(cfg.LogFormat, stderr)
+	oldKey, err := loadSecretKey(cfg, logger)
+	if err != nil {
+		return err
+	}
+	var newKey []byte
+	switch {
+	case *newKeyText != "":
+		if newKey, err = decodeSecretKey(*newKeyText); err != nil {
+			return &configError{problems: []error{fmt.Errorf("--new-key: %w", err)}}
+		}
+	case cfg.DatabaseURL == "" && cfg.SecretKey == "":
+		newKey = make([]byte, 32)
+		if _, err := rand.Read(newKey); err != nil {
+			return fmt.Errorf("generate a new key: %w", err)
+		}
+	default:
+		return &configError{problems: []error{errors.New("--new-key: required unless the key lives in the data directory")}}
+	}
+	box, err := secretbox.New(newKey, oldKey)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.Close() }()
+
+	n, err := resealInboundAccounts(ctx, st, box, time.Now)
+	if err != nil {
+		return err
+	}
+	if cfg.DatabaseURL == "" && cfg.SecretKey == "" {
+		if err := replaceKeyFile(cfg.DataDir, newKey); err != nil {
+			return fmt.Errorf("all secrets are re-sealed but the key file could not be replaced; set %s to the new key: %w", envSecretKey, err)
+		}
+		fmt.Fprintf(stdout, "re-sealed the secrets of %d inbound account(s); the new key is in %s\n", n, filepath.Join(cfg.DataDir, secretKeyFile))
+		return nil
+	}
+	fmt.Fprintf(stdout, "re-sealed the secrets of %d inbound account(s); now set %s to the new key and restart\n", n, envSecretKey)
+	return nil
+}
+
+// errHelpShown is returned after printing help for a command without a flag set.
+var errHelpShown = errors.New("help")
+
+// resealInboundAccounts appends an update for every account holding a
+// secret sealed with an older key. The append expects the stream version it
+// read, so a concurrent change through the API makes the rotation fail
+// rather than overwrite it; run it again.
+func resealInboundAccounts(ctx context.Context, store eventstore.Store, box *secretbox.Box, now func() time.Time) (int, error) {
+	accounts, version, err := api.LoadInboundAccounts(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]string, 0, len(accounts.ByID))
+	for id := range accounts.ByID {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var news []eventstore.NewEvent
+	for _, id := range ids {
+		a := accounts.ByID[id]
+		changed := false
+		for _, secret := range []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} {
+			if box.NeedsReseal(*secret) {
+				resealed, err := box.Reseal(*secret)
+				if err != nil {
+					return 0, fmt.Errorf("account %s (%s): %w", a.ID, a.Name, err)
+				}
+				*secret, changed = resealed, true
+			}
+		}
+		if !changed {
+			continue
+		}
+		evs, err := domain.DecideUpdateInboundAccount(accounts, a, rotationActor)
+		if err != nil {
+			return 0, fmt.Errorf("account %s (%s): %w", a.ID, a.Name, err)
+		}
+		for _, e := range evs {
+			name, v, payload, err := domain.MarshalEvent(e)
+			if err != nil {
+				return 0, err
+			}
+			news = append(news, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload,
+				Metadata: eventstore.Metadata{Actor: rotationActor, OccurredAt: now().UTC()}})
+		}
+	}
+	if len(news) == 0 {
+		return 0, nil
+	}
+	if _, err := store.Append(ctx, eventstore.AppendRequest{Stream: api.AccountsStream, ExpectedVersion: version, Events: news}); err != nil {
+		return 0, fmt.Errorf("record re-sealed accounts: %w", err)
+	}
+	return len(news), nil
+}
+
+// replaceKeyFile swaps the key file atomically, keeping mode 0600.
+func replaceKeyFile(dataDir string, key []byte) error {
+	path := filepath.Join(dataDir, secretKeyFile)
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

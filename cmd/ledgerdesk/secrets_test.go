@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
+	"github.com/ledgerdesk/ledgerdesk/api"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
+)
+
+func TestSecretsRotate_ResealsEveryPasswordUnderTheNewKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := startServe(t, map[string]string{envDataDir: dir, envAdminToken: e2eToken})
+	client := apiClient{tb: t, base: srv.URL}
+	client.must(http.MethodPost, "/api/v1/inbound-accounts", map[string]any{"name": "support", "protocol": "imap",
+		"host": "imap.example.com", "username": "support", "password": "pässwort-1", "enabled": false})
+	if code := srv.Stop(t); code != exitOK {
+		t.Fatalf("serve exit %d", code)
+	}
+	oldKey, _ := os.ReadFile(filepath.Join(dir, secretKeyFile))
+
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"secrets", "rotate"}, envOf(map[string]string{envDataDir: dir}), &out, &errb); code != exitOK {
+		t.Fatalf("secrets rotate = %d; stderr:\n%s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "re-sealed the secrets of 1 inbound account") {
+		t.Errorf("rotate printed %q", out.String())
+	}
+	newKeyText, _ := os.ReadFile(filepath.Join(dir, secretKeyFile))
+	if bytes.Equal(oldKey, newKeyText) {
+		t.Fatal("the key file was not replaced")
+	}
+	newKey, err := decodeSecretKey(string(newKeyText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := embedded.OpenDB(filepath.Join(dir, "ledgerdesk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := embedded.New(db, slog.New(slog.DiscardHandler))
+	defer func() { _ = store.Close() }()
+	accounts, _, err := api.LoadInboundAccounts(context.Background(), store)
+	if err != nil || len(accounts.ByID) != 1 {
+		t.Fatalf("accounts = %v, %v", accounts, err)
+	}
+	box, _ := secretbox.New(newKey)
+	for _, a := range accounts.ByID {
+		if got, err := box.Open(a.Password); err != nil || got != "pässwort-1" {
+			t.Errorf("password under the new key = %q, %v", got, err)
+		}
+	}
+	evs, _ := store.ReadStream(context.Background(), api.AccountsStream, 1, 0)
+	if last := evs[len(evs)-1]; last.Metadata.Actor != rotationActor {
+		t.Errorf("last account event actor = %q, want %q", last.Metadata.Actor, rotationActor)
+	}
+	// Nothing left to re-seal: a second rotation is harmless.
+	out.Reset()
+	if code := run(context.Background(), []string{"secrets", "rotate"}, envOf(map[string]string{envDataDir: dir}), &out, &errb); code != exitOK {
+		t.Fatalf("second rotate = %d: %s", code, errb.String())
+	}
+}
