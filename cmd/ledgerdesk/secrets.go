@@ -16,6 +16,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // rotationActor names the key rotation in the accounts' history.
@@ -29,7 +30,7 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		return errUsage
 	}
-	fs := newFlagSet("secrets rotate", "Re-seal every stored secret (mailbox passwords, OAuth secrets and tokens) under a new key.\n"+
+	fs := newFlagSet("secrets rotate", "Re-seal every stored secret (inbound and outgoing mailbox passwords, OAuth secrets and tokens) under a new key.\n"+
 		"The current key comes from "+envSecretKey+" (or, in embedded mode, the key file in the data directory);\n"+
 		"the new one from --new-key. In embedded mode a new key is generated when --new-key is omitted, and the key\n"+
 		"file is replaced once every secret is re-sealed. With PostgreSQL, set "+envSecretKey+" to the new key\n"+
@@ -75,14 +76,19 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	m, err := resealOutboundAccounts(ctx, st, box, time.Now)
+	if err != nil {
+		return err
+	}
+	n += m
 	if cfg.DatabaseURL == "" && cfg.SecretKey == "" {
 		if err := replaceKeyFile(cfg.DataDir, newKey); err != nil {
 			return fmt.Errorf("all secrets are re-sealed but the key file could not be replaced; set %s to the new key: %w", envSecretKey, err)
 		}
-		fmt.Fprintf(stdout, "re-sealed the secrets of %d inbound account(s); the new key is in %s\n", n, filepath.Join(cfg.DataDir, secretKeyFile))
+		fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s); the new key is in %s\n", n, filepath.Join(cfg.DataDir, secretKeyFile))
 		return nil
 	}
-	fmt.Fprintf(stdout, "re-sealed the secrets of %d inbound account(s); now set %s to the new key and restart\n", n, envSecretKey)
+	fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s); now set %s to the new key and restart\n", n, envSecretKey)
 	return nil
 }
 
@@ -123,14 +129,11 @@ func resealInboundAccounts(ctx context.Context, store eventstore.Store, box *sec
 		if err != nil {
 			return 0, fmt.Errorf("account %s (%s): %w", a.ID, a.Name, err)
 		}
-		for _, e := range evs {
-			name, v, payload, err := domain.MarshalEvent(e)
-			if err != nil {
-				return 0, err
-			}
-			news = append(news, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload,
-				Metadata: eventstore.Metadata{Actor: rotationActor, OccurredAt: now().UTC()}})
+		ne, err := encodeEvents(evs, now)
+		if err != nil {
+			return 0, err
 		}
+		news = append(news, ne...)
 	}
 	if len(news) == 0 {
 		return 0, nil
@@ -139,6 +142,66 @@ func resealInboundAccounts(ctx context.Context, store eventstore.Store, box *sec
 		return 0, fmt.Errorf("record re-sealed accounts: %w", err)
 	}
 	return len(news), nil
+}
+
+// resealOutboundAccounts is resealInboundAccounts for the outgoing
+// (SMTP) accounts.
+func resealOutboundAccounts(ctx context.Context, store eventstore.Store, box *secretbox.Box, now func() time.Time) (int, error) {
+	accounts, version, err := api.LoadOutboundAccounts(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]string, 0, len(accounts.ByID))
+	for id := range accounts.ByID {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var news []eventstore.NewEvent
+	for _, id := range ids {
+		a := accounts.ByID[id]
+		changed := false
+		for _, secret := range []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} {
+			if box.NeedsReseal(*secret) {
+				resealed, err := box.Reseal(*secret)
+				if err != nil {
+					return 0, fmt.Errorf("outgoing account %s (%s): %w", a.ID, a.Name, err)
+				}
+				*secret, changed = resealed, true
+			}
+		}
+		if !changed {
+			continue
+		}
+		evs, err := domain.DecideUpdateOutboundAccount(accounts, a, rotationActor)
+		if err != nil {
+			return 0, fmt.Errorf("outgoing account %s (%s): %w", a.ID, a.Name, err)
+		}
+		ne, err := encodeEvents(evs, now)
+		if err != nil {
+			return 0, err
+		}
+		news = append(news, ne...)
+	}
+	if len(news) == 0 {
+		return 0, nil
+	}
+	if _, err := store.Append(ctx, eventstore.AppendRequest{Stream: ticketing.OutboundAccountsStream, ExpectedVersion: version, Events: news}); err != nil {
+		return 0, fmt.Errorf("record re-sealed outgoing accounts: %w", err)
+	}
+	return len(news), nil
+}
+
+func encodeEvents(evs []domain.Event, now func() time.Time) ([]eventstore.NewEvent, error) {
+	out := make([]eventstore.NewEvent, 0, len(evs))
+	for _, e := range evs {
+		name, v, payload, err := domain.MarshalEvent(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload,
+			Metadata: eventstore.Metadata{Actor: rotationActor, OccurredAt: now().UTC()}})
+	}
+	return out, nil
 }
 
 // replaceKeyFile swaps the key file atomically, keeping mode 0600.

@@ -22,6 +22,9 @@ func TestSecretsRotate_ResealsEveryPasswordUnderTheNewKey(t *testing.T) {
 	client := apiClient{tb: t, base: srv.URL}
 	client.must(http.MethodPost, "/api/v1/inbound-accounts", map[string]any{"name": "support", "protocol": "imap",
 		"host": "imap.example.com", "username": "support", "password": "pässwort-1", "enabled": false})
+	client.must(http.MethodPost, "/api/v1/outbound-accounts", map[string]any{"name": "smtp", "default": true,
+		"host": "smtp.example.com", "port": 587, "security": "starttls", "auth": "plain", "username": "support",
+		"password": "smtp-secret-2", "sender_address": "support@example.com"})
 	if code := srv.Stop(t); code != exitOK {
 		t.Fatalf("serve exit %d", code)
 	}
@@ -31,7 +34,7 @@ func TestSecretsRotate_ResealsEveryPasswordUnderTheNewKey(t *testing.T) {
 	if code := run(context.Background(), []string{"secrets", "rotate"}, envOf(map[string]string{envDataDir: dir}), &out, &errb); code != exitOK {
 		t.Fatalf("secrets rotate = %d; stderr:\n%s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "re-sealed the secrets of 1 inbound account") {
+	if !strings.Contains(out.String(), "re-sealed the secrets of 2 account") {
 		t.Errorf("rotate printed %q", out.String())
 	}
 	newKeyText, _ := os.ReadFile(filepath.Join(dir, secretKeyFile))
@@ -56,6 +59,15 @@ func TestSecretsRotate_ResealsEveryPasswordUnderTheNewKey(t *testing.T) {
 	for _, a := range accounts.ByID {
 		if got, err := box.Open(a.Password); err != nil || got != "pässwort-1" {
 			t.Errorf("password under the new key = %q, %v", got, err)
+		}
+	}
+	outbound, _, err := api.LoadOutboundAccounts(context.Background(), store)
+	if err != nil || len(outbound.ByID) != 1 {
+		t.Fatalf("outbound accounts = %v, %v", outbound, err)
+	}
+	for _, a := range outbound.ByID {
+		if got, err := box.Open(a.Password); err != nil || got != "smtp-secret-2" {
+			t.Errorf("outgoing password under the new key = %q, %v", got, err)
 		}
 	}
 	evs, _ := store.ReadStream(context.Background(), api.AccountsStream, 1, 0)
