@@ -28,11 +28,36 @@ type rowBatch struct {
 	rows    [][]any
 }
 
+// decoded is an event with its payload decoded ahead of the folds, in
+// parallel: e for ticket, user and location streams (nil when it does not
+// decode: err says why), mail for the MailReceived that opens a mail stream.
+type decoded struct {
+	ev   eventstore.RecordedEvent
+	e    domain.Event
+	err  error
+	mail *mailBody
+}
+
+// decode decodes what the folds will need of ev.
+func decode(ev eventstore.RecordedEvent, mails bool) decoded {
+	d := decoded{ev: ev}
+	switch {
+	case strings.HasPrefix(ev.Stream, domain.TicketStream("")), strings.HasPrefix(ev.Stream, domain.UserStream("")),
+		strings.HasPrefix(ev.Stream, domain.LocationStream("")):
+		d.e, d.err = domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+	case mails && ev.Type == domain.MailReceivedName && ev.StreamVersion == 1 && strings.HasPrefix(ev.Stream, ticketing.MailStream("")):
+		if b, ok := mailBodyOf([]eventstore.RecordedEvent{ev}); ok {
+			d.mail = &b
+		}
+	}
+	return d
+}
+
 // bulkFold is one view's in-memory rebuild.
 type bulkFold interface {
 	// apply folds one event; it may read the store (a mail body it has not
 	// seen pass by).
-	apply(ctx context.Context, ev eventstore.RecordedEvent) error
+	apply(ctx context.Context, d decoded) error
 	// ready hands over rows that will not change any more (written while
 	// the fold goes on).
 	ready() []rowBatch
@@ -72,18 +97,16 @@ func newBulkTickets(store eventstore.Store, logger *slog.Logger, suffix string) 
 		mails: map[string]mailBody{}, ring: make([]string, mailCacheSize)}
 }
 
-func (b *bulkTickets) apply(ctx context.Context, ev eventstore.RecordedEvent) error {
-	if ev.Type == domain.MailReceivedName && ev.StreamVersion == 1 && strings.HasPrefix(ev.Stream, ticketing.MailStream("")) {
-		if body, ok := mailBodyOf([]eventstore.RecordedEvent{ev}); ok {
-			b.remember(body)
-		}
+func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
+	ev, e, err := d.ev, d.e, d.err
+	if d.mail != nil {
+		b.remember(*d.mail)
 		return nil
 	}
 	id, ok := streamID(ev.Stream, domain.TicketStream(""))
 	if !ok {
 		return nil
 	}
-	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
 	if err != nil {
 		b.logger.Error("tickets: undecodable event applied as a version bump only", "position", ev.Position,
 			"type", ev.Type, "stream", ev.Stream, "err", err)
@@ -221,12 +244,12 @@ type bulkUsers struct {
 	users  map[string]*User
 }
 
-func (b *bulkUsers) apply(_ context.Context, ev eventstore.RecordedEvent) error {
+func (b *bulkUsers) apply(_ context.Context, d decoded) error {
+	ev, e, err := d.ev, d.e, d.err
 	id, ok := streamID(ev.Stream, domain.UserStream(""))
 	if !ok {
 		return nil
 	}
-	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
 	if err != nil {
 		b.logger.Error("users: undecodable event applied as a version bump only", "position", ev.Position,
 			"type", ev.Type, "stream", ev.Stream, "err", err)
@@ -279,12 +302,12 @@ type bulkLocations struct {
 	locs   map[string]*Location
 }
 
-func (b *bulkLocations) apply(_ context.Context, ev eventstore.RecordedEvent) error {
+func (b *bulkLocations) apply(_ context.Context, d decoded) error {
+	ev, e, err := d.ev, d.e, d.err
 	id, ok := streamID(ev.Stream, domain.LocationStream(""))
 	if !ok {
 		return nil
 	}
-	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
 	if err != nil {
 		b.logger.Error("locations: undecodable event applied as a version bump only", "position", ev.Position,
 			"type", ev.Type, "stream", ev.Stream, "err", err)
@@ -402,4 +425,3 @@ func insertSQL(table string, cols []string, rows int) string {
 	}
 	return sb.String()
 }
-

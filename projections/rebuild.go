@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
@@ -159,25 +162,32 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		}
 	}
 
-	// Writing runs beside reading: the batches go to a writer goroutine.
+	// Four stages overlap: reading pages of the log, decoding them (in
+	// parallel), folding them in order, and writing rows (a goroutine).
 	w := startWriter(ctx, store, reader)
-	for {
-		page, err := store.ReadAll(ctx, prog.Position, opts.PageSize)
-		if err != nil {
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	pages := readPages(readCtx, store, opts.PageSize, slices.Contains(views, "tickets"))
+	var foldTime, queueTime time.Duration
+	for p := range pages {
+		if p.err != nil {
 			w.abort()
-			return prog, fmt.Errorf("projections: rebuild %s: read the log: %w", what, err)
+			return prog, fmt.Errorf("projections: rebuild %s: read the log: %w", what, p.err)
 		}
-		if len(page) == 0 {
-			break
-		}
-		for _, ev := range page {
+		t1 := time.Now()
+		for _, d := range p.events {
 			for _, f := range folds {
-				if err := f.apply(ctx, ev); err != nil {
+				if err := f.apply(ctx, d); err != nil {
+					stopReading()
+					for range pages {
+					}
 					w.abort()
-					return prog, fmt.Errorf("projections: rebuild %s: event at position %d: %w", what, ev.Position, err)
+					return prog, fmt.Errorf("projections: rebuild %s: event at position %d: %w", what, d.ev.Position, err)
 				}
 			}
 		}
+		t2 := time.Now()
+		foldTime += t2.Sub(t1)
 		for _, f := range folds {
 			for _, b := range f.ready() {
 				if err := w.write(ctx, b); err != nil {
@@ -185,10 +195,12 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 				}
 			}
 		}
-		prog.Events += int64(len(page))
-		prog.Position = page[len(page)-1].Position
+		queueTime += time.Since(t2)
+		prog.Events += int64(len(p.events))
+		prog.Position = p.events[len(p.events)-1].ev.Position
 		report(false)
 	}
+	opts.Logger.Info("rebuild: log read", "views", what, "events", prog.Events, "fold", foldTime, "waiting for the writer", queueTime)
 	prog.Phase = "writing"
 	report(true)
 	for _, f := range folds {
@@ -282,6 +294,73 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	prog.Phase = "swapped"
 	report(true)
 	return prog, nil
+}
+
+// page is a page of the log, decoded.
+type page struct {
+	events []decoded
+	err    error
+}
+
+// readPages reads the whole visible log in pages from the first event, one
+// page ahead of the consumer, and decodes each page on all cores. The
+// channel closes after the last page, after an error page or when ctx ends.
+func readPages(ctx context.Context, store eventstore.Store, size int, mails bool) <-chan page {
+	raw := make(chan page, 1)
+	go func() {
+		defer close(raw)
+		var after int64
+		for {
+			evs, err := store.ReadAll(ctx, after, size)
+			if err != nil || len(evs) == 0 {
+				if err != nil {
+					select {
+					case raw <- page{err: err}:
+					case <-ctx.Done():
+					}
+				}
+				return
+			}
+			after = evs[len(evs)-1].Position
+			ds := make([]decoded, len(evs))
+			for i, ev := range evs {
+				ds[i].ev = ev
+			}
+			select {
+			case raw <- page{events: ds}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	out := make(chan page, 1)
+	go func() {
+		defer close(out)
+		workers := runtime.GOMAXPROCS(0)
+		for p := range raw {
+			if p.err == nil {
+				var wg sync.WaitGroup
+				per := (len(p.events) + workers - 1) / workers
+				for lo := 0; lo < len(p.events); lo += per {
+					hi := min(lo+per, len(p.events))
+					wg.Go(func() {
+						for i := lo; i < hi; i++ {
+							p.events[i] = decode(p.events[i].ev, mails)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			select {
+			case out <- p:
+			case <-ctx.Done():
+				for range raw {
+				}
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // nextGeneration reserves the generation number of a new rebuild of views:
