@@ -115,6 +115,9 @@ func validate(reqs []eventstore.AppendRequest) error {
 // pool it needs exactly one request (one statement is its own transaction);
 // on a transaction, any number.
 func appendAll(ctx context.Context, q querier, reqs []eventstore.AppendRequest) (eventstore.AppendResult, error) {
+	if allNew(reqs) {
+		return appendNew(ctx, q, reqs)
+	}
 	res := eventstore.AppendResult{StreamVersions: make(map[string]int64, len(reqs))}
 	batch := &pgx.Batch{}
 	for _, r := range reqs {
