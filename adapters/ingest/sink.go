@@ -239,10 +239,30 @@ func (s *Sink) Commit(ctx context.Context) error {
 	}
 	batch := s.staged
 	s.staged = nil
-	packed, err := s.storeBlobs(ctx, batch)
-	if err != nil {
-		return fmt.Errorf("ingest: commit %d mails of account %s: %w", len(batch), s.accountID, err)
+	// The blobs are written and fsynced while the database does its part of
+	// the batch; the transaction commits only after they are durable.
+	type blobResult struct {
+		packed []blobstore.Packed
+		err    error
 	}
+	blobsDone := make(chan blobResult, 1)
+	go func() {
+		packed, err := s.storeBlobs(ctx, batch)
+		blobsDone <- blobResult{packed, err}
+	}()
+	waited := false
+	var blobs blobResult
+	waitBlobs := func() blobResult { // safe to call again if Update retries fn
+		if !waited {
+			waited, blobs = true, <-blobsDone
+		}
+		return blobs
+	}
+	defer func() {
+		if !waited {
+			<-blobsDone
+		}
+	}()
 	reqs := make([]eventstore.AppendRequest, 0, len(batch))
 	for _, st := range batch {
 		ne, err := newEvent(st.event, s.accountID)
@@ -252,10 +272,7 @@ func (s *Sink) Commit(ctx context.Context) error {
 		reqs = append(reqs, eventstore.AppendRequest{Stream: MailStream(st.mailID), ExpectedVersion: eventstore.NoStream,
 			Events: []eventstore.NewEvent{ne}})
 	}
-	err = s.store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		if err := recordPacked(ctx, tx, packed); err != nil {
-			return err
-		}
+	err := s.store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		for start := 0; start < len(batch); start += knownChunk {
 			part := batch[start:min(start+knownChunk, len(batch))]
 			vals := make([]string, len(part))
@@ -272,7 +289,11 @@ func (s *Sink) Commit(ctx context.Context) error {
 		if _, err := tx.Append(ctx, reqs...); err != nil {
 			return fmt.Errorf("append %d intake events: %w", len(reqs), err)
 		}
-		return nil
+		stored := waitBlobs()
+		if stored.err != nil {
+			return fmt.Errorf("store blobs: %w", stored.err)
+		}
+		return recordPacked(ctx, tx, stored.packed)
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: commit %d mails of account %s: %w", len(batch), s.accountID, err)
