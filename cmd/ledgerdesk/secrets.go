@@ -95,76 +95,54 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 // errHelpShown is returned after printing help for a command without a flag set.
 var errHelpShown = errors.New("help")
 
-// resealInboundAccounts appends an update for every account holding a
-// secret sealed with an older key. The append expects the stream version it
-// read, so a concurrent change through the API makes the rotation fail
-// rather than overwrite it; run it again.
+// resealInboundAccounts appends an update for every inbound account holding
+// a secret sealed with an older key.
 func resealInboundAccounts(ctx context.Context, store eventstore.Store, box *secretbox.Box, now func() time.Time) (int, error) {
 	accounts, version, err := api.LoadInboundAccounts(ctx, store)
 	if err != nil {
 		return 0, err
 	}
-	ids := make([]string, 0, len(accounts.ByID))
-	for id := range accounts.ByID {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	var news []eventstore.NewEvent
-	for _, id := range ids {
-		a := accounts.ByID[id]
-		changed := false
-		for _, secret := range []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} {
-			if box.NeedsReseal(*secret) {
-				resealed, err := box.Reseal(*secret)
-				if err != nil {
-					return 0, fmt.Errorf("account %s (%s): %w", a.ID, a.Name, err)
-				}
-				*secret, changed = resealed, true
-			}
-		}
-		if !changed {
-			continue
-		}
-		evs, err := domain.DecideUpdateInboundAccount(accounts, a, rotationActor)
-		if err != nil {
-			return 0, fmt.Errorf("account %s (%s): %w", a.ID, a.Name, err)
-		}
-		ne, err := encodeEvents(evs, now)
-		if err != nil {
-			return 0, err
-		}
-		news = append(news, ne...)
-	}
-	if len(news) == 0 {
-		return 0, nil
-	}
-	if _, err := store.Append(ctx, eventstore.AppendRequest{Stream: api.AccountsStream, ExpectedVersion: version, Events: news}); err != nil {
-		return 0, fmt.Errorf("record re-sealed accounts: %w", err)
-	}
-	return len(news), nil
+	return reseal(ctx, store, box, now, api.AccountsStream, version, accounts.ByID,
+		func(a *domain.InboundAccount) []*string { return []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} },
+		func(a domain.InboundAccount) ([]domain.Event, error) {
+			return domain.DecideUpdateInboundAccount(accounts, a, rotationActor)
+		})
 }
 
-// resealOutboundAccounts is resealInboundAccounts for the outgoing
-// (SMTP) accounts.
+// resealOutboundAccounts does the same for the outgoing (SMTP) accounts.
 func resealOutboundAccounts(ctx context.Context, store eventstore.Store, box *secretbox.Box, now func() time.Time) (int, error) {
 	accounts, version, err := api.LoadOutboundAccounts(ctx, store)
 	if err != nil {
 		return 0, err
 	}
-	ids := make([]string, 0, len(accounts.ByID))
-	for id := range accounts.ByID {
+	return reseal(ctx, store, box, now, ticketing.OutboundAccountsStream, version, accounts.ByID,
+		func(a *domain.OutboundAccount) []*string { return []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} },
+		func(a domain.OutboundAccount) ([]domain.Event, error) {
+			return domain.DecideUpdateOutboundAccount(accounts, a, rotationActor)
+		})
+}
+
+// reseal re-seals the secrets of every account of one registry stream and
+// appends the updates at the version it read, so a concurrent change
+// through the API makes the rotation fail rather than overwrite it; run it
+// again then.
+func reseal[A any](ctx context.Context, store eventstore.Store, box *secretbox.Box, now func() time.Time,
+	stream string, version int64, byID map[string]A, secrets func(*A) []*string, decide func(A) ([]domain.Event, error),
+) (int, error) {
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	var news []eventstore.NewEvent
 	for _, id := range ids {
-		a := accounts.ByID[id]
+		a := byID[id]
 		changed := false
-		for _, secret := range []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} {
+		for _, secret := range secrets(&a) {
 			if box.NeedsReseal(*secret) {
 				resealed, err := box.Reseal(*secret)
 				if err != nil {
-					return 0, fmt.Errorf("outgoing account %s (%s): %w", a.ID, a.Name, err)
+					return 0, fmt.Errorf("%s account %s: %w", stream, id, err)
 				}
 				*secret, changed = resealed, true
 			}
@@ -172,9 +150,9 @@ func resealOutboundAccounts(ctx context.Context, store eventstore.Store, box *se
 		if !changed {
 			continue
 		}
-		evs, err := domain.DecideUpdateOutboundAccount(accounts, a, rotationActor)
+		evs, err := decide(a)
 		if err != nil {
-			return 0, fmt.Errorf("outgoing account %s (%s): %w", a.ID, a.Name, err)
+			return 0, fmt.Errorf("%s account %s: %w", stream, id, err)
 		}
 		ne, err := encodeEvents(evs, now)
 		if err != nil {
@@ -185,8 +163,8 @@ func resealOutboundAccounts(ctx context.Context, store eventstore.Store, box *se
 	if len(news) == 0 {
 		return 0, nil
 	}
-	if _, err := store.Append(ctx, eventstore.AppendRequest{Stream: ticketing.OutboundAccountsStream, ExpectedVersion: version, Events: news}); err != nil {
-		return 0, fmt.Errorf("record re-sealed outgoing accounts: %w", err)
+	if _, err := store.Append(ctx, eventstore.AppendRequest{Stream: stream, ExpectedVersion: version, Events: news}); err != nil {
+		return 0, fmt.Errorf("record re-sealed %s: %w", stream, err)
 	}
 	return len(news), nil
 }
