@@ -103,7 +103,9 @@ func resealInboundAccounts(ctx context.Context, store eventstore.Store, box *sec
 		return 0, err
 	}
 	return reseal(ctx, store, box, now, api.AccountsStream, version, accounts.ByID,
-		func(a *domain.InboundAccount) []*string { return []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} },
+		func(a *domain.InboundAccount) []*string {
+			return []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken}
+		},
 		func(a domain.InboundAccount) ([]domain.Event, error) {
 			return domain.DecideUpdateInboundAccount(accounts, a, rotationActor)
 		})
@@ -116,7 +118,9 @@ func resealOutboundAccounts(ctx context.Context, store eventstore.Store, box *se
 		return 0, err
 	}
 	return reseal(ctx, store, box, now, ticketing.OutboundAccountsStream, version, accounts.ByID,
-		func(a *domain.OutboundAccount) []*string { return []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken} },
+		func(a *domain.OutboundAccount) []*string {
+			return []*string{&a.Password, &a.OAuthClientSecret, &a.OAuthRefreshToken}
+		},
 		func(a domain.OutboundAccount) ([]domain.Event, error) {
 			return domain.DecideUpdateOutboundAccount(accounts, a, rotationActor)
 		})
