@@ -174,14 +174,20 @@ const pgLockKey = 7_306_117_100_001
 
 // ApplyPostgres brings a PostgreSQL database up to the latest schema.
 func ApplyPostgres(ctx context.Context, pool *pgxpool.Pool) error {
-	ms, err := List("postgres")
+	return applyAll("postgres", func(ms []Migration) (bool, error) { return pgApplyOne(ctx, pool, ms) })
+}
+
+// applyAll applies a dialect's migrations one transaction at a time until
+// none is missing.
+func applyAll(dialect string, applyOne func([]Migration) (bool, error)) error {
+	ms, err := List(dialect)
 	if err != nil {
 		return err
 	}
 	for {
-		more, err := pgApplyOne(ctx, pool, ms)
+		more, err := applyOne(ms)
 		if err != nil {
-			return fmt.Errorf("migrations: postgres: %w", err)
+			return fmt.Errorf("migrations: %s: %w", dialect, err)
 		}
 		if !more {
 			return nil
@@ -286,19 +292,7 @@ func (s sqlStep) applied(ctx context.Context) (map[int]bool, error) {
 // The database should be opened so that transactions take the write lock at
 // BEGIN (eventstore/embedded.OpenDB does), which serialises migrators.
 func ApplySQLite(ctx context.Context, db *sql.DB) error {
-	ms, err := List("sqlite")
-	if err != nil {
-		return err
-	}
-	for {
-		more, err := sqliteApplyOne(ctx, db, ms)
-		if err != nil {
-			return fmt.Errorf("migrations: sqlite: %w", err)
-		}
-		if !more {
-			return nil
-		}
-	}
+	return applyAll("sqlite", func(ms []Migration) (bool, error) { return sqliteApplyOne(ctx, db, ms) })
 }
 
 func sqliteApplyOne(ctx context.Context, db *sql.DB, ms []Migration) (bool, error) {
