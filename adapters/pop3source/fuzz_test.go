@@ -3,6 +3,7 @@ package pop3source
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"io/fs"
 	"net/textproto"
@@ -119,7 +120,7 @@ func FuzzDotRoundTrip(f *testing.F) {
 		for {
 			n, err := b.Read(buf)
 			got = append(got, buf[:n]...)
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
