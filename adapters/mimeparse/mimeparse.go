@@ -258,6 +258,9 @@ type parser struct {
 	report    string
 	bounceID  string
 	fallback  string // charset for raw 8-bit header bytes
+	// ext, when set, makes the walk copy one part to a writer and stop
+	// there (ExtractPart, FindContentID) instead of summarising the mail.
+	ext *extraction
 }
 
 func (p *parser) warn(format string, args ...any) {
@@ -274,36 +277,8 @@ func (p *parser) warn(format string, args ...any) {
 
 func (p *parser) parse(src *hashingReader) (Summary, error) {
 	br := bufio.NewReaderSize(src, 32<<10)
-	hr := &headerReader{br: br, max: p.lim.MaxHeaderBytes, what: "header"}
-	blk, err := hr.readHeader(true)
-	if err != nil {
-		return Summary{}, err
-	}
-	if len(blk.h.fields) == 0 {
-		return Summary{}, &ParseError{Reason: "not a mail: no header fields"}
-	}
-	if !blk.h.looksLikeMail() {
-		return Summary{}, &ParseError{Reason: "not a mail: none of From, To, Subject, Date, Message-ID, Received or Content-Type in the header"}
-	}
-	if blk.skipped > 0 {
-		p.warn("header: dropped %d malformed line(s)", blk.skipped)
-	}
-	h := &blk.h
-	_, params := parseMediaType(h.get("Content-Type"))
-	p.fallback = params["charset"]
-	if h.repair(p.fallback) {
-		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
-	}
-	if h.has("Content-Type") && !h.has("Mime-Version") {
-		p.warn("header: MIME-Version missing; Content-Type honoured anyway")
-	}
 	p.bodyLeft = 2 * int64(p.lim.MaxBodyBytes)
-
-	var body io.Reader = br
-	if blk.leftover != nil {
-		body = io.MultiReader(bytes.NewReader(append(blk.leftover, blk.leftoverNL...)), br)
-	}
-	segs, err := p.walk(h, body, "", true, 0, "", false)
+	h, segs, err := p.walkMail(br)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -323,6 +298,45 @@ func (p *parser) parse(src *hashingReader) (Summary, error) {
 	s.Attachments = p.atts
 	s.Warnings = p.warnings
 	return s, nil
+}
+
+// walkMail reads the top-level header from br and walks the body: the
+// single walk that Parse and the extraction functions share, so that part
+// paths mean the same thing in both.
+func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
+	hr := &headerReader{br: br, max: p.lim.MaxHeaderBytes, what: "header"}
+	blk, err := hr.readHeader(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(blk.h.fields) == 0 {
+		return nil, nil, &ParseError{Reason: "not a mail: no header fields"}
+	}
+	if !blk.h.looksLikeMail() {
+		return nil, nil, &ParseError{Reason: "not a mail: none of From, To, Subject, Date, Message-ID, Received or Content-Type in the header"}
+	}
+	if blk.skipped > 0 {
+		p.warn("header: dropped %d malformed line(s)", blk.skipped)
+	}
+	h := &blk.h
+	_, params := parseMediaType(h.get("Content-Type"))
+	p.fallback = params["charset"]
+	if h.repair(p.fallback) {
+		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
+	}
+	if h.has("Content-Type") && !h.has("Mime-Version") {
+		p.warn("header: MIME-Version missing; Content-Type honoured anyway")
+	}
+
+	var body io.Reader = br
+	if blk.leftover != nil {
+		body = io.MultiReader(bytes.NewReader(append(blk.leftover, blk.leftoverNL...)), br)
+	}
+	segs, err := p.walk(h, body, "", true, 0, "", false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, segs, nil
 }
 
 // segment is a piece of the mail's body: the text and/or HTML of one body
@@ -395,7 +409,8 @@ func (p *parser) walk(h *header, body io.Reader, path string, msgRoot bool, dept
 func isFatal(err error) bool {
 	var le *limitError
 	var se *sourceError
-	return errors.As(err, &le) || errors.As(err, &se)
+	var we *sinkError
+	return errors.As(err, &le) || errors.As(err, &se) || errors.As(err, &we) || errors.Is(err, errExtracted)
 }
 
 func pathName(path string) string {
@@ -655,6 +670,10 @@ func (c *decodedCounter) Read(b []byte) (int, error) {
 func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]string, path string, forwarded bool) ([]segment, error) {
 	disp, filename := p.disposition(h, params)
 	dec := p.counted(p.decodeTransfer(h, body, path))
+	if p.ext.wants(path, h) {
+		return nil, p.ext.copyLeaf(dec, PartInfo{PartPath: path, ContentType: mt, Charset: params["charset"],
+			Filename: filename, ContentID: contentID(h.get("Content-Id"))})
+	}
 	isBody := (mt == "text/plain" || mt == "text/html") && disp != "attachment" && filename == ""
 	if isBody {
 		keep := int64(0)
@@ -718,7 +737,7 @@ func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]st
 // merged into the body.
 func (p *parser) message(h *header, body io.Reader, mt string, params map[string]string, path string, depth int, parent string) error {
 	_, filename := p.disposition(h, params)
-	counter := &byteCounter{r: p.decodeTransfer(h, body, path)}
+	counter := &byteCounter{r: p.ext.tee(path, p.decodeTransfer(h, body, path))}
 	idx := len(p.atts)
 	p.atts = append(p.atts, Attachment{
 		PartPath:    path,
@@ -761,7 +780,7 @@ func (p *parser) message(h *header, body io.Reader, mt string, params map[string
 		return err
 	}
 	p.atts[idx].Size = counter.n
-	return nil
+	return p.ext.finish(path, p.atts[idx])
 }
 
 // returnedHeaders handles the text/rfc822-headers part of a delivery report
@@ -769,7 +788,7 @@ func (p *parser) message(h *header, body io.Reader, mt string, params map[string
 // attachment, whose Message-ID names the bounced mail.
 func (p *parser) returnedHeaders(h *header, body io.Reader, mt string, params map[string]string, path string) error {
 	_, filename := p.disposition(h, params)
-	counter := &byteCounter{r: p.counted(p.decodeTransfer(h, body, path))}
+	counter := &byteCounter{r: p.ext.tee(path, p.counted(p.decodeTransfer(h, body, path)))}
 	br := bufio.NewReaderSize(counter, splitBufferSize)
 	hr := &headerReader{br: br, max: p.lim.MaxPartHeaderBytes, what: "part " + path + " returned header"}
 	blk, err := hr.readHeader(true)
@@ -786,7 +805,7 @@ func (p *parser) returnedHeaders(h *header, body io.Reader, mt string, params ma
 		return err
 	}
 	p.atts = append(p.atts, Attachment{PartPath: path, Filename: filename, ContentType: mt, Size: counter.n})
-	return nil
+	return p.ext.finish(path, p.atts[len(p.atts)-1])
 }
 
 type byteCounter struct {
