@@ -495,7 +495,10 @@ type claimed struct {
 	version  int64
 }
 
-// work claims due mails and sends them until ctx is done.
+// work claims due mails and sends them until ctx is done. The outcomes of
+// a batch are committed in the same transaction that claims the next one
+// (settle), right after the batch's last submission, so a batch costs one
+// durable write besides the take-on.
 func (s *Outbound) work(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -506,8 +509,10 @@ func (s *Outbound) work(ctx context.Context) error {
 		case <-s.wake:
 		case <-timer.C:
 		}
+		var outs []outcome
 		for {
-			rows, err := s.claim(ctx)
+			rows, err := s.settle(ctx, outs)
+			outs = nil
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -518,27 +523,69 @@ func (s *Outbound) work(ctx context.Context) error {
 			if len(rows) == 0 {
 				break
 			}
-			if err := s.sendBatch(ctx, rows); err != nil {
-				if errors.Is(err, errCrashed) {
-					return nil
+			var stopped bool
+			outs, stopped = s.sendBatch(ctx, rows)
+			if stopped {
+				// Shutdown or a simulated crash: commit what was accepted,
+				// claim nothing more.
+				if err := s.record(context.WithoutCancel(ctx), outs); err != nil {
+					s.o.Logger.Error("outbound: record results", "err", err)
 				}
+				s.copySent(ctx, outs)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				s.o.Logger.Error("outbound: record results", "err", err)
-				break
+				return nil
 			}
 		}
 		timer.Reset(s.o.PollInterval)
 	}
 }
 
-var errCrashed = errors.New("simulated crash")
+// settle commits the outcomes of the last batch and claims the next one in
+// one transaction. When that transaction fails the outcomes are recorded
+// on their own (the claim is retried at the next poll), so that a claim
+// that cannot run never holds back the records of mails already sent.
+func (s *Outbound) settle(ctx context.Context, outs []outcome) ([]claimed, error) {
+	if len(outs) == 0 {
+		return s.claim(ctx, nil)
+	}
+	if ctx.Err() != nil {
+		err := s.record(context.WithoutCancel(ctx), outs)
+		s.copySent(ctx, outs)
+		return nil, errors.Join(ctx.Err(), err)
+	}
+	// The records must not be lost to a cancelled context.
+	rows, err := s.claim(context.WithoutCancel(ctx), outs)
+	if err != nil {
+		if rerr := s.record(context.WithoutCancel(ctx), outs); rerr != nil {
+			s.o.Logger.Error("outbound: record results", "err", rerr)
+		}
+		s.copySent(ctx, outs)
+		return nil, err
+	}
+	s.copySent(ctx, outs)
+	if ctx.Err() != nil {
+		// Shutting down: leave the rows just claimed for the next start
+		// (they were never sent, so this is no second copy).
+		return nil, ctx.Err()
+	}
+	return rows, nil
+}
 
-func (s *Outbound) claim(ctx context.Context) ([]claimed, error) {
+// claim records outs (if any) and takes the next batch of due rows in one
+// transaction.
+func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error) {
+	rec, err := s.recording(outs)
+	if err != nil {
+		return nil, err
+	}
 	var out []claimed
-	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+	err = s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		out = out[:0]
+		if err := rec(ctx, tx); err != nil {
+			return fmt.Errorf("record %d results: %w", len(outs), err)
+		}
 		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, event_type, schema_version, payload, attempts, stream_version
 			FROM outbound_mails WHERE next_attempt_at <= $1 AND state IN ($2, $3) ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
 			s.o.Now().UnixMilli(), stateP, stateRetry, s.o.BatchSize)
@@ -575,12 +622,9 @@ func (s *Outbound) claim(ctx context.Context) ([]claimed, error) {
 		if n != int64(len(out)) {
 			return fmt.Errorf("claimed %d of %d rows: is a second sender running on this database?", n, len(out))
 		}
-		taken := out[:0]
-		for _, c := range out {
-			c.attempts++
-			taken = append(taken, c)
+		for i := range out {
+			out[i].attempts++
 		}
-		out = taken
 		return nil
 	})
 	return out, err
@@ -622,6 +666,33 @@ type snapshot struct {
 	inbound   domain.InboundAccounts
 	settings  domain.Settings
 	templates domain.Templates
+	// tickets holds the tickets read for this batch, so that a batch
+	// reads each ticket once however many of its mails concern it.
+	tickets map[string]domain.Ticket
+}
+
+// ticket returns the ticket as it stands now, read once per batch. A
+// ticket whose events cannot be decoded is a permanent failure.
+func (s *Outbound) ticket(ctx context.Context, snap *snapshot, id string) (t domain.Ticket, permanent bool, err error) {
+	if t, ok := snap.tickets[id]; ok {
+		return t, false, nil
+	}
+	evs, err := s.o.Store.ReadStream(ctx, domain.TicketStream(id), 1, 0)
+	if err != nil {
+		return domain.Ticket{}, false, err
+	}
+	for _, re := range evs {
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			return domain.Ticket{}, true, err
+		}
+		t = domain.EvolveTicket(t, ev)
+	}
+	if snap.tickets == nil {
+		snap.tickets = map[string]domain.Ticket{}
+	}
+	snap.tickets[id] = t
+	return t, false, nil
 }
 
 func (s *Outbound) snapshot(ctx context.Context) (snapshot, error) {
@@ -637,31 +708,34 @@ func (s *Outbound) snapshot(ctx context.Context) (snapshot, error) {
 	return snap, errors.Join(err1, err2, err3, err4)
 }
 
-// sendBatch sends the claimed rows one after the other and records all
-// their outcomes in one transaction. Batching the records is what keeps
-// the saga near a bare SMTP loop's speed; it also sets the size of the
-// at-least-once window: a crash after a mail's 250 loses the records of at
-// most BatchSize mails per worker, which are then sent again.
-func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) error {
+// sendBatch sends the claimed rows one after the other and returns their
+// outcomes, which the caller commits in one transaction (with the next
+// claim). Batching the records is what keeps the saga near a bare SMTP
+// loop's speed; it also sets the size of the at-least-once window: a crash
+// after a mail's 250 loses the records of at most BatchSize mails per
+// worker, which are then sent again. stopped reports that sending stopped
+// early (shutdown, or the test's simulated crash): outs then holds the
+// mails handled before that.
+func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) (outs []outcome, stopped bool) {
 	snap, err := s.snapshot(ctx)
-	outs := make([]outcome, 0, len(rows))
+	outs = make([]outcome, 0, len(rows))
 	for _, c := range rows {
 		var o outcome
 		if err != nil {
 			o = s.failed(c, queued{}, "", nil, failure{stage: "load", reply: err.Error(), temporary: true})
 		} else {
-			o = s.sendOne(ctx, c, snap)
+			o = s.sendOne(ctx, c, &snap)
 		}
 		if o.event == nil { // stopped: shutdown or a simulated crash
-			break
+			return outs, true
 		}
 		outs = append(outs, o)
 	}
-	if len(outs) > 0 {
-		if err := s.record(context.WithoutCancel(ctx), outs); err != nil {
-			return err
-		}
-	}
+	return outs, false
+}
+
+// copySent appends the copies of recorded mails to their Sent folders.
+func (s *Outbound) copySent(ctx context.Context, outs []outcome) {
 	for _, o := range outs {
 		if o.copy != nil {
 			if err := smtpsend.AppendSent(ctx, *o.copy, o.raw, o.at); err != nil {
@@ -669,29 +743,42 @@ func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) error {
 			}
 		}
 	}
-	if len(outs) < len(rows) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return errCrashed
+}
+
+// record commits outs in a transaction of its own.
+func (s *Outbound) record(ctx context.Context, outs []outcome) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	rec, err := s.recording(outs)
+	if err != nil {
+		return err
+	}
+	if err := s.o.Store.Update(ctx, rec); err != nil {
+		return fmt.Errorf("record %d results: %w", len(outs), err)
 	}
 	return nil
 }
 
-func (s *Outbound) record(ctx context.Context, outs []outcome) error {
+// recording returns the writes that record outs: each mail's event in its
+// own stream and its row's new state.
+func (s *Outbound) recording(outs []outcome) (func(ctx context.Context, tx eventstore.Tx) error, error) {
+	if len(outs) == 0 {
+		return func(context.Context, eventstore.Tx) error { return nil }, nil
+	}
 	reqs := make([]eventstore.AppendRequest, 0, len(outs))
 	var sent []any
 	for _, o := range outs {
 		req, err := outcomeRequest(o.c.id, o.c.version, o.event, "")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		reqs = append(reqs, req)
 		if o.state == stateSent {
 			sent = append(sent, o.c.id)
 		}
 	}
-	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+	return func(ctx context.Context, tx eventstore.Tx) error {
 		if _, err := tx.Append(ctx, reqs...); err != nil {
 			return err
 		}
@@ -719,16 +806,12 @@ func (s *Outbound) record(ctx context.Context, outs []outcome) error {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("record %d results: %w", len(outs), err)
-	}
-	return nil
+	}, nil
 }
 
 // sendOne makes one attempt. An outcome without event means the worker
 // stops without recording (shutdown, or the test's simulated crash).
-func (s *Outbound) sendOne(ctx context.Context, c claimed, snap snapshot) outcome {
+func (s *Outbound) sendOne(ctx context.Context, c claimed, snap *snapshot) outcome {
 	ev, err := domain.UnmarshalEvent(c.typ, c.sv, []byte(c.payload))
 	if err != nil {
 		return s.failed(c, queued{}, "", nil, failure{stage: "decode", reply: err.Error()})
@@ -790,25 +873,18 @@ func (s *Outbound) backoff(n int) time.Duration {
 }
 
 // prepare picks the account, renders the template and builds the message.
-func (s *Outbound) prepare(ctx context.Context, q queued, snap snapshot) (prepared, *failure) {
+func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepared, *failure) {
 	p := prepared{q: q}
 	fail := func(stage, reply string, temporary bool) (prepared, *failure) {
 		return p, &failure{stage: stage, reply: reply, temporary: temporary}
 	}
-	read := s.o.Store.ReadStream
 	accounts, inbound, settings, stored := snap.accounts, snap.inbound, snap.settings, snap.templates
 	var t domain.Ticket
 	if q.TicketID != "" {
-		evs, err := read(ctx, domain.TicketStream(q.TicketID), 1, 0)
-		if err != nil {
-			return fail("load", err.Error(), true)
-		}
-		for _, re := range evs {
-			ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-			if err != nil {
-				return fail("load", err.Error(), false)
-			}
-			t = domain.EvolveTicket(t, ev)
+		var permanent bool
+		var err error
+		if t, permanent, err = s.ticket(ctx, snap, q.TicketID); err != nil {
+			return fail("load", err.Error(), !permanent)
 		}
 	}
 	acc, ok := domain.SendingAccount(accounts, t.ResourceID, t.Category)

@@ -94,7 +94,7 @@ func BenchmarkSendThroughput(b *testing.B) {
 			for start := 0; start < len(queued); start += 500 {
 				benchAppend(b, store, domain.TicketStream(fmt.Sprintf("t-%d", start)), queued[start:min(start+500, len(queued))])
 			}
-			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond})
+			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond, BatchSize: benchBatch})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			b.ResetTimer()
