@@ -56,6 +56,9 @@ type Options struct {
 	// Commands runs the agents' ticket commands (POST /tickets/{id}/...);
 	// nil answers 503.
 	Commands *ticketing.Commands
+	// Bodies serves article bodies, attachments, inline images and .eml
+	// downloads (bodies.go).
+	Bodies MailBodies
 }
 
 // Projections are the read models the API serves.

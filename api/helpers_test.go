@@ -139,6 +139,7 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 		},
 		Projections: Projections{MailboxStatus: status, Tickets: tickets, Users: users, Locations: locations},
 		Commands:    ticketing.NewCommands(store),
+		Bodies:      MailBodies{Blobs: newTestBlobs(tb, env)},
 	}
 	for _, opt := range opts {
 		opt(&o, reader)

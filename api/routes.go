@@ -62,6 +62,11 @@ func (s *server) routes() []route {
 		{http.MethodPost, Prefix + "/tickets/:id/assign", rolesAgents, s.postAssign},
 		{http.MethodPost, Prefix + "/tickets/:id/notes", rolesAgents, s.postNote},
 		{http.MethodPost, Prefix + "/tickets/:id/replies", rolesAgents, s.postReply},
+		{http.MethodGet, Prefix + "/tickets/:id/articles/:seq/body", rolesReaders, s.articleBody},
+		{http.MethodGet, Prefix + "/tickets/:id/articles/:seq/attachments", rolesReaders, s.listAttachments},
+		{http.MethodGet, Prefix + "/tickets/:id/articles/:seq/attachments/:n", rolesReaders, s.getAttachment},
+		{http.MethodGet, Prefix + "/tickets/:id/articles/:seq/inline/:cid", rolesReaders, s.getInline},
+		{http.MethodGet, Prefix + "/tickets/:id/articles/:seq/eml", rolesReaders, s.getEML},
 
 		{http.MethodGet, Prefix + "/users", rolesAll, s.listUsers},
 		{http.MethodGet, Prefix + "/users/:id", rolesAll, s.getUser},
