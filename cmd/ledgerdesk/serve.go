@@ -82,6 +82,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			PollNow: sched.PollNow, Check: checkAccount(st, box, logger),
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:    ticketing.NewCommands(st),
+			Bodies:      api.MailBodies{Blobs: blobs},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
