@@ -98,23 +98,32 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	what := strings.Join(views, ", ")
-	gen, err := nextGeneration(ctx, store, views)
+	gen, stale, err := nextGeneration(ctx, store, views)
 	if err != nil {
 		return RebuildProgress{}, err
 	}
 	suffix := fmt.Sprintf("_g%d", gen)
+	// The secondary indexes are built after the bulk load: one sort each
+	// instead of an insert per row into every index.
+	var indexes []string
 	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		indexes = nil
 		for _, v := range views {
 			ddl, err := tableDDL(opts.Dialect, v, suffix)
 			if err != nil {
 				return err
 			}
-			for _, t := range viewTables[v] {
-				if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+t+suffix); err != nil {
-					return err
+			// the tables of interrupted rebuilds, and any of this one
+			for _, g := range append(stale[v], gen) {
+				for _, t := range viewTables[v] {
+					if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS %s_g%d`, t, g)); err != nil {
+						return err
+					}
 				}
 			}
-			if err := execAll(ctx, tx, ddl); err != nil {
+			tables, idx := splitDDL(ddl)
+			indexes = append(indexes, idx...)
+			if err := execAll(ctx, tx, tables); err != nil {
 				return err
 			}
 		}
@@ -203,6 +212,7 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	opts.Logger.Info("rebuild: log read", "views", what, "events", prog.Events, "fold", foldTime, "waiting for the writer", queueTime)
 	prog.Phase = "writing"
 	report(true)
+	writeStart := time.Now()
 	for _, f := range folds {
 		for _, b := range f.rest() {
 			if err := w.write(ctx, b); err != nil {
@@ -213,6 +223,15 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	if err := w.close(); err != nil {
 		return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
 	}
+	lastRows := time.Since(writeStart)
+	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		return execAll(ctx, tx, indexes)
+	})
+	if err != nil {
+		return prog, fmt.Errorf("projections: rebuild %s: create indexes: %w", what, err)
+	}
+	opts.Logger.Info("rebuild: rows written", "views", what, "last rows", lastRows, "writer busy", w.busy,
+		"indexes", time.Since(writeStart)-lastRows)
 
 	// Events appended since: through the handlers, a page per transaction.
 	prog.Phase = "catching up"
@@ -364,11 +383,15 @@ func readPages(ctx context.Context, store eventstore.Store, size int, mails bool
 }
 
 // nextGeneration reserves the generation number of a new rebuild of views:
-// one more than any generation they have served or tried.
-func nextGeneration(ctx context.Context, store eventstore.Store, views []string) (int64, error) {
+// one more than any generation they have served or tried. stale lists, per
+// view, the generations tried after the serving one, whose rebuilds did not
+// finish.
+func nextGeneration(ctx context.Context, store eventstore.Store, views []string) (int64, map[string][]int64, error) {
 	var gen int64
+	stale := map[string][]int64{}
 	err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		gen = 2
+		clear(stale)
 		for _, v := range views {
 			var cur, last int64
 			err := tx.QueryRow(ctx, `SELECT generation, last_attempt FROM projection_generations WHERE projection = $1`, v).Scan(&cur, &last)
@@ -383,6 +406,9 @@ func nextGeneration(ctx context.Context, store eventstore.Store, views []string)
 			case err != nil:
 				return err
 			}
+			for g := cur + 1; g <= last; g++ {
+				stale[v] = append(stale[v], g)
+			}
 			gen = max(gen, cur+1, last+1)
 		}
 		for _, v := range views {
@@ -393,9 +419,9 @@ func nextGeneration(ctx context.Context, store eventstore.Store, views []string)
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("projections: rebuild: reserve a generation: %w", err)
+		return 0, nil, fmt.Errorf("projections: rebuild: reserve a generation: %w", err)
 	}
-	return gen, nil
+	return gen, stale, nil
 }
 
 func baseName(view string) string {
@@ -423,12 +449,25 @@ func countEvents(ctx context.Context, r Reader) (int64, error) {
 	return n, rows.Err()
 }
 
-// execAll runs the statements of a DDL script one by one.
-func execAll(ctx context.Context, tx eventstore.Tx, script string) error {
+// splitDDL splits a DDL script into its CREATE TABLE statements and its
+// CREATE INDEX statements.
+func splitDDL(script string) (tables, indexes []string) {
 	for stmt := range strings.SplitSeq(script, ";\n") {
-		if strings.TrimSpace(stmt) == "" {
-			continue
+		stmt = strings.TrimSpace(stmt)
+		switch {
+		case stmt == "":
+		case strings.HasPrefix(stmt, "CREATE INDEX"), strings.HasPrefix(stmt, "CREATE UNIQUE INDEX"):
+			indexes = append(indexes, stmt)
+		default:
+			tables = append(tables, stmt)
 		}
+	}
+	return tables, indexes
+}
+
+// execAll runs statements one by one.
+func execAll(ctx context.Context, tx eventstore.Tx, stmts []string) error {
+	for _, stmt := range stmts {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", firstLine(stmt), err)
 		}
@@ -447,6 +486,7 @@ func firstLine(s string) string {
 // writer writes row batches in a goroutine of its own, so that reading
 // and folding the log goes on meanwhile; it holds at most two batches.
 type writer struct {
+	busy   time.Duration // time spent writing, read after close
 	ch     chan rowBatch
 	done   chan error
 	cancel context.CancelFunc
@@ -462,11 +502,13 @@ func startWriter(ctx context.Context, store eventstore.Store, reader Reader) *wr
 			if err != nil || len(b.rows) == 0 { // after a failure, drain until close
 				continue
 			}
+			t0 := time.Now()
 			if bulk != nil {
 				err = bulk.insertRows(ctx, b)
 			} else {
 				err = insertRowsSQL(ctx, store, b)
 			}
+			w.busy += time.Since(t0)
 		}
 		w.done <- err
 	}()

@@ -329,6 +329,29 @@ func TestRebuild_SwapsInFreshTablesWhileServing(t *testing.T) {
 			if diff := cmp.Diff(after, snapshot(t, live)); diff != "" {
 				t.Errorf("tickets after the second rebuild (-want +got):\n%s", diff)
 			}
+
+			// and an interrupted rebuild changes nothing that serves; the next drops its tables
+			ctx, cancel := context.WithCancel(context.Background())
+			_, err = projections.Rebuild(ctx, store, reader, []string{"tickets"}, projections.RebuildOptions{Dialect: dialect,
+				PageSize: 7, Every: time.Nanosecond, Progress: func(projections.RebuildProgress) { cancel() }})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled Rebuild() error = %v, want context.Canceled", err)
+			}
+			if diff := cmp.Diff(after, snapshot(t, live)); diff != "" {
+				t.Errorf("tickets after an interrupted rebuild (-want +got):\n%s", diff)
+			}
+			prog, err = projections.Rebuild(context.Background(), store, reader, []string{"tickets"}, projections.RebuildOptions{Dialect: dialect})
+			if err != nil || prog.Generation != 5 {
+				t.Errorf("Rebuild() after an interrupted one = %+v, %v; want generation 5", prog, err)
+			}
+			if rows, err := reader.Query(context.Background(), `SELECT count(*) FROM tickets_g4`); err == nil {
+				for rows.Next() {
+				}
+				if rows.Err() == nil {
+					t.Errorf("tickets_g4 of the interrupted rebuild still exists")
+				}
+				_ = rows.Close()
+			}
 		})
 	}
 }
