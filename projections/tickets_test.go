@@ -403,3 +403,68 @@ func dialectOf(b backend) string {
 	}
 	return projections.DialectSQLite
 }
+
+// TestRebuild_GivesTheRowsOfTheHandlers feeds a ticket with every kind of
+// event through the running projection's handlers and through a rebuild's
+// in-memory fold, and wants the same rows from both.
+func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			p := projections.NewTickets(store, reader, nil)
+			id := seedTicket(t, store, 4001)
+			bounce := domain.MailIDFor("acc", "bounce")
+			appendDomain(t, store, ticketing.MailStream(bounce), domain.MailReceived{MailID: bounce, AccountID: "acc",
+				SourceKey: "bounce", ReceivedAt: t0, MessageID: "b@mta", Subject: "Undeliverable", From: domain.Address{Email: "mailer-daemon@mta"},
+				TextBody: "550 no such user", HTMLBody: "<p>550</p>"})
+			at := t0.Add(time.Hour)
+			out := domain.OutgoingMail{OutgoingMailID: "o1", MessageID: "o1@ledgerdesk.invalid"}
+			appendDomain(t, store, domain.TicketStream(id),
+				domain.TicketReactivated{TicketID: id, Status: domain.StatusConfirmedUnread, ClosedAt: t0, At: at},
+				domain.TicketAssigned{TicketID: id, ResourceID: "team-a", At: at.Add(time.Minute), Actor: "token:a"},
+				domain.TicketCategoryChanged{TicketID: id, Category: "hardware", At: at.Add(2 * time.Minute), Actor: "token:a"},
+				domain.TicketPriorityChanged{TicketID: id, Priority: "high", At: at.Add(3 * time.Minute), Actor: "token:a"},
+				domain.ReplyQueued{OutgoingMail: out, TicketID: id, To: []domain.Address{{Name: "Max", Email: "max@example.org"}},
+					Subject: "Re: [Ticket#4001] Printer", Body: "Fixed.", QueuedAt: at.Add(4 * time.Minute), Actor: "token:a"},
+				domain.AutoReplyQueued{OutgoingMail: domain.OutgoingMail{OutgoingMailID: "o2", MessageID: "o2@x"}, TicketID: id,
+					AccountID: "acc", Template: "new_ticket", To: domain.Address{Email: "max@example.org"}, Subject: "Re: Printer",
+					QueuedAt: at.Add(5 * time.Minute)},
+				domain.ErrorMailQueued{OutgoingMail: domain.OutgoingMail{OutgoingMailID: "o3", MessageID: "o3@x"}, TicketID: id,
+					AccountID: "acc", Template: "ticket_closed", To: domain.Address{Email: "max@example.org"}, Subject: "closed",
+					Reason: "ticket closed", QueuedAt: at.Add(6 * time.Minute)},
+				domain.DeliveryFailureRecorded{TicketID: id, BouncedMessageID: "o1@ledgerdesk.invalid", Reason: "550", At: at.Add(7 * time.Minute),
+					CausedBy: bounce},
+				domain.NotificationQueued{OutgoingMail: domain.OutgoingMail{OutgoingMailID: "o4", MessageID: "o4@x"}, TicketID: id,
+					Kind: domain.AutoMailCustomerAnswered, QueuedAt: at.Add(8 * time.Minute)},
+				domain.TicketClosed{TicketID: id, From: domain.StatusConfirmedUnread, ClosedAt: at.Add(9 * time.Minute), Actor: "token:a"},
+				domain.TicketReopened{TicketID: id, Status: domain.StatusWaiting, At: at.Add(10 * time.Minute), Actor: "token:a"},
+			)
+			if err := apply(store, p.Handle, readAll(t, store)...); err != nil {
+				t.Fatalf("handlers: %v", err)
+			}
+			wantTicket, wantArts, err := p.Ticket(context.Background(), id)
+			if err != nil {
+				t.Fatalf("Ticket() error = %v", err)
+			}
+			if wantTicket.Version != 16 || wantTicket.ArticleCount != 7 || wantTicket.Status != "waiting" || wantTicket.ClosedAt != nil {
+				t.Errorf("ticket from the handlers = %+v, want version 16, 7 articles, waiting and open", wantTicket)
+			}
+			if _, err := projections.Rebuild(context.Background(), store, reader, []string{"tickets"},
+				projections.RebuildOptions{Dialect: dialectOf(b)}); err != nil {
+				t.Fatalf("Rebuild() error = %v", err)
+			}
+			gotTicket, gotArts, err := p.Ticket(context.Background(), id)
+			if err != nil {
+				t.Fatalf("Ticket() after the rebuild error = %v", err)
+			}
+			if diff := cmp.Diff(wantTicket, gotTicket); diff != "" {
+				t.Errorf("ticket (-handlers +rebuild):\n%s", diff)
+			}
+			if diff := cmp.Diff(wantArts, gotArts); diff != "" {
+				t.Errorf("articles (-handlers +rebuild):\n%s", diff)
+			}
+		})
+	}
+}
