@@ -13,11 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
+	"github.com/ledgerdesk/ledgerdesk/adapters/htmlsafe"
 	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/projections"
 )
 
 // envBlobs maps each test server to the blob store it reads raw mails from.
@@ -295,7 +299,11 @@ func TestArticleBodies_HugeHTMLIsBounded(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, b)
+			// a budget no loaded test machine can miss, so that the test
+			// sees the size bound and not the time bound
+			e := newEnv(t, b, func(o *Options, _ projections.Reader) {
+				o.Bodies.Sanitizer = htmlsafe.New(htmlsafe.Options{Timeout: time.Minute})
+			})
 			raw := hugeHTMLMail()
 			// given a 5 MB HTML mail (stored as a loose blob, not packed)
 			m := e.seedMail(t, raw)
@@ -318,6 +326,25 @@ func TestArticleBodies_HugeHTMLIsBounded(t *testing.T) {
 				t.Errorf(".eml = %d, %d bytes, want the %d raw bytes", resp.StatusCode, len(got), len(raw))
 			}
 		})
+	}
+}
+
+func TestArticleBodies_SanitiserOutOfTimeShowsTheText(t *testing.T) {
+	t.Parallel()
+	// given a sanitiser whose budget is already spent when it starts
+	e := newEnv(t, backends()[0], func(o *Options, _ projections.Reader) {
+		o.Bodies.Sanitizer = htmlsafe.New(htmlsafe.Options{Timeout: time.Nanosecond})
+	})
+	m := e.seedMail(t, hostileMail("slow@example.org"))
+	// when the body is read, then it answers with the text as HTML
+	var body bodyOut
+	e.mustJSON(t, http.MethodGet, m.path("/body"), e.tokens[domain.RoleAgent], nil, http.StatusOK, &body)
+	want := bodyOut{Seq: 1, Kind: "mail", Text: "The printer is on fire.", HTML: "<pre>The printer is on fire.</pre>", HTMLFallback: true}
+	if d := cmp.Diff(want, body); d != "" {
+		t.Errorf("body (-want +got):\n%s", d)
+	}
+	if !strings.Contains(e.logs.String(), "not sanitised in time") {
+		t.Error("the log does not say that the HTML was not sanitised in time")
 	}
 }
 

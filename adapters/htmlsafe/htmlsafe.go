@@ -158,6 +158,10 @@ func (s *Sanitizer) Sanitize(ctx context.Context, src, inlineBase string) (Resul
 	case <-ctx.Done():
 		return Result{}, s.ctxErr(ctx)
 	}
+	if ctx.Err() != nil { // both were ready and select chose the slot
+		<-s.slots
+		return Result{}, s.ctxErr(ctx)
+	}
 	done := make(chan string, 1)
 	go func() {
 		defer func() { <-s.slots }()
