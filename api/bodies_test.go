@@ -182,14 +182,7 @@ func init() {
 	recipes["GET /api/v1/tickets/:id/articles/:seq/eml"] = withMail("/eml")
 }
 
-type bodyOut struct {
-	Seq           int64  `json:"seq"`
-	Kind          string `json:"kind"`
-	Text          string `json:"text"`
-	HTML          string `json:"html"`
-	HTMLTruncated bool   `json:"html_truncated"`
-	HTMLFallback  bool   `json:"html_fallback"`
-}
+type bodyOut = articleBody
 
 var imgSrc = regexp.MustCompile(`<img[^>]* src="([^"]*)"`)
 

@@ -67,32 +67,18 @@ func extract(r io.Reader, ext *extraction, lim Limits) (PartInfo, error) {
 	_, _, err := p.walkMail(bufio.NewReaderSize(sourceReader{r}, 32<<10))
 	if ext.done {
 		if err != nil && !errors.Is(err, errExtracted) {
-			return PartInfo{}, err
+			return PartInfo{}, failure(err)
 		}
 		return ext.info, nil
 	}
-	var le *limitError
-	var se *sourceError
-	var we *sinkError
-	var pe *ParseError
-	switch {
-	case err == nil:
-		what := "path " + ext.path
-		if ext.path == "" {
-			what = "content id " + ext.cid
-		}
-		return PartInfo{}, fmt.Errorf("%w: %s", ErrPartNotFound, what)
-	case errors.As(err, &pe):
-		return PartInfo{}, pe
-	case errors.As(err, &le):
-		return PartInfo{}, &ParseError{Reason: le.reason, Limit: true}
-	case errors.As(err, &we):
-		return PartInfo{}, fmt.Errorf("mimeparse: %w", we.err)
-	case errors.As(err, &se):
-		return PartInfo{}, fmt.Errorf("mimeparse: %w", se)
-	default:
-		return PartInfo{}, &ParseError{Reason: "unreadable mail: " + err.Error()}
+	if err != nil {
+		return PartInfo{}, failure(err)
 	}
+	what := "path " + ext.path
+	if ext.path == "" {
+		what = "content id " + ext.cid
+	}
+	return PartInfo{}, fmt.Errorf("%w: %s", ErrPartNotFound, what)
 }
 
 // sourceReader marks the caller's read errors as sourceErrors, as

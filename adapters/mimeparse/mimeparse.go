@@ -202,23 +202,33 @@ func Parse(r io.Reader, lim Limits) (Summary, error) {
 	p := &parser{lim: lim}
 	s, err := p.parse(src)
 	if err != nil {
-		var le *limitError
-		var se *sourceError
-		var pe *ParseError
-		switch {
-		case errors.As(err, &pe):
-			return Summary{}, pe
-		case errors.As(err, &le):
-			return Summary{}, &ParseError{Reason: le.reason, Limit: true}
-		case errors.As(err, &se):
-			return Summary{}, fmt.Errorf("mimeparse: %w", se)
-		default:
-			// Not the reader's fault, so the mail's: a failure with a reason,
-			// never an error that would make the fetcher retry it for ever.
-			return Summary{}, &ParseError{Reason: "unreadable mail: " + err.Error()}
-		}
+		return Summary{}, failure(err)
 	}
 	return s, nil
+}
+
+// failure turns an error of the walk into what the exported functions
+// return: a *ParseError for the mail's faults, the caller's read (or
+// write) error wrapped.
+func failure(err error) error {
+	var le *limitError
+	var se *sourceError
+	var we *sinkError
+	var pe *ParseError
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.As(err, &le):
+		return &ParseError{Reason: le.reason, Limit: true}
+	case errors.As(err, &we):
+		return fmt.Errorf("mimeparse: %w", we)
+	case errors.As(err, &se):
+		return fmt.Errorf("mimeparse: %w", se)
+	default:
+		// Not the reader's fault, so the mail's: a failure with a reason,
+		// never an error that would make the fetcher retry it for ever.
+		return &ParseError{Reason: "unreadable mail: " + err.Error()}
+	}
 }
 
 // hashingReader hashes and counts what the parser reads and marks the
