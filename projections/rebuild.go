@@ -536,8 +536,10 @@ func (w *writer) close() error {
 	return nil
 }
 
+// abort stops the writer; the rebuild fails with its own error, so the
+// writer's is dropped.
 func (w *writer) abort() {
 	w.cancel()
 	close(w.ch)
-	<-w.done
+	<-w.done //nolint:errcheck // see above
 }

@@ -60,8 +60,11 @@ func compareLatency(ctx context.Context, w io.Writer, cfg Config, t *target) err
 	var tok struct{ Token string }
 	err = json.NewDecoder(resp.Body).Decode(&tok)
 	_ = resp.Body.Close()
-	if err != nil || tok.Token == "" {
-		return fmt.Errorf("viewbench: issue a token: %d %v", resp.StatusCode, err)
+	if err != nil {
+		return fmt.Errorf("viewbench: issue a token: %w", err)
+	}
+	if tok.Token == "" {
+		return fmt.Errorf("viewbench: issue a token: status %d and no token", resp.StatusCode)
 	}
 
 	ticketsURL := apiURL + "/api/v1/tickets?limit=50"
@@ -73,8 +76,11 @@ func compareLatency(ctx context.Context, w io.Writer, cfg Config, t *target) err
 		Items      []json.RawMessage `json:"items"`
 		NextCursor string            `json:"next_cursor"`
 	}
-	if err := json.Unmarshal(sample, &page); err != nil || len(page.Items) != 50 || page.NextCursor == "" {
-		return fmt.Errorf("viewbench: GET /tickets gave %d items (%v), want 50 and a cursor", len(page.Items), err)
+	if err := json.Unmarshal(sample, &page); err != nil {
+		return fmt.Errorf("viewbench: GET /tickets: %w", err)
+	}
+	if len(page.Items) != 50 || page.NextCursor == "" {
+		return fmt.Errorf("viewbench: GET /tickets gave %d items, want 50 and a cursor", len(page.Items))
 	}
 	bare := echo.New()
 	bare.HideBanner, bare.HidePort = true, true
