@@ -137,6 +137,11 @@ type Outbound struct {
 	settings  fold[domain.Settings]
 	templates fold[domain.Templates]
 
+	// claimMu lets one worker claim at a time: workers that selected the
+	// same due rows concurrently would otherwise wait for each other's row
+	// locks (PostgreSQL) and then find them taken.
+	claimMu sync.Mutex
+
 	// crashAfterAccept, set by tests, makes a worker stop as if the
 	// process died right after the server accepted a mail.
 	crashAfterAccept func(outgoingMailID string) bool
@@ -581,6 +586,8 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		return nil, err
 	}
 	var out []claimed
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
 	err = s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		out = out[:0]
 		if err := rec(ctx, tx); err != nil {

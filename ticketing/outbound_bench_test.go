@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,31 +26,18 @@ import (
 // BenchmarkSendThroughput compares the saga's send rate (take-on in the
 // subscription, claim, render, build, SMTP, record) with two bare go-smtp
 // client loops, one connection for all mails and one connection per mail,
-// against the same local server in the same run. It reports mails/s.
+// against a local server in the same run. It reports mails/s; each saga
+// run also measures a one-connection bare loop of as many mails right
+// before it and reports that rate (bare-mails/s) and the saga's ratio to
+// it (x-bare). LEDGERDESK_BENCH_WORKERS and LEDGERDESK_BENCH_BATCH set the
+// saga's Workers and BatchSize (default: the saga's defaults).
 //
-//	go test -run '^$' -bench SendThroughput -benchtime 2000x ./ticketing/
+//	go test -run '^$' -bench SendThroughput -benchtime 2000x -count 3 ./ticketing/
 func BenchmarkSendThroughput(b *testing.B) {
 	b.Run("bare-go-smtp-loop", func(b *testing.B) {
 		srv := smtptest.Start(b, smtptest.Options{})
-		raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
-			To: []smtpsend.Address{{Email: "kunde@customer.example"}}, Subject: "Re: [Ticket#1001] bench", MessageID: "bench@desk.example",
-			Body: "Wir kümmern uns.\n"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := smtp.Dial(srv.Addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
 		b.ResetTimer()
-		start := time.Now()
-		for range b.N {
-			if err := c.SendMail("desk@desk.example", []string{"kunde@customer.example"}, bytesReader(raw)); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "mails/s")
+		b.ReportMetric(bareLoop(b, srv.Addr, b.N), "mails/s")
 	})
 	b.Run("bare-go-smtp-conn-per-mail", func(b *testing.B) {
 		// a connection per mail: dial, EHLO, MAIL, RCPT, DATA, QUIT.
@@ -78,6 +67,9 @@ func BenchmarkSendThroughput(b *testing.B) {
 	for _, backend := range []string{"embedded", "postgres"} {
 		b.Run("saga-"+backend, func(b *testing.B) {
 			store := benchStore(b, backend)
+			// The bare loop this run's saga is compared with, on a server
+			// of its own, measured right before the saga.
+			bare := bareLoop(b, smtptest.Start(b, smtptest.Options{}).Addr, b.N)
 			srv := smtptest.Start(b, smtptest.Options{})
 			out := domain.OutboundAccount{ID: "out-1", Name: "smtp", Enabled: true, Host: srv.Host, Port: srv.Port, Security: "none",
 				SenderAddress: "desk@desk.example"}.WithDefaults()
@@ -94,7 +86,7 @@ func BenchmarkSendThroughput(b *testing.B) {
 			for start := 0; start < len(queued); start += 500 {
 				benchAppend(b, store, domain.TicketStream(fmt.Sprintf("t-%d", start)), queued[start:min(start+500, len(queued))])
 			}
-			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond, BatchSize: benchBatch})
+			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond, BatchSize: benchBatch, Workers: benchWorkers})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			b.ResetTimer()
@@ -114,7 +106,10 @@ func BenchmarkSendThroughput(b *testing.B) {
 			if srv.Count() != b.N {
 				b.Fatalf("server received %d mails, want %d", srv.Count(), b.N)
 			}
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "mails/s")
+			rate := float64(b.N) / elapsed.Seconds()
+			b.ReportMetric(rate, "mails/s")
+			b.ReportMetric(bare, "bare-mails/s")
+			b.ReportMetric(rate/bare, "x-bare")
 		})
 	}
 }
@@ -171,4 +166,36 @@ func benchStore(tb testing.TB, backend string) eventstore.Store {
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 // benchBatch is the saga's BatchSize in the benchmark (0: the default).
-var benchBatch = 64
+var benchBatch = envInt("LEDGERDESK_BENCH_BATCH")
+
+// benchWorkers is the saga's Workers in the benchmark (0: the default).
+var benchWorkers = envInt("LEDGERDESK_BENCH_WORKERS")
+
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
+}
+
+// bareLoop sends n copies of one message over one go-smtp connection to
+// addr and returns the rate in mails/s.
+func bareLoop(tb testing.TB, addr string, n int) float64 {
+	tb.Helper()
+	raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
+		To: []smtpsend.Address{{Email: "kunde@customer.example"}}, Subject: "Re: [Ticket#1001] bench", MessageID: "bench@desk.example",
+		Body: "Wir kümmern uns.\n"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	start := time.Now()
+	for range n {
+		if err := c.SendMail("desk@desk.example", []string{"kunde@customer.example"}, bytesReader(raw)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
