@@ -15,10 +15,13 @@ package ticketing
 //     the log: a suppressed mail gets OutboundMailSuppressed with the reason.
 //   - The sender (Run's workers) claims a batch of due rows, committing
 //     state "sending" and the attempt count before it talks SMTP; then for
-//     each mail it renders the template, builds the message and submits it;
-//     then it commits the batch's OutboundMailSent (with the server's
-//     reply) and OutboundMailFailed events in one transaction. Temporary
-//     failures are retried with exponential back-off up to MaxAttempts.
+//     each mail it renders the template, builds the message and submits it
+//     over the account's pooled connection; then it commits the batch's
+//     OutboundMailSent (with the server's reply) and OutboundMailFailed
+//     events in one transaction, which also claims the worker's next batch
+//     (one durable write per batch besides the take-on). Workers claim one
+//     at a time. Temporary failures are retried with exponential back-off
+//     up to MaxAttempts.
 //
 // Delivery guarantee. The Message-ID is decided when the mail is queued
 // (domain.OutgoingMessageID) and stored in the queued event before any
@@ -28,8 +31,8 @@ package ticketing
 // after the server's 250 reply to DATA and before its batch's records are
 // committed: rows found in "sending" when the sender starts are sent again
 // (at least once, never lost). That window is bounded in time by one batch
-// (BatchSize submissions plus one local transaction: tens of milliseconds
-// against a local relay) and in size by Workers * BatchSize mails [4 * 16];
+// (its submissions, which stop being started after BatchTime [100ms], plus
+// one local transaction) and in size by Workers * BatchSize mails [4 * 64];
 // the second copy is the same mail with the same Message-ID, which
 // receiving systems and mail clients fold into one. A broken connection
 // after the 250 (QUIT failing, say) is not in the window: the send counts
@@ -70,8 +73,10 @@ const OutboundAccountsStream = "outbound-accounts"
 // so that the due index holds them past every real time.
 const notDue int64 = math.MaxInt64
 
-// Row states of outbound_mails.
+// Row states of outbound_mails (stateRelease only in an outcome: a
+// claimed mail that was not attempted goes back to the queue).
 const (
+	stateRelease = "release"
 	stateP       = "pending"
 	stateSending = "sending"
 	stateRetry   = "retry"
@@ -93,9 +98,15 @@ type OutboundOptions struct {
 	Logger  *slog.Logger
 	// Sender submits mail [a new smtpsend.Sender, closed by Run].
 	Sender *smtpsend.Sender
-	// Workers send in parallel [4]; BatchSize rows are claimed at once [16].
+	// Workers send in parallel [4]; BatchSize rows are claimed at once [64].
 	Workers   int
 	BatchSize int
+	// BatchTime ends a batch's sending early: once this much time has
+	// passed since its first submission, the mails of the batch not yet
+	// submitted go back to the queue unattempted, and the outcomes are
+	// committed [100ms]. It bounds the at-least-once window in time when
+	// the server is slow.
+	BatchTime time.Duration
 	// MaxAttempts bounds the tries of a mail with temporary failures [8].
 	MaxAttempts int
 	// Backoff is the pause after the first failed attempt, doubling up to
@@ -159,7 +170,10 @@ func NewOutbound(o OutboundOptions) *Outbound {
 		o.Workers = 4
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 16
+		o.BatchSize = 64
+	}
+	if o.BatchTime <= 0 {
+		o.BatchTime = 100 * time.Millisecond
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 8
@@ -726,7 +740,14 @@ func (s *Outbound) snapshot(ctx context.Context) (snapshot, error) {
 func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) (outs []outcome, stopped bool) {
 	snap, err := s.snapshot(ctx)
 	outs = make([]outcome, 0, len(rows))
-	for _, c := range rows {
+	start := time.Now()
+	for i, c := range rows {
+		if i > 0 && time.Since(start) >= s.o.BatchTime {
+			for _, c := range rows[i:] {
+				outs = append(outs, outcome{c: c, state: stateRelease})
+			}
+			return outs, false
+		}
 		var o outcome
 		if err != nil {
 			o = s.failed(c, queued{}, "", nil, failure{stage: "load", reply: err.Error(), temporary: true})
@@ -774,8 +795,12 @@ func (s *Outbound) recording(outs []outcome) (func(ctx context.Context, tx event
 		return func(context.Context, eventstore.Tx) error { return nil }, nil
 	}
 	reqs := make([]eventstore.AppendRequest, 0, len(outs))
-	var sent []any
+	var sent, released []any
 	for _, o := range outs {
+		if o.state == stateRelease {
+			released = append(released, o.c.id)
+			continue
+		}
 		req, err := outcomeRequest(o.c.id, o.c.version, o.event, "")
 		if err != nil {
 			return nil, err
@@ -785,9 +810,23 @@ func (s *Outbound) recording(outs []outcome) (func(ctx context.Context, tx event
 			sent = append(sent, o.c.id)
 		}
 	}
+	now := s.o.Now().UnixMilli()
 	return func(ctx context.Context, tx eventstore.Tx) error {
-		if _, err := tx.Append(ctx, reqs...); err != nil {
-			return err
+		if len(reqs) > 0 {
+			if _, err := tx.Append(ctx, reqs...); err != nil {
+				return err
+			}
+		}
+		if len(released) > 0 {
+			marks := make([]string, len(released))
+			for i := range released {
+				marks[i] = fmt.Sprintf("$%d", i+5)
+			}
+			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = CASE WHEN attempts > 1 THEN $1 ELSE $2 END,
+				next_attempt_at = $3, attempts = attempts - 1 WHERE state = $4 AND outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`,
+				append([]any{stateRetry, stateP, now, stateSending}, released...)...); err != nil {
+				return err
+			}
 		}
 		if len(sent) > 0 {
 			marks := make([]string, len(sent))
@@ -800,7 +839,7 @@ func (s *Outbound) recording(outs []outcome) (func(ctx context.Context, tx event
 			}
 		}
 		for _, o := range outs {
-			if o.state == stateSent {
+			if o.state == stateSent || o.state == stateRelease {
 				continue
 			}
 			next := notDue

@@ -411,3 +411,38 @@ func TestOutbound_OldQueuedMailsExpire(t *testing.T) {
 		}
 	})
 }
+
+// TestOutbound_BatchTimeReleasesUnsent: a batch whose time is up stops
+// starting submissions; its unsent mails go back to the queue without
+// counting an attempt, and every mail is still sent exactly once.
+func TestOutbound_BatchTimeReleasesUnsent(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, store eventstore.Store) {
+		// given a saga whose batches are out of time after one submission
+		h := newHarness(t, store, smtptest.Options{}, func(o *OutboundOptions) {
+			o.Workers, o.BatchSize, o.BatchTime = 1, 8, time.Nanosecond
+		})
+		// when 6 customers write at once
+		var ms []domain.MailReceived
+		for i := range 6 {
+			ms = append(ms, mail(30_000+i, fmt.Sprintf("Frage %d", i), func(m *domain.MailReceived) {
+				m.From.Email = fmt.Sprintf("batch%d@customer.example", i)
+			}))
+		}
+		appendMails(t, store, ms)
+		// then each gets one auto-reply, recorded as sent at its first attempt
+		h.waitStates(map[string]int{"sent": 6})
+		if got := h.srv.Count(); got != 6 {
+			t.Fatalf("server received %d mails, want 6", got)
+		}
+		for _, m := range ms {
+			evs := outcomes(t, store, domain.OutgoingMailIDFor(domain.AutoMailNewTicket, m.MailID))
+			if len(evs) != 1 {
+				t.Fatalf("%s: outcomes %+v, want one", m.MailID, evs)
+			}
+			if sent, ok := evs[0].(domain.OutboundMailSent); !ok || sent.Attempt != 1 {
+				t.Errorf("%s: outcome %+v, want OutboundMailSent at attempt 1", m.MailID, evs[0])
+			}
+		}
+	})
+}
