@@ -29,8 +29,11 @@ import (
 // against a local server in the same run. It reports mails/s; each saga
 // run also measures a one-connection bare loop of as many mails right
 // before it and reports that rate (bare-mails/s) and the saga's ratio to
-// it (x-bare). LEDGERDESK_BENCH_WORKERS and LEDGERDESK_BENCH_BATCH set the
-// saga's Workers and BatchSize (default: the saga's defaults).
+// it (x-bare). take-on-only runs the saga's subscription alone, which
+// takes on each queued mail with one statement in the checkpoint's
+// transaction: its rate bounds the saga's from above. LEDGERDESK_BENCH_WORKERS
+// and LEDGERDESK_BENCH_BATCH set the saga's Workers and BatchSize (default:
+// the saga's defaults).
 //
 //	go test -run '^$' -bench SendThroughput -benchtime 2000x -count 3 ./ticketing/
 func BenchmarkSendThroughput(b *testing.B) {
@@ -65,6 +68,45 @@ func BenchmarkSendThroughput(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "mails/s")
 	})
 	for _, backend := range []string{"embedded", "postgres"} {
+		b.Run("take-on-only-"+backend, func(b *testing.B) {
+			// The subscription alone (one INSERT per queued mail in the
+			// checkpoint's transaction): the ceiling of the saga's rate.
+			store := benchStore(b, backend)
+			bare := bareLoop(b, smtptest.Start(b, smtptest.Options{}).Addr, b.N)
+			benchQueue(b, store, b.N)
+			saga := NewOutbound(OutboundOptions{Store: store})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				done <- store.Subscribe(ctx, OutboundSubscriber, saga.Handle, eventstore.SubscribeOptions{BatchSize: 100})
+			}()
+			deadline := time.Now().Add(5 * time.Minute)
+			for {
+				st, err := OutboundStatus(context.Background(), store)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st[stateP] == b.N {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("took on %d of %d within 5 minutes", st[stateP], b.N)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			cancel()
+			<-done
+			rate := float64(b.N) / elapsed.Seconds()
+			b.ReportMetric(rate, "mails/s")
+			b.ReportMetric(bare, "bare-mails/s")
+			b.ReportMetric(rate/bare, "x-bare")
+		})
+	}
+	for _, backend := range []string{"embedded", "postgres"} {
 		b.Run("saga-"+backend, func(b *testing.B) {
 			store := benchStore(b, backend)
 			// The bare loop this run's saga is compared with, on a server
@@ -75,17 +117,7 @@ func BenchmarkSendThroughput(b *testing.B) {
 				SenderAddress: "desk@desk.example"}.WithDefaults()
 			evs, _ := domain.DecideCreateOutboundAccount(domain.OutboundAccounts{}, out, "bench")
 			benchAppend(b, store, OutboundAccountsStream, []domain.Event{evs[0]})
-			var queued []domain.Event
-			for i := range b.N {
-				id := fmt.Sprintf("bench-%d", i)
-				queued = append(queued, domain.ReplyQueued{
-					OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID("t", id, "desk.example"), InReplyTo: "m1@customer.example"},
-					TicketID:     "t", To: []domain.Address{{Email: fmt.Sprintf("kunde%d@customer.example", i)}}, Subject: "Re: bench", Body: "Wir kümmern uns.",
-					QueuedAt: time.Now(), Actor: "agent"})
-			}
-			for start := 0; start < len(queued); start += 500 {
-				benchAppend(b, store, domain.TicketStream(fmt.Sprintf("t-%d", start)), queued[start:min(start+500, len(queued))])
-			}
+			benchQueue(b, store, b.N)
 			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond, BatchSize: benchBatch, Workers: benchWorkers})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -111,6 +143,22 @@ func BenchmarkSendThroughput(b *testing.B) {
 			b.ReportMetric(bare, "bare-mails/s")
 			b.ReportMetric(rate/bare, "x-bare")
 		})
+	}
+}
+
+// benchQueue appends n agents' replies, 500 to a stream.
+func benchQueue(tb testing.TB, store eventstore.Store, n int) {
+	tb.Helper()
+	var queued []domain.Event
+	for i := range n {
+		id := fmt.Sprintf("bench-%d", i)
+		queued = append(queued, domain.ReplyQueued{
+			OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID("t", id, "desk.example"), InReplyTo: "m1@customer.example"},
+			TicketID:     "t", To: []domain.Address{{Email: fmt.Sprintf("kunde%d@customer.example", i)}}, Subject: "Re: bench", Body: "Wir kümmern uns.",
+			QueuedAt: time.Now(), Actor: "agent"})
+	}
+	for start := 0; start < len(queued); start += 500 {
+		benchAppend(tb, store, domain.TicketStream(fmt.Sprintf("t-%d", start)), queued[start:min(start+500, len(queued))])
 	}
 }
 
