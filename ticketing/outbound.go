@@ -239,7 +239,7 @@ func (f *fold[S]) load(ctx context.Context, read streamReader) (S, error) {
 func (s *Outbound) Run(ctx context.Context) error {
 	if s.o.Sender == nil {
 		s.o.Sender = smtpsend.NewSender()
-		defer s.o.Sender.Close()
+		defer func() { _ = s.o.Sender.Close() }() // the saga stops; nothing left to flush
 	}
 	if err := s.recover(ctx); err != nil {
 		return err

@@ -3,6 +3,7 @@ package ticketing
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -99,7 +100,9 @@ func BenchmarkSendThroughput(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			cancel()
-			<-done
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				b.Errorf("saga stopped with %v", err)
+			}
 			rate := float64(b.N) / elapsed.Seconds()
 			b.ReportMetric(rate, "mails/s")
 			b.ReportMetric(bare, "bare-mails/s")
@@ -134,7 +137,9 @@ func BenchmarkSendThroughput(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			cancel()
-			<-done
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				b.Errorf("saga stopped with %v", err)
+			}
 			if srv.Count() != b.N {
 				b.Fatalf("server received %d mails, want %d", srv.Count(), b.N)
 			}

@@ -28,7 +28,7 @@ import (
 var (
 	buildOnce           sync.Once
 	ledgerdeskBin, sink string
-	buildErr            error
+	errBuild            error
 )
 
 func binaries(tb testing.TB) (string, string) {
@@ -36,20 +36,20 @@ func binaries(tb testing.TB) (string, string) {
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ledgerdesk-e2e-")
 		if err != nil {
-			buildErr = err
+			errBuild = err
 			return
 		}
 		ledgerdeskBin, sink = filepath.Join(dir, "ledgerdesk"), filepath.Join(dir, "smtpsink")
 		for bin, pkg := range map[string]string{ledgerdeskBin: "github.com/ledgerdesk/ledgerdesk/cmd/ledgerdesk",
 			sink: "github.com/ledgerdesk/ledgerdesk/adapters/smtpsend/internal/smtpsink"} {
 			if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+				errBuild = fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 				return
 			}
 		}
 	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	if errBuild != nil {
+		tb.Fatal(errBuild)
 	}
 	return ledgerdeskBin, sink
 }

@@ -54,7 +54,7 @@ func TestSendSecurityAndAuth(t *testing.T) {
 				RootCAs: srv.RootCAs, Auth: tt.auth, Username: opts.Username, Password: opts.Password,
 				OAuthToken: func(context.Context) (string, error) { return "tok-123", nil }}
 			s := smtpsend.NewSender()
-			defer s.Close()
+			defer func() { _ = s.Close() }()
 			// when two mails are sent
 			for range 2 {
 				if _, err := s.Send(context.Background(), a, smtpsend.Envelope{From: "support@desk.example", To: []string{"erika@customer.example"}}, testMessage(t, "")); err != nil {
@@ -126,7 +126,7 @@ func TestSendFailures(t *testing.T) {
 				tt.account(&a)
 			}
 			s := smtpsend.NewSender()
-			defer s.Close()
+			defer func() { _ = s.Close() }()
 			_, err := s.Send(context.Background(), a, smtpsend.Envelope{From: "a@b.example", To: []string{"c@d.example"}}, testMessage(t, ""))
 			var se *smtpsend.Error
 			if !errors.As(err, &se) {
@@ -204,7 +204,7 @@ func TestSendStaleConnection(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
 	a := smtpsend.Account{Host: srv.Host, Port: srv.Port, Security: "none", Auth: "none"}
 	s := smtpsend.NewSender()
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	env := smtpsend.Envelope{From: "a@b.example", To: []string{"c@d.example"}}
 	if _, err := s.Send(context.Background(), a, env, testMessage(t, "")); err != nil {
 		t.Fatal(err)
@@ -226,7 +226,7 @@ func TestSendConnectionDroppedAfterAccept(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{CloseAfterData: true})
 	a := smtpsend.Account{Host: srv.Host, Port: srv.Port, Security: "none", Auth: "none"}
 	s := smtpsend.NewSender()
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	env := smtpsend.Envelope{From: "a@b.example", To: []string{"c@d.example"}}
 	for i := range 3 {
 		if _, err := s.Send(context.Background(), a, env, testMessage(t, "")); err != nil {
