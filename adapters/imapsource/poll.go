@@ -100,12 +100,36 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 			return err
 		}
 	}
+	// Each batch's commit runs while the next batch downloads (when the sink
+	// can do that); a batch is deleted or moved only after its commit.
+	var prev *pendingBatch
 	for batch := range slices.Chunk(fresh, s.f.cfg.BatchSize) {
-		if err := s.importBatch(ctx, sink, batch, res); err != nil {
+		cur, err := s.receiveBatch(ctx, sink, batch)
+		if prev != nil {
+			if ferr := s.finishBatch(prev, res); ferr != nil && err == nil {
+				err = ferr
+			}
+			prev = nil
+		}
+		if err != nil {
+			if cur != nil && cur.wait != nil {
+				_ = cur.wait() // never leave a commit running behind a failed poll
+			}
 			return err
 		}
+		prev = cur
+	}
+	if prev != nil {
+		return s.finishBatch(prev, res)
 	}
 	return nil
+}
+
+// pendingBatch is a received batch whose commit may still be running.
+type pendingBatch struct {
+	wait                          func() error
+	received, failed, oversize    imap.UIDSet
+	nReceived, nFailed, nOversize int
 }
 
 // list returns UID, size and \Deleted of every mail in the selected folder,
@@ -167,7 +191,8 @@ func (s *session) known(ctx context.Context, sink mailsource.Sink, mails []liste
 
 // importBatch stages one batch (oversize ones without download), commits
 // it and only then applies after_import and the error folder to it.
-func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch []listed, res *mailsource.PollResult) error {
+// receiveBatch downloads a batch into the sink and starts its commit.
+func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch []listed) (*pendingBatch, error) {
 	maxSize := s.f.cfg.MaxMailSize
 	var fetch, oversize imap.UIDSet
 	byUID := make(map[imap.UID]listed, len(batch))
@@ -178,7 +203,7 @@ func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch [
 			err := sink.Oversize(ctx, m.key, m.size)
 			resume()
 			if err != nil {
-				return fmt.Errorf("imapsource: stage oversize %s: %w", m.key, err)
+				return nil, fmt.Errorf("imapsource: stage oversize %s: %w", m.key, err)
 			}
 			oversize.AddNum(m.uid)
 			nOversize++
@@ -206,12 +231,12 @@ func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch [
 		})
 		if err != nil {
 			s.abandon(fc)
-			return err
+			return nil, err
 		}
 		if err := fc.Close(); err != nil {
 			var ie *imap.Error
 			if !errors.As(err, &ie) {
-				return fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", err)
+				return nil, fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", err)
 			}
 			// The server refused some mails but sent the others whole: commit
 			// those, so that one mail the server cannot read never holds up
@@ -224,20 +249,37 @@ func (s *session) importBatch(ctx context.Context, sink mailsource.Sink, batch [
 		}
 	}
 
+	p := &pendingBatch{received: received, failed: failed, oversize: oversize,
+		nReceived: nReceived, nFailed: nFailed, nOversize: nOversize}
+	if ac, ok := sink.(mailsource.AsyncCommitter); ok {
+		p.wait = ac.StartCommit(ctx)
+		return p, nil
+	}
 	resume := s.wd.pause()
 	err := sink.Commit(ctx)
 	resume()
-	if err != nil {
-		return fmt.Errorf("imapsource: commit batch of %d mails: %w", nReceived+nFailed+nOversize, err)
-	}
-	res.Fetched += nReceived
-	res.Failed += nFailed
-	res.Oversize += nOversize
+	p.wait = func() error { return err }
+	return p, nil
+}
 
-	if err := s.afterImport(received, res); err != nil {
+// finishBatch waits for a batch's commit and only then deletes or moves its
+// mails on the server.
+func (s *session) finishBatch(p *pendingBatch, res *mailsource.PollResult) error {
+	resume := s.wd.pause()
+	err := p.wait()
+	resume()
+	if err != nil {
+		return fmt.Errorf("imapsource: commit batch of %d mails: %w", p.nReceived+p.nFailed+p.nOversize, err)
+	}
+	res.Fetched += p.nReceived
+	res.Failed += p.nFailed
+	res.Oversize += p.nOversize
+
+	if err := s.afterImport(p.received, res); err != nil {
 		return err
 	}
-	failed.AddSet(oversize)
+	failed := p.failed
+	failed.AddSet(p.oversize)
 	return s.toErrorFolder(failed, res)
 }
 

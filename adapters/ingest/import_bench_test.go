@@ -152,7 +152,7 @@ func BenchmarkImport(b *testing.B) {
 				// mail off the wire, parsing, committing) and the rest (listing,
 				// deleting on the server).
 				b.ReportMetric(timed.receive.Seconds(), "s-receive")
-				b.ReportMetric(timed.commit.Seconds(), "s-commit")
+				b.ReportMetric(timed.commit.Seconds(), "s-commit-wait")
 				b.ReportMetric(timed.known.Seconds(), "s-known")
 			})
 		}

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
@@ -54,6 +55,7 @@ type Sink struct {
 	now       func() time.Time
 	logger    *slog.Logger
 
+	mu     sync.Mutex // guards staged: a background commit may run while the next batch is received
 	staged []staged
 }
 
@@ -227,18 +229,51 @@ func (s *Sink) Oversize(_ context.Context, key string, size int64) error {
 	return nil
 }
 
-func (s *Sink) stage(st staged) { s.staged = append(s.staged, st) }
+func (s *Sink) stage(st staged) {
+	s.mu.Lock()
+	s.staged = append(s.staged, st)
+	s.mu.Unlock()
+}
+
+// take removes and returns everything staged.
+func (s *Sink) take() []staged {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	batch := s.staged
+	s.staged = nil
+	return batch
+}
+
+var _ mailsource.AsyncCommitter = (*Sink)(nil)
+
+// StartCommit implements mailsource.AsyncCommitter: the batch staged so far
+// commits in the background while the fetcher downloads the next one.
+func (s *Sink) StartCommit(ctx context.Context) func() error {
+	batch := s.take()
+	done := make(chan error, 1)
+	go func() { done <- s.commit(ctx, batch) }()
+	var (
+		once sync.Once
+		err  error
+	)
+	return func() error {
+		once.Do(func() { err = <-done })
+		return err
+	}
+}
 
 // Commit implements mailsource.Sink: every staged event and its index row in
 // one transaction. On error nothing is committed and the staged mails are
 // dropped: the fetcher must not delete them, and the next poll fetches them
 // again.
 func (s *Sink) Commit(ctx context.Context) error {
-	if len(s.staged) == 0 {
+	return s.commit(ctx, s.take())
+}
+
+func (s *Sink) commit(ctx context.Context, batch []staged) error {
+	if len(batch) == 0 {
 		return nil
 	}
-	batch := s.staged
-	s.staged = nil
 	// The blobs are written and fsynced while the database does its part of
 	// the batch; the transaction commits only after they are durable.
 	type blobResult struct {

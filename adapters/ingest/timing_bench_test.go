@@ -31,3 +31,14 @@ func (t *timedSink) Commit(ctx context.Context) error {
 	defer func() { t.commit += time.Since(start) }()
 	return t.Sink.Commit(ctx)
 }
+
+// StartCommit forwards to the real sink's background commit; commit time
+// counts only how long the fetcher waited for it.
+func (t *timedSink) StartCommit(ctx context.Context) func() error {
+	wait := t.Sink.(mailsource.AsyncCommitter).StartCommit(ctx)
+	return func() error {
+		start := time.Now()
+		defer func() { t.commit += time.Since(start) }()
+		return wait()
+	}
+}

@@ -62,6 +62,17 @@ type Sink interface {
 	Commit(ctx context.Context) error
 }
 
+// AsyncCommitter is implemented by sinks that can commit a batch while the
+// fetcher already downloads the next one. StartCommit takes everything
+// staged so far (later Receive calls stage into the next batch) and commits
+// it in the background; wait blocks until that commit is done and returns
+// what Commit would have. The contract is Commit's: only after wait returns
+// nil may the fetcher delete or move that batch's mails on the server.
+// Fetchers use it when the sink offers it and fall back to Commit.
+type AsyncCommitter interface {
+	StartCommit(ctx context.Context) (wait func() error)
+}
+
 // PollResult counts what one poll did; the mailbox-status view shows it.
 type PollResult struct {
 	Fetched  int // mails newly committed as received
