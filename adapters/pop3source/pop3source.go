@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -128,6 +129,7 @@ type poll struct {
 	res  mailsource.PollResult
 
 	staged    []staged // since the last commit
+	pending   *pendingCommit
 	deletable []toDelete
 	// poisoned means a sink staged a mail although its download broke, so
 	// the open batch must not be committed.
@@ -197,6 +199,11 @@ func (p *poll) run(ctx context.Context) error {
 		if err := p.commit(ctx); err != nil {
 			stopErr = errors.Join(stopErr, err)
 		}
+	}
+	// A commit still in flight is settled even after a failure: its mails
+	// count (and are deleted) only once it is known to be durable.
+	if err := p.settle(); err != nil {
+		stopErr = errors.Join(stopErr, err)
 	}
 	p.phase("fetch", &since)
 	if p.c.broken != nil {
@@ -303,16 +310,45 @@ func (p *poll) commitIfFull(ctx context.Context) error {
 }
 
 // commit makes the staged mails durable and only then marks the received
-// ones for DELE.
+// ones for DELE. A sink that can commit in the background does so while the
+// next batch downloads; its result is settled before the next commit and
+// before any DELE.
 func (p *poll) commit(ctx context.Context) error {
+	if err := p.settle(); err != nil {
+		return err
+	}
 	if len(p.staged) == 0 {
 		return nil
 	}
-	if err := p.sink.Commit(ctx); err != nil {
-		p.commitFailed = true
-		return fmt.Errorf("pop3source: commit %d mails: %w", len(p.staged), err)
+	batch := slices.Clone(p.staged)
+	p.staged = p.staged[:0]
+	if ac, ok := p.sink.(mailsource.AsyncCommitter); ok {
+		p.pending = &pendingCommit{wait: ac.StartCommit(ctx), batch: batch}
+		return nil
 	}
-	for _, s := range p.staged {
+	err := p.sink.Commit(ctx)
+	p.pending = &pendingCommit{wait: func() error { return err }, batch: batch}
+	return p.settle()
+}
+
+// pendingCommit is a batch whose commit may still be running.
+type pendingCommit struct {
+	wait  func() error
+	batch []staged
+}
+
+// settle waits for the batch in flight, if any, and counts it.
+func (p *poll) settle() error {
+	pc := p.pending
+	if pc == nil {
+		return nil
+	}
+	p.pending = nil
+	if err := pc.wait(); err != nil {
+		p.commitFailed = true
+		return fmt.Errorf("pop3source: commit %d mails: %w", len(pc.batch), err)
+	}
+	for _, s := range pc.batch {
 		switch {
 		case s.over:
 			p.res.Oversize++
@@ -327,7 +363,6 @@ func (p *poll) commit(ctx context.Context) error {
 			p.res.Failed++
 		}
 	}
-	p.staged = p.staged[:0]
 	return nil
 }
 
