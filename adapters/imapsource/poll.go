@@ -109,7 +109,6 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 			if ferr := s.finishBatch(prev, res); ferr != nil && err == nil {
 				err = ferr
 			}
-			prev = nil
 		}
 		if err != nil {
 			if cur != nil && cur.wait != nil {
