@@ -114,7 +114,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		return err
 	}
 	cfg.setDefaults()
-	pool, drop, err := scratchDatabase(ctx, cfg.PostgresURL)
+	pool, drop, err := ScratchDatabase(ctx, cfg.PostgresURL, "ledgerdesk_bench_")
 	if err != nil {
 		return err
 	}
@@ -363,9 +363,10 @@ func rawScan(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	return n, rows.Err()
 }
 
-// scratchDatabase creates a uniquely named database on the server of base
-// and returns a pool on it and a function that drops it.
-func scratchDatabase(ctx context.Context, base string) (*pgxpool.Pool, func(), error) {
+// ScratchDatabase creates a uniquely named database (prefix plus random hex)
+// on the server of base and returns a pool on it and a function that drops
+// it. The benchmarks of the store and of the views measure in one.
+func ScratchDatabase(ctx context.Context, base, prefix string) (*pgxpool.Pool, func(), error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return nil, nil, errors.New("storebench: the PostgreSQL URL must be a postgres:// URL")
@@ -374,7 +375,7 @@ func scratchDatabase(ctx context.Context, base string) (*pgxpool.Pool, func(), e
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, nil, fmt.Errorf("storebench: scratch database name: %w", err)
 	}
-	name := "ledgerdesk_bench_" + hex.EncodeToString(b[:])
+	name := prefix + hex.EncodeToString(b[:])
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
 		return nil, nil, fmt.Errorf("storebench: connect to %s: %w", u.Redacted(), err)
@@ -384,7 +385,7 @@ func scratchDatabase(ctx context.Context, base string) (*pgxpool.Pool, func(), e
 		return nil, nil, fmt.Errorf("storebench: create scratch database: %w", err)
 	}
 	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, base)
 		if err != nil {

@@ -16,23 +16,18 @@ package viewbench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/storebench"
 	"github.com/ledgerdesk/ledgerdesk/migrations"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 )
@@ -179,7 +174,7 @@ func compareRebuild(ctx context.Context, w io.Writer, cfg Config, t *target) err
 func (t *target) logger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func openPostgres(ctx context.Context, base string, logger *slog.Logger) (*target, error) {
-	pool, drop, err := scratchDatabase(ctx, base)
+	pool, drop, err := storebench.ScratchDatabase(ctx, base, "ledgerdesk_viewbench_")
 	if err != nil {
 		return nil, err
 	}
@@ -258,43 +253,4 @@ func openEmbedded(ctx context.Context, path string, logger *slog.Logger) (*targe
 		},
 		close: func() { _ = s.Close(); _ = db.Close() },
 	}, nil
-}
-
-// scratchDatabase creates a uniquely named database on the server of base
-// and returns a pool on it and a function that drops it.
-func scratchDatabase(ctx context.Context, base string) (*pgxpool.Pool, func(), error) {
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, nil, errors.New("viewbench: the PostgreSQL URL must be a postgres:// URL")
-	}
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, nil, fmt.Errorf("viewbench: scratch database name: %w", err)
-	}
-	name := "ledgerdesk_viewbench_" + hex.EncodeToString(b[:])
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		return nil, nil, fmt.Errorf("viewbench: connect to %s: %w", u.Redacted(), err)
-	}
-	defer func() { _ = admin.Close(context.Background()) }()
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return nil, nil, fmt.Errorf("viewbench: create scratch database: %w", err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return
-		}
-		defer func() { _ = conn.Close(ctx) }()
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
-	u.Path = "/" + name
-	pool, err := pgxpool.New(ctx, u.String())
-	if err != nil {
-		drop()
-		return nil, nil, fmt.Errorf("viewbench: open scratch database: %w", err)
-	}
-	return pool, drop, nil
 }
