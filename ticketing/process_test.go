@@ -5,50 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
-	"github.com/ledgerdesk/ledgerdesk/migrations"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/storetest"
 )
 
 // forEachStore runs fn against a fresh embedded store and a fresh
 // PostgreSQL store.
 func forEachStore(t *testing.T, fn func(t *testing.T, store eventstore.Store)) {
 	t.Helper()
-	t.Run("embedded", func(t *testing.T) {
-		t.Parallel()
-		db, err := embedded.OpenDB(filepath.Join(t.TempDir(), "ledgerdesk.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := migrations.ApplySQLite(context.Background(), db); err != nil {
-			t.Fatal(err)
-		}
-		s := embedded.New(db, slog.New(slog.DiscardHandler))
-		t.Cleanup(func() { _ = s.Close() })
-		fn(t, s)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		t.Parallel()
-		pool := pgtest.NewPool(t)
-		if err := migrations.ApplyPostgres(context.Background(), pool); err != nil {
-			t.Fatal(err)
-		}
-		s, err := postgres.New(pool, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		fn(t, s)
-	})
+	storetest.Each(t, fn)
 }
 
 var t0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)

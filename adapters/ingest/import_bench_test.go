@@ -20,10 +20,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
 	"github.com/ledgerdesk/ledgerdesk/adapters/pop3source"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
-	"github.com/ledgerdesk/ledgerdesk/migrations"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/storetest"
 )
 
 // benchMail is a 3-5 KB mail.
@@ -36,30 +33,7 @@ func benchMail(n int) []byte {
 
 func openBenchStore(tb testing.TB, kind string) eventstore.Store {
 	tb.Helper()
-	ctx := context.Background()
-	logger := slog.New(slog.DiscardHandler)
-	if kind == "postgres" {
-		pool := pgtest.NewPool(tb)
-		if err := migrations.ApplyPostgres(ctx, pool); err != nil {
-			tb.Fatal(err)
-		}
-		s, err := postgres.New(pool, logger)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	db, err := embedded.OpenDB(filepath.Join(tb.TempDir(), "bench.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := migrations.ApplySQLite(ctx, db); err != nil {
-		tb.Fatal(err)
-	}
-	s := embedded.New(db, logger)
-	tb.Cleanup(func() { _ = s.Close() })
-	return s
+	return storetest.Open(tb, kind)
 }
 
 func hostPort(tb testing.TB, addr string) (string, int) {
