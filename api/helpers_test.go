@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +16,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
-	"github.com/ledgerdesk/ledgerdesk/migrations"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/storetest"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
@@ -45,29 +41,13 @@ func backends() []backend {
 
 func openEmbedded(tb testing.TB) (eventstore.Store, projections.Reader) {
 	tb.Helper()
-	db, err := embedded.OpenDB(filepath.Join(tb.TempDir(), "ledgerdesk.db"))
-	if err != nil {
-		tb.Fatalf("open sqlite: %v", err)
-	}
-	if err := migrations.ApplySQLite(context.Background(), db); err != nil {
-		tb.Fatalf("migrate sqlite: %v", err)
-	}
-	s := embedded.New(db, nil)
-	tb.Cleanup(func() { _ = s.Close() })
+	s, db := storetest.Embedded(tb)
 	return s, projections.SQLReader(db)
 }
 
 func openPostgres(tb testing.TB) (eventstore.Store, projections.Reader) {
 	tb.Helper()
-	pool := pgtest.NewPool(tb)
-	if err := migrations.ApplyPostgres(context.Background(), pool); err != nil {
-		tb.Fatalf("migrate postgres: %v", err)
-	}
-	s, err := postgres.New(pool, nil)
-	if err != nil {
-		tb.Fatalf("postgres store: %v", err)
-	}
-	tb.Cleanup(func() { _ = s.Close() })
+	s, pool := storetest.Postgres(tb)
 	return s, projections.PGReader(pool)
 }
 

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"database/sql"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -16,9 +17,10 @@ import (
 )
 
 // Embedded opens a fresh, migrated embedded store in tb.TempDir(); it is
-// closed on cleanup. Tests of the packages above the store use it (and
+// closed on cleanup. The database is returned too, for tests that read
+// tables directly. Tests of the packages above the store use it (and
 // Postgres) instead of wiring the backends themselves.
-func Embedded(tb testing.TB) *embedded.Store {
+func Embedded(tb testing.TB) (*embedded.Store, *sql.DB) {
 	tb.Helper()
 	db, err := embedded.OpenDB(filepath.Join(tb.TempDir(), "ledgerdesk.db"))
 	if err != nil {
@@ -29,7 +31,7 @@ func Embedded(tb testing.TB) *embedded.Store {
 	}
 	s := embedded.New(db, slog.New(slog.DiscardHandler))
 	tb.Cleanup(func() { _ = s.Close() })
-	return s
+	return s, db
 }
 
 // Postgres opens a fresh, migrated PostgreSQL store on a database of its
@@ -56,7 +58,8 @@ func Open(tb testing.TB, kind string) eventstore.Store {
 		s, _ := Postgres(tb)
 		return s
 	}
-	return Embedded(tb)
+	s, _ := Embedded(tb)
+	return s
 }
 
 // Each runs fn as parallel subtests "embedded" and "postgres", each with a
