@@ -1,6 +1,7 @@
 // Package mailsource is the port between the mailbox fetchers (IMAP, POP3,
 // Graph) and the code that commits what they fetched as events. It holds
-// types only, so the fetchers and the committer do not import each other.
+// types and the TLS settings the fetchers share, so the fetchers and the
+// committer do not import each other.
 //
 // The contract that makes import exactly-once:
 //

@@ -127,24 +127,10 @@ func (c Config) withDefaults() Config {
 // tlsConfig builds the client TLS settings: system roots plus CACertPEM,
 // verified against TLSServerName or Host unless TLSSkipVerify.
 func (c Config) tlsConfig() (*tls.Config, error) {
-	name := c.TLSServerName
-	if name == "" {
-		name = c.Host
-	}
-	cfg := &tls.Config{
-		ServerName:         name,
-		InsecureSkipVerify: c.TLSSkipVerify, //nolint:gosec // an admin's explicit choice for self-signed servers
-		MinVersion:         tls.VersionTLS12,
-	}
-	if len(c.CACertPEM) > 0 {
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(c.CACertPEM) {
-			return nil, errors.New("pop3source: CACertPEM holds no PEM certificate")
-		}
-		cfg.RootCAs = pool
+	cfg, err := mailsource.TLSConfig(mailsource.TLSOptions{Host: c.Host, ServerName: c.TLSServerName,
+		SkipVerify: c.TLSSkipVerify, CACertPEM: c.CACertPEM, NextProtos: nil})
+	if err != nil {
+		return nil, fmt.Errorf("pop3source: %w", err)
 	}
 	return cfg, nil
 }
