@@ -26,21 +26,8 @@ const checkTimeout = 60 * time.Second
 // LoadInboundAccounts folds the account stream: the registry (secrets
 // sealed) and the stream's version.
 func LoadInboundAccounts(ctx context.Context, store eventstore.Store) (domain.InboundAccounts, int64, error) {
-	s := domain.InboundAccounts{ByID: map[string]domain.InboundAccount{}}
-	evs, err := store.ReadStream(ctx, AccountsStream, 1, 0)
-	if err != nil {
-		return s, 0, fmt.Errorf("api: load inbound accounts: %w", err)
-	}
-	var version int64
-	for _, re := range evs {
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return s, 0, fmt.Errorf("api: load inbound accounts: event %d: %w", re.StreamVersion, err)
-		}
-		s = domain.EvolveInboundAccounts(s, ev)
-		version = re.StreamVersion
-	}
-	return s, version, nil
+	return foldStream(ctx, store, AccountsStream, domain.InboundAccounts{ByID: map[string]domain.InboundAccount{}},
+		domain.EvolveInboundAccounts)
 }
 
 // accountView is an account as the API shows it: secrets only as whether

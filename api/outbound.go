@@ -21,21 +21,8 @@ import (
 
 // LoadOutboundAccounts folds the registry (secrets sealed) and its version.
 func LoadOutboundAccounts(ctx context.Context, store eventstore.Store) (domain.OutboundAccounts, int64, error) {
-	s := domain.OutboundAccounts{ByID: map[string]domain.OutboundAccount{}}
-	evs, err := store.ReadStream(ctx, ticketing.OutboundAccountsStream, 1, 0)
-	if err != nil {
-		return s, 0, fmt.Errorf("api: load outgoing accounts: %w", err)
-	}
-	var version int64
-	for _, re := range evs {
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return s, 0, fmt.Errorf("api: load outgoing accounts: event %d: %w", re.StreamVersion, err)
-		}
-		s = domain.EvolveOutboundAccounts(s, ev)
-		version = re.StreamVersion
-	}
-	return s, version, nil
+	return foldStream(ctx, store, ticketing.OutboundAccountsStream,
+		domain.OutboundAccounts{ByID: map[string]domain.OutboundAccount{}}, domain.EvolveOutboundAccounts)
 }
 
 // outboundBody is an outgoing account as the API shows and takes it. It

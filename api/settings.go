@@ -22,21 +22,7 @@ func LoadSettings(ctx context.Context, store eventstore.Store) (domain.Settings,
 }
 
 func loadSettings(ctx context.Context, store eventstore.Store) (domain.Settings, int64, error) {
-	s := domain.DefaultSettings()
-	evs, err := store.ReadStream(ctx, SettingsStream, 1, 0)
-	if err != nil {
-		return s, 0, fmt.Errorf("api: load settings: %w", err)
-	}
-	var version int64
-	for _, re := range evs {
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return s, 0, fmt.Errorf("api: load settings: event %d: %w", re.StreamVersion, err)
-		}
-		s = domain.EvolveSettings(s, ev)
-		version = re.StreamVersion
-	}
-	return s, version, nil
+	return foldStream(ctx, store, SettingsStream, domain.DefaultSettings(), domain.EvolveSettings)
 }
 
 // settingsWritten answers a settings change.
