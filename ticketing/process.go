@@ -115,60 +115,37 @@ type loaded struct {
 }
 
 func (l *loaded) ticket(ctx context.Context, tx eventstore.Tx, id string) (domain.Ticket, error) {
-	var t domain.Ticket
-	stream := domain.TicketStream(id)
-	evs, err := tx.ReadStream(ctx, stream, 1, 0)
-	if err != nil {
-		return t, fmt.Errorf("read %s: %w", stream, err)
-	}
-	for _, re := range evs {
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return t, fmt.Errorf("read %s: %w", stream, err)
-		}
-		t = domain.EvolveTicket(t, ev)
-	}
-	l.versions[stream] = int64(len(evs))
-	if len(evs) > 0 {
-		l.versions[stream] = evs[len(evs)-1].StreamVersion
-	}
-	return t, nil
+	return foldInto(ctx, tx, l, domain.TicketStream(id), domain.EvolveTicket)
 }
 
 func (l *loaded) user(ctx context.Context, tx eventstore.Tx, id string) (domain.User, error) {
-	var u domain.User
-	stream := domain.UserStream(id)
-	evs, err := tx.ReadStream(ctx, stream, 1, 0)
-	if err != nil {
-		return u, fmt.Errorf("read %s: %w", stream, err)
-	}
-	for _, re := range evs {
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return u, fmt.Errorf("read %s: %w", stream, err)
-		}
-		u = domain.EvolveUser(u, ev)
-	}
-	l.versions[stream] = int64(len(evs))
-	return u, nil
+	return foldInto(ctx, tx, l, domain.UserStream(id), domain.EvolveUser)
 }
 
 func (l *loaded) location(ctx context.Context, tx eventstore.Tx, id string) (domain.Location, error) {
-	var loc domain.Location
-	stream := domain.LocationStream(id)
+	return foldInto(ctx, tx, l, domain.LocationStream(id), domain.EvolveLocation)
+}
+
+// foldInto reads a whole stream in tx, folds it, and remembers the version
+// it was read at, which the decision's append then expects.
+func foldInto[S any](ctx context.Context, tx eventstore.Tx, l *loaded, stream string, evolve func(S, domain.Event) S) (S, error) {
+	var s S
 	evs, err := tx.ReadStream(ctx, stream, 1, 0)
 	if err != nil {
-		return loc, fmt.Errorf("read %s: %w", stream, err)
+		return s, fmt.Errorf("read %s: %w", stream, err)
 	}
 	for _, re := range evs {
 		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
 		if err != nil {
-			return loc, fmt.Errorf("read %s: %w", stream, err)
+			return s, fmt.Errorf("read %s: %w", stream, err)
 		}
-		loc = domain.EvolveLocation(loc, ev)
+		s = evolve(s, ev)
 	}
-	l.versions[stream] = int64(len(evs))
-	return loc, nil
+	l.versions[stream] = 0
+	if len(evs) > 0 {
+		l.versions[stream] = evs[len(evs)-1].StreamVersion
+	}
+	return s, nil
 }
 
 // decideMail loads the decision's input, decides, and appends. It runs in
