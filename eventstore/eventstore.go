@@ -172,6 +172,15 @@ type Tx interface {
 // Handlers must honour ctx and keep their work short.
 type Handler func(ctx context.Context, tx Tx, event RecordedEvent) error
 
+// BatchHandler processes the events of one subscription batch at once, in
+// global order, inside the transaction that also advances the subscriber's
+// checkpoint past the last of them. It lets a subscriber write a batch with
+// one statement instead of one per event. A returned error rolls back all of
+// the batch's writes, and its events are delivered again (the next batch
+// starts at the same event but may hold a different number of events).
+// Handlers must honour ctx and keep their work short.
+type BatchHandler func(ctx context.Context, tx Tx, events []RecordedEvent) error
+
 // SubscribeOptions tunes a subscription.
 type SubscribeOptions struct {
 	// PollInterval bounds how long a new event waits before delivery. Zero
@@ -209,6 +218,10 @@ type Store interface {
 	// handler fails in a way the store cannot retry, and returns ctx.Err()
 	// on cancellation.
 	Subscribe(ctx context.Context, name string, h Handler, opts SubscribeOptions) error
+	// SubscribeBatch is Subscribe with a handler that takes each batch of
+	// up to opts.BatchSize events whole. A subscriber name is used with
+	// either Subscribe or SubscribeBatch; both share the checkpoint.
+	SubscribeBatch(ctx context.Context, name string, h BatchHandler, opts SubscribeOptions) error
 	// Checkpoint returns the position of the last event the named
 	// subscriber processed, 0 when it has processed none.
 	Checkpoint(ctx context.Context, name string) (int64, error)

@@ -35,11 +35,76 @@ func (e *handlerError) Unwrap() error { return e.err }
 // Subscribe returns ctx.Err() when ctx ends and ErrClosed when the Store is
 // closed. Database errors are logged and retried like handler errors.
 func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
-	if name == "" {
-		return errors.New("embedded: subscribe: name is empty")
-	}
 	if h == nil {
 		return fmt.Errorf("embedded: subscribe %q: handler is nil", name)
+	}
+	return s.subscribe(ctx, name, perEvent(h), opts)
+}
+
+// SubscribeBatch implements eventstore.Store. It is Subscribe with one
+// savepoint around the whole batch: a failing handler rolls back the
+// batch's writes and the batch is delivered again after a back-off.
+func (s *Store) SubscribeBatch(ctx context.Context, name string, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
+	if h == nil {
+		return fmt.Errorf("embedded: subscribe %q: handler is nil", name)
+	}
+	return s.subscribe(ctx, name, wholeBatch(h), opts)
+}
+
+// applier runs a subscriber's handler on the events of a batch inside t
+// and returns how many of them (from the first) were handled; failure is
+// the handler's error (*handlerError), err one of the database.
+type applier func(ctx context.Context, s *Store, t *txn, evs []eventstore.RecordedEvent) (handled int, failure, err error)
+
+// perEvent runs h on each event inside a savepoint of its own, stopping
+// at the first failure: the events before it commit.
+func perEvent(h eventstore.Handler) applier {
+	return func(ctx context.Context, s *Store, t *txn, evs []eventstore.RecordedEvent) (int, error, error) {
+		for i, e := range evs {
+			failure, err := s.inSavepoint(ctx, t, e.Position, func() error { return h(ctx, t, e) })
+			if failure != nil || err != nil {
+				return i, failure, err
+			}
+		}
+		return len(evs), nil, nil
+	}
+}
+
+// wholeBatch runs h once on all events inside one savepoint.
+func wholeBatch(h eventstore.BatchHandler) applier {
+	return func(ctx context.Context, s *Store, t *txn, evs []eventstore.RecordedEvent) (int, error, error) {
+		failure, err := s.inSavepoint(ctx, t, evs[0].Position, func() error { return h(ctx, t, evs) })
+		if failure != nil || err != nil {
+			return 0, failure, err
+		}
+		return len(evs), nil, nil
+	}
+}
+
+// inSavepoint runs fn inside a savepoint and rolls its writes back when it
+// fails; failure is then fn's error as a *handlerError at position.
+func (s *Store) inSavepoint(ctx context.Context, t *txn, position int64, fn func() error) (failure, err error) {
+	run := s.run(t.tx)
+	if _, err := run.exec(ctx, `SAVEPOINT ledgerdesk_event`); err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	appendedBefore := t.appended
+	if herr := fn(); herr != nil {
+		if _, err := run.exec(ctx, `ROLLBACK TO ledgerdesk_event`); err != nil {
+			return nil, fmt.Errorf("roll back event %d: %w", position, err)
+		}
+		t.appended = appendedBefore
+		failure = &handlerError{position: position, err: herr}
+	}
+	if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
+		return nil, fmt.Errorf("release savepoint: %w", err)
+	}
+	return failure, nil
+}
+
+func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts eventstore.SubscribeOptions) error {
+	if name == "" {
+		return errors.New("embedded: subscribe: name is empty")
 	}
 	interval := opts.PollInterval
 	if interval <= 0 {
@@ -58,7 +123,7 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 		// Take the wake-up channel before looking, so that a commit after
 		// the look still wakes this loop.
 		wake := s.woken()
-		n, err := s.deliver(ctx, name, h, batch)
+		n, err := s.deliver(ctx, name, apply, batch)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -107,7 +172,7 @@ func (s *Store) pending(ctx context.Context, name string) (bool, error) {
 // deliver runs one batch and returns how many events were handled
 // successfully. A handler failure is returned as *handlerError after the events
 // before it have committed.
-func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, batch int) (int, error) {
+func (s *Store) deliver(ctx context.Context, name string, apply applier, batch int) (int, error) {
 	if ok, err := s.pending(ctx, name); err != nil || !ok {
 		if err != nil {
 			return 0, s.fail(fmt.Sprintf("subscribe %q: look for events", name), err)
@@ -127,27 +192,14 @@ func (s *Store) deliver(ctx context.Context, name string, h eventstore.Handler, 
 			return fmt.Errorf("embedded: subscribe %q: read events: %w", name, err)
 		}
 		last := cp
-		for _, e := range evs {
-			if _, err := run.exec(ctx, `SAVEPOINT ledgerdesk_event`); err != nil {
-				return fmt.Errorf("embedded: subscribe %q: savepoint: %w", name, err)
+		if len(evs) > 0 {
+			handled, failure, err = apply(ctx, s, t, evs)
+			if err != nil {
+				return fmt.Errorf("embedded: subscribe %q: %w", name, err)
 			}
-			appendedBefore := t.appended
-			if herr := h(ctx, t, e); herr != nil {
-				if _, err := run.exec(ctx, `ROLLBACK TO ledgerdesk_event`); err != nil {
-					return fmt.Errorf("embedded: subscribe %q: roll back event %d: %w", name, e.Position, err)
-				}
-				t.appended = appendedBefore
-				failure = &handlerError{position: e.Position, err: herr}
-				if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
-					return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
-				}
-				break
+			if handled > 0 {
+				last = evs[handled-1].Position
 			}
-			if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
-				return fmt.Errorf("embedded: subscribe %q: release savepoint: %w", name, err)
-			}
-			last = e.Position
-			handled++
 		}
 		if last == cp {
 			return nil

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,7 @@ func (schemaAdapter) SubscribeIsolationLevel() stdsql.IsolationLevel {
 func (a schemaAdapter) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	if a.state != nil {
 		a.state.inBatch.Store(true) // watermill asks inside the batch transaction
+		a.state.startBatch()
 	}
 	next, err := p.OffsetsAdapter.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: p.Topic, ConsumerGroup: p.ConsumerGroup})
 	if err != nil {
@@ -92,41 +94,28 @@ LIMIT ` + strconv.Itoa(a.batchSize)
 	return wsql.Query{Query: q, Args: next.Args}, nil
 }
 
-// Metadata keys of the watermill messages the adapter produces.
+// mdPosition and mdType are the metadata of the watermill messages the
+// adapter produces, for logs; the events themselves travel beside them in
+// batchState, so that they are not formatted into strings and parsed back.
 const (
-	mdStream        = "stream"
-	mdStreamVersion = "stream_version"
-	mdPosition      = "position"
-	mdType          = "type"
-	mdSchemaVersion = "schema_version"
-	mdCorrelationID = "correlation_id"
-	mdCausationID   = "causation_id"
-	mdActor         = "actor"
-	mdOccurredAt    = "occurred_at"
-	mdRecordedAt    = "recorded_at"
+	mdPosition = "position"
+	mdType     = "type"
 )
 
-// UnmarshalMessage turns a row into a message: UUID is the event id, the
-// payload is the event's and the rest travels in metadata.
-func (schemaAdapter) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
+// UnmarshalMessage turns a row into a message whose UUID is the event id,
+// and keeps the event for the handlers (batchState.take). Watermill reads
+// all rows of a batch before it delivers the first.
+func (a schemaAdapter) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var xid uint64
 	e, err := scanEvent(prependScanner{p.Row, &xid})
 	if err != nil {
 		return wsql.Row{}, err
 	}
-	msg := message.NewMessage(e.ID, message.Payload(e.Payload))
-	msg.Metadata = message.Metadata{
-		mdStream:        e.Stream,
-		mdStreamVersion: strconv.FormatInt(e.StreamVersion, 10),
-		mdPosition:      strconv.FormatInt(e.Position, 10),
-		mdType:          e.Type,
-		mdSchemaVersion: strconv.Itoa(e.SchemaVersion),
-		mdCorrelationID: e.Metadata.CorrelationID,
-		mdCausationID:   e.Metadata.CausationID,
-		mdActor:         e.Metadata.Actor,
-		mdOccurredAt:    e.Metadata.OccurredAt.Format(time.RFC3339Nano),
-		mdRecordedAt:    e.RecordedAt.Format(time.RFC3339Nano),
+	if a.state != nil {
+		a.state.add(e)
 	}
+	msg := message.NewMessage(e.ID, message.Payload(e.Payload))
+	msg.Metadata = message.Metadata{mdPosition: strconv.FormatInt(e.Position, 10), mdType: e.Type}
 	return wsql.Row{
 		Offset:    e.Position,
 		UUID:      []byte(e.ID),
@@ -145,48 +134,6 @@ type prependScanner struct {
 
 func (s prependScanner) Scan(dest ...any) error {
 	return s.row.Scan(append([]any{s.first}, dest...)...)
-}
-
-// eventFromMessage is the inverse of UnmarshalMessage.
-func eventFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
-	md := msg.Metadata
-	var errs []error
-	parseInt := func(key string) int64 {
-		v, err := strconv.ParseInt(md.Get(key), 10, 64)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("metadata %s: %w", key, err))
-		}
-		return v
-	}
-	parseTime := func(key string) time.Time {
-		v, err := time.Parse(time.RFC3339Nano, md.Get(key))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("metadata %s: %w", key, err))
-		}
-		return v.UTC()
-	}
-	e := eventstore.RecordedEvent{
-		ID:            msg.UUID,
-		Stream:        md.Get(mdStream),
-		StreamVersion: parseInt(mdStreamVersion),
-		Position:      parseInt(mdPosition),
-		Type:          md.Get(mdType),
-		SchemaVersion: int(parseInt(mdSchemaVersion)),
-		Metadata: eventstore.Metadata{
-			CorrelationID: md.Get(mdCorrelationID),
-			CausationID:   md.Get(mdCausationID),
-			Actor:         md.Get(mdActor),
-			OccurredAt:    parseTime(mdOccurredAt),
-		},
-		RecordedAt: parseTime(mdRecordedAt),
-	}
-	if len(msg.Payload) > 0 {
-		e.Payload = []byte(msg.Payload)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return eventstore.RecordedEvent{}, fmt.Errorf("decode event %s: %w", msg.UUID, err)
-	}
-	return e, nil
 }
 
 // Subscribe delivers events to h in global order through a watermill
@@ -208,11 +155,38 @@ func eventFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
 // Subscribe returns ctx.Err() when ctx ends and eventstore.ErrClosed when
 // the store is closed.
 func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
-	if name == "" || len(name) > maxNameLen {
-		return fmt.Errorf("eventstore/postgres: subscribe: name must have 1 to %d bytes, %q has %d", maxNameLen, name, len(name))
-	}
 	if h == nil {
 		return fmt.Errorf("eventstore/postgres: subscribe %q: handler is nil", name)
+	}
+	each := func(ctx context.Context, tx eventstore.Tx, evs []eventstore.RecordedEvent) error {
+		for _, e := range evs {
+			if err := h(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return s.subscribe(ctx, name, each, false, opts)
+}
+
+// SubscribeBatch implements eventstore.Store: Subscribe, but h gets the
+// events of a batch transaction at once, when watermill hands over the
+// batch's last event. The events before it are acked to watermill as they
+// arrive, which only lets it offer the next one: nothing commits before
+// the batch's end, and a failing h or a stop in mid-batch rolls the whole
+// batch back.
+func (s *Store) SubscribeBatch(ctx context.Context, name string, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
+	if h == nil {
+		return fmt.Errorf("eventstore/postgres: subscribe %q: handler is nil", name)
+	}
+	return s.subscribe(ctx, name, h, true, opts)
+}
+
+// subscribe runs a subscription; whole says whether h gets each batch at
+// once or each event as it arrives.
+func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHandler, whole bool, opts eventstore.SubscribeOptions) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("eventstore/postgres: subscribe: name must have 1 to %d bytes, %q has %d", maxNameLen, name, len(name))
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = defaultPollInterval
@@ -240,7 +214,7 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 		lastFailed string
 	)
 	for {
-		failedAt, err := s.runSubscriber(runCtx, name, h, opts, logger)
+		failedAt, err := s.runSubscriber(runCtx, name, h, whole, opts, logger)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -277,7 +251,10 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 //     that cannot commit a handler's writes without its offset: while no
 //     handler runs and watermill has taken in the last ack (it offered the
 //     next message, or it finished the batch).
-func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions,
+//
+// Events that arrived but were not handled yet (whole batches) must not
+// commit: a stop then rolls the batch back instead.
+func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.BatchHandler, whole bool, opts eventstore.SubscribeOptions,
 	logger *slog.Logger) (failedAt string, err error) {
 	wmCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
@@ -330,12 +307,19 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Han
 		}
 	}
 
-	var held bool // a message was received and will not be handled
+	var (
+		held    bool                       // a message was received and will not be handled
+		pending []eventstore.RecordedEvent // acked to watermill, not yet handled
+	)
 	for !held {
 		select {
 		case <-ctx.Done():
 			if !state.inBatch.Load() {
 				stop(true) // between batches: nothing to commit
+				return "", nil
+			}
+			if len(pending) > 0 {
+				stop(false)
 				return "", nil
 			}
 			// Wait until watermill has taken in the last ack: it ended
@@ -362,19 +346,33 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Han
 				held = true
 				break
 			}
-			if err := s.handle(ctx, msg, h); err != nil {
+			e, first, last, err := state.take(msg.UUID)
+			if err != nil {
 				stop(false)
-				if ctx.Err() != nil {
-					return "", nil // stopping: the handler saw its context end
-				}
-				logger.Error("event handler failed; the batch is rolled back and will be delivered again",
-					"event_id", msg.UUID, "position", msg.Metadata.Get(mdPosition), "type", msg.Metadata.Get(mdType), "err", err)
+				logger.Error("subscription out of step with watermill; the batch is rolled back", "event_id", msg.UUID, "err", err)
 				return msg.UUID, nil
+			}
+			if first {
+				pending = nil // an earlier batch that watermill ended early rolled back
+			}
+			pending = append(pending, e)
+			if !whole || last {
+				if err := s.handle(ctx, msg, h, pending); err != nil {
+					stop(false)
+					if ctx.Err() != nil {
+						return "", nil // stopping: the handler saw its context end
+					}
+					logger.Error("event handler failed; the batch is rolled back and will be delivered again",
+						"event_id", msg.UUID, "position", msg.Metadata.Get(mdPosition), "type", msg.Metadata.Get(mdType),
+						"events", len(pending), "err", err)
+					return pending[0].ID, nil
+				}
+				pending = nil // h may keep the slice
 			}
 			msg.Ack()
 		}
 	}
-	stop(true)
+	stop(len(pending) == 0)
 	return "", nil
 }
 
@@ -389,13 +387,43 @@ type batchState struct {
 	inBatch atomic.Bool
 	// ended receives a signal after each batch transaction ended.
 	ended chan struct{}
+
+	mu sync.Mutex
+	// events are the batch's events as watermill read them; next is the
+	// index of the one it delivers next.
+	events []eventstore.RecordedEvent
+	next   int
 }
 
-func (s *Store) handle(ctx context.Context, msg *message.Message, h eventstore.Handler) error {
-	e, err := eventFromMessage(msg)
-	if err != nil {
-		return err
+// startBatch forgets the last batch's events (watermill selects a new one).
+func (b *batchState) startBatch() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.events, b.next = b.events[:0], 0
+}
+
+func (b *batchState) add(e eventstore.RecordedEvent) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.events = append(b.events, e)
+}
+
+// take returns the event of the message watermill delivers now, and
+// whether it is the first and the last of its batch.
+func (b *batchState) take(id string) (e eventstore.RecordedEvent, first, last bool, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.next >= len(b.events) || b.events[b.next].ID != id {
+		return e, false, false, fmt.Errorf("watermill delivered event %s, not the next of the %d read", id, len(b.events))
 	}
+	e = b.events[b.next]
+	first = b.next == 0
+	b.next++
+	return e, first, b.next == len(b.events), nil
+}
+
+// handle runs h on evs in the transaction that delivered msg.
+func (s *Store) handle(ctx context.Context, msg *message.Message, h eventstore.BatchHandler, evs []eventstore.RecordedEvent) error {
 	wtx, ok := wsql.TxFromContext(msg.Context())
 	if !ok {
 		return errors.New("watermill delivered a message without its transaction")
@@ -411,7 +439,7 @@ func (s *Store) handle(ctx context.Context, msg *message.Message, h eventstore.H
 	hctx, cancel := context.WithCancel(msg.Context())
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()
-	return h(hctx, &pgTx{tx: ptx.Tx}, e)
+	return h(hctx, &pgTx{tx: ptx.Tx}, evs)
 }
 
 // backoffManager paces watermill's polling and keeps it quiet about the

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"Update commits SQL writes and appends together and rolls both back on error", testUpdateOutbox},
 		{"concurrent appenders and two subscribers agree on one global order", testConcurrentAppendersAndSubscribers},
 		{"a failing handler's writes roll back and its event is delivered again", testHandlerRedelivery},
+		{"a batch handler gets whole batches in order and a failing batch rolls back whole", testBatchHandler},
 		{"a subscriber resumes after its checkpoint and a new one starts from the first event", testResume},
 		{"Checkpoint and Reached follow what a subscriber has processed", testCheckpointReached},
 		{"a handler can append events in its transaction", testProcessManager},
@@ -192,9 +193,19 @@ type subscription struct {
 // subscribe runs Subscribe in the background until stop (or the test's end).
 func subscribe(tb testing.TB, s eventstore.Store, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) *subscription {
 	tb.Helper()
+	return startSubscription(tb, func(ctx context.Context) error { return s.Subscribe(ctx, name, h, opts) })
+}
+
+// subscribeBatch runs SubscribeBatch in the background as subscribe does.
+func subscribeBatch(tb testing.TB, s eventstore.Store, name string, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) *subscription {
+	tb.Helper()
+	return startSubscription(tb, func(ctx context.Context) error { return s.SubscribeBatch(ctx, name, h, opts) })
+}
+
+func startSubscription(tb testing.TB, run func(ctx context.Context) error) *subscription {
 	ctx, cancel := context.WithCancel(context.Background())
 	sub := &subscription{cancel: cancel, done: make(chan error, 1)}
-	go func() { sub.done <- s.Subscribe(ctx, name, h, opts) }()
+	go func() { sub.done <- run(ctx) }()
 	tb.Cleanup(func() { _ = sub.stop() })
 	return sub
 }
@@ -893,6 +904,102 @@ func testHandlerRedelivery(t *testing.T, s eventstore.Store) {
 	if deliveries["count-07"] != 3 || deliveries["count-22"] != 2 {
 		t.Errorf("deliveries of count-07, count-22 = %d, %d; want 3, 2 (each failure redelivers)",
 			deliveries["count-07"], deliveries["count-22"])
+	}
+}
+
+func testBatchHandler(t *testing.T, s eventstore.Store) {
+	ctx := context.Background()
+	if err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS storetest_batch_counts (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)`)
+		return err
+	}); err != nil {
+		t.Fatalf("Update(create table) error = %v", err)
+	}
+	var ids []string
+	var last int64
+	for i := range 23 {
+		id := fmt.Sprintf("batch-%02d", i)
+		ids = append(ids, id)
+		last = mustAppend(t, s, eventstore.AppendRequest{Stream: fmt.Sprintf("batched-%d", i%4), ExpectedVersion: eventstore.AnyVersion,
+			Events: []eventstore.NewEvent{withID(event("Batched", i), id)}}).LastPosition
+	}
+
+	var (
+		mu        sync.Mutex
+		committed []string // the events of the batches that succeeded, in delivery order
+		sizes     []int
+		failures  = 2 // the batch holding batch-07 fails twice, after writing its rows
+		retried   []string
+	)
+	h := func(ctx context.Context, tx eventstore.Tx, evs []eventstore.RecordedEvent) error {
+		holds07 := false
+		for _, e := range evs {
+			if _, err := tx.Exec(ctx, `INSERT INTO storetest_batch_counts (event_id, n) VALUES ($1, 1)
+				ON CONFLICT (event_id) DO UPDATE SET n = storetest_batch_counts.n + 1`, e.ID); err != nil {
+				return fmt.Errorf("count %s: %w", e.ID, err)
+			}
+			holds07 = holds07 || e.ID == "batch-07"
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if holds07 && failures > 0 {
+			failures--
+			retried = append(retried, evs[0].ID)
+			return errors.New("batch handler fails on purpose")
+		}
+		for _, e := range evs {
+			committed = append(committed, e.ID)
+		}
+		sizes = append(sizes, len(evs))
+		return nil
+	}
+	sub := subscribeBatch(t, s, "batcher", h, eventstore.SubscribeOptions{BatchSize: 5, PollInterval: 10 * time.Millisecond})
+	waitCheckpoint(t, s, sub, "batcher", last)
+	sub.mustStop(t)
+
+	counts := map[string]int{}
+	err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT event_id, n FROM storetest_batch_counts`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var n int
+			if err := rows.Scan(&id, &n); err != nil {
+				return err
+			}
+			counts[id] = n
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatalf("read counts: %v", err)
+	}
+	want := map[string]int{}
+	for _, id := range ids {
+		want[id] = 1
+	}
+	if diff := cmp.Diff(want, counts); diff != "" {
+		t.Errorf("rows written by the batch handler (-want +got):\n%s", diff)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(ids, committed); diff != "" {
+		t.Errorf("events of the committed batches, in order (-want +got):\n%s", diff)
+	}
+	if len(sizes) == 0 || sizes[0] != 5 {
+		t.Errorf("batch sizes = %v, want the first batch full (5 of the 23 waiting events)", sizes)
+	}
+	for _, n := range sizes {
+		if n < 1 || n > 5 {
+			t.Errorf("batch sizes = %v, want 1 to 5 events each", sizes)
+			break
+		}
+	}
+	if len(retried) != 2 || retried[0] != retried[1] {
+		t.Errorf("failed batches started at %v, want the same event twice", retried)
 	}
 }
 
