@@ -7,8 +7,9 @@ package ticketing
 //
 // Two halves share the tables of migration 0006:
 //
-//   - The subscription (Handle) runs in the transaction that advances its
-//     checkpoint. It inserts the mail into outbound_mails keyed by its
+//   - The subscription (HandleBatch) runs in the transaction that advances
+//     its checkpoint, a batch of events at a time. It inserts the batch's
+//     mails into outbound_mails with one statement, keyed by their
 //     OutgoingMailID (a re-delivered or re-decided event inserts nothing),
 //     and for automatic mails it applies RULES.md section 4 there, where
 //     the per-recipient counter in outbound_recipients is consistent with
@@ -51,6 +52,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -251,7 +253,7 @@ func (s *Outbound) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		errs <- s.o.Store.Subscribe(ctx, OutboundSubscriber, s.Handle, eventstore.SubscribeOptions{BatchSize: 100})
+		errs <- s.o.Store.SubscribeBatch(ctx, OutboundSubscriber, s.HandleBatch, eventstore.SubscribeOptions{BatchSize: 100})
 		cancel()
 	}()
 	for range s.o.Workers {
@@ -345,67 +347,183 @@ func isQueuedType(t string) bool {
 	return false
 }
 
-// Handle is the subscription handler: it takes on each queued mail once.
+// Handle takes on one event (HandleBatch for a batch of one).
 func (s *Outbound) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.RecordedEvent) error {
-	if !isQueuedType(re.Type) {
+	return s.HandleBatch(ctx, tx, []eventstore.RecordedEvent{re})
+}
+
+// takeOn is a queued mail of a subscription batch.
+type takeOn struct {
+	q        queued
+	re       eventstore.RecordedEvent
+	queuedAt time.Time
+}
+
+// recipientAt is an automatic mail counted against its recipient's limit.
+type recipientAt struct {
+	recipient string
+	at        time.Time
+}
+
+// HandleBatch is the subscription handler: it takes on each queued mail of
+// a batch once, with one INSERT for the batch's mails (and one for their
+// recipients) in the checkpoint's transaction.
+func (s *Outbound) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []eventstore.RecordedEvent) error {
+	var takes []takeOn
+	for _, re := range evs {
+		if !isQueuedType(re.Type) {
+			continue
+		}
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			return fmt.Errorf("ticketing: outbound: event at position %d: %w", re.Position, err)
+		}
+		q, _ := toQueued(ev)
+		if q.OutgoingMailID == "" {
+			return fmt.Errorf("ticketing: outbound: %s at position %d has no outgoing mail id", re.Type, re.Position)
+		}
+		queuedAt := q.QueuedAt
+		if queuedAt.IsZero() {
+			queuedAt = re.Metadata.OccurredAt
+		}
+		takes = append(takes, takeOn{q: q, re: re, queuedAt: queuedAt})
+	}
+	if len(takes) == 0 {
 		return nil
 	}
-	ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+	// Mails taken on before (a re-delivery or a re-decided mail) are
+	// skipped, and so is a second event for one mail within the batch.
+	seen, err := s.takenOn(ctx, tx, takes)
 	if err != nil {
-		return fmt.Errorf("ticketing: outbound: event at position %d: %w", re.Position, err)
+		return fmt.Errorf("ticketing: outbound: %w", err)
 	}
-	q, _ := toQueued(ev)
-	if q.OutgoingMailID == "" {
-		return fmt.Errorf("ticketing: outbound: %s at position %d has no outgoing mail id", re.Type, re.Position)
-	}
-	queuedAt := q.QueuedAt
-	if queuedAt.IsZero() {
-		queuedAt = re.Metadata.OccurredAt
-	}
-	code, reason, err := s.guard(ctx, tx, q, queuedAt)
-	if err != nil {
-		return fmt.Errorf("ticketing: outbound: guard %s: %w", q.OutgoingMailID, err)
-	}
-	state, dueAt := stateP, s.o.Now().UnixMilli()
-	if code != "" {
-		state, dueAt = stateSupp, notDue
-	}
-	n, err := tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
-		payload, state, attempts, next_attempt_at, queued_at, stream_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)
-		ON CONFLICT (outgoing_mail_id) DO NOTHING`,
-		q.OutgoingMailID, q.Kind, q.TicketID, q.MessageID, re.Type, re.SchemaVersion, string(re.Payload), state,
-		dueAt, queuedAt.UnixMilli(), boolInt(code != ""))
-	if err != nil {
-		return fmt.Errorf("ticketing: outbound: take on %s: %w", q.OutgoingMailID, err)
-	}
-	if n == 0 {
-		return nil // taken on before: a re-delivery or a re-decided mail
-	}
-	if code != "" {
-		to := ""
-		if len(q.To) > 0 {
-			to = q.To[0].Email
+	var (
+		mails, recipients []any
+		earlier           []recipientAt // automatic mails of this batch, for the limit
+		outcomes          []eventstore.AppendRequest
+	)
+	now := s.o.Now().UnixMilli()
+	for _, t := range takes {
+		q := t.q
+		if seen[q.OutgoingMailID] {
+			continue
 		}
-		sup := domain.OutboundMailSuppressed{OutgoingMailID: q.OutgoingMailID, TicketID: q.TicketID, Kind: q.Kind, To: to,
-			Code: code, Reason: reason, At: queuedAt}
-		if err := appendOutcome(ctx, tx, q.OutgoingMailID, 0, sup, re.ID); err != nil {
-			return fmt.Errorf("ticketing: outbound: %w", err)
+		seen[q.OutgoingMailID] = true
+		code, reason, err := s.guard(ctx, tx, q, t.queuedAt, earlier)
+		if err != nil {
+			return fmt.Errorf("ticketing: outbound: guard %s: %w", q.OutgoingMailID, err)
 		}
-		return nil
-	}
-	if q.Automatic {
-		for _, a := range q.To {
-			if _, err := tx.Exec(ctx, `INSERT INTO outbound_recipients (recipient, outgoing_mail_id, queued_at) VALUES ($1, $2, $3)
-				ON CONFLICT (recipient, outgoing_mail_id) DO NOTHING`, normalizeAddr(a.Email), q.OutgoingMailID, queuedAt.UnixMilli()); err != nil {
-				return fmt.Errorf("ticketing: outbound: count %s: %w", q.OutgoingMailID, err)
+		state, dueAt := stateP, now
+		if code != "" {
+			state, dueAt = stateSupp, notDue
+		}
+		mails = append(mails, q.OutgoingMailID, q.Kind, q.TicketID, q.MessageID, t.re.Type, t.re.SchemaVersion, string(t.re.Payload), state,
+			dueAt, t.queuedAt.UnixMilli(), boolInt(code != ""))
+		switch {
+		case code != "":
+			to := ""
+			if len(q.To) > 0 {
+				to = q.To[0].Email
+			}
+			sup := domain.OutboundMailSuppressed{OutgoingMailID: q.OutgoingMailID, TicketID: q.TicketID, Kind: q.Kind, To: to,
+				Code: code, Reason: reason, At: t.queuedAt}
+			req, err := outcomeRequest(q.OutgoingMailID, 0, sup, t.re.ID)
+			if err != nil {
+				return fmt.Errorf("ticketing: outbound: %w", err)
+			}
+			outcomes = append(outcomes, req)
+		case q.Automatic:
+			for _, a := range q.To {
+				r := normalizeAddr(a.Email)
+				recipients = append(recipients, r, q.OutgoingMailID, t.queuedAt.UnixMilli())
+				earlier = append(earlier, recipientAt{recipient: r, at: t.queuedAt})
 			}
 		}
 	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if len(mails) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
+		payload, state, next_attempt_at, queued_at, stream_version, attempts) VALUES `+valueRows(len(mails)/11, 11, "0")+`
+		ON CONFLICT (outgoing_mail_id) DO NOTHING`, mails...); err != nil {
+		return fmt.Errorf("ticketing: outbound: take on %d mails: %w", len(mails)/11, err)
+	}
+	if len(recipients) > 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO outbound_recipients (recipient, outgoing_mail_id, queued_at) VALUES `+
+			valueRows(len(recipients)/3, 3, "")+` ON CONFLICT (recipient, outgoing_mail_id) DO NOTHING`, recipients...); err != nil {
+			return fmt.Errorf("ticketing: outbound: count %d recipients: %w", len(recipients)/3, err)
+		}
+	}
+	if len(outcomes) > 0 {
+		if _, err := tx.Append(ctx, outcomes...); err != nil {
+			return fmt.Errorf("ticketing: outbound: record %d suppressed mails: %w", len(outcomes), err)
+		}
+	}
+	if len(outcomes) < len(mails)/11 {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 	return nil
+}
+
+// takenOn returns which of the mails outbound_mails already holds.
+func (s *Outbound) takenOn(ctx context.Context, tx eventstore.Tx, takes []takeOn) (map[string]bool, error) {
+	ids := make([]any, len(takes))
+	for i, t := range takes {
+		ids[i] = t.q.OutgoingMailID
+	}
+	rows, err := tx.Query(ctx, `SELECT outgoing_mail_id FROM outbound_mails WHERE outgoing_mail_id IN (`+placeholders(1, len(ids))+`)`, ids...)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d mails: %w", len(ids), err)
+	}
+	seen := make(map[string]bool, len(takes))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("look up %d mails: %w", len(ids), err)
+		}
+		seen[id] = true
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("look up %d mails: %w", len(ids), err)
+	}
+	return seen, nil
+}
+
+// placeholders returns "$from, $from+1, ..." for n arguments.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$")
+		b.WriteString(strconv.Itoa(from + i))
+	}
+	return b.String()
+}
+
+// valueRows returns the VALUES rows of a multi-row INSERT: n rows of cols
+// placeholders each, numbered on from $1, each followed by the constant
+// extra when it is not empty.
+func valueRows(n, cols int, extra string) string {
+	var b strings.Builder
+	for r := range n {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		b.WriteString(placeholders(r*cols+1, cols))
+		if extra != "" {
+			b.WriteString(", ")
+			b.WriteString(extra)
+		}
+		b.WriteString(")")
+	}
+	return b.String()
 }
 
 func boolInt(b bool) int64 {
@@ -421,7 +539,10 @@ func normalizeAddr(a string) string { return strings.ToLower(strings.Trim(string
 // headers (domain.IsAutomatic, again, in case the mail was decided by an
 // older intake), system addresses, our own addresses, the per-recipient
 // limit. Agents' replies only need a recipient.
-func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at time.Time) (code, reason string, err error) {
+//
+// earlier are the automatic mails taken on before q in the same batch,
+// which count against the limit as the stored ones do.
+func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at time.Time, earlier []recipientAt) (code, reason string, err error) {
 	if q.Unsendable != "" {
 		return domain.SuppressNoRecipient, q.Unsendable, nil
 	}
@@ -464,25 +585,19 @@ func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at tim
 		own = append(own, a.AccountAddress, a.SenderAddress)
 	}
 	to := q.To[0].Email
+	since := at.Add(-domain.RecipientWindow).UnixMilli()
 	var recent int
 	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM outbound_recipients WHERE recipient = $1 AND queued_at > $2`,
-		normalizeAddr(to), at.Add(-domain.RecipientWindow).UnixMilli()).Scan(&recent); err != nil {
+		normalizeAddr(to), since).Scan(&recent); err != nil {
 		return "", "", err
+	}
+	for _, e := range earlier {
+		if e.recipient == normalizeAddr(to) && e.at.UnixMilli() > since {
+			recent++
+		}
 	}
 	code, reason = domain.AutoMailGuard(to, own, recent)
 	return code, reason, nil
-}
-
-// appendOutcome appends one event to the mail's own stream at version.
-func appendOutcome(ctx context.Context, tx eventstore.Tx, outgoingMailID string, version int64, ev domain.Event, causation string) error {
-	req, err := outcomeRequest(outgoingMailID, version, ev, causation)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.Append(ctx, req); err != nil {
-		return fmt.Errorf("record %s of %s: %w", ev.EventName(), outgoingMailID, err)
-	}
-	return nil
 }
 
 func outcomeRequest(outgoingMailID string, version int64, ev domain.Event, causation string) (eventstore.AppendRequest, error) {

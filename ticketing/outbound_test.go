@@ -446,3 +446,50 @@ func TestOutbound_BatchTimeReleasesUnsent(t *testing.T) {
 		}
 	})
 }
+
+// TestOutbound_HandleBatch: one subscription batch counts its own earlier
+// automatic mails against the per-recipient limit, takes on a mail queued
+// twice once, and skips what an earlier batch took on.
+func TestOutbound_HandleBatch(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, store eventstore.Store) {
+		saga := NewOutbound(OutboundOptions{Store: store, Now: func() time.Time { return t0.Add(time.Hour) }})
+		var batch []eventstore.RecordedEvent
+		for i := range domain.RecipientLimit + 3 {
+			id := fmt.Sprintf("auto-%02d", i)
+			name, v, payload, err := domain.MarshalEvent(domain.AutoReplyQueued{
+				OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: id + "@desk.example"},
+				TicketID:     fmt.Sprintf("t-%d", i), AccountID: "acc", Template: "default",
+				To: domain.Address{Email: "Chatty@Customer.example"}, Subject: "Frage", QueuedAt: t0.Add(time.Duration(i) * time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch = append(batch, eventstore.RecordedEvent{ID: "ev-" + id, Stream: "ticket-x", StreamVersion: int64(i + 1),
+				Position: int64(i + 1), Type: name, SchemaVersion: v, Payload: payload})
+		}
+		batch = append(batch, batch[0]) // the same mail queued twice in one batch
+		handle := func(evs []eventstore.RecordedEvent) {
+			t.Helper()
+			if err := store.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+				return saga.HandleBatch(ctx, tx, evs)
+			}); err != nil {
+				t.Fatalf("HandleBatch() error = %v", err)
+			}
+		}
+		handle(batch)
+		handle(batch[:2]) // delivered again
+		got, err := OutboundStatus(context.Background(), store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]int{stateP: domain.RecipientLimit, stateSupp: 3}; !cmp.Equal(want, got) {
+			t.Fatalf("states = %v, want %v", got, want)
+		}
+		for i := domain.RecipientLimit; i < domain.RecipientLimit+3; i++ {
+			evs := outcomes(t, store, fmt.Sprintf("auto-%02d", i))
+			if len(evs) != 1 || evs[0].(domain.OutboundMailSuppressed).Code != domain.SuppressRecipientLimit {
+				t.Errorf("auto-%02d: outcomes %+v, want suppressed with %s", i, evs, domain.SuppressRecipientLimit)
+			}
+		}
+	})
+}
