@@ -163,6 +163,8 @@ type Tx interface {
 	Append(ctx context.Context, reqs ...AppendRequest) (AppendResult, error)
 	// ReadStream reads as Store.ReadStream does, inside the transaction.
 	ReadStream(ctx context.Context, stream string, from, to int64) ([]RecordedEvent, error)
+	// ReadStreams reads as Store.ReadStreams does, inside the transaction.
+	ReadStreams(ctx context.Context, streams []string) ([]RecordedEvent, error)
 }
 
 // Handler processes one event of a subscription. It runs inside the
@@ -204,6 +206,13 @@ type Store interface {
 	// oldest first; to <= 0 means up to the end. Reading up to a version
 	// gives the stream as it stood then. An unknown stream gives no events.
 	ReadStream(ctx context.Context, stream string, from, to int64) ([]RecordedEvent, error)
+	// ReadStreams returns all events of the named streams with one query
+	// (a caller that needs many small streams, such as the tickets of a
+	// batch, reads them in one round trip), grouped by stream, each
+	// stream's events in version order; the order of the streams is the
+	// store's. Unknown streams give no events; a name given twice counts
+	// once.
+	ReadStreams(ctx context.Context, streams []string) ([]RecordedEvent, error)
 	// StreamVersion is the stream's current version, 0 when it is empty.
 	StreamVersion(ctx context.Context, stream string) (int64, error)
 	// ReadAll returns up to limit events that follow the event at position

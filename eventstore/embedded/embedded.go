@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -211,6 +213,18 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from, to int64) (
 	return evs, nil
 }
 
+// ReadStreams implements eventstore.Store.
+func (s *Store) ReadStreams(ctx context.Context, streams []string) ([]eventstore.RecordedEvent, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("embedded: read %d streams: %w", len(streams), eventstore.ErrClosed)
+	}
+	evs, err := readStreams(ctx, s.run(nil), streams)
+	if err != nil {
+		return nil, s.fail(fmt.Sprintf("read %d streams", len(streams)), err)
+	}
+	return evs, nil
+}
+
 // StreamVersion implements eventstore.Store.
 func (s *Store) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	if s.closed.Load() {
@@ -380,6 +394,31 @@ func readStream(ctx context.Context, r runner, stream string, from, to int64) ([
 		WHERE stream = $1 AND stream_version >= $2 AND stream_version <= $3 ORDER BY stream_version`, stream, from, to))
 }
 
+// readStreams reads the streams in chunks that stay well below SQLite's
+// limit on bound parameters.
+func readStreams(ctx context.Context, r runner, streams []string) ([]eventstore.RecordedEvent, error) {
+	const chunk = 500
+	streams = slices.Clone(streams)
+	slices.Sort(streams)
+	streams = slices.Compact(streams)
+	var out []eventstore.RecordedEvent
+	for lo := 0; lo < len(streams); lo += chunk {
+		part := streams[lo:min(lo+chunk, len(streams))]
+		args := make([]any, len(part))
+		marks := make([]string, len(part))
+		for i, name := range part {
+			args[i], marks[i] = name, "$"+strconv.Itoa(i+1)
+		}
+		evs, err := scanEvents(r.query(ctx, `SELECT `+eventColumns+` FROM events
+			WHERE stream IN (`+strings.Join(marks, ", ")+`) ORDER BY stream, stream_version`, args...))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
 func readAfter(ctx context.Context, r runner, after int64, limit int) ([]eventstore.RecordedEvent, error) {
 	return scanEvents(r.query(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE position > $1 ORDER BY position LIMIT $2`, after, limit))
@@ -526,6 +565,15 @@ func (t *txn) ReadStream(ctx context.Context, stream string, from, to int64) ([]
 	evs, err := readStream(ctx, t.store.run(t.tx), stream, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: read stream %q: %w", stream, err)
+	}
+	return evs, nil
+}
+
+// ReadStreams implements eventstore.Tx.
+func (t *txn) ReadStreams(ctx context.Context, streams []string) ([]eventstore.RecordedEvent, error) {
+	evs, err := readStreams(ctx, t.store.run(t.tx), streams)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: read %d streams: %w", len(streams), err)
 	}
 	return evs, nil
 }

@@ -286,6 +286,23 @@ func readStream(ctx context.Context, q querier, stream string, from, to int64) (
 	return events, nil
 }
 
+const sqlReadStreams = `SELECT ` + eventColumns + ` FROM events WHERE stream = ANY($1) ORDER BY stream, stream_version`
+
+func readStreams(ctx context.Context, q querier, streams []string) ([]eventstore.RecordedEvent, error) {
+	if len(streams) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, sqlReadStreams, streams)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore/postgres: read %d streams: %w", len(streams), err)
+	}
+	events, err := collectEvents(rows, 0)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore/postgres: read %d streams: %w", len(streams), err)
+	}
+	return events, nil
+}
+
 // collectEvents scans all rows; sizeHint preallocates (catch-up reads fill
 // whole pages, and growing a slice of events copies them over and over).
 func collectEvents(rows pgx.Rows, sizeHint int) ([]eventstore.RecordedEvent, error) {

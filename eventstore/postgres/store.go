@@ -158,6 +158,14 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from, to int64) (
 	return readStream(ctx, s.pool, stream, from, to)
 }
 
+// ReadStreams returns the events of streams, by stream and version.
+func (s *Store) ReadStreams(ctx context.Context, streams []string) ([]eventstore.RecordedEvent, error) {
+	if s.isClosed() {
+		return nil, eventstore.ErrClosed
+	}
+	return readStreams(ctx, s.pool, streams)
+}
+
 // StreamVersion is the stream's current version, 0 when it is empty.
 func (s *Store) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	if s.isClosed() {

@@ -78,6 +78,11 @@ func (t *pgTx) ReadStream(ctx context.Context, stream string, from, to int64) ([
 	return readStream(ctx, t.tx, stream, from, to)
 }
 
+// ReadStreams reads streams as the transaction sees them.
+func (t *pgTx) ReadStreams(ctx context.Context, streams []string) ([]eventstore.RecordedEvent, error) {
+	return readStreams(ctx, t.tx, streams)
+}
+
 // pgRows adapts pgx.Rows to eventstore.Rows.
 type pgRows struct{ pgx.Rows }
 

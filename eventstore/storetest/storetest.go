@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"a conflict on one stream rolls back a multi-stream append entirely", testMultiStreamAtomic},
 		{"invalid requests are rejected and store nothing", testInvalidRequests},
 		{"ReadStream returns the whole stream, from a version, and up to a version", testReadStream},
+		{"ReadStreams reads many streams at once, each in version order, in and outside a transaction", testReadStreams},
 		{"StreamVersion counts the events of a stream", testStreamVersion},
 		{"ReadAll pages through the global log in append order with positions as cursors", testReadAllPaging},
 		{"ids, metadata, schema version and recorded-at round trip", testRoundTrip},
@@ -1000,6 +1001,58 @@ func testBatchHandler(t *testing.T, s eventstore.Store) {
 	}
 	if len(retried) != 2 || retried[0] != retried[1] {
 		t.Errorf("failed batches started at %v, want the same event twice", retried)
+	}
+}
+
+func testReadStreams(t *testing.T, s eventstore.Store) {
+	ctx := context.Background()
+	for stream, n := range map[string]int{"many-a": 3, "many-b": 2, "many-c": 1} {
+		var evs []eventstore.NewEvent
+		for i := range n {
+			evs = append(evs, withID(event("E", i), fmt.Sprintf("%s-%d", stream, i+1)))
+		}
+		mustAppend(t, s, eventstore.AppendRequest{Stream: stream, ExpectedVersion: eventstore.NoStream, Events: evs})
+	}
+	// ids by stream, in the order read
+	byStream := func(evs []eventstore.RecordedEvent) map[string][]string {
+		out := map[string][]string{}
+		for i, e := range evs {
+			if i > 0 && evs[i-1].Stream != e.Stream && out[e.Stream] != nil {
+				t.Errorf("ReadStreams() interleaves stream %s with others: %v", e.Stream, evs)
+			}
+			out[e.Stream] = append(out[e.Stream], fmt.Sprintf("%s@%d", e.ID, e.StreamVersion))
+		}
+		return out
+	}
+	want := map[string][]string{"many-a": {"many-a-1@1", "many-a-2@2", "many-a-3@3"}, "many-b": {"many-b-1@1", "many-b-2@2"}}
+	got, err := s.ReadStreams(ctx, []string{"many-b", "many-a", "many-missing", "many-a"})
+	if err != nil {
+		t.Fatalf("ReadStreams() error = %v", err)
+	}
+	if diff := cmp.Diff(want, byStream(got)); diff != "" {
+		t.Errorf("ReadStreams() (-want +got):\n%s", diff)
+	}
+	if got, err := s.ReadStreams(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("ReadStreams(nil) = %v, %v; want nothing", got, err)
+	}
+	// inside a transaction, its own appends are visible
+	err = s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		if _, err := tx.Append(ctx, eventstore.AppendRequest{Stream: "many-c", ExpectedVersion: 1,
+			Events: []eventstore.NewEvent{withID(event("E", 9), "many-c-2")}}); err != nil {
+			return err
+		}
+		got, err := tx.ReadStreams(ctx, []string{"many-c", "many-b"})
+		if err != nil {
+			return err
+		}
+		want := map[string][]string{"many-b": {"many-b-1@1", "many-b-2@2"}, "many-c": {"many-c-1@1", "many-c-2@2"}}
+		if diff := cmp.Diff(want, byStream(got)); diff != "" {
+			t.Errorf("Tx.ReadStreams() (-want +got):\n%s", diff)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Update() error = %v", err)
 	}
 }
 
