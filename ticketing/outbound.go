@@ -622,6 +622,7 @@ func outcomeRequest(outgoingMailID string, version int64, ev domain.Event, causa
 // claimed is a row the sender took.
 type claimed struct {
 	id       string
+	ticketID string
 	typ      string
 	sv       int
 	payload  string
@@ -722,7 +723,7 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		if err := rec(ctx, tx); err != nil {
 			return fmt.Errorf("record %d results: %w", len(outs), err)
 		}
-		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, event_type, schema_version, payload, attempts, stream_version
+		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, ticket_id, event_type, schema_version, payload, attempts, stream_version
 			FROM outbound_mails WHERE next_attempt_at <= $1 AND state IN ($2, $3) ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
 			s.o.Now().UnixMilli(), stateP, stateRetry, s.o.BatchSize)
 		if err != nil {
@@ -730,7 +731,7 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		}
 		for rows.Next() {
 			var c claimed
-			if err := rows.Scan(&c.id, &c.typ, &c.sv, &c.payload, &c.attempts, &c.version); err != nil {
+			if err := rows.Scan(&c.id, &c.ticketID, &c.typ, &c.sv, &c.payload, &c.attempts, &c.version); err != nil {
 				_ = rows.Close()
 				return err
 			}
@@ -802,14 +803,56 @@ type snapshot struct {
 	inbound   domain.InboundAccounts
 	settings  domain.Settings
 	templates domain.Templates
-	// tickets holds the tickets read for this batch, so that a batch
-	// reads each ticket once however many of its mails concern it.
+	// tickets holds the tickets read for this batch (all of them with one
+	// query, loadTickets), so that a batch reads each ticket once however
+	// many of its mails concern it; broken holds those whose events do not
+	// decode.
 	tickets map[string]domain.Ticket
+	broken  map[string]error
+}
+
+// loadTickets reads the tickets of rows with one query.
+func (s *Outbound) loadTickets(ctx context.Context, snap *snapshot, rows []claimed) error {
+	var streams []string
+	for _, c := range rows {
+		if c.ticketID != "" {
+			streams = append(streams, domain.TicketStream(c.ticketID))
+		}
+	}
+	if len(streams) == 0 {
+		return nil
+	}
+	evs, err := s.o.Store.ReadStreams(ctx, streams)
+	if err != nil {
+		return err
+	}
+	snap.tickets, snap.broken = map[string]domain.Ticket{}, map[string]error{}
+	for _, c := range rows {
+		if c.ticketID != "" {
+			snap.tickets[c.ticketID] = domain.Ticket{} // read, whether it exists or not
+		}
+	}
+	for _, re := range evs {
+		id := strings.TrimPrefix(re.Stream, domain.TicketStream(""))
+		if snap.broken[id] != nil {
+			continue
+		}
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			snap.broken[id] = err
+			continue
+		}
+		snap.tickets[id] = domain.EvolveTicket(snap.tickets[id], ev)
+	}
+	return nil
 }
 
 // ticket returns the ticket as it stands now, read once per batch. A
 // ticket whose events cannot be decoded is a permanent failure.
 func (s *Outbound) ticket(ctx context.Context, snap *snapshot, id string) (t domain.Ticket, permanent bool, err error) {
+	if err := snap.broken[id]; err != nil {
+		return domain.Ticket{}, true, err
+	}
 	if t, ok := snap.tickets[id]; ok {
 		return t, false, nil
 	}
@@ -854,6 +897,9 @@ func (s *Outbound) snapshot(ctx context.Context) (snapshot, error) {
 // mails handled before that.
 func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) (outs []outcome, stopped bool) {
 	snap, err := s.snapshot(ctx)
+	if err == nil {
+		err = s.loadTickets(ctx, &snap, rows)
+	}
 	outs = make([]outcome, 0, len(rows))
 	start := time.Now()
 	for i, c := range rows {

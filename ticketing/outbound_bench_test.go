@@ -151,19 +151,32 @@ func BenchmarkSendThroughput(b *testing.B) {
 	}
 }
 
-// benchQueue appends n agents' replies, 500 to a stream.
+// benchQueue appends n agents' replies, each to a ticket of its own (its
+// TicketCreated and the ReplyQueued), as agents answer different tickets:
+// the saga reads each ticket to pick the account and the reference.
 func benchQueue(tb testing.TB, store eventstore.Store, n int) {
 	tb.Helper()
-	var queued []domain.Event
+	var reqs []eventstore.AppendRequest
+	at := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("bench-%d", i)
-		queued = append(queued, domain.ReplyQueued{
-			OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID("t", id, "desk.example"), InReplyTo: "m1@customer.example"},
-			TicketID:     "t", To: []domain.Address{{Email: fmt.Sprintf("kunde%d@customer.example", i)}}, Subject: "Re: bench", Body: "Wir kümmern uns.",
-			QueuedAt: time.Now(), Actor: "agent"})
-	}
-	for start := 0; start < len(queued); start += 500 {
-		benchAppend(tb, store, domain.TicketStream(fmt.Sprintf("t-%d", start)), queued[start:min(start+500, len(queued))])
+		ticketID := fmt.Sprintf("t-%d", i)
+		customer := domain.Address{Name: "Kunde", Email: fmt.Sprintf("kunde%d@customer.example", i)}
+		reqs = append(reqs, benchRequest(tb, domain.TicketStream(ticketID),
+			domain.TicketCreated{TicketID: ticketID, Number: 1001 + int64(i), Subject: "Drucker", Status: domain.StatusNew,
+				Requester: domain.Requester{Email: customer.Email, Name: customer.Name}, AccountID: "acc", MessageID: id + "@customer.example",
+				SenderEmail: customer.Email, MailReceivedAt: at, CreatedAt: at, CausedBy: "m-" + id},
+			domain.ReplyQueued{
+				OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example"),
+					InReplyTo: id + "@customer.example"},
+				TicketID: ticketID, To: []domain.Address{customer}, Subject: "Re: Drucker", Body: "Wir kümmern uns.",
+				QueuedAt: at, Actor: "agent"}))
+		if len(reqs) == 500 || i == n-1 {
+			if _, err := store.Append(context.Background(), reqs...); err != nil {
+				tb.Fatal(err)
+			}
+			reqs = reqs[:0]
+		}
 	}
 }
 
@@ -177,6 +190,13 @@ func allSent(tb testing.TB, store eventstore.Store, n int) bool {
 
 func benchAppend(tb testing.TB, store eventstore.Store, stream string, evs []domain.Event) {
 	tb.Helper()
+	if _, err := store.Append(context.Background(), benchRequest(tb, stream, evs...)); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func benchRequest(tb testing.TB, stream string, evs ...domain.Event) eventstore.AppendRequest {
+	tb.Helper()
 	req := eventstore.AppendRequest{Stream: stream, ExpectedVersion: eventstore.AnyVersion}
 	for _, e := range evs {
 		name, v, payload, err := domain.MarshalEvent(e)
@@ -185,9 +205,7 @@ func benchAppend(tb testing.TB, store eventstore.Store, stream string, evs []dom
 		}
 		req.Events = append(req.Events, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload, Metadata: eventstore.Metadata{OccurredAt: time.Now()}})
 	}
-	if _, err := store.Append(context.Background(), req); err != nil {
-		tb.Fatal(err)
-	}
+	return req
 }
 
 func benchStore(tb testing.TB, backend string) eventstore.Store {
