@@ -397,9 +397,12 @@ func (s *Outbound) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []even
 	if err != nil {
 		return fmt.Errorf("ticketing: outbound: %w", err)
 	}
+	facts, err := s.readGuardFacts(ctx, tx, takes)
+	if err != nil {
+		return fmt.Errorf("ticketing: outbound: guard: %w", err)
+	}
 	var (
 		mails, recipients []any
-		earlier           []recipientAt // automatic mails of this batch, for the limit
 		outcomes          []eventstore.AppendRequest
 	)
 	now := s.o.Now().UnixMilli()
@@ -409,10 +412,7 @@ func (s *Outbound) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []even
 			continue
 		}
 		seen[q.OutgoingMailID] = true
-		code, reason, err := s.guard(ctx, tx, q, t.queuedAt, earlier)
-		if err != nil {
-			return fmt.Errorf("ticketing: outbound: guard %s: %w", q.OutgoingMailID, err)
-		}
+		code, reason := s.guard(q, t.queuedAt, &facts)
 		state, dueAt := stateP, now
 		if code != "" {
 			state, dueAt = stateSupp, notDue
@@ -436,7 +436,7 @@ func (s *Outbound) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []even
 			for _, a := range q.To {
 				r := normalizeAddr(a.Email)
 				recipients = append(recipients, r, q.OutgoingMailID, t.queuedAt.UnixMilli())
-				earlier = append(earlier, recipientAt{recipient: r, at: t.queuedAt})
+				facts.counted = append(facts.counted, recipientAt{recipient: r, at: t.queuedAt})
 			}
 		}
 	}
@@ -535,69 +535,127 @@ func boolInt(b bool) int64 {
 
 func normalizeAddr(a string) string { return strings.ToLower(strings.Trim(strings.TrimSpace(a), "<>")) }
 
-// guard applies RULES.md section 4 to automatic mails: the answered mail's
-// headers (domain.IsAutomatic, again, in case the mail was decided by an
-// older intake), system addresses, our own addresses, the per-recipient
-// limit. Agents' replies only need a recipient.
-//
-// earlier are the automatic mails taken on before q in the same batch,
-// which count against the limit as the stored ones do.
-func (s *Outbound) guard(ctx context.Context, tx eventstore.Tx, q queued, at time.Time, earlier []recipientAt) (code, reason string, err error) {
-	if q.Unsendable != "" {
-		return domain.SuppressNoRecipient, q.Unsendable, nil
+// guardFacts is what the guard of one batch reads, with a query each:
+// the mails its automatic mails answer, the automatic mails their
+// recipients got within the window, and our own addresses.
+type guardFacts struct {
+	answered map[string]domain.MailReceived // by mail id
+	// counted are automatic mails counted against the per-recipient limit:
+	// those stored, and this batch's earlier ones as they are taken on.
+	counted []recipientAt
+	own     []string
+}
+
+// readGuardFacts reads the facts the automatic mails among takes need.
+func (s *Outbound) readGuardFacts(ctx context.Context, tx eventstore.Tx, takes []takeOn) (guardFacts, error) {
+	var (
+		f          guardFacts
+		streams    []string
+		recipients []any
+		seen       = map[string]bool{}
+		oldest     time.Time
+	)
+	for _, t := range takes {
+		q := t.q
+		if !q.Automatic || q.Unsendable != "" || len(q.To) == 0 {
+			continue
+		}
+		if q.CausedBy != "" {
+			streams = append(streams, MailStream(q.CausedBy))
+		}
+		if r := normalizeAddr(q.To[0].Email); !seen[r] {
+			seen[r] = true
+			recipients = append(recipients, r)
+		}
+		if oldest.IsZero() || t.queuedAt.Before(oldest) {
+			oldest = t.queuedAt
+		}
 	}
-	if age := s.o.Now().Sub(at); age > s.o.MaxAge {
-		return domain.SuppressExpired, fmt.Sprintf("queued %s ago, more than the %s a queued mail is sent within", age.Round(time.Second), s.o.MaxAge), nil
+	if len(recipients) == 0 {
+		return f, nil
 	}
-	if len(q.To) == 0 {
-		return domain.SuppressNoRecipient, "no recipient", nil
+	evs, err := tx.ReadStreams(ctx, streams)
+	if err != nil {
+		return f, fmt.Errorf("read the answered mails: %w", err)
 	}
-	if !q.Automatic {
-		return "", "", nil
-	}
-	if q.CausedBy != "" {
-		evs, err := tx.ReadStream(ctx, MailStream(q.CausedBy), 1, 1)
+	f.answered = map[string]domain.MailReceived{}
+	for _, re := range evs {
+		if re.StreamVersion != 1 || re.Type != domain.MailReceivedName {
+			continue
+		}
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
 		if err != nil {
-			return "", "", err
+			return f, fmt.Errorf("read the answered mail %s: %w", re.Stream, err)
 		}
-		if len(evs) == 1 && evs[0].Type == domain.MailReceivedName {
-			ev, err := domain.UnmarshalEvent(evs[0].Type, evs[0].SchemaVersion, evs[0].Payload)
-			if err != nil {
-				return "", "", err
-			}
-			if auto, why := domain.IsAutomatic(ev.(domain.MailReceived)); auto {
-				return domain.SuppressAutomaticMail, "automatic mail (" + why + ")", nil
-			}
+		f.answered[strings.TrimPrefix(re.Stream, MailStream(""))] = ev.(domain.MailReceived)
+	}
+	rows, err := tx.Query(ctx, `SELECT recipient, queued_at FROM outbound_recipients WHERE queued_at > $1 AND recipient IN (`+
+		placeholders(2, len(recipients))+`)`, append([]any{oldest.Add(-domain.RecipientWindow).UnixMilli()}, recipients...)...)
+	if err != nil {
+		return f, fmt.Errorf("count the recipients' automatic mails: %w", err)
+	}
+	for rows.Next() {
+		var (
+			r  string
+			at int64
+		)
+		if err := rows.Scan(&r, &at); err != nil {
+			_ = rows.Close()
+			return f, fmt.Errorf("count the recipients' automatic mails: %w", err)
 		}
+		f.counted = append(f.counted, recipientAt{recipient: r, at: time.UnixMilli(at)})
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return f, fmt.Errorf("count the recipients' automatic mails: %w", err)
 	}
 	s.guardMu.Lock()
 	out, err1 := s.guardOutbound.load(ctx, tx.ReadStream)
 	in, err2 := s.guardInbound.load(ctx, tx.ReadStream)
 	s.guardMu.Unlock()
 	if err := errors.Join(err1, err2); err != nil {
-		return "", "", err
+		return f, err
 	}
-	var own []string
 	for _, a := range out.ByID {
-		own = append(own, a.SenderAddress)
+		f.own = append(f.own, a.SenderAddress)
 	}
 	for _, a := range in.ByID {
-		own = append(own, a.AccountAddress, a.SenderAddress)
+		f.own = append(f.own, a.AccountAddress, a.SenderAddress)
 	}
-	to := q.To[0].Email
+	return f, nil
+}
+
+// guard applies RULES.md section 4 to automatic mails: the answered mail's
+// headers (domain.IsAutomatic, again, in case the mail was decided by an
+// older intake), system addresses, our own addresses, the per-recipient
+// limit over f (readGuardFacts). Agents' replies only need a recipient.
+func (s *Outbound) guard(q queued, at time.Time, f *guardFacts) (code, reason string) {
+	if q.Unsendable != "" {
+		return domain.SuppressNoRecipient, q.Unsendable
+	}
+	if age := s.o.Now().Sub(at); age > s.o.MaxAge {
+		return domain.SuppressExpired, fmt.Sprintf("queued %s ago, more than the %s a queued mail is sent within", age.Round(time.Second), s.o.MaxAge)
+	}
+	if len(q.To) == 0 {
+		return domain.SuppressNoRecipient, "no recipient"
+	}
+	if !q.Automatic {
+		return "", ""
+	}
+	if m, ok := f.answered[q.CausedBy]; ok && q.CausedBy != "" {
+		if auto, why := domain.IsAutomatic(m); auto {
+			return domain.SuppressAutomaticMail, "automatic mail (" + why + ")"
+		}
+	}
+	to := normalizeAddr(q.To[0].Email)
+	// in milliseconds, as outbound_recipients stores them
 	since := at.Add(-domain.RecipientWindow).UnixMilli()
 	var recent int
-	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM outbound_recipients WHERE recipient = $1 AND queued_at > $2`,
-		normalizeAddr(to), since).Scan(&recent); err != nil {
-		return "", "", err
-	}
-	for _, e := range earlier {
-		if e.recipient == normalizeAddr(to) && e.at.UnixMilli() > since {
+	for _, c := range f.counted {
+		if c.recipient == to && c.at.UnixMilli() > since {
 			recent++
 		}
 	}
-	code, reason = domain.AutoMailGuard(to, own, recent)
-	return code, reason, nil
+	return domain.AutoMailGuard(q.To[0].Email, f.own, recent)
 }
 
 func outcomeRequest(outgoingMailID string, version int64, ev domain.Event, causation string) (eventstore.AppendRequest, error) {
