@@ -148,6 +148,27 @@ type Row interface {
 // ErrNoRows is returned by Row.Scan when the query selected nothing.
 var ErrNoRows = errors.New("eventstore: no rows")
 
+// PlanEachCall, given as the first argument of Exec, Query or QueryRow,
+// asks the database to plan the statement for this call's arguments and
+// the table as it is now. Without it PostgreSQL may settle on a generic
+// plan made while a table was small (a full scan and a sort) and keep it
+// long after the table has grown; use it for range scans over growing
+// tables. The embedded store needs no such hint and drops it.
+var PlanEachCall = planEachCall{}
+
+type planEachCall struct{}
+
+// WithoutPlanEachCall returns args without a leading PlanEachCall and
+// whether it was there (for backends).
+func WithoutPlanEachCall(args []any) ([]any, bool) {
+	if len(args) > 0 {
+		if _, ok := args[0].(planEachCall); ok {
+			return args[1:], true
+		}
+	}
+	return args, false
+}
+
 // Querier runs SQL with $1-style placeholders, which both backends accept.
 type Querier interface {
 	Exec(ctx context.Context, query string, args ...any) (rowsAffected int64, err error)

@@ -590,7 +590,7 @@ func (s *Outbound) readGuardFacts(ctx context.Context, tx eventstore.Tx, takes [
 		f.answered[strings.TrimPrefix(re.Stream, MailStream(""))] = ev.(domain.MailReceived)
 	}
 	rows, err := tx.Query(ctx, `SELECT recipient, queued_at FROM outbound_recipients WHERE queued_at > $1 AND recipient IN (`+
-		placeholders(2, len(recipients))+`)`, append([]any{oldest.Add(-domain.RecipientWindow).UnixMilli()}, recipients...)...)
+		placeholders(2, len(recipients))+`)`, append([]any{eventstore.PlanEachCall, oldest.Add(-domain.RecipientWindow).UnixMilli()}, recipients...)...)
 	if err != nil {
 		return f, fmt.Errorf("count the recipients' automatic mails: %w", err)
 	}
@@ -781,9 +781,11 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		if err := rec(ctx, tx); err != nil {
 			return fmt.Errorf("record %d results: %w", len(outs), err)
 		}
+		// planned per call: outbound_mails only grows, and a plan made
+		// while it was small would scan and sort all of it
 		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, ticket_id, event_type, schema_version, payload, attempts, stream_version
 			FROM outbound_mails WHERE next_attempt_at <= $1 AND state IN ($2, $3) ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
-			s.o.Now().UnixMilli(), stateP, stateRetry, s.o.BatchSize)
+			eventstore.PlanEachCall, s.o.Now().UnixMilli(), stateP, stateRetry, s.o.BatchSize)
 		if err != nil {
 			return err
 		}

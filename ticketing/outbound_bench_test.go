@@ -151,9 +151,12 @@ func BenchmarkSendThroughput(b *testing.B) {
 	}
 }
 
-// benchQueue appends n agents' replies, each to a ticket of its own (its
-// TicketCreated and the ReplyQueued), as agents answer different tickets:
-// the saga reads each ticket to pick the account and the reference.
+// benchQueue queues n mails as a help desk sends them, each about a
+// ticket of its own: every other one the auto-reply to the customer's mail
+// that opened the ticket (the mail, TicketCreated and AutoReplyQueued; the
+// saga reads the mail for loop protection and counts the recipient), the
+// others an agent's reply (TicketCreated and ReplyQueued). The saga reads
+// each ticket to pick the account and the reference.
 func benchQueue(tb testing.TB, store eventstore.Store, n int) {
 	tb.Helper()
 	var reqs []eventstore.AppendRequest
@@ -161,17 +164,28 @@ func benchQueue(tb testing.TB, store eventstore.Store, n int) {
 	for i := range n {
 		id := fmt.Sprintf("bench-%d", i)
 		ticketID := fmt.Sprintf("t-%d", i)
+		mailID := "m-" + id
 		customer := domain.Address{Name: "Kunde", Email: fmt.Sprintf("kunde%d@customer.example", i)}
-		reqs = append(reqs, benchRequest(tb, domain.TicketStream(ticketID),
-			domain.TicketCreated{TicketID: ticketID, Number: 1001 + int64(i), Subject: "Drucker", Status: domain.StatusNew,
-				Requester: domain.Requester{Email: customer.Email, Name: customer.Name}, AccountID: "acc", MessageID: id + "@customer.example",
-				SenderEmail: customer.Email, MailReceivedAt: at, CreatedAt: at, CausedBy: "m-" + id},
-			domain.ReplyQueued{
+		created := domain.TicketCreated{TicketID: ticketID, Number: 1001 + int64(i), Subject: "Drucker", Status: domain.StatusNew,
+			Requester: domain.Requester{Email: customer.Email, Name: customer.Name}, AccountID: "acc", MessageID: id + "@customer.example",
+			SenderEmail: customer.Email, MailReceivedAt: at, CreatedAt: at, CausedBy: mailID}
+		if i%2 == 0 {
+			reqs = append(reqs,
+				benchRequest(tb, MailStream(mailID), domain.MailReceived{MailID: mailID, AccountID: "acc", SourceKey: id, ReceivedAt: at,
+					MessageID: id + "@customer.example", Subject: "Drucker", From: customer, To: []domain.Address{{Email: "support@desk.example"}},
+					TextBody: "Der Drucker druckt nicht."}),
+				benchRequest(tb, domain.TicketStream(ticketID), created, domain.AutoReplyQueued{
+					OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example"),
+						InReplyTo: id + "@customer.example"},
+					TicketID: ticketID, AccountID: "acc", Template: TemplateDefault, To: customer, Subject: "Drucker", QueuedAt: at, CausedBy: mailID}))
+		} else {
+			reqs = append(reqs, benchRequest(tb, domain.TicketStream(ticketID), created, domain.ReplyQueued{
 				OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example"),
 					InReplyTo: id + "@customer.example"},
 				TicketID: ticketID, To: []domain.Address{customer}, Subject: "Re: Drucker", Body: "Wir kümmern uns.",
 				QueuedAt: at, Actor: "agent"}))
-		if len(reqs) == 500 || i == n-1 {
+		}
+		if len(reqs) >= 500 || i == n-1 {
 			if _, err := store.Append(context.Background(), reqs...); err != nil {
 				tb.Fatal(err)
 			}

@@ -487,6 +487,7 @@ type txn struct {
 var _ eventstore.Tx = (*txn)(nil)
 
 func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	args, _ = eventstore.WithoutPlanEachCall(args)
 	var res sql.Result
 	var err error
 	if st := t.cached(ctx, query); st != nil { //nolint:sqlclosecheck // a transaction's copy of a cached statement closes with the transaction
@@ -505,6 +506,7 @@ func (t *txn) Exec(ctx context.Context, query string, args ...any) (int64, error
 }
 
 func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
+	args, _ = eventstore.WithoutPlanEachCall(args)
 	var rows *sql.Rows
 	var err error
 	if st := t.cached(ctx, query); st != nil { //nolint:sqlclosecheck // a transaction's copy of a cached statement closes with the transaction
@@ -519,6 +521,7 @@ func (t *txn) Query(ctx context.Context, query string, args ...any) (eventstore.
 }
 
 func (t *txn) QueryRow(ctx context.Context, query string, args ...any) eventstore.Row {
+	args, _ = eventstore.WithoutPlanEachCall(args)
 	if st := t.cached(ctx, query); st != nil { //nolint:sqlclosecheck // a transaction's copy of a cached statement closes with the transaction
 		return row{st.QueryRowContext(ctx, args...)}
 	}

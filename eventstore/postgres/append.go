@@ -292,7 +292,8 @@ func readStreams(ctx context.Context, q querier, streams []string) ([]eventstore
 	if len(streams) == 0 {
 		return nil, nil
 	}
-	rows, err := q.Query(ctx, sqlReadStreams, streams)
+	// planned per call: a plan cached while the table was small scans it
+	rows, err := q.Query(ctx, sqlReadStreams, pgx.QueryExecModeExec, streams)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: read %d streams: %w", len(streams), err)
 	}

@@ -19,9 +19,18 @@ type pgTx struct {
 	tx pgx.Tx
 }
 
+// pgArgs turns a leading eventstore.PlanEachCall into pgx's exec mode that
+// sends the statement unnamed, which PostgreSQL plans at each call.
+func pgArgs(args []any) []any {
+	if rest, ok := eventstore.WithoutPlanEachCall(args); ok {
+		return append([]any{pgx.QueryExecModeExec}, rest...)
+	}
+	return args
+}
+
 // Exec runs a statement in the transaction.
 func (t *pgTx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	tag, err := t.tx.Exec(ctx, query, args...)
+	tag, err := t.tx.Exec(ctx, query, pgArgs(args)...)
 	if err != nil {
 		return 0, err
 	}
@@ -30,7 +39,7 @@ func (t *pgTx) Exec(ctx context.Context, query string, args ...any) (int64, erro
 
 // Query runs a query in the transaction.
 func (t *pgTx) Query(ctx context.Context, query string, args ...any) (eventstore.Rows, error) {
-	rows, err := t.tx.Query(ctx, query, args...)
+	rows, err := t.tx.Query(ctx, query, pgArgs(args)...)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +48,7 @@ func (t *pgTx) Query(ctx context.Context, query string, args ...any) (eventstore
 
 // QueryRow runs a query expected to return at most one row.
 func (t *pgTx) QueryRow(ctx context.Context, query string, args ...any) eventstore.Row {
-	return pgRow{t.tx.QueryRow(ctx, query, args...)}
+	return pgRow{t.tx.QueryRow(ctx, query, pgArgs(args)...)}
 }
 
 // Append appends in the transaction. A single request that finds its stream

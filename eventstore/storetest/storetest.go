@@ -693,6 +693,40 @@ func testUpdateOutbox(t *testing.T, s eventstore.Store) {
 		}
 	})
 
+	t.Run("PlanEachCall is accepted by Exec, Query and QueryRow", func(t *testing.T) {
+		err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO storetest_outbox (id, body) VALUES ($1, $2)`, eventstore.PlanEachCall, "p", "planned"); err != nil {
+				return err
+			}
+			var body string
+			if err := tx.QueryRow(ctx, `SELECT body FROM storetest_outbox WHERE id = $1`, eventstore.PlanEachCall, "p").Scan(&body); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, `SELECT id FROM storetest_outbox WHERE id >= $1 AND id <= $2`, eventstore.PlanEachCall, "p", "p")
+			if err != nil {
+				return err
+			}
+			var ids []string
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				ids = append(ids, id)
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return err
+			}
+			if body != "planned" || len(ids) != 1 || ids[0] != "p" {
+				t.Errorf("read back %q and %v, want planned and [p]", body, ids)
+			}
+			return errBoom // leave the table as the other cases expect it
+		})
+		if !errors.Is(err, errBoom) {
+			t.Fatalf("Update() error = %v, want the function's", err)
+		}
+	})
+
 	t.Run("an error rolls back the row and the events", func(t *testing.T) {
 		err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 			if _, err := tx.Exec(ctx, `INSERT INTO storetest_outbox (id, body) VALUES ($1, $2)`, "b", "lost"); err != nil {
