@@ -781,11 +781,14 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		if err := rec(ctx, tx); err != nil {
 			return fmt.Errorf("record %d results: %w", len(outs), err)
 		}
-		// planned per call: outbound_mails only grows, and a plan made
-		// while it was small would scan and sort all of it
+		// Due rows are exactly the pending and retrying ones (every
+		// other state is notDue), and the UPDATE below checks it; a state
+		// filter here would make PostgreSQL sort every due row rather
+		// than walk the due index. Planned per call: outbound_mails only
+		// grows, and a plan made while it was small scans all of it.
 		rows, err := tx.Query(ctx, `SELECT outgoing_mail_id, ticket_id, event_type, schema_version, payload, attempts, stream_version
-			FROM outbound_mails WHERE next_attempt_at <= $1 AND state IN ($2, $3) ORDER BY next_attempt_at, outgoing_mail_id LIMIT $4`,
-			eventstore.PlanEachCall, s.o.Now().UnixMilli(), stateP, stateRetry, s.o.BatchSize)
+			FROM outbound_mails WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, outgoing_mail_id LIMIT $2`,
+			eventstore.PlanEachCall, s.o.Now().UnixMilli(), s.o.BatchSize)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -286,14 +287,19 @@ func readStream(ctx context.Context, q querier, stream string, from, to int64) (
 	return events, nil
 }
 
-const sqlReadStreams = `SELECT ` + eventColumns + ` FROM events WHERE stream = ANY($1) ORDER BY stream, stream_version`
+// sqlReadStreams probes the (stream, stream_version) index once per name.
+// The plainer "stream = ANY($1)" is planned as a full scan whenever the
+// table has no statistics yet (a fresh or fast-growing log): PostgreSQL
+// then guesses that each name matches 0.5% of all rows. LIMIT ALL keeps
+// the planner from flattening the lateral subquery into a hash join.
+const sqlReadStreams = `SELECT e.* FROM unnest($1::text[]) AS s(name) CROSS JOIN LATERAL (
+	SELECT ` + eventColumns + ` FROM events WHERE stream = s.name ORDER BY stream_version LIMIT ALL) e`
 
 func readStreams(ctx context.Context, q querier, streams []string) ([]eventstore.RecordedEvent, error) {
 	if len(streams) == 0 {
 		return nil, nil
 	}
-	// planned per call: a plan cached while the table was small scans it
-	rows, err := q.Query(ctx, sqlReadStreams, pgx.QueryExecModeExec, streams)
+	rows, err := q.Query(ctx, sqlReadStreams, slices.Compact(slices.Sorted(slices.Values(streams))))
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: read %d streams: %w", len(streams), err)
 	}
