@@ -33,7 +33,7 @@ package ticketing
 // committed: rows found in "sending" when the sender starts are sent again
 // (at least once, never lost). That window is bounded in time by one batch
 // (its submissions, which stop being started after BatchTime [100ms], plus
-// one local transaction) and in size by Workers * BatchSize mails [4 * 64];
+// one local transaction) and in size by Workers * BatchSize mails [4 * 128];
 // the second copy is the same mail with the same Message-ID, which
 // receiving systems and mail clients fold into one. A broken connection
 // after the 250 (QUIT failing, say) is not in the window: the send counts
@@ -71,6 +71,9 @@ const OutboundSubscriber = "saga.outbound.v1"
 // OutboundAccountsStream is the stream of the outgoing accounts registry.
 const OutboundAccountsStream = "outbound-accounts"
 
+// takeOnBatch is how many events the saga's subscription takes on at once.
+const takeOnBatch = 250
+
 // notDue is next_attempt_at of rows that are not waiting for an attempt,
 // so that the due index holds them past every real time.
 const notDue int64 = math.MaxInt64
@@ -100,7 +103,7 @@ type OutboundOptions struct {
 	Logger  *slog.Logger
 	// Sender submits mail [a new smtpsend.Sender, closed by Run].
 	Sender *smtpsend.Sender
-	// Workers send in parallel [4]; BatchSize rows are claimed at once [64].
+	// Workers send in parallel [4]; BatchSize rows are claimed at once [128].
 	Workers   int
 	BatchSize int
 	// BatchTime ends a batch's sending early: once this much time has
@@ -172,7 +175,7 @@ func NewOutbound(o OutboundOptions) *Outbound {
 		o.Workers = 4
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 64
+		o.BatchSize = 128
 	}
 	if o.BatchTime <= 0 {
 		o.BatchTime = 100 * time.Millisecond
@@ -253,7 +256,10 @@ func (s *Outbound) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		errs <- s.o.Store.SubscribeBatch(ctx, OutboundSubscriber, s.HandleBatch, eventstore.SubscribeOptions{BatchSize: 100})
+		// 250 events a take-on: fewer commits and per-batch reads than
+		// the default 100, while an embedded store's writers (the workers'
+		// records) wait no longer than a few milliseconds for the lock.
+		errs <- s.o.Store.SubscribeBatch(ctx, OutboundSubscriber, s.HandleBatch, eventstore.SubscribeOptions{BatchSize: takeOnBatch})
 		cancel()
 	}()
 	for range s.o.Workers {

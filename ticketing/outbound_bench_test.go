@@ -81,7 +81,7 @@ func BenchmarkSendThroughput(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			go func() {
-				done <- store.SubscribeBatch(ctx, OutboundSubscriber, saga.HandleBatch, eventstore.SubscribeOptions{BatchSize: 100})
+				done <- store.SubscribeBatch(ctx, OutboundSubscriber, saga.HandleBatch, eventstore.SubscribeOptions{BatchSize: takeOnBatch})
 			}()
 			deadline := time.Now().Add(5 * time.Minute)
 			for {
