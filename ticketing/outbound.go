@@ -815,13 +815,11 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		// One statement for the batch: the rows were selected in this
 		// transaction, and only one sender runs per database.
 		args := []any{stateSending, notDue, stateP, stateRetry}
-		marks := make([]string, len(out))
-		for i, c := range out {
+		for _, c := range out {
 			args = append(args, c.id)
-			marks[i] = fmt.Sprintf("$%d", i+5)
 		}
 		n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, attempts = attempts + 1
-			WHERE state IN ($3, $4) AND outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+			WHERE state IN ($3, $4) AND outgoing_mail_id IN (`+placeholders(5, len(out))+`)`, args...)
 		if err != nil {
 			return err
 		}
@@ -1048,23 +1046,15 @@ func (s *Outbound) recording(outs []outcome) (func(ctx context.Context, tx event
 			}
 		}
 		if len(released) > 0 {
-			marks := make([]string, len(released))
-			for i := range released {
-				marks[i] = fmt.Sprintf("$%d", i+5)
-			}
 			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = CASE WHEN attempts > 1 THEN $1 ELSE $2 END,
-				next_attempt_at = $3, attempts = attempts - 1 WHERE state = $4 AND outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`,
+				next_attempt_at = $3, attempts = attempts - 1 WHERE state = $4 AND outgoing_mail_id IN (`+placeholders(5, len(released))+`)`,
 				append([]any{stateRetry, stateP, now, stateSending}, released...)...); err != nil {
 				return err
 			}
 		}
 		if len(sent) > 0 {
-			marks := make([]string, len(sent))
-			for i := range sent {
-				marks[i] = fmt.Sprintf("$%d", i+3)
-			}
 			if _, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, stream_version = stream_version + 1
-				WHERE outgoing_mail_id IN (`+strings.Join(marks, ", ")+`)`, append([]any{stateSent, notDue}, sent...)...); err != nil {
+				WHERE outgoing_mail_id IN (`+placeholders(3, len(sent))+`)`, append([]any{stateSent, notDue}, sent...)...); err != nil {
 				return err
 			}
 		}
