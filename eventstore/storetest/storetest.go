@@ -907,9 +907,28 @@ func testHandlerRedelivery(t *testing.T, s eventstore.Store) {
 	waitCheckpoint(t, s, sub, "counter", last)
 	sub.mustStop(t)
 
+	counts := readCounts(t, s, "storetest_counts")
+	want := map[string]int{}
+	for i := range 30 {
+		want[fmt.Sprintf("count-%02d", i)] = 1
+	}
+	if diff := cmp.Diff(want, counts); diff != "" {
+		t.Errorf("counts written by the handler (-want +got):\n%s", diff)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if deliveries["count-07"] != 3 || deliveries["count-22"] != 2 {
+		t.Errorf("deliveries of count-07, count-22 = %d, %d; want 3, 2 (each failure redelivers)",
+			deliveries["count-07"], deliveries["count-22"])
+	}
+}
+
+// readCounts reads the (event_id, n) rows of a handler's count table.
+func readCounts(tb testing.TB, s eventstore.Store, table string) map[string]int {
+	tb.Helper()
 	counts := map[string]int{}
-	err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT event_id, n FROM storetest_counts`)
+	err := s.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT event_id, n FROM `+table)
 		if err != nil {
 			return err
 		}
@@ -925,21 +944,9 @@ func testHandlerRedelivery(t *testing.T, s eventstore.Store) {
 		return rows.Err()
 	})
 	if err != nil {
-		t.Fatalf("read counts: %v", err)
+		tb.Fatalf("read counts from %s: %v", table, err)
 	}
-	want := map[string]int{}
-	for i := range 30 {
-		want[fmt.Sprintf("count-%02d", i)] = 1
-	}
-	if diff := cmp.Diff(want, counts); diff != "" {
-		t.Errorf("counts written by the handler (-want +got):\n%s", diff)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if deliveries["count-07"] != 3 || deliveries["count-22"] != 2 {
-		t.Errorf("deliveries of count-07, count-22 = %d, %d; want 3, 2 (each failure redelivers)",
-			deliveries["count-07"], deliveries["count-22"])
-	}
+	return counts
 }
 
 func testBatchHandler(t *testing.T, s eventstore.Store) {
@@ -992,26 +999,7 @@ func testBatchHandler(t *testing.T, s eventstore.Store) {
 	waitCheckpoint(t, s, sub, "batcher", last)
 	sub.mustStop(t)
 
-	counts := map[string]int{}
-	err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT event_id, n FROM storetest_batch_counts`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var n int
-			if err := rows.Scan(&id, &n); err != nil {
-				return err
-			}
-			counts[id] = n
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		t.Fatalf("read counts: %v", err)
-	}
+	counts := readCounts(t, s, "storetest_batch_counts")
 	want := map[string]int{}
 	for _, id := range ids {
 		want[id] = 1
