@@ -321,35 +321,51 @@ type page struct {
 	err    error
 }
 
+// LogScanner is implemented by stores that can stream the whole log in one
+// ordered read (both stores do: see postgres.Store.ScanLog and
+// embedded.Store.ScanLog). The events it hands over need to carry only
+// Position, Stream, StreamVersion, Type, SchemaVersion, Payload and
+// RecordedAt, which is all the folds read. A rebuild reads through it when
+// the store has it and through ReadAll pages otherwise.
+type LogScanner interface {
+	ScanLog(ctx context.Context, batch int, fn func([]eventstore.RecordedEvent) error) error
+}
+
 // readPages reads the whole visible log in pages from the first event, one
 // page ahead of the consumer, and decodes each page on all cores. The
 // channel closes after the last page, after an error page or when ctx ends.
 func readPages(ctx context.Context, store eventstore.Store, size int, mails bool) <-chan page {
 	raw := make(chan page, 1)
+	send := func(evs []eventstore.RecordedEvent) error {
+		ds := make([]decoded, len(evs))
+		for i, ev := range evs {
+			ds[i].ev = ev
+		}
+		select {
+		case raw <- page{events: ds}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	go func() {
 		defer close(raw)
-		var after int64
-		for {
-			evs, err := store.ReadAll(ctx, after, size)
-			if err != nil || len(evs) == 0 {
-				if err != nil {
-					select {
-					case raw <- page{err: err}:
-					case <-ctx.Done():
-					}
+		var err error
+		if sc, ok := store.(LogScanner); ok {
+			err = sc.ScanLog(ctx, size, send)
+		} else {
+			var after int64
+			for err == nil {
+				var evs []eventstore.RecordedEvent
+				if evs, err = store.ReadAll(ctx, after, size); err != nil || len(evs) == 0 {
+					break
 				}
-				return
+				after = evs[len(evs)-1].Position
+				err = send(evs)
 			}
-			after = evs[len(evs)-1].Position
-			ds := make([]decoded, len(evs))
-			for i, ev := range evs {
-				ds[i].ev = ev
-			}
-			select {
-			case raw <- page{events: ds}:
-			case <-ctx.Done():
-				return
-			}
+		}
+		if err != nil && ctx.Err() == nil {
+			raw <- page{err: err}
 		}
 	}()
 	out := make(chan page, 1)
