@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,14 +46,20 @@ func decode(ev eventstore.RecordedEvent, mails bool) decoded {
 	switch {
 	case strings.HasPrefix(ev.Stream, domain.TicketStream("")), strings.HasPrefix(ev.Stream, domain.UserStream("")),
 		strings.HasPrefix(ev.Stream, domain.LocationStream("")):
-		d.e, d.err = domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+		d.e, d.err = unmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
 	case mails && ev.Type == domain.MailReceivedName && ev.StreamVersion == 1 && strings.HasPrefix(ev.Stream, ticketing.MailStream("")):
-		if b, ok := mailBodyOf([]eventstore.RecordedEvent{ev}); ok {
+		var m mailFields
+		if mailPlan().decode(ev.Payload, reflect.ValueOf(&m).Elem()) {
+			b := m.body()
+			d.mail = &b
+		} else if b, ok := mailBodyOf([]eventstore.RecordedEvent{ev}); ok {
 			d.mail = &b
 		}
 	}
 	return d
 }
+
+var mailPlan = sync.OnceValue(func() *jsonPlan { return newJSONPlan(reflect.TypeFor[mailFields]()) })
 
 // bulkFold is one view's in-memory rebuild.
 type bulkFold interface {

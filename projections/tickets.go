@@ -212,23 +212,29 @@ func mailBodyOf(evs []eventstore.RecordedEvent) (mailBody, bool) {
 	if len(evs) == 0 || evs[0].Type != domain.MailReceivedName || evs[0].StreamVersion != 1 {
 		return mailBody{}, false
 	}
-	// Only the fields an article shows: decoding all of MailReceived (its
-	// header maps and lists) costs a rebuild a third more.
-	var m struct {
-		MailID    string           `json:"mail_id"`
-		BlobRef   string           `json:"blob_ref"`
-		MessageID string           `json:"message_id"`
-		Subject   string           `json:"subject"`
-		From      domain.Address   `json:"from"`
-		To        []domain.Address `json:"to"`
-		TextBody  string           `json:"text_body"`
-		HTMLBody  string           `json:"html_body"`
-	}
+	var m mailFields
 	if err := json.Unmarshal(evs[0].Payload, &m); err != nil {
 		return mailBody{}, false
 	}
+	return m.body(), true
+}
+
+// mailFields is what an article shows of a MailReceived: decoding all of
+// it (its header maps and lists) costs a rebuild a third more.
+type mailFields struct {
+	MailID    string           `json:"mail_id"`
+	BlobRef   string           `json:"blob_ref"`
+	MessageID string           `json:"message_id"`
+	Subject   string           `json:"subject"`
+	From      domain.Address   `json:"from"`
+	To        []domain.Address `json:"to"`
+	TextBody  string           `json:"text_body"`
+	HTMLBody  string           `json:"html_body"`
+}
+
+func (m mailFields) body() mailBody {
 	return mailBody{mailID: m.MailID, messageID: m.MessageID, subject: m.Subject, from: formatAddress(m.From),
-		to: formatAddresses(m.To), text: m.TextBody, html: m.HTMLBody, blobRef: m.BlobRef}, true
+		to: formatAddresses(m.To), text: m.TextBody, html: m.HTMLBody, blobRef: m.BlobRef}
 }
 
 func (a *article) fill(b mailBody) {
