@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -27,21 +28,98 @@ import (
 type rowBatch struct {
 	table   string
 	columns []string
-	rows    [][]any
+	rows    rowSource
+}
+
+// rowSource is the rows of a batch.
+type rowSource interface {
+	len() int
+	// values returns row i as the arguments of an INSERT.
+	values(i int) []any
+}
+
+// anyRows is rows as argument lists, for the small tables.
+type anyRows [][]any
+
+func (r anyRows) len() int           { return len(r) }
+func (r anyRows) values(i int) []any { return r[i] }
+
+// articleRow is one row of ticket_articles.
+type articleRow struct {
+	ticketID string
+	seq      int64
+	a        article
+}
+
+type articleRows []articleRow
+
+func (r articleRows) len() int { return len(r) }
+
+func (r articleRows) values(i int) []any {
+	x := &r[i]
+	a := &x.a
+	return []any{x.ticketID, x.seq, a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html, a.blobRef, a.actor, a.at.UTC()}
+}
+
+func (r articleRows) appendBinary(b []byte, i int) []byte {
+	x := &r[i]
+	a := &x.a
+	b = binary.BigEndian.AppendUint16(b, uint16(len(articleCols)))
+	b = appendText(b, x.ticketID)
+	b = appendInt8(b, x.seq)
+	for _, s := range [...]string{a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html, a.blobRef, a.actor} {
+		b = appendText(b, s)
+	}
+	return appendTimestamptz(b, a.at)
+}
+
+type ticketRows []*Ticket
+
+func (r ticketRows) len() int { return len(r) }
+
+func (r ticketRows) values(i int) []any {
+	t := r[i]
+	var closed any
+	if t.ClosedAt != nil {
+		closed = t.ClosedAt.UTC()
+	}
+	return []any{t.ID, t.Number, t.Subject, t.Status, t.RequesterEmail, t.RequesterName, t.RequesterUserID,
+		t.LocationID, t.Resource, t.Category, t.Priority, t.AccountID, t.ArticleCount, t.CreatedAt.UTC(), t.UpdatedAt.UTC(),
+		closed, t.Version}
+}
+
+func (r ticketRows) appendBinary(b []byte, i int) []byte {
+	t := r[i]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ticketCols)))
+	b = appendText(b, t.ID)
+	b = appendInt8(b, t.Number)
+	for _, s := range [...]string{t.Subject, t.Status, t.RequesterEmail, t.RequesterName, t.RequesterUserID, t.LocationID,
+		t.Resource, t.Category, t.Priority, t.AccountID} {
+		b = appendText(b, s)
+	}
+	b = appendInt8(b, t.ArticleCount)
+	b = appendTimestamptz(b, t.CreatedAt)
+	b = appendTimestamptz(b, t.UpdatedAt)
+	if t.ClosedAt != nil {
+		b = appendTimestamptz(b, *t.ClosedAt)
+	} else {
+		b = binary.BigEndian.AppendUint32(b, 0xFFFFFFFF) // NULL
+	}
+	return appendInt8(b, t.Version)
 }
 
 // decoded is an event with its payload decoded ahead of the folds, in
 // parallel: e for ticket, user and location streams (nil when it does not
 // decode: err says why), mail for the MailReceived that opens a mail stream.
 type decoded struct {
-	ev   eventstore.RecordedEvent
+	ev   *eventstore.RecordedEvent // in its page
 	e    domain.Event
 	err  error
 	mail *mailBody
 }
 
 // decode decodes what the folds will need of ev.
-func decode(ev eventstore.RecordedEvent, mails bool) decoded {
+func decode(ev *eventstore.RecordedEvent, mails bool) decoded {
 	d := decoded{ev: ev}
 	switch {
 	case strings.HasPrefix(ev.Stream, domain.TicketStream("")), strings.HasPrefix(ev.Stream, domain.UserStream("")),
@@ -52,7 +130,7 @@ func decode(ev eventstore.RecordedEvent, mails bool) decoded {
 		if mailPlan().decode(ev.Payload, reflect.ValueOf(&m).Elem()) {
 			b := m.body()
 			d.mail = &b
-		} else if b, ok := mailBodyOf([]eventstore.RecordedEvent{ev}); ok {
+		} else if b, ok := mailBodyOf([]eventstore.RecordedEvent{*ev}); ok {
 			d.mail = &b
 		}
 	}
@@ -94,7 +172,7 @@ type bulkTickets struct {
 	tickets  map[string]*Ticket
 	table    string // tickets + suffix
 	articles string // ticket_articles + suffix
-	pending  [][]any
+	pending  articleRows
 	mails    map[string]mailBody
 	ring     []string // FIFO of mails' keys for eviction
 	ringAt   int
@@ -102,7 +180,7 @@ type bulkTickets struct {
 
 func newBulkTickets(store eventstore.Store, logger *slog.Logger, suffix string) *bulkTickets {
 	return &bulkTickets{store: store, logger: logger, tickets: map[string]*Ticket{}, table: "tickets" + suffix, articles: "ticket_articles" + suffix,
-		mails: map[string]mailBody{}, ring: make([]string, mailCacheSize)}
+		mails: map[string]mailBody{}, ring: make([]string, mailCacheSize), pending: make(articleRows, 0, articleChunk)}
 }
 
 func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
@@ -151,7 +229,7 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 	}
 	var ch ticketChange
 	if e != nil {
-		ch = changeOf(e, ev)
+		ch = changeOf(e, *ev)
 	}
 	if ch.needsMailOf != "" {
 		if err := b.fill(ctx, ch.article, ch.needsMailOf); err != nil {
@@ -213,8 +291,7 @@ func (b *bulkTickets) fill(ctx context.Context, a *article, mailID string) error
 }
 
 func (b *bulkTickets) addArticle(id string, seq int64, a *article) {
-	b.pending = append(b.pending, []any{id, seq, a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html,
-		a.blobRef, a.actor, a.at.UTC()})
+	b.pending = append(b.pending, articleRow{ticketID: id, seq: seq, a: *a})
 }
 
 func (b *bulkTickets) ready() []rowBatch {
@@ -222,20 +299,14 @@ func (b *bulkTickets) ready() []rowBatch {
 		return nil
 	}
 	rows := b.pending
-	b.pending = nil
+	b.pending = make(articleRows, 0, articleChunk)
 	return []rowBatch{{table: b.articles, columns: articleCols, rows: rows}}
 }
 
 func (b *bulkTickets) rest() []rowBatch {
-	rows := make([][]any, 0, len(b.tickets))
+	rows := make(ticketRows, 0, len(b.tickets))
 	for _, t := range b.tickets {
-		var closed any
-		if t.ClosedAt != nil {
-			closed = t.ClosedAt.UTC()
-		}
-		rows = append(rows, []any{t.ID, t.Number, t.Subject, t.Status, t.RequesterEmail, t.RequesterName, t.RequesterUserID,
-			t.LocationID, t.Resource, t.Category, t.Priority, t.AccountID, t.ArticleCount, t.CreatedAt.UTC(), t.UpdatedAt.UTC(),
-			closed, t.Version})
+		rows = append(rows, t)
 	}
 	out := []rowBatch{{table: b.table, columns: ticketCols, rows: rows}}
 	if len(b.pending) > 0 {
@@ -297,7 +368,7 @@ func (b *bulkUsers) apply(_ context.Context, d decoded) error {
 func (b *bulkUsers) ready() []rowBatch { return nil }
 
 func (b *bulkUsers) rest() []rowBatch {
-	rows := make([][]any, 0, len(b.users))
+	rows := make(anyRows, 0, len(b.users))
 	for _, u := range b.users {
 		rows = append(rows, []any{u.ID, u.UserName, u.Email, u.Name, u.LocationID, u.AutoCreated, u.CreatedAt, u.UpdatedAt, u.Version})
 	}
@@ -351,7 +422,7 @@ func (b *bulkLocations) apply(_ context.Context, d decoded) error {
 func (b *bulkLocations) ready() []rowBatch { return nil }
 
 func (b *bulkLocations) rest() []rowBatch {
-	rows := make([][]any, 0, len(b.locs))
+	rows := make(anyRows, 0, len(b.locs))
 	for _, l := range b.locs {
 		rows = append(rows, []any{l.ID, l.Name, l.Domain, l.CreatedAt, l.Version})
 	}
@@ -366,9 +437,22 @@ type bulkInserter interface {
 }
 
 func (r pgReader) insertRows(ctx context.Context, b rowBatch) error {
-	_, err := r.pool.CopyFrom(ctx, pgx.Identifier{b.table}, b.columns, pgx.CopyFromRows(b.rows))
+	var err error
+	if br, ok := b.rows.(binaryRows); ok {
+		err = copyBinary(ctx, r.pool, b.table, b.columns, br)
+	} else {
+		_, err = r.pool.CopyFrom(ctx, pgx.Identifier{b.table}, b.columns, pgx.CopyFromFunc(func() func() ([]any, error) {
+			i := -1
+			return func() ([]any, error) {
+				if i++; i == b.rows.len() {
+					return nil, nil
+				}
+				return b.rows.values(i), nil
+			}
+		}()))
+	}
 	if err != nil {
-		return fmt.Errorf("copy %d rows into %s: %w", len(b.rows), b.table, err)
+		return fmt.Errorf("copy %d rows into %s: %w", b.rows.len(), b.table, err)
 	}
 	return nil
 }
@@ -384,8 +468,8 @@ func (r sqlReader) insertRows(ctx context.Context, b rowBatch) error {
 		return err
 	}
 	defer func() { _ = stmt.Close() }()
-	for _, row := range b.rows {
-		if _, err := stmt.ExecContext(ctx, row...); err != nil {
+	for i := range b.rows.len() {
+		if _, err := stmt.ExecContext(ctx, b.rows.values(i)...); err != nil {
 			return fmt.Errorf("insert into %s: %w", b.table, err)
 		}
 	}
@@ -396,14 +480,14 @@ func (r sqlReader) insertRows(ctx context.Context, b rowBatch) error {
 // store's transactions.
 func insertRowsSQL(ctx context.Context, store eventstore.Store, b rowBatch) error {
 	per := max(1, 500/len(b.columns))
-	for start := 0; start < len(b.rows); start += per {
-		chunk := b.rows[start:min(start+per, len(b.rows))]
-		args := make([]any, 0, len(chunk)*len(b.columns))
-		for _, r := range chunk {
-			args = append(args, r...)
+	for start := 0; start < b.rows.len(); start += per {
+		n := min(per, b.rows.len()-start)
+		args := make([]any, 0, n*len(b.columns))
+		for i := start; i < start+n; i++ {
+			args = append(args, b.rows.values(i)...)
 		}
 		err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, len(chunk)), args...)
+			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, n), args...)
 			return err
 		})
 		if err != nil {

@@ -50,14 +50,20 @@ func newJSONPlan(t reflect.Type) *jsonPlan {
 // means the caller must decode with json.Unmarshal (v is then in an
 // unspecified state).
 func (p *jsonPlan) decode(data []byte, v reflect.Value) bool {
-	d := jsonDecoder{data: data}
+	buf := unquoteBufs.Get().(*[]byte)
+	defer unquoteBufs.Put(buf)
+	// The strings without escapes are cut from one copy of data: one
+	// allocation per payload instead of one per string.
+	d := jsonDecoder{data: data, src: string(data), buf: *buf}
 	d.ws()
-	if !d.eat('{') || !d.object(p.root, v, 0) {
-		return false
-	}
+	ok := d.eat('{') && d.object(p.root, v, 0)
 	d.ws()
-	return d.pos == len(d.data)
+	*buf = d.buf[:0]
+	return ok && d.pos == len(d.data)
 }
+
+// unquoteBufs holds the buffers of strings with escapes.
+var unquoteBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 type planKind uint8
 
@@ -88,6 +94,7 @@ type fieldPlan struct {
 type structPlan struct {
 	fields []fieldPlan
 	byName map[string]int
+	folded map[string]bool // the names in upper case
 }
 
 var (
@@ -157,7 +164,7 @@ func structPlanOf(t reflect.Type, inProgress map[reflect.Type]bool) *structPlan 
 	}
 	inProgress[t] = true
 	defer delete(inProgress, t)
-	sp := &structPlan{byName: map[string]int{}}
+	sp := &structPlan{byName: map[string]int{}, folded: map[string]bool{}}
 	var walk func(t reflect.Type, index []int) bool
 	walk = func(t reflect.Type, index []int) bool {
 		for i := range t.NumField() {
@@ -202,6 +209,7 @@ func structPlanOf(t reflect.Type, inProgress map[reflect.Type]bool) *structPlan 
 				return false
 			}
 			sp.byName[name] = len(sp.fields)
+			sp.folded[strings.ToUpper(name)] = true
 			sp.fields = append(sp.fields, fieldPlan{name: name, index: append(index[:len(index):len(index)], i), plan: vp})
 		}
 		return true
@@ -239,12 +247,18 @@ func plainName(s string) bool {
 // foldsToField reports whether key (ASCII) matches a field only
 // case-insensitively, which json.Unmarshal accepts.
 func (sp *structPlan) foldsToField(key []byte) bool {
-	for i := range sp.fields {
-		if strings.EqualFold(sp.fields[i].name, string(key)) {
-			return true
-		}
+	var buf [64]byte
+	if len(key) > len(buf) {
+		return true // longer than any field name here; decline rather than allocate
 	}
-	return false
+	upper := buf[:len(key)]
+	for i, c := range key {
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		upper[i] = c
+	}
+	return sp.folded[string(upper)]
 }
 
 // maxJSONDepth bounds nesting; deeper documents go to encoding/json.
@@ -252,6 +266,7 @@ const maxJSONDepth = 64
 
 type jsonDecoder struct {
 	data []byte
+	src  string // data as a string
 	pos  int
 	buf  []byte // for strings with escapes
 }
@@ -292,6 +307,7 @@ func (d *jsonDecoder) object(sp *structPlan, v reflect.Value, depth int) bool {
 		return true
 	}
 	var seen uint64
+	expect := 0 // json.Marshal writes the fields in order: try the next one first
 	for {
 		key, ok := d.plainKey()
 		if !ok {
@@ -302,7 +318,12 @@ func (d *jsonDecoder) object(sp *structPlan, v reflect.Value, depth int) bool {
 			return false
 		}
 		d.ws()
-		if i, ok := sp.byName[string(key)]; ok {
+		i, ok := expect, expect < len(sp.fields) && sp.fields[expect].name == string(key)
+		if !ok {
+			i, ok = sp.byName[string(key)]
+		}
+		if ok {
+			expect = i + 1
 			if seen&(1<<i) != 0 {
 				return false
 			}
@@ -506,7 +527,7 @@ func (d *jsonDecoder) str() (string, bool) {
 	}
 	if d.pos < len(d.data) && d.data[d.pos] == '"' {
 		d.pos++
-		return string(d.data[start : d.pos-1]), true
+		return d.src[start : d.pos-1], true
 	}
 	b := append(d.buf[:0], d.data[start:d.pos]...)
 	for d.pos < len(d.data) {
@@ -688,13 +709,14 @@ func (d *jsonDecoder) skip(depth int) bool {
 type eventPlan struct {
 	version int
 	plan    *jsonPlan
+	scratch sync.Pool // of pointers to zero values to decode into
 }
 
 // eventPlans maps the stored names of the event types to their plans; the
 // types come from the domain's codec (it decodes "{}" into a zero value of
 // each).
-var eventPlans = sync.OnceValue(func() map[string]eventPlan {
-	plans := map[string]eventPlan{}
+var eventPlans = sync.OnceValue(func() map[string]*eventPlan {
+	plans := map[string]*eventPlan{}
 	for _, name := range domain.EventNames() {
 		e, err := domain.UnmarshalEvent(name, 1, []byte("{}"))
 		if err != nil {
@@ -705,7 +727,8 @@ var eventPlans = sync.OnceValue(func() map[string]eventPlan {
 			continue
 		}
 		if p := newJSONPlan(reflect.TypeOf(e)); p != nil {
-			plans[name] = eventPlan{version: version, plan: p}
+			plans[name] = &eventPlan{version: version, plan: p,
+				scratch: sync.Pool{New: func() any { return reflect.New(p.typ).Interface() }}}
 		}
 	}
 	return plans
@@ -715,11 +738,16 @@ var eventPlans = sync.OnceValue(func() map[string]eventPlan {
 // current schema version with json.Unmarshal, with jsonPlan tried first.
 func unmarshalEvent(name string, schemaVersion int, payload []byte) (domain.Event, error) {
 	if ep, ok := eventPlans()[name]; ok && schemaVersion == ep.version {
-		v := reflect.New(ep.plan.typ).Elem()
+		ptr := ep.scratch.Get()
+		v := reflect.ValueOf(ptr).Elem()
+		var e domain.Event
 		if ep.plan.decode(payload, v) {
-			if e, ok := v.Interface().(domain.Event); ok {
-				return e, nil
-			}
+			e, _ = v.Interface().(domain.Event) // a copy
+		}
+		v.SetZero()
+		ep.scratch.Put(ptr)
+		if e != nil {
+			return e, nil
 		}
 	}
 	return domain.UnmarshalEvent(name, schemaVersion, payload)

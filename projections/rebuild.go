@@ -224,9 +224,13 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
 	}
 	lastRows := time.Since(writeStart)
-	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		return execAll(ctx, tx, indexes)
-	})
+	if p, ok := reader.(parallelExecer); ok {
+		err = p.execEach(ctx, indexes, indexWorkers)
+	} else {
+		err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+			return execAll(ctx, tx, indexes)
+		})
+	}
 	if err != nil {
 		return prog, fmt.Errorf("projections: rebuild %s: create indexes: %w", what, err)
 	}
@@ -338,8 +342,8 @@ func readPages(ctx context.Context, store eventstore.Store, size int, mails bool
 	raw := make(chan page, 1)
 	send := func(evs []eventstore.RecordedEvent) error {
 		ds := make([]decoded, len(evs))
-		for i, ev := range evs {
-			ds[i].ev = ev
+		for i := range evs {
+			ds[i].ev = &evs[i]
 		}
 		select {
 		case raw <- page{events: ds}:
@@ -481,6 +485,49 @@ func splitDDL(script string) (tables, indexes []string) {
 	return tables, indexes
 }
 
+// parallelExecer runs statements side by side, each in a transaction of
+// its own; the PostgreSQL Reader implements it, so a rebuild builds its
+// indexes on several connections (and cores) at once.
+type parallelExecer interface {
+	execEach(ctx context.Context, stmts []string, workers int) error
+}
+
+// indexWorkers is how many indexes a rebuild builds at once.
+const indexWorkers = 4
+
+func (r pgReader) execEach(ctx context.Context, stmts []string, workers int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan string)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for stmt := range next {
+				if errs[w] != nil {
+					continue
+				}
+				if _, err := r.pool.Exec(ctx, stmt); err != nil {
+					errs[w] = fmt.Errorf("%s: %w", firstLine(stmt), err)
+					cancel()
+				}
+			}
+		})
+	}
+	for _, stmt := range stmts {
+		select {
+		case next <- stmt:
+		case <-ctx.Done():
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
 // execAll runs statements one by one.
 func execAll(ctx context.Context, tx eventstore.Tx, stmts []string) error {
 	for _, stmt := range stmts {
@@ -515,7 +562,7 @@ func startWriter(ctx context.Context, store eventstore.Store, reader Reader) *wr
 	go func() {
 		var err error
 		for b := range w.ch {
-			if err != nil || len(b.rows) == 0 { // after a failure, drain until close
+			if err != nil || b.rows.len() == 0 { // after a failure, drain until close
 				continue
 			}
 			t0 := time.Now()

@@ -46,16 +46,16 @@ func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.Rec
 	sc := newLogScanner(rows.FieldDescriptions())
 	evs := make([]eventstore.RecordedEvent, 0, batch)
 	for rows.Next() {
-		var e eventstore.RecordedEvent
+		evs = evs[:len(evs)+1]
+		e := &evs[len(evs)-1]
 		if sc != nil {
-			err = sc.scan(rows.RawValues(), &e)
+			err = sc.scan(rows.RawValues(), e)
 		} else {
-			err = scanLogRow(rows, &e)
+			err = scanLogRow(rows, e)
 		}
 		if err != nil {
-			return fmt.Errorf("eventstore/postgres: scan log after position %d: %w", lastPosition(evs), err)
+			return fmt.Errorf("eventstore/postgres: scan log after position %d: %w", lastPosition(evs[:len(evs)-1]), err)
 		}
-		evs = append(evs, e)
 		if len(evs) == batch {
 			if err := fn(evs); err != nil {
 				return err
@@ -97,6 +97,24 @@ func scanLogRow(rows pgx.Rows, e *eventstore.RecordedEvent) error {
 type logScanner struct {
 	formats [7]int16
 	types   map[string]string // event types, allocated once each
+	slab    []byte            // payloads are carved from it
+}
+
+// slabSize is the allocation the payloads share.
+const slabSize = 256 << 10
+
+// copy returns a copy of b carved from the slab: one allocation for many
+// payloads instead of one each.
+func (sc *logScanner) copy(b []byte) []byte {
+	if len(b) > slabSize/4 {
+		return append([]byte(nil), b...)
+	}
+	if len(sc.slab)+len(b) > cap(sc.slab) {
+		sc.slab = make([]byte, 0, slabSize)
+	}
+	n := len(sc.slab)
+	sc.slab = append(sc.slab, b...)
+	return sc.slab[n : n+len(b) : n+len(b)]
 }
 
 // newLogScanner returns a scanner for the wire formats the server chose,
@@ -140,7 +158,7 @@ func (sc *logScanner) scan(vals [][]byte, e *eventstore.RecordedEvent) error {
 	}
 	e.SchemaVersion = int(v)
 	if vals[5] != nil { // json: the same bytes in text and binary format
-		e.Payload = append([]byte(nil), vals[5]...)
+		e.Payload = sc.copy(vals[5])
 	}
 	if e.RecordedAt, err = sc.time(6, vals[6]); err != nil {
 		return fmt.Errorf("recorded_at of %d: %w", e.Position, err)
