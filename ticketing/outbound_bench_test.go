@@ -46,20 +46,15 @@ func BenchmarkSendThroughput(b *testing.B) {
 	b.Run("bare-go-smtp-conn-per-mail", func(b *testing.B) {
 		// a connection per mail: dial, EHLO, MAIL, RCPT, DATA, QUIT.
 		srv := smtptest.Start(b, smtptest.Options{})
-		raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
-			To: []smtpsend.Address{{Email: "kunde@customer.example"}}, Subject: "Re: [Ticket#1001] bench", MessageID: "bench@desk.example",
-			Body: "Wir kümmern uns.\n"})
-		if err != nil {
-			b.Fatal(err)
-		}
+		msgs := bareMessages(b)
 		b.ResetTimer()
 		start := time.Now()
-		for range b.N {
+		for i := range b.N {
 			c, err := smtp.Dial(srv.Addr)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := c.SendMail("desk@desk.example", []string{"kunde@customer.example"}, bytesReader(raw)); err != nil {
+			if err := c.SendMail("desk@desk.example", []string{"kunde1@customer.example"}, bytesReader(msgs[i%len(msgs)])); err != nil {
 				b.Fatal(err)
 			}
 			if err := c.Quit(); err != nil {
@@ -143,6 +138,16 @@ func BenchmarkSendThroughput(b *testing.B) {
 			if srv.Count() != b.N {
 				b.Fatalf("server received %d mails, want %d", srv.Count(), b.N)
 			}
+			// the bare loop moves the same bytes (bareMessages)
+			var sagaBytes, bareBytes int
+			for _, r := range srv.Received() {
+				sagaBytes += len(r.Data)
+			}
+			for _, m := range bareMessages(b) {
+				bareBytes += len(m)
+			}
+			b.ReportMetric(float64(sagaBytes)/float64(b.N), "bytes/mail")
+			b.ReportMetric(float64(bareBytes)/2, "bare-bytes/mail")
 			rate := float64(b.N) / elapsed.Seconds()
 			b.ReportMetric(rate, "mails/s")
 			b.ReportMetric(bare, "bare-mails/s")
@@ -261,24 +266,49 @@ func envInt(name string) int {
 	return n
 }
 
-// bareLoop sends n copies of one message over one go-smtp connection to
-// addr and returns the rate in mails/s.
+// bareMessages are the two kinds of mail the benchmark's saga sends (an
+// auto-reply from the shipped default template, and an agent's reply in
+// the reply frame), built with the same headers, so that the bare loop
+// moves the same bytes as the saga.
+func bareMessages(tb testing.TB) [][]byte {
+	tb.Helper()
+	data := TemplateData{TicketNumber: 1001, Reference: "[Ticket#1001]", Subject: "[Ticket#1001] Drucker", RequesterName: "Kunde",
+		RequesterEmail: "kunde1@customer.example", SenderName: "desk@desk.example", SenderAddress: "desk@desk.example", Body: "Wir kümmern uns."}
+	var out [][]byte
+	for _, k := range []struct {
+		template  string
+		subject   string
+		automatic bool
+	}{{TemplateDefault, "[Ticket#1001] Drucker", true}, {TemplateReply, "Re: [Ticket#1001] Drucker", false}} {
+		_, body, err := render(shipped[k.template], data)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
+			To: []smtpsend.Address{{Name: "Kunde", Email: "kunde1@customer.example"}}, Subject: k.subject,
+			MessageID: domain.OutgoingMessageID("t-1", "bench-1", "desk.example"), InReplyTo: "bench-1@customer.example",
+			Date: time.Now(), Automatic: k.automatic, Body: body})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, raw)
+	}
+	return out
+}
+
+// bareLoop sends n mails, the kinds of bareMessages in turn, over one
+// go-smtp connection to addr and returns the rate in mails/s.
 func bareLoop(tb testing.TB, addr string, n int) float64 {
 	tb.Helper()
-	raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
-		To: []smtpsend.Address{{Email: "kunde@customer.example"}}, Subject: "Re: [Ticket#1001] bench", MessageID: "bench@desk.example",
-		Body: "Wir kümmern uns.\n"})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	msgs := bareMessages(tb)
 	c, err := smtp.Dial(addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer func() { _ = c.Close() }()
 	start := time.Now()
-	for range n {
-		if err := c.SendMail("desk@desk.example", []string{"kunde@customer.example"}, bytesReader(raw)); err != nil {
+	for i := range n {
+		if err := c.SendMail("desk@desk.example", []string{"kunde1@customer.example"}, bytesReader(msgs[i%len(msgs)])); err != nil {
 			tb.Fatal(err)
 		}
 	}
