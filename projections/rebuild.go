@@ -104,10 +104,12 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	}
 	suffix := fmt.Sprintf("_g%d", gen)
 	// The secondary indexes are built after the bulk load: one sort each
-	// instead of an insert per row into every index.
-	var indexes []string
+	// instead of an insert per row into every index. On PostgreSQL the
+	// primary keys too: their unique indexes are built with the others and
+	// become the primary keys after (pkeys).
+	var indexes, pkeys []string
 	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		indexes = nil
+		indexes, pkeys = nil, nil
 		for _, v := range views {
 			ddl, err := tableDDL(opts.Dialect, v, suffix)
 			if err != nil {
@@ -122,6 +124,12 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 				}
 			}
 			tables, idx := splitDDL(ddl)
+			if opts.Dialect == DialectPostgres {
+				var pkIdx, pk []string
+				tables, pkIdx, pk = deferPrimaryKeys(tables)
+				indexes = append(indexes, pkIdx...)
+				pkeys = append(pkeys, pk...)
+			}
 			indexes = append(indexes, idx...)
 			if err := execAll(ctx, tx, tables); err != nil {
 				return err
@@ -229,6 +237,11 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	} else {
 		err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 			return execAll(ctx, tx, indexes)
+		})
+	}
+	if err == nil {
+		err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+			return execAll(ctx, tx, pkeys)
 		})
 	}
 	if err != nil {
@@ -526,6 +539,47 @@ func (r pgReader) execEach(ctx context.Context, stmts []string, workers int) err
 		return err
 	}
 	return ctx.Err()
+}
+
+// deferPrimaryKeys takes the primary keys out of CREATE TABLE statements
+// (a column's "PRIMARY KEY" becomes "NOT NULL", a table's line goes) and
+// returns, for each, the CREATE UNIQUE INDEX named <table>_pkey that builds
+// it and the ALTER TABLE that makes that index the primary key, which
+// gives the constraint, index and NOT NULL columns that the key in CREATE
+// TABLE gives. A COPY then appends to the heap only, and each key is one
+// sort after the load instead of an index insert per row.
+func deferPrimaryKeys(tables []string) (out, indexes, pkeys []string) {
+	for _, stmt := range tables {
+		name, ok := strings.CutPrefix(stmt, "CREATE TABLE ")
+		if !ok {
+			out = append(out, stmt)
+			continue
+		}
+		name, _, _ = strings.Cut(name, " ")
+		lines := strings.Split(stmt, "\n")
+		var cols string
+		for i := 0; i < len(lines); i++ {
+			l := strings.TrimSpace(lines[i])
+			switch {
+			case strings.HasPrefix(l, "PRIMARY KEY ("):
+				cols = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(l, "PRIMARY KEY ("), ","), ")")
+				lines = append(lines[:i], lines[i+1:]...)
+				lines[i-1] = strings.TrimSuffix(lines[i-1], ",")
+				i--
+			case strings.Contains(l, " PRIMARY KEY"):
+				cols = strings.Fields(l)[0]
+				lines[i] = strings.Replace(lines[i], "PRIMARY KEY", "NOT NULL", 1)
+			}
+		}
+		if cols == "" {
+			out = append(out, stmt)
+			continue
+		}
+		out = append(out, strings.Join(lines, "\n"))
+		indexes = append(indexes, fmt.Sprintf("CREATE UNIQUE INDEX %s_pkey ON %s (%s)", name, name, cols))
+		pkeys = append(pkeys, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s_pkey PRIMARY KEY USING INDEX %s_pkey", name, name, name))
+	}
+	return out, indexes, pkeys
 }
 
 // execAll runs statements one by one.

@@ -38,3 +38,28 @@ func TestTableDDL_MatchesMigration(t *testing.T) {
 		}
 	}
 }
+
+func TestDeferPrimaryKeys(t *testing.T) {
+	t.Parallel()
+	ddl, err := tableDDL(DialectPostgres, "tickets", "_g2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, _ := splitDDL(ddl)
+	got, indexes, pkeys := deferPrimaryKeys(tables)
+	for _, s := range got {
+		if strings.Contains(s, "PRIMARY KEY") || strings.Contains(s, ",\n)") {
+			t.Errorf("deferPrimaryKeys() left:\n%s", s)
+		}
+	}
+	if !strings.Contains(got[0], "id                TEXT   NOT NULL,") {
+		t.Errorf("deferPrimaryKeys() tickets:\n%s", got[0])
+	}
+	wantIdx := []string{"CREATE UNIQUE INDEX tickets_g2_pkey ON tickets_g2 (id)",
+		"CREATE UNIQUE INDEX ticket_articles_g2_pkey ON ticket_articles_g2 (ticket_id, seq)"}
+	wantPK := []string{"ALTER TABLE tickets_g2 ADD CONSTRAINT tickets_g2_pkey PRIMARY KEY USING INDEX tickets_g2_pkey",
+		"ALTER TABLE ticket_articles_g2 ADD CONSTRAINT ticket_articles_g2_pkey PRIMARY KEY USING INDEX ticket_articles_g2_pkey"}
+	if strings.Join(indexes, ";") != strings.Join(wantIdx, ";") || strings.Join(pkeys, ";") != strings.Join(wantPK, ";") {
+		t.Errorf("deferPrimaryKeys() = %q, %q; want %q, %q", indexes, pkeys, wantIdx, wantPK)
+	}
+}
