@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -463,18 +464,39 @@ func (r sqlReader) insertRows(ctx context.Context, b rowBatch) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, insertSQL(b.table, b.columns, 1))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = stmt.Close() }()
-	for i := range b.rows.len() {
-		if _, err := stmt.ExecContext(ctx, b.rows.values(i)...); err != nil {
+	// Many rows per statement: the driver's cost per call is most of an
+	// insert's.
+	per := max(1, sqliteParams/len(b.columns))
+	var stmt *sql.Stmt
+	defer func() {
+		if stmt != nil {
+			_ = stmt.Close()
+		}
+	}()
+	args := make([]any, 0, per*len(b.columns))
+	for start := 0; start < b.rows.len(); start += per {
+		n := min(per, b.rows.len()-start)
+		if stmt == nil || n < per {
+			if stmt != nil {
+				_ = stmt.Close()
+			}
+			if stmt, err = tx.PrepareContext(ctx, insertSQL(b.table, b.columns, n)); err != nil {
+				return err
+			}
+		}
+		args = args[:0]
+		for i := start; i < start+n; i++ {
+			args = append(args, b.rows.values(i)...)
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("insert into %s: %w", b.table, err)
 		}
 	}
 	return tx.Commit()
 }
+
+// sqliteParams bounds the parameters of one INSERT on SQLite.
+const sqliteParams = 900
 
 // insertRowsSQL is the portable fallback: multi-row INSERTs through the
 // store's transactions.
