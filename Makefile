@@ -38,6 +38,7 @@ fuzz: ## a short run of every fuzz target (a count, not a duration: time-based r
 	$(GO) test -run='^$$' -fuzz='^FuzzDotRoundTrip$$' -fuzztime=$(FUZZTIME) ./adapters/pop3source
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTicketReference$$' -fuzztime=$(FUZZTIME) ./domain
 	$(GO) test -run='^$$' -fuzz='^FuzzDecideMail$$' -fuzztime=$(FUZZTIME) ./domain
+	$(GO) test -run='^$$' -fuzz='^FuzzJSONPlan$$' -fuzztime=$(FUZZTIME) ./projections
 
 bench: ## event store throughput against raw pgx baselines
 	$(GO) run ./cmd/ledgerdesk bench
