@@ -108,8 +108,31 @@ func mustStreamVersion(tb testing.TB, s eventstore.Store, stream string) int64 {
 	return v
 }
 
-// mustReadAllPaged reads the whole log in pages of size limit.
+// mustReadAllPaged reads the whole log in pages of size limit, once
+// ReadAll shows every committed event. ReadAll may hold back committed
+// events for a moment while a transaction it cannot tell apart from its
+// own database's is still open (on PostgreSQL, one of another database
+// that is just ending, which parallel tests cause): the read is repeated
+// until it returns as many events as the table holds, for at most 10 s.
 func mustReadAllPaged(tb testing.TB, s eventstore.Store, limit int) []eventstore.RecordedEvent {
+	tb.Helper()
+	var committed int
+	if err := s.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+		return tx.QueryRow(ctx, `SELECT COUNT(*) FROM events`).Scan(&committed)
+	}); err != nil {
+		tb.Fatalf("count the events: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		all := readAllPaged(tb, s, limit)
+		if len(all) >= committed || time.Now().After(deadline) {
+			return all
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readAllPaged(tb testing.TB, s eventstore.Store, limit int) []eventstore.RecordedEvent {
 	tb.Helper()
 	var all []eventstore.RecordedEvent
 	var after int64
