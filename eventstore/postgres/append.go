@@ -287,13 +287,14 @@ func readStream(ctx context.Context, q querier, stream string, from, to int64) (
 	return events, nil
 }
 
-// sqlReadStreams probes the (stream, stream_version) index once per name.
-// The plainer "stream = ANY($1)" is planned as a full scan whenever the
-// table has no statistics yet (a fresh or fast-growing log): PostgreSQL
-// then guesses that each name matches 0.5% of all rows. LIMIT ALL keeps
-// the planner from flattening the lateral subquery into a hash join.
-const sqlReadStreams = `SELECT e.* FROM unnest($1::text[]) AS s(name) CROSS JOIN LATERAL (
-	SELECT ` + eventColumns + ` FROM events WHERE stream = s.name ORDER BY stream_version LIMIT ALL) e`
+// sqlReadStreams walks the (stream, stream_version) index for all names
+// at once (0.2 ms for 128 streams of a 60,000-event log). It relies on the
+// table's statistics: before the first ANALYZE of a log filled in bulk,
+// PostgreSQL guesses that each name matches 0.5% of the rows and scans
+// them all (13 ms) until autovacuum has analyzed the table, which it does
+// after every 10% of growth. A lateral probe per name avoids that but
+// costs 1 ms with statistics, on every call.
+const sqlReadStreams = `SELECT ` + eventColumns + ` FROM events WHERE stream = ANY($1) ORDER BY stream, stream_version`
 
 func readStreams(ctx context.Context, q querier, streams []string) ([]eventstore.RecordedEvent, error) {
 	if len(streams) == 0 {
