@@ -7,3 +7,8 @@
 DROP INDEX outbound_mails_due;
 CREATE INDEX outbound_mails_due ON outbound_mails (next_attempt_at, outgoing_mail_id)
     WHERE next_attempt_at < 9223372036854775807;
+
+-- Room on each page, so that marking a claimed mail "sent" (state and
+-- stream_version change, next_attempt_at stays the largest BIGINT) is a
+-- heap-only update that writes no index entry.
+ALTER TABLE outbound_mails SET (fillfactor = 75);
