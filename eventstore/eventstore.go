@@ -212,6 +212,12 @@ type SubscribeOptions struct {
 	// BatchSize is how many events share one transaction. Zero means the
 	// backend's default.
 	BatchSize int
+	// Types, when set, limits delivery to events of these types, selected
+	// by the database: a subscriber that needs few of the log's events
+	// neither reads nor is handed the others. The checkpoint then marks
+	// the last event delivered, so Checkpoint and Reached can stay short
+	// of the latest events of other types.
+	Types []string
 }
 
 // Store is the event store contract. Implementations are safe for

@@ -70,13 +70,13 @@ func BenchmarkSendThroughput(b *testing.B) {
 			store := benchStore(b, backend)
 			bare := bareLoop(b, smtptest.Start(b, smtptest.Options{}).Addr, b.N)
 			benchQueue(b, store, b.N)
-			saga := NewOutbound(OutboundOptions{Store: store})
+			saga := NewOutbound(OutboundOptions{Store: store, TakeOnBatch: takeOnBatch(backend)})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			b.ResetTimer()
 			start := time.Now()
 			go func() {
-				done <- store.SubscribeBatch(ctx, OutboundSubscriber, saga.HandleBatch, eventstore.SubscribeOptions{BatchSize: takeOnBatch})
+				done <- store.SubscribeBatch(ctx, OutboundSubscriber, saga.HandleBatch, saga.takeOnOptions())
 			}()
 			deadline := time.Now().Add(5 * time.Minute)
 			for {
@@ -116,7 +116,8 @@ func BenchmarkSendThroughput(b *testing.B) {
 			evs, _ := domain.DecideCreateOutboundAccount(domain.OutboundAccounts{}, out, "bench")
 			benchAppend(b, store, OutboundAccountsStream, []domain.Event{evs[0]})
 			benchQueue(b, store, b.N)
-			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond, BatchSize: benchBatch, Workers: benchWorkers})
+			saga := NewOutbound(OutboundOptions{Store: store, PollInterval: 10 * time.Millisecond, BatchSize: benchBatch, Workers: benchWorkers,
+				TakeOnBatch: takeOnBatch(backend)})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			b.ResetTimer()
@@ -263,6 +264,14 @@ func benchStore(tb testing.TB, backend string) eventstore.Store {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// takeOnBatch is what cmd/ledgerdesk wires for the backend.
+func takeOnBatch(backend string) int {
+	if backend == "embedded" {
+		return TakeOnBatchEmbedded
+	}
+	return TakeOnBatchPostgres
+}
 
 // benchBatch is the saga's BatchSize in the benchmark (0: the default).
 var benchBatch = envInt("LEDGERDESK_BENCH_BATCH")

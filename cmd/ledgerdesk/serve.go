@@ -70,7 +70,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	users := projections.NewUsers(st, st.Reader, logger)
 	locations := projections.NewLocations(st, st.Reader, logger)
 	intake := ticketing.NewProcessManager(st, now, logger)
-	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger})
+	takeOn := ticketing.TakeOnBatchEmbedded
+	if st.Kind == "postgres" {
+		takeOn = ticketing.TakeOnBatchPostgres
+	}
+	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
@@ -123,7 +125,7 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 		// Take the wake-up channel before looking, so that a commit after
 		// the look still wakes this loop.
 		wake := s.woken()
-		n, err := s.deliver(ctx, name, apply, batch)
+		n, err := s.deliver(ctx, name, apply, batch, opts.Types)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -162,18 +164,33 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 
 // pending reports whether an event follows name's checkpoint, without taking
 // the write lock: an idle subscriber must not block appenders.
-func (s *Store) pending(ctx context.Context, name string) (bool, error) {
+func (s *Store) pending(ctx context.Context, name string, types []string) (bool, error) {
 	var yes bool
+	filter, args := typeFilter(types, 2)
 	err := s.run(nil).scalar(ctx, &yes, `SELECT EXISTS (SELECT 1 FROM events WHERE position >
-		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0))`, name)
+		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0)`+filter+`)`, append([]any{name}, args...)...)
 	return yes, err
+}
+
+// typeFilter is the SQL condition of SubscribeOptions.Types, its
+// placeholders numbered from first, and its arguments ("" without types).
+func typeFilter(types []string, first int) (string, []any) {
+	if len(types) == 0 {
+		return "", nil
+	}
+	marks := make([]string, len(types))
+	args := make([]any, len(types))
+	for i, t := range types {
+		marks[i], args[i] = "$"+strconv.Itoa(first+i), t
+	}
+	return " AND type IN (" + strings.Join(marks, ", ") + ")", args
 }
 
 // deliver runs one batch and returns how many events were handled
 // successfully. A handler failure is returned as *handlerError after the events
 // before it have committed.
-func (s *Store) deliver(ctx context.Context, name string, apply applier, batch int) (int, error) {
-	if ok, err := s.pending(ctx, name); err != nil || !ok {
+func (s *Store) deliver(ctx context.Context, name string, apply applier, batch int, types []string) (int, error) {
+	if ok, err := s.pending(ctx, name, types); err != nil || !ok {
 		if err != nil {
 			return 0, s.fail(fmt.Sprintf("subscribe %q: look for events", name), err)
 		}
@@ -187,7 +204,9 @@ func (s *Store) deliver(ctx context.Context, name string, apply applier, batch i
 		if err != nil {
 			return fmt.Errorf("embedded: subscribe %q: read checkpoint: %w", name, err)
 		}
-		evs, err := readAfter(ctx, run, cp, batch)
+		filter, args := typeFilter(types, 3)
+		evs, err := scanEvents(run.query(ctx, `SELECT `+eventColumns+` FROM events
+			WHERE position > $1`+filter+` ORDER BY position LIMIT $2`, append([]any{cp, batch}, args...)...))
 		if err != nil {
 			return fmt.Errorf("embedded: subscribe %q: read events: %w", name, err)
 		}

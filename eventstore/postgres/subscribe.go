@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,7 @@ var offsetsAdapter = wsql.DefaultPostgreSQLOffsetsAdapter{
 type schemaAdapter struct {
 	batchSize int
 	state     *batchState
+	types     []string // SubscribeOptions.Types
 }
 
 var _ wsql.SchemaAdapter = schemaAdapter{}
@@ -83,15 +85,20 @@ func (a schemaAdapter) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	if err != nil {
 		return wsql.Query{}, err
 	}
+	args, typeFilter := next.Args, ""
+	if len(a.types) > 0 {
+		args = append(slices.Clip(args), a.types)
+		typeFilter = "\n\tAND event_type = ANY($" + strconv.Itoa(len(args)) + "::text[])"
+	}
 	q := `WITH last_processed AS (` + next.Query + `)
 SELECT transaction_id, ` + eventColumns + ` FROM events
 WHERE (transaction_id, position) > (
 		(SELECT last_processed_transaction_id FROM last_processed),
 		(SELECT COALESCE(offset_acked, 0) FROM last_processed))
-	AND transaction_id < ` + sqlHorizon + `
+	AND transaction_id < ` + sqlHorizon + typeFilter + `
 ORDER BY transaction_id, position
 LIMIT ` + strconv.Itoa(a.batchSize)
-	return wsql.Query{Query: q, Args: next.Args}, nil
+	return wsql.Query{Query: q, Args: args}, nil
 }
 
 // mdPosition and mdType are the metadata of the watermill messages the
@@ -269,7 +276,7 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Bat
 		ResendInterval: opts.PollInterval,
 		RetryInterval:  opts.PollInterval,
 		BackoffManager: backoffManager{ctx: wmCtx, poll: opts.PollInterval, logger: logger, state: state},
-		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize, state: state},
+		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize, state: state, types: opts.Types},
 		OffsetsAdapter: offsetsAdapter,
 	}, watermillLogger(logger, func() bool { return wmCtx.Err() != nil }))
 	if err != nil {

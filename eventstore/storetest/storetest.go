@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"concurrent appenders and two subscribers agree on one global order", testConcurrentAppendersAndSubscribers},
 		{"a failing handler's writes roll back and its event is delivered again", testHandlerRedelivery},
 		{"a batch handler gets whole batches in order and a failing batch rolls back whole", testBatchHandler},
+		{"a subscriber with Types gets only those types, in order", testTypeFilter},
 		{"a subscriber resumes after its checkpoint and a new one starts from the first event", testResume},
 		{"Checkpoint and Reached follow what a subscriber has processed", testCheckpointReached},
 		{"a handler can append events in its transaction", testProcessManager},
@@ -1098,6 +1099,48 @@ func testReadStreams(t *testing.T, s eventstore.Store) {
 	})
 	if err != nil {
 		t.Fatalf("Update() error = %v", err)
+	}
+}
+
+func testTypeFilter(t *testing.T, s eventstore.Store) {
+	types := []string{"Wanted", "Other", "Wanted", "AlsoWanted", "Other", "Wanted", "Other"}
+	var want []string
+	var lastWanted int64
+	for i, typ := range types {
+		id := fmt.Sprintf("typed-%02d", i)
+		pos := mustAppend(t, s, eventstore.AppendRequest{Stream: fmt.Sprintf("typed-%d", i%3), ExpectedVersion: eventstore.AnyVersion,
+			Events: []eventstore.NewEvent{withID(event(typ, i), id)}}).LastPosition
+		if typ != "Other" {
+			want = append(want, id)
+			lastWanted = pos
+		}
+	}
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	h := func(_ context.Context, _ eventstore.Tx, evs []eventstore.RecordedEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range evs {
+			got = append(got, e.ID)
+		}
+		return nil
+	}
+	sub := subscribeBatch(t, s, "typed", h, eventstore.SubscribeOptions{BatchSize: 2, PollInterval: 10 * time.Millisecond,
+		Types: []string{"Wanted", "AlsoWanted"}})
+	waitCheckpoint(t, s, sub, "typed", lastWanted)
+	// an event of another type is not delivered; the next wanted one is
+	mustAppend(t, s, eventstore.AppendRequest{Stream: "typed-0", ExpectedVersion: eventstore.AnyVersion,
+		Events: []eventstore.NewEvent{withID(event("Other", 90), "typed-90")}})
+	last := mustAppend(t, s, eventstore.AppendRequest{Stream: "typed-1", ExpectedVersion: eventstore.AnyVersion,
+		Events: []eventstore.NewEvent{withID(event("Wanted", 91), "typed-91")}}).LastPosition
+	waitCheckpoint(t, s, sub, "typed", last)
+	sub.mustStop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(append(want, "typed-91"), got); diff != "" {
+		t.Errorf("delivered events (-want +got):\n%s", diff)
 	}
 }
 
