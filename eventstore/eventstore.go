@@ -214,9 +214,8 @@ type SubscribeOptions struct {
 	BatchSize int
 	// Types, when set, limits delivery to events of these types, selected
 	// by the database: a subscriber that needs few of the log's events
-	// neither reads nor is handed the others. The checkpoint then marks
-	// the last event delivered, so Checkpoint and Reached can stay short
-	// of the latest events of other types.
+	// is not handed the others. Its checkpoint still moves past them, so
+	// no poll reads them again and Checkpoint and Reached work as usual.
 	Types []string
 }
 

@@ -164,11 +164,14 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 
 // pending reports whether an event follows name's checkpoint, without taking
 // the write lock: an idle subscriber must not block appenders.
-func (s *Store) pending(ctx context.Context, name string, types []string) (bool, error) {
+//
+// It looks for events of every type: a subscriber with Types moves its
+// checkpoint past the others too (deliver), so that no poll reads them
+// again.
+func (s *Store) pending(ctx context.Context, name string) (bool, error) {
 	var yes bool
-	filter, args := typeFilter(types, 2)
 	err := s.run(nil).scalar(ctx, &yes, `SELECT EXISTS (SELECT 1 FROM events WHERE position >
-		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0)`+filter+`)`, append([]any{name}, args...)...)
+		COALESCE((SELECT position FROM subscription_checkpoints WHERE name = $1), 0))`, name)
 	return yes, err
 }
 
@@ -190,7 +193,7 @@ func typeFilter(types []string, first int) (string, []any) {
 // successfully. A handler failure is returned as *handlerError after the events
 // before it have committed.
 func (s *Store) deliver(ctx context.Context, name string, apply applier, batch int, types []string) (int, error) {
-	if ok, err := s.pending(ctx, name, types); err != nil || !ok {
+	if ok, err := s.pending(ctx, name); err != nil || !ok {
 		if err != nil {
 			return 0, s.fail(fmt.Sprintf("subscribe %q: look for events", name), err)
 		}
@@ -219,6 +222,15 @@ func (s *Store) deliver(ctx context.Context, name string, apply applier, batch i
 			if handled > 0 {
 				last = evs[handled-1].Position
 			}
+		}
+		if len(types) > 0 && len(evs) < batch && failure == nil {
+			// Every wanted event up to the end of the log was delivered:
+			// the checkpoint passes the other types' events as well.
+			var end int64
+			if err := run.scalar(ctx, &end, `SELECT COALESCE(MAX(position), 0) FROM events`); err != nil {
+				return fmt.Errorf("embedded: subscribe %q: end of the log: %w", name, err)
+			}
+			last = max(last, end)
 		}
 		if last == cp {
 			return nil

@@ -85,20 +85,53 @@ func (a schemaAdapter) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	if err != nil {
 		return wsql.Query{}, err
 	}
-	args, typeFilter := next.Args, ""
 	if len(a.types) > 0 {
-		args = append(slices.Clip(args), a.types)
-		typeFilter = "\n\tAND event_type = ANY($" + strconv.Itoa(len(args)) + "::text[])"
+		return a.selectTypes(next), nil
 	}
 	q := `WITH last_processed AS (` + next.Query + `)
 SELECT transaction_id, ` + eventColumns + ` FROM events
 WHERE (transaction_id, position) > (
 		(SELECT last_processed_transaction_id FROM last_processed),
 		(SELECT COALESCE(offset_acked, 0) FROM last_processed))
-	AND transaction_id < ` + sqlHorizon + typeFilter + `
+	AND transaction_id < ` + sqlHorizon + `
 ORDER BY transaction_id, position
 LIMIT ` + strconv.Itoa(a.batchSize)
-	return wsql.Query{Query: q, Args: args}, nil
+	return wsql.Query{Query: q, Args: next.Args}, nil
+}
+
+// selectTypes is SelectQuery for a subscriber with Types: the batch's
+// events of those types and, when fewer than a batch follow, also the last
+// final event of the log whatever its type. Watermill's offset then moves
+// past the events of other types (runSubscriber acks that last one without
+// handing it to the handler), so no poll reads them twice.
+func (a schemaAdapter) selectTypes(next wsql.Query) wsql.Query {
+	args := append(slices.Clip(next.Args), a.types)
+	limit := strconv.Itoa(a.batchSize)
+	q := `WITH last_processed AS (` + next.Query + `),
+horizon AS (SELECT ` + sqlHorizon + ` AS xid),
+wanted AS (
+	SELECT transaction_id, ` + eventColumns + ` FROM events
+	WHERE (transaction_id, position) > (
+			(SELECT last_processed_transaction_id FROM last_processed),
+			(SELECT COALESCE(offset_acked, 0) FROM last_processed))
+		AND transaction_id < (SELECT xid FROM horizon)
+		AND event_type = ANY($` + strconv.Itoa(len(args)) + `::text[])
+	ORDER BY transaction_id, position
+	LIMIT ` + limit + `),
+tail AS (
+	SELECT transaction_id, ` + eventColumns + ` FROM events
+	WHERE (transaction_id, position) > (
+			(SELECT last_processed_transaction_id FROM last_processed),
+			(SELECT COALESCE(offset_acked, 0) FROM last_processed))
+		AND transaction_id < (SELECT xid FROM horizon)
+	ORDER BY transaction_id DESC, position DESC
+	LIMIT 1)
+SELECT * FROM wanted
+UNION ALL
+SELECT * FROM tail
+WHERE (SELECT count(*) FROM wanted) < ` + limit + ` AND tail.position NOT IN (SELECT position FROM wanted)
+ORDER BY transaction_id, position`
+	return wsql.Query{Query: q, Args: args}
 }
 
 // mdPosition and mdType are the metadata of the watermill messages the
@@ -362,8 +395,10 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Bat
 			if first {
 				pending = nil // an earlier batch that watermill ended early rolled back
 			}
-			pending = append(pending, e)
-			if !whole || last {
+			if len(opts.Types) == 0 || slices.Contains(opts.Types, e.Type) {
+				pending = append(pending, e)
+			} // else the log's last event, which only moves the offset
+			if len(pending) > 0 && (!whole || last) {
 				if err := s.handle(ctx, msg, h, pending); err != nil {
 					stop(false)
 					if ctx.Err() != nil {
