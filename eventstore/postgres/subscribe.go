@@ -107,23 +107,19 @@ LIMIT ` + strconv.Itoa(a.batchSize)
 func (a schemaAdapter) selectTypes(next wsql.Query) wsql.Query {
 	args := append(slices.Clip(next.Args), a.types)
 	limit := strconv.Itoa(a.batchSize)
-	q := `WITH last_processed AS (` + next.Query + `),
-horizon AS (SELECT ` + sqlHorizon + ` AS xid),
-wanted AS (
-	SELECT transaction_id, ` + eventColumns + ` FROM events
+	// the final events after the offset
+	const unread = `SELECT transaction_id, ` + eventColumns + ` FROM events
 	WHERE (transaction_id, position) > (
 			(SELECT last_processed_transaction_id FROM last_processed),
 			(SELECT COALESCE(offset_acked, 0) FROM last_processed))
-		AND transaction_id < (SELECT xid FROM horizon)
+		AND transaction_id < (SELECT xid FROM horizon)`
+	q := `WITH last_processed AS (` + next.Query + `),
+horizon AS (SELECT ` + sqlHorizon + ` AS xid),
+wanted AS (` + unread + `
 		AND event_type = ANY($` + strconv.Itoa(len(args)) + `::text[])
 	ORDER BY transaction_id, position
 	LIMIT ` + limit + `),
-tail AS (
-	SELECT transaction_id, ` + eventColumns + ` FROM events
-	WHERE (transaction_id, position) > (
-			(SELECT last_processed_transaction_id FROM last_processed),
-			(SELECT COALESCE(offset_acked, 0) FROM last_processed))
-		AND transaction_id < (SELECT xid FROM horizon)
+tail AS (` + unread + `
 	ORDER BY transaction_id DESC, position DESC
 	LIMIT 1)
 SELECT * FROM wanted
