@@ -892,13 +892,7 @@ func testConcurrentAppendersAndSubscribers(t *testing.T, s eventstore.Store) {
 }
 
 func testHandlerRedelivery(t *testing.T, s eventstore.Store) {
-	ctx := context.Background()
-	if err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS storetest_counts (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)`)
-		return err
-	}); err != nil {
-		t.Fatalf("Update(create table) error = %v", err)
-	}
+	createCounts(t, s, "storetest_counts")
 	var evs []eventstore.NewEvent
 	for i := range 20 {
 		evs = append(evs, withID(event("Counted", i), fmt.Sprintf("count-%02d", i)))
@@ -947,6 +941,17 @@ func testHandlerRedelivery(t *testing.T, s eventstore.Store) {
 	}
 }
 
+// createCounts creates a handler's count table of (event_id, n) rows.
+func createCounts(tb testing.TB, s eventstore.Store, table string) {
+	tb.Helper()
+	if err := s.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)`)
+		return err
+	}); err != nil {
+		tb.Fatalf("create %s: %v", table, err)
+	}
+}
+
 // readCounts reads the (event_id, n) rows of a handler's count table.
 func readCounts(tb testing.TB, s eventstore.Store, table string) map[string]int {
 	tb.Helper()
@@ -974,13 +979,7 @@ func readCounts(tb testing.TB, s eventstore.Store, table string) map[string]int 
 }
 
 func testBatchHandler(t *testing.T, s eventstore.Store) {
-	ctx := context.Background()
-	if err := s.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS storetest_batch_counts (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)`)
-		return err
-	}); err != nil {
-		t.Fatalf("Update(create table) error = %v", err)
-	}
+	createCounts(t, s, "storetest_batch_counts")
 	var ids []string
 	var last int64
 	for i := range 23 {
