@@ -377,6 +377,10 @@ func (s *Outbound) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.R
 	return s.HandleBatch(ctx, tx, []eventstore.RecordedEvent{re})
 }
 
+// takeOnColumns is how many values HandleBatch's INSERT binds per mail
+// (the constant attempts = 0 comes after them).
+const takeOnColumns = 11
+
 // takeOn is a queued mail of a subscription batch.
 type takeOn struct {
 	q        queued
@@ -469,9 +473,9 @@ func (s *Outbound) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []even
 		return nil
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO outbound_mails (outgoing_mail_id, kind, ticket_id, message_id, event_type, schema_version,
-		payload, state, next_attempt_at, queued_at, stream_version, attempts) VALUES `+valueRows(len(mails)/11, 11, "0")+`
+		payload, state, next_attempt_at, queued_at, stream_version, attempts) VALUES `+valueRows(len(mails)/takeOnColumns, takeOnColumns, "0")+`
 		ON CONFLICT (outgoing_mail_id) DO NOTHING`, mails...); err != nil {
-		return fmt.Errorf("ticketing: outbound: take on %d mails: %w", len(mails)/11, err)
+		return fmt.Errorf("ticketing: outbound: take on %d mails: %w", len(mails)/takeOnColumns, err)
 	}
 	if len(recipients) > 0 {
 		if _, err := tx.Exec(ctx, `INSERT INTO outbound_recipients (recipient, outgoing_mail_id, queued_at) VALUES `+
@@ -484,7 +488,7 @@ func (s *Outbound) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []even
 			return fmt.Errorf("ticketing: outbound: record %d suppressed mails: %w", len(outcomes), err)
 		}
 	}
-	if len(outcomes) < len(mails)/11 {
+	if len(outcomes) < len(mails)/takeOnColumns {
 		select {
 		case s.wake <- struct{}{}:
 		default:
