@@ -9,6 +9,7 @@ import (
 	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ledgerdesk/ledgerdesk/domain"
 )
@@ -48,13 +49,14 @@ func newJSONPlan(t reflect.Type) *jsonPlan {
 
 // decode decodes data into v (an addressable zero value of p.typ); false
 // means the caller must decode with json.Unmarshal (v is then in an
-// unspecified state).
+// unspecified state). The strings without escapes share data's memory
+// (no allocation, no copy: a rebuild decodes every payload of the log), so
+// data must never change afterwards, and a string kept for long keeps data
+// alive: clone those (see keep).
 func (p *jsonPlan) decode(data []byte, v reflect.Value) bool {
 	buf := unquoteBufs.Get().(*[]byte)
 	defer unquoteBufs.Put(buf)
-	// The strings without escapes are cut from one copy of data: one
-	// allocation per payload instead of one per string.
-	d := jsonDecoder{data: data, src: string(data), buf: *buf}
+	d := jsonDecoder{data: data, src: unsafe.String(unsafe.SliceData(data), len(data)), buf: *buf}
 	d.ws()
 	ok := d.eat('{') && d.object(p.root, v, 0)
 	d.ws()
