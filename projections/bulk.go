@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/jackc/pgx/v5"
 
@@ -30,6 +31,9 @@ type rowBatch struct {
 	table   string
 	columns []string
 	rows    rowSource
+	// last marks the table's last batch (it may have no rows): its indexes
+	// are built after it.
+	last bool
 }
 
 // rowSource is the rows of a batch.
@@ -140,6 +144,13 @@ func decode(ev *eventstore.RecordedEvent, mails bool) decoded {
 
 var mailPlan = sync.OnceValue(func() *jsonPlan { return newJSONPlan(reflect.TypeFor[mailFields]()) })
 
+// keep returns s for a row that the fold holds until the end of the log,
+// interned: decoded strings share their payload's memory (see
+// jsonPlan.decode), and a status, category or account kept as it is would
+// keep that whole page of the log alive. The fields of many distinct
+// values (subjects, addresses) are cloned instead.
+func keep(s string) string { return unique.Make(s).Value() }
+
 // bulkFold is one view's in-memory rebuild.
 type bulkFold interface {
 	// apply folds one event; it may read the store (a mail body it has not
@@ -148,7 +159,8 @@ type bulkFold interface {
 	// ready hands over rows that will not change any more (written while
 	// the fold goes on).
 	ready() []rowBatch
-	// rest hands over everything else, at the end.
+	// rest hands over everything else, at the end: a last batch for every
+	// table, first the one that takes longest to index.
 	rest() []rowBatch
 }
 
@@ -210,9 +222,10 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 			}
 		}
 		created := c.CreatedAt.UTC()
-		b.tickets[id] = &Ticket{ID: id, Number: c.Number, Subject: c.Subject, Status: string(c.Status),
-			RequesterEmail: strings.ToLower(c.Requester.Email), RequesterName: c.Requester.Name, RequesterUserID: c.Requester.UserID,
-			LocationID: c.LocationID, Resource: c.ResourceID, Category: c.Category, Priority: c.Priority, AccountID: c.AccountID,
+		b.tickets[id] = &Ticket{ID: id, Number: c.Number, Subject: strings.Clone(c.Subject), Status: keep(string(c.Status)),
+			RequesterEmail: strings.Clone(strings.ToLower(c.Requester.Email)), RequesterName: strings.Clone(c.Requester.Name),
+			RequesterUserID: strings.Clone(c.Requester.UserID), LocationID: keep(c.LocationID), Resource: keep(c.ResourceID),
+			Category: keep(c.Category), Priority: keep(c.Priority), AccountID: keep(c.AccountID),
 			ArticleCount: 1, CreatedAt: created, UpdatedAt: created, Version: ev.StreamVersion}
 		b.addArticle(id, ev.StreamVersion, a)
 		return nil
@@ -242,7 +255,7 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 		t.UpdatedAt = ch.updatedAt.Time
 	}
 	if ch.status.Valid {
-		t.Status = ch.status.String
+		t.Status = keep(ch.status.String)
 	}
 	if ch.setClosed {
 		t.ClosedAt = nil
@@ -252,13 +265,13 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 		}
 	}
 	if ch.resource.Valid {
-		t.Resource = ch.resource.String
+		t.Resource = keep(ch.resource.String)
 	}
 	if ch.category.Valid {
-		t.Category = ch.category.String
+		t.Category = keep(ch.category.String)
 	}
 	if ch.priority.Valid {
-		t.Priority = ch.priority.String
+		t.Priority = keep(ch.priority.String)
 	}
 	if ch.article != nil {
 		t.ArticleCount++
@@ -309,12 +322,11 @@ func (b *bulkTickets) rest() []rowBatch {
 	for _, t := range b.tickets {
 		rows = append(rows, t)
 	}
-	out := []rowBatch{{table: b.table, columns: ticketCols, rows: rows}}
-	if len(b.pending) > 0 {
-		out = append(out, rowBatch{table: b.articles, columns: articleCols, rows: b.pending})
-		b.pending = nil
+	out := []rowBatch{
+		{table: b.articles, columns: articleCols, rows: b.pending, last: true},
+		{table: b.table, columns: ticketCols, rows: rows, last: true},
 	}
-	b.tickets = nil
+	b.pending, b.tickets = nil, nil
 	return out
 }
 
@@ -341,7 +353,8 @@ func (b *bulkUsers) apply(_ context.Context, d decoded) error {
 		if at.IsZero() {
 			at = ev.RecordedAt
 		}
-		b.users[id] = &User{ID: id, UserName: userName, Email: email, Name: name, LocationID: location, AutoCreated: auto,
+		b.users[id] = &User{ID: id, UserName: strings.Clone(userName), Email: strings.Clone(email), Name: strings.Clone(name),
+			LocationID: keep(location), AutoCreated: auto,
 			CreatedAt: at.UTC(), UpdatedAt: at.UTC(), Version: ev.StreamVersion}
 	}
 	switch e := e.(type) {
@@ -361,7 +374,7 @@ func (b *bulkUsers) apply(_ context.Context, d decoded) error {
 	}
 	u.Version = ev.StreamVersion
 	if e, ok := e.(domain.UserUpdated); ok {
-		u.Email, u.Name, u.LocationID, u.UpdatedAt = e.Email, e.Name, e.LocationID, e.At.UTC()
+		u.Email, u.Name, u.LocationID, u.UpdatedAt = strings.Clone(e.Email), strings.Clone(e.Name), keep(e.LocationID), e.At.UTC()
 	}
 	return nil
 }
@@ -373,7 +386,7 @@ func (b *bulkUsers) rest() []rowBatch {
 	for _, u := range b.users {
 		rows = append(rows, []any{u.ID, u.UserName, u.Email, u.Name, u.LocationID, u.AutoCreated, u.CreatedAt, u.UpdatedAt, u.Version})
 	}
-	return []rowBatch{{table: b.table, columns: userCols, rows: rows}}
+	return []rowBatch{{table: b.table, columns: userCols, rows: rows, last: true}}
 }
 
 type bulkLocations struct {
@@ -416,7 +429,7 @@ func (b *bulkLocations) apply(_ context.Context, d decoded) error {
 	if at.IsZero() {
 		at = ev.RecordedAt
 	}
-	b.locs[id] = &Location{ID: id, Name: name, Domain: dom, CreatedAt: at.UTC(), Version: ev.StreamVersion}
+	b.locs[id] = &Location{ID: id, Name: strings.Clone(name), Domain: strings.Clone(dom), CreatedAt: at.UTC(), Version: ev.StreamVersion}
 	return nil
 }
 
@@ -427,7 +440,7 @@ func (b *bulkLocations) rest() []rowBatch {
 	for _, l := range b.locs {
 		rows = append(rows, []any{l.ID, l.Name, l.Domain, l.CreatedAt, l.Version})
 	}
-	return []rowBatch{{table: b.table, columns: locCols, rows: rows}}
+	return []rowBatch{{table: b.table, columns: locCols, rows: rows, last: true}}
 }
 
 // bulkInserter writes many rows at once: COPY on PostgreSQL, one prepared
@@ -480,7 +493,7 @@ func (r sqlReader) insertRows(ctx context.Context, b rowBatch) error {
 			if stmt != nil {
 				_ = stmt.Close()
 			}
-			if stmt, err = tx.PrepareContext(ctx, insertSQL(b.table, b.columns, n)); err != nil {
+			if stmt, err = tx.PrepareContext(ctx, insertSQL(b.table, b.columns, n, "?")); err != nil {
 				return err
 			}
 		}
@@ -509,7 +522,7 @@ func insertRowsSQL(ctx context.Context, store eventstore.Store, b rowBatch) erro
 			args = append(args, b.rows.values(i)...)
 		}
 		err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, n), args...)
+			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, n, "$"), args...)
 			return err
 		})
 		if err != nil {
@@ -519,7 +532,11 @@ func insertRowsSQL(ctx context.Context, store eventstore.Store, b rowBatch) erro
 	return nil
 }
 
-func insertSQL(table string, cols []string, rows int) string {
+// insertSQL is a multi-row INSERT with placeholders "$1", "$2"... when mark
+// is "$", and "?" each otherwise. SQLite takes both, but counts "$N" as named
+// parameters, and the driver looks each name up in a list as long as the
+// statement's parameters: binding many rows that way costs time squared.
+func insertSQL(table string, cols []string, rows int, mark string) string {
 	var sb strings.Builder
 	sb.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
 	n := 1
@@ -532,7 +549,11 @@ func insertSQL(table string, cols []string, rows int) string {
 			if c > 0 {
 				sb.WriteString(", ")
 			}
-			sb.WriteString("$" + strconv.Itoa(n))
+			if mark == "$" {
+				sb.WriteString("$" + strconv.Itoa(n))
+			} else {
+				sb.WriteString("?")
+			}
 			n++
 		}
 		sb.WriteByte(')')
