@@ -103,10 +103,12 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		return RebuildProgress{}, err
 	}
 	suffix := fmt.Sprintf("_g%d", gen)
-	// The secondary indexes are built after the bulk load: one sort each
-	// instead of an insert per row into every index. On PostgreSQL the
-	// primary keys too: their unique indexes are built with the others and
-	// become the primary keys after (pkeys).
+	// The indexes are built after the bulk load: one sort each instead of
+	// an insert per row into every index, the primary keys' too. On
+	// PostgreSQL their unique indexes become the primary keys after (pkeys).
+	// SQLite cannot add a primary key to a table, so there the unique index
+	// (named <table>_pkey) stays in its place: it is what a primary key of a
+	// SQLite table with a rowid is, and ON CONFLICT takes it the same way.
 	var indexes, pkeys []string
 	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		indexes, pkeys = nil, nil
@@ -124,10 +126,10 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 				}
 			}
 			tables, idx := splitDDL(ddl)
+			var pkIdx, pk []string
+			tables, pkIdx, pk = deferPrimaryKeys(tables)
+			indexes = append(indexes, pkIdx...)
 			if opts.Dialect == DialectPostgres {
-				var pkIdx, pk []string
-				tables, pkIdx, pk = deferPrimaryKeys(tables)
-				indexes = append(indexes, pkIdx...)
 				pkeys = append(pkeys, pk...)
 			}
 			indexes = append(indexes, idx...)
@@ -179,9 +181,10 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		}
 	}
 
-	// Four stages overlap: reading pages of the log, decoding them (in
-	// parallel), folding them in order, and writing rows (a goroutine).
-	w := startWriter(ctx, store, reader)
+	// Five stages overlap: reading pages of the log, decoding them (in
+	// parallel), folding them in order, writing rows (a goroutine), and,
+	// once a table has all its rows, building its indexes.
+	w := startWriter(ctx, store, reader, indexesByTable(indexes))
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	pages := readPages(readCtx, store, opts.PageSize, slices.Contains(views, "tickets"))
@@ -231,24 +234,14 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	if err := w.close(); err != nil {
 		return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
 	}
-	lastRows := time.Since(writeStart)
-	if p, ok := reader.(parallelExecer); ok {
-		err = p.execEach(ctx, indexes, indexWorkers)
-	} else {
-		err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-			return execAll(ctx, tx, indexes)
-		})
-	}
-	if err == nil {
-		err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-			return execAll(ctx, tx, pkeys)
-		})
-	}
+	err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		return execAll(ctx, tx, pkeys)
+	})
 	if err != nil {
-		return prog, fmt.Errorf("projections: rebuild %s: create indexes: %w", what, err)
+		return prog, fmt.Errorf("projections: rebuild %s: create primary keys: %w", what, err)
 	}
-	opts.Logger.Info("rebuild: rows written", "views", what, "last rows", lastRows, "writer busy", w.busy,
-		"indexes", time.Since(writeStart)-lastRows)
+	opts.Logger.Info("rebuild: rows and indexes written", "views", what, "after the log", time.Since(writeStart),
+		"writer busy", w.busy)
 
 	// Events appended since: through the handlers, a page per transaction.
 	prog.Phase = "catching up"
@@ -498,47 +491,77 @@ func splitDDL(script string) (tables, indexes []string) {
 	return tables, indexes
 }
 
-// parallelExecer runs statements side by side, each in a transaction of
-// its own; the PostgreSQL Reader implements it, so a rebuild builds its
-// indexes on several connections (and cores) at once.
+// indexesByTable groups CREATE INDEX statements by their table.
+func indexesByTable(stmts []string) map[string][]string {
+	out := map[string][]string{}
+	for _, stmt := range stmts {
+		_, rest, _ := strings.Cut(stmt, " ON ")
+		table, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+		out[table] = append(out[table], stmt)
+	}
+	return out
+}
+
+// parallelExecer is a Reader that can run statements on connections of
+// their own (the PostgreSQL one): a rebuild then builds indexes on several
+// connections, and cores, at once, and while it still writes rows.
 type parallelExecer interface {
-	execEach(ctx context.Context, stmts []string, workers int) error
+	exec(ctx context.Context, stmt string) error
 }
 
 // indexWorkers is how many indexes a rebuild builds at once.
-const indexWorkers = 4
+const indexWorkers = 3
 
-func (r pgReader) execEach(ctx context.Context, stmts []string, workers int) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	next := make(chan string)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for stmt := range next {
-				if errs[w] != nil {
+func (r pgReader) exec(ctx context.Context, stmt string) error {
+	_, err := r.pool.Exec(ctx, stmt)
+	return err
+}
+
+// indexer builds indexes in the background, indexWorkers at a time.
+type indexer struct {
+	next chan string
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+func startIndexer(ctx context.Context, p parallelExecer, cancel context.CancelFunc) *indexer {
+	ix := &indexer{next: make(chan string, 64)}
+	for range indexWorkers {
+		ix.wg.Go(func() {
+			for stmt := range ix.next {
+				if ctx.Err() != nil {
 					continue
 				}
-				if _, err := r.pool.Exec(ctx, stmt); err != nil {
-					errs[w] = fmt.Errorf("%s: %w", firstLine(stmt), err)
+				if err := p.exec(ctx, stmt); err != nil {
+					ix.mu.Lock()
+					ix.errs = append(ix.errs, fmt.Errorf("%s: %w", firstLine(stmt), err))
+					ix.mu.Unlock()
 					cancel()
 				}
 			}
 		})
 	}
+	return ix
+}
+
+// add queues statements; it never blocks for long (the workers take them
+// as they free up).
+func (ix *indexer) add(ctx context.Context, stmts []string) {
 	for _, stmt := range stmts {
 		select {
-		case next <- stmt:
+		case ix.next <- stmt:
 		case <-ctx.Done():
+			return
 		}
 	}
-	close(next)
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	return ctx.Err()
+}
+
+// wait waits for the queued statements.
+func (ix *indexer) wait() error {
+	close(ix.next)
+	ix.wg.Wait()
+	return errors.Join(ix.errs...)
 }
 
 // deferPrimaryKeys takes the primary keys out of CREATE TABLE statements
@@ -602,30 +625,64 @@ func firstLine(s string) string {
 
 // writer writes row batches in a goroutine of its own, so that reading
 // and folding the log goes on meanwhile; it holds at most two batches.
+// When a table's last batch is in (rowBatch.last), it builds the table's
+// indexes: in the background on PostgreSQL, so that the biggest table's
+// primary key builds while the others' rows are copied, and in line on
+// SQLite, which has one writer anyway.
 type writer struct {
-	busy   time.Duration // time spent writing, read after close
-	ch     chan rowBatch
-	done   chan error
-	cancel context.CancelFunc
+	busy    time.Duration // time spent writing, read after close
+	ch      chan rowBatch
+	done    chan error
+	cancel  context.CancelFunc
+	indexes map[string][]string // by table, until built
 }
 
-func startWriter(ctx context.Context, store eventstore.Store, reader Reader) *writer {
+func startWriter(ctx context.Context, store eventstore.Store, reader Reader, indexes map[string][]string) *writer {
 	ctx, cancel := context.WithCancel(ctx)
-	w := &writer{ch: make(chan rowBatch, 1), done: make(chan error, 1), cancel: cancel}
+	w := &writer{ch: make(chan rowBatch, 1), done: make(chan error, 1), cancel: cancel, indexes: indexes}
 	bulk, _ := reader.(bulkInserter)
+	var ix *indexer
+	if p, ok := reader.(parallelExecer); ok {
+		ix = startIndexer(ctx, p, cancel)
+	}
 	go func() {
 		var err error
 		for b := range w.ch {
-			if err != nil || b.rows.len() == 0 { // after a failure, drain until close
+			if err != nil { // after a failure, drain until close
 				continue
 			}
 			t0 := time.Now()
-			if bulk != nil {
+			switch {
+			case b.rows == nil || b.rows.len() == 0:
+			case bulk != nil:
 				err = bulk.insertRows(ctx, b)
-			} else {
+			default:
 				err = insertRowsSQL(ctx, store, b)
 			}
 			w.busy += time.Since(t0)
+			if err != nil || !b.last {
+				continue
+			}
+			stmts := w.indexes[b.table]
+			delete(w.indexes, b.table)
+			if ix != nil {
+				ix.add(ctx, stmts)
+			} else if len(stmts) > 0 {
+				err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+					return execAll(ctx, tx, stmts)
+				})
+				if err != nil {
+					err = fmt.Errorf("create indexes: %w", err)
+				}
+			}
+		}
+		if ix != nil {
+			if ixErr := ix.wait(); err == nil && ixErr != nil {
+				err = fmt.Errorf("create indexes: %w", ixErr)
+			}
+		}
+		if err == nil && len(w.indexes) > 0 {
+			err = fmt.Errorf("no last rows for %d tables", len(w.indexes))
 		}
 		w.done <- err
 	}()
@@ -642,7 +699,7 @@ func (w *writer) write(ctx context.Context, b rowBatch) error {
 	}
 }
 
-// close waits for the queued batches.
+// close waits for the queued batches and the indexes.
 func (w *writer) close() error {
 	close(w.ch)
 	err := <-w.done
