@@ -33,25 +33,26 @@ type RebuildOptions struct {
 type RebuildProgress struct {
 	Views      []string
 	Generation int64
-	// Events counts the events read so far; Total is the size of the log
-	// when the rebuild started.
-	Events, Total int64
-	// Position is the last event read.
-	Position int64
-	Elapsed  time.Duration
+	// Events counts the events read so far.
+	Events int64
+	// Position is the last event read; End is the last position of the log
+	// when the rebuild started (known at once, where counting the events
+	// would take a scan of its own).
+	Position, End int64
+	Elapsed       time.Duration
 	// Rate is events per second since the start.
 	Rate float64
 	// Phase is "reading", "writing", "catching up" or "swapped".
 	Phase string
 }
 
-// Percent is Events of Total, capped at 100 (events appended during the
-// rebuild count too).
+// Percent is Position of End, capped at 100 (events appended during the
+// rebuild go beyond End).
 func (p RebuildProgress) Percent() float64 {
-	if p.Total <= 0 {
+	if p.End <= 0 {
 		return 100
 	}
-	return min(100, 100*float64(p.Events)/float64(p.Total))
+	return min(100, 100*float64(p.Position)/float64(p.End))
 }
 
 // Swapped reports whether the fresh tables serve.
@@ -161,7 +162,7 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		}
 	}
 	prog := RebuildProgress{Views: views, Generation: gen, Phase: "reading"}
-	if prog.Total, err = countEvents(ctx, reader); err != nil {
+	if prog.End, err = lastPosition(ctx, reader); err != nil {
 		return prog, err
 	}
 	start := opts.Now()
@@ -460,16 +461,16 @@ func baseName(view string) string {
 	return LocationsName
 }
 
-func countEvents(ctx context.Context, r Reader) (int64, error) {
-	rows, err := r.Query(ctx, `SELECT count(*) FROM events`)
+func lastPosition(ctx context.Context, r Reader) (int64, error) {
+	rows, err := r.Query(ctx, `SELECT coalesce(max(position), 0) FROM events`)
 	if err != nil {
-		return 0, fmt.Errorf("projections: count events: %w", err)
+		return 0, fmt.Errorf("projections: last position of the log: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
 	var n int64
 	if rows.Next() {
 		if err := rows.Scan(&n); err != nil {
-			return 0, fmt.Errorf("projections: count events: %w", err)
+			return 0, fmt.Errorf("projections: last position of the log: %w", err)
 		}
 	}
 	return n, rows.Err()
@@ -513,7 +514,11 @@ type parallelExecer interface {
 const indexWorkers = 3
 
 func (r pgReader) exec(ctx context.Context, stmt string) error {
-	_, err := r.pool.Exec(ctx, stmt)
+	// The rebuild runs indexWorkers builds at once already; parallel
+	// workers of the biggest one only compete with the others (measured:
+	// the indexes after the last rows took 1.1-1.3 s without them and
+	// 1.6-2.3 s with them, on 2 cores).
+	_, err := r.pool.Exec(ctx, "SET max_parallel_maintenance_workers = 0; "+stmt)
 	return err
 }
 
@@ -665,15 +670,17 @@ func startWriter(ctx context.Context, store eventstore.Store, reader Reader, ind
 			}
 			stmts := w.indexes[b.table]
 			delete(w.indexes, b.table)
-			if ix != nil {
+			switch {
+			case ix != nil:
 				ix.add(ctx, stmts)
-			} else if len(stmts) > 0 {
+			case len(stmts) == 0:
+			default:
 				err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 					return execAll(ctx, tx, stmts)
 				})
-				if err != nil {
-					err = fmt.Errorf("create indexes: %w", err)
-				}
+			}
+			if err != nil {
+				err = fmt.Errorf("create indexes: %w", err)
 			}
 		}
 		if ix != nil {

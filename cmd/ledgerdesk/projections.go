@@ -122,8 +122,8 @@ func runViewBench(ctx context.Context, args []string, getenv func(string) string
 // printProgress writes one progress line: in place on a terminal, else one
 // line per report.
 func printProgress(w io.Writer, p projections.RebuildProgress, live bool) {
-	line := fmt.Sprintf("%-12s %5.1f%%  %d/%d events  %.0f events/s  position %d  %s", p.Phase, p.Percent(), p.Events,
-		p.Total, p.Rate, p.Position, p.Elapsed.Round(100*time.Millisecond))
+	line := fmt.Sprintf("%-12s %5.1f%%  %d events  %.0f events/s  position %d of %d  %s", p.Phase, p.Percent(), p.Events,
+		p.Rate, p.Position, p.End, p.Elapsed.Round(100*time.Millisecond))
 	if p.Swapped() {
 		line += "  (fresh tables swapped in)"
 	}
