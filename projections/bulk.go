@@ -186,20 +186,20 @@ type bulkTickets struct {
 	table    string // tickets + suffix
 	articles string // ticket_articles + suffix
 	pending  articleRows
-	mails    map[string]mailBody
+	mails    map[string]*mailBody
 	ring     []string // FIFO of mails' keys for eviction
 	ringAt   int
 }
 
 func newBulkTickets(store eventstore.Store, logger *slog.Logger, suffix string) *bulkTickets {
 	return &bulkTickets{store: store, logger: logger, tickets: map[string]*Ticket{}, table: "tickets" + suffix, articles: "ticket_articles" + suffix,
-		mails: map[string]mailBody{}, ring: make([]string, mailCacheSize), pending: make(articleRows, 0, articleChunk)}
+		mails: make(map[string]*mailBody, mailCacheSize), ring: make([]string, mailCacheSize), pending: make(articleRows, 0, articleChunk)}
 }
 
 func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 	ev, e, err := d.ev, d.e, d.err
 	if d.mail != nil {
-		b.remember(*d.mail)
+		b.remember(d.mail)
 		return nil
 	}
 	id, ok := streamID(ev.Stream, domain.TicketStream(""))
@@ -280,7 +280,7 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 	return nil
 }
 
-func (b *bulkTickets) remember(m mailBody) {
+func (b *bulkTickets) remember(m *mailBody) {
 	if old := b.ring[b.ringAt]; old != "" {
 		delete(b.mails, old)
 	}
@@ -291,7 +291,7 @@ func (b *bulkTickets) remember(m mailBody) {
 
 func (b *bulkTickets) fill(ctx context.Context, a *article, mailID string) error {
 	if m, ok := b.mails[mailID]; ok {
-		a.fill(m)
+		a.fill(*m)
 		return nil
 	}
 	evs, err := b.store.ReadStream(ctx, ticketing.MailStream(mailID), 1, 1)

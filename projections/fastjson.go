@@ -548,8 +548,12 @@ func (d *jsonDecoder) str() (string, bool) {
 		case c < 0x20:
 			return "", false
 		case c < utf8.RuneSelf:
-			b = append(b, c)
-			d.pos++
+			// a run of plain bytes at once (HTML bodies come with every
+			// '<' and '>' escaped, so most strings with escapes are long)
+			start := d.pos
+			for d.pos++; d.pos < len(d.data) && plainByte[d.data[d.pos]]; d.pos++ {
+			}
+			b = append(b, d.data[start:d.pos]...)
 		default:
 			r, n := utf8.DecodeRune(d.data[d.pos:])
 			if r == utf8.RuneError && n == 1 {
