@@ -329,6 +329,7 @@ func (s *Server) Stop() {
 		_ = cmd.Process.Kill()
 		<-exited
 	}
+	waitGroupGone(cmd.Process.Pid, 2*time.Second)
 }
 
 // TLSConfig returns a client config that trusts the server's certificate

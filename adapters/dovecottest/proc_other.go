@@ -2,8 +2,13 @@
 
 package dovecottest
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 func procAttr() *syscall.SysProcAttr { return nil }
 
 func killGroup(int) {}
+
+func waitGroupGone(int, time.Duration) {}
