@@ -233,10 +233,11 @@ func openPostgres(ctx context.Context, base string, logger *slog.Logger) (*targe
 			// and the generation's WAL flushed, so that its checkpoint
 			// does not write in the background of the measurements (a role
 			// without the right to checkpoint measures without)
+			done := "vacuumed and analyzed the log, as autovacuum would have, and checkpointed"
 			if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
-				return "vacuumed and analyzed the log, as autovacuum would have; could not checkpoint: " + err.Error(), nil
+				done = "vacuumed and analyzed the log, as autovacuum would have; could not checkpoint (" + err.Error() + ")"
 			}
-			return "vacuumed and analyzed the log, as autovacuum would have, and checkpointed", nil
+			return done, nil
 		},
 		close: func() { _ = s.Close(); pool.Close(); drop() },
 	}, nil
