@@ -493,7 +493,7 @@ func (r sqlReader) insertRows(ctx context.Context, b rowBatch) error {
 			if stmt != nil {
 				_ = stmt.Close()
 			}
-			if stmt, err = tx.PrepareContext(ctx, insertSQL(b.table, b.columns, n, "?")); err != nil {
+			if stmt, err = tx.PrepareContext(ctx, insertSQL(b.table, b.columns, n, false)); err != nil {
 				return err
 			}
 		}
@@ -522,7 +522,7 @@ func insertRowsSQL(ctx context.Context, store eventstore.Store, b rowBatch) erro
 			args = append(args, b.rows.values(i)...)
 		}
 		err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, n, "$"), args...)
+			_, err := tx.Exec(ctx, insertSQL(b.table, b.columns, n, true), args...)
 			return err
 		})
 		if err != nil {
@@ -532,11 +532,11 @@ func insertRowsSQL(ctx context.Context, store eventstore.Store, b rowBatch) erro
 	return nil
 }
 
-// insertSQL is a multi-row INSERT with placeholders "$1", "$2"... when mark
-// is "$", and "?" each otherwise. SQLite takes both, but counts "$N" as named
-// parameters, and the driver looks each name up in a list as long as the
-// statement's parameters: binding many rows that way costs time squared.
-func insertSQL(table string, cols []string, rows int, mark string) string {
+// insertSQL is a multi-row INSERT with placeholders "$1", "$2"... when
+// numbered, and "?" each otherwise. SQLite takes both, but counts "$N" as
+// named parameters, and the driver looks each name up in a list as long as
+// the statement's parameters: binding many rows that way costs time squared.
+func insertSQL(table string, cols []string, rows int, numbered bool) string {
 	var sb strings.Builder
 	sb.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
 	n := 1
@@ -549,7 +549,7 @@ func insertSQL(table string, cols []string, rows int, mark string) string {
 			if c > 0 {
 				sb.WriteString(", ")
 			}
-			if mark == "$" {
+			if numbered {
 				sb.WriteString("$" + strconv.Itoa(n))
 			} else {
 				sb.WriteString("?")
