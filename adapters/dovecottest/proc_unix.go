@@ -42,6 +42,7 @@ func groupAlive(pgid int) bool {
 	if err != nil {
 		return false
 	}
+	group := strconv.Itoa(pgid)
 	for _, e := range entries {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
@@ -56,7 +57,7 @@ func groupAlive(pgid int) bool {
 			continue
 		}
 		f := strings.Fields(string(stat[i+1:]))
-		if len(f) >= 3 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+		if len(f) >= 3 && f[0] != "Z" && f[2] == group {
 			return true
 		}
 	}
