@@ -34,7 +34,7 @@ func pgSchema(t *testing.T, pool *pgxpool.Pool) []string {
 	suffix := regexp.MustCompile(`_g[0-9]+`)
 	var out []string
 	for _, q := range []string{
-		`SELECT table_name || ' ' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+		`SELECT table_name || ' ' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '') || ' ' || coalesce(collation_name, '')
 			FROM information_schema.columns WHERE table_name IN ('tickets', 'ticket_articles', 'users', 'locations') ORDER BY 1`,
 		`SELECT conrelid::regclass || ' ' || conname || ' ' || contype::text || ' ' || pg_get_constraintdef(oid)
 			FROM pg_constraint WHERE conrelid IN ('tickets'::regclass, 'ticket_articles'::regclass, 'users'::regclass, 'locations'::regclass) ORDER BY 1`,

@@ -25,13 +25,13 @@ func ViewNames() []string { return []string{"tickets", "users", "locations"} }
 // tableDDL returns the CREATE statements of the projection's tables for a
 // dialect, each table named base+suffix and each index prefixed with it, so
 // that a rebuild can create a fresh set beside the serving one. The serving
-// set (suffix "") is created by migrations/*/0005_tickets.sql; a test keeps
-// the two identical.
+// set (suffix "") is created by migrations/*/0005_tickets.sql, with the
+// collations of 0009_id_collation.sql; tests keep the two identical.
 func tableDDL(dialect, view, suffix string) (string, error) {
-	var ts, big, bool_ string
+	var ts, big, bool_, c string
 	switch dialect {
 	case DialectPostgres:
-		ts, big, bool_ = "TIMESTAMPTZ", "BIGINT", "BOOLEAN"
+		ts, big, bool_, c = "TIMESTAMPTZ", "BIGINT", "BOOLEAN", ` COLLATE "C"`
 	case DialectSQLite:
 		// TIMESTAMP columns hold UTC text (Go's time.Time.String form),
 		// which the driver reads back as time and which sorts in time order.
@@ -50,17 +50,19 @@ func tableDDL(dialect, view, suffix string) (string, error) {
 	default:
 		return "", fmt.Errorf("projections: unknown view %q (one of %s)", view, strings.Join(ViewNames(), ", "))
 	}
-	return strings.NewReplacer("{s}", suffix, "{ts}", ts, "{big}", big, "{bool}", bool_).Replace(tmpl), nil
+	return strings.NewReplacer("{s}", suffix, "{ts}", ts, "{big}", big, "{bool}", bool_, "{c}", c).Replace(tmpl), nil
 }
 
 // The DDL templates: {s} is the table suffix, {ts}, {big} and {bool} the
-// dialect's types.
+// dialect's types, {c} the byte-order collation of identifiers and
+// addresses (see migrations/postgres/0009_id_collation.sql; SQLite's BINARY
+// is that already).
 const ticketsDDL = `CREATE TABLE tickets{s} (
-    id                TEXT   PRIMARY KEY,
+    id                TEXT{c}   PRIMARY KEY,
     number            {big}  NOT NULL,
     subject           TEXT   NOT NULL DEFAULT '',
     status            TEXT   NOT NULL DEFAULT '',
-    requester_email   TEXT   NOT NULL DEFAULT '',
+    requester_email   TEXT{c}   NOT NULL DEFAULT '',
     requester_name    TEXT   NOT NULL DEFAULT '',
     requester_user_id TEXT   NOT NULL DEFAULT '',
     location_id       TEXT   NOT NULL DEFAULT '',
@@ -84,7 +86,7 @@ CREATE INDEX tickets{s}_created ON tickets{s} (created_at, number);
 CREATE INDEX tickets{s}_updated ON tickets{s} (updated_at, number);
 
 CREATE TABLE ticket_articles{s} (
-    ticket_id  TEXT   NOT NULL,
+    ticket_id  TEXT{c}   NOT NULL,
     seq        {big}  NOT NULL,
     kind       TEXT   NOT NULL,
     mail_id    TEXT   NOT NULL DEFAULT '',
@@ -102,7 +104,7 @@ CREATE TABLE ticket_articles{s} (
 `
 
 const usersDDL = `CREATE TABLE users{s} (
-    id           TEXT   PRIMARY KEY,
+    id           TEXT{c}   PRIMARY KEY,
     user_name    TEXT   NOT NULL DEFAULT '',
     email        TEXT   NOT NULL DEFAULT '',
     name         TEXT   NOT NULL DEFAULT '',
@@ -117,7 +119,7 @@ CREATE INDEX users{s}_email ON users{s} (email);
 `
 
 const locationsDDL = `CREATE TABLE locations{s} (
-    id         TEXT   PRIMARY KEY,
+    id         TEXT{c}   PRIMARY KEY,
     name       TEXT   NOT NULL DEFAULT '',
     domain     TEXT   NOT NULL DEFAULT '',
     created_at {ts}   NOT NULL,

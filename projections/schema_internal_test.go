@@ -32,6 +32,11 @@ func TestTableDDL_MatchesMigration(t *testing.T) {
 					t.Fatalf("tableDDL(%s, %s) error = %v", dialect, v, err)
 				}
 			}
+			if dialect == DialectPostgres {
+				// 0009_id_collation.sql gives these columns collation "C"
+				// later; TestRebuild_KeepsTheSchema compares the result.
+				want = strings.ReplaceAll(want, ` COLLATE "C"`, "")
+			}
 			if !strings.Contains(script, want) {
 				t.Errorf("%s 0005_tickets.sql does not hold the DDL of %s:\n%s", dialect, v, want)
 			}
@@ -52,7 +57,7 @@ func TestDeferPrimaryKeys(t *testing.T) {
 			t.Errorf("deferPrimaryKeys() left:\n%s", s)
 		}
 	}
-	if !strings.Contains(got[0], "id                TEXT   NOT NULL,") {
+	if !strings.Contains(got[0], `id                TEXT COLLATE "C"   NOT NULL,`) {
 		t.Errorf("deferPrimaryKeys() tickets:\n%s", got[0])
 	}
 	wantIdx := []string{"CREATE UNIQUE INDEX tickets_g2_pkey ON tickets_g2 (id)",
