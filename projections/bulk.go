@@ -291,6 +291,10 @@ func (b *bulkTickets) remember(m *mailBody) {
 
 func (b *bulkTickets) fill(ctx context.Context, a *article, mailID string) error {
 	if m, ok := b.mails[mailID]; ok {
+		// A mail becomes one article; letting go of it at once frees the
+		// page of the log its body shares (see keep) long before the ring
+		// would. Should a second event want it, it is read again.
+		delete(b.mails, mailID)
 		a.fill(*m)
 		return nil
 	}
