@@ -436,6 +436,10 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 					Reason: "ticket closed", QueuedAt: at.Add(6 * time.Minute)},
 				domain.DeliveryFailureRecorded{TicketID: id, BouncedMessageID: "o1@ledgerdesk.invalid", Reason: "550", At: at.Add(7 * time.Minute),
 					CausedBy: bounce},
+				// one bounce reporting a second failure: the rebuild has let
+				// go of the mail after its first article and reads it again
+				domain.DeliveryFailureRecorded{TicketID: id, BouncedMessageID: "o2@x", Reason: "550", At: at.Add(7 * time.Minute),
+					CausedBy: bounce},
 				domain.NotificationQueued{OutgoingMail: domain.OutgoingMail{OutgoingMailID: "o4", MessageID: "o4@x"}, TicketID: id,
 					Kind: domain.AutoMailCustomerAnswered, QueuedAt: at.Add(8 * time.Minute)},
 				domain.TicketClosed{TicketID: id, From: domain.StatusConfirmedUnread, ClosedAt: at.Add(9 * time.Minute), Actor: "token:a"},
@@ -448,8 +452,11 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Ticket() error = %v", err)
 			}
-			if wantTicket.Version != 16 || wantTicket.ArticleCount != 7 || wantTicket.Status != "waiting" || wantTicket.ClosedAt != nil {
-				t.Errorf("ticket from the handlers = %+v, want version 16, 7 articles, waiting and open", wantTicket)
+			if wantTicket.Version != 17 || wantTicket.ArticleCount != 8 || wantTicket.Status != "waiting" || wantTicket.ClosedAt != nil {
+				t.Errorf("ticket from the handlers = %+v, want version 17, 8 articles, waiting and open", wantTicket)
+			}
+			if n := len(wantArts); n != 8 || wantArts[6].TextBody != "550 no such user" || wantArts[7].TextBody != "550 no such user" {
+				t.Errorf("articles from the handlers = %d, want 8, the 7th and 8th with the bounce's body: %+v", n, wantArts)
 			}
 			if _, err := projections.Rebuild(context.Background(), store, reader, []string{"tickets"},
 				projections.RebuildOptions{Dialect: dialectOf(b)}); err != nil {
