@@ -284,9 +284,12 @@ func (b *bulkTickets) remember(m *mailBody) {
 	if old := b.ring[b.ringAt]; old != "" {
 		delete(b.mails, old)
 	}
-	b.ring[b.ringAt] = m.mailID
+	// The ring outlives the mail by 50,000 mails: a key that shared the
+	// payload's page of the log (see keep) would keep every such page.
+	id := strings.Clone(m.mailID)
+	b.ring[b.ringAt] = id
 	b.ringAt = (b.ringAt + 1) % len(b.ring)
-	b.mails[m.mailID] = m
+	b.mails[id] = m
 }
 
 func (b *bulkTickets) fill(ctx context.Context, a *article, mailID string) error {
