@@ -458,9 +458,29 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 			if n := len(wantArts); n != 8 || wantArts[6].TextBody != "550 no such user" || wantArts[7].TextBody != "550 no such user" {
 				t.Errorf("articles from the handlers = %d, want 8, the 7th and 8th with the bounce's body: %+v", n, wantArts)
 			}
+			rawTimes := func() string {
+				// as stored: SQLite keeps the text it was given
+				rows, err := reader.Query(context.Background(), `SELECT CAST(created_at AS TEXT) || '|' || CAST(updated_at AS TEXT)
+					FROM tickets WHERE id = $1`, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = rows.Close() }()
+				var s string
+				for rows.Next() {
+					if err := rows.Scan(&s); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return s
+			}
+			wantRaw := rawTimes()
 			if _, err := projections.Rebuild(context.Background(), store, reader, []string{"tickets"},
 				projections.RebuildOptions{Dialect: dialectOf(b)}); err != nil {
 				t.Fatalf("Rebuild() error = %v", err)
+			}
+			if got := rawTimes(); got != wantRaw || got == "" {
+				t.Errorf("times as stored by the rebuild = %q, by the handlers %q", got, wantRaw)
 			}
 			gotTicket, gotArts, err := p.Ticket(context.Background(), id)
 			if err != nil {
