@@ -40,29 +40,28 @@ func TestLogScanner_ReadsWhatReadAllReads(t *testing.T) {
 			}
 		}
 		var want []eventstore.RecordedEvent
-		for after := int64(0); ; {
-			page, err := store.ReadAll(ctx, after, 4)
-			if err != nil {
-				t.Fatalf("ReadAll() error = %v", err)
-			}
-			if len(page) == 0 {
-				break
-			}
-			for _, e := range page {
-				e.ID, e.Metadata = "", eventstore.Metadata{}
-				want = append(want, e)
-			}
-			after = page[len(page)-1].Position
+		for _, e := range readAll(t, store) {
+			e.ID, e.Metadata = "", eventstore.Metadata{}
+			want = append(want, e)
 		}
+		// ScanLog holds back what ReadAll would (see readAll): scan until
+		// it has every event, or for 10 s
 		var got []eventstore.RecordedEvent
 		batches := 0
-		err := store.(projections.LogScanner).ScanLog(ctx, 5, func(evs []eventstore.RecordedEvent) error {
-			batches++
-			got = append(got, evs...)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("ScanLog() error = %v", err)
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			got, batches = nil, 0
+			err := store.(projections.LogScanner).ScanLog(ctx, 5, func(evs []eventstore.RecordedEvent) error {
+				batches++
+				got = append(got, evs...)
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("ScanLog() error = %v", err)
+			}
+			if len(got) >= len(want) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("ScanLog() events (-ReadAll +ScanLog):\n%s", diff)
@@ -73,7 +72,7 @@ func TestLogScanner_ReadsWhatReadAllReads(t *testing.T) {
 
 		stop := errors.New("stop")
 		calls := 0
-		err = store.(projections.LogScanner).ScanLog(ctx, 5, func([]eventstore.RecordedEvent) error {
+		err := store.(projections.LogScanner).ScanLog(ctx, 5, func([]eventstore.RecordedEvent) error {
 			calls++
 			return stop
 		})
