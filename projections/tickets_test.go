@@ -13,6 +13,7 @@ import (
 
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/storetest"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
@@ -66,44 +67,11 @@ func seedTicket(tb testing.TB, s eventstore.Store, n int64) string {
 	return id
 }
 
-// readAll reads the whole log. ReadAll may hold back committed events for a
-// moment while older transactions end (on PostgreSQL, of any database of
-// the server: the tests of other packages running beside): it reads again
-// until it has every committed event.
+// readAll reads the whole log, every committed event (see
+// storetest.ReadAllPaged).
 func readAll(tb testing.TB, s eventstore.Store) []eventstore.RecordedEvent {
 	tb.Helper()
-	committed := countEvents(tb, s)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var out []eventstore.RecordedEvent
-		var after int64
-		for {
-			page, err := s.ReadAll(context.Background(), after, 500)
-			if err != nil {
-				tb.Fatalf("ReadAll() error = %v", err)
-			}
-			out = append(out, page...)
-			if len(page) < 500 {
-				break
-			}
-			after = page[len(page)-1].Position
-		}
-		if len(out) >= committed || time.Now().After(deadline) {
-			return out
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func countEvents(tb testing.TB, s eventstore.Store) int {
-	tb.Helper()
-	var n int
-	if err := s.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
-		return tx.QueryRow(ctx, `SELECT COUNT(*) FROM events`).Scan(&n)
-	}); err != nil {
-		tb.Fatalf("count the events: %v", err)
-	}
-	return n
+	return storetest.ReadAllPaged(tb, s, 500)
 }
 
 func apply(s eventstore.Store, h eventstore.Handler, evs ...eventstore.RecordedEvent) error {

@@ -109,13 +109,13 @@ func mustStreamVersion(tb testing.TB, s eventstore.Store, stream string) int64 {
 	return v
 }
 
-// mustReadAllPaged reads the whole log in pages of size limit, once
+// ReadAllPaged reads the whole log in pages of size limit, once
 // ReadAll shows every committed event. ReadAll may hold back committed
 // events for a moment while a transaction it cannot tell apart from its
 // own database's is still open (on PostgreSQL, one of another database
 // that is just ending, which parallel tests cause): the read is repeated
 // until it returns as many events as the table holds, for at most 10 s.
-func mustReadAllPaged(tb testing.TB, s eventstore.Store, limit int) []eventstore.RecordedEvent {
+func ReadAllPaged(tb testing.TB, s eventstore.Store, limit int) []eventstore.RecordedEvent {
 	tb.Helper()
 	var committed int
 	if err := s.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
@@ -410,7 +410,7 @@ func testMultiStreamAtomic(t *testing.T, s eventstore.Store) {
 			t.Errorf("StreamVersion(%q) after a failed multi-stream append = %d, want %d", stream, got, want)
 		}
 	}
-	if n := len(mustReadAllPaged(t, s, 100)); n != 1 {
+	if n := len(ReadAllPaged(t, s, 100)); n != 1 {
 		t.Errorf("ReadAll() after a failed multi-stream append holds %d events, want 1", n)
 	}
 
@@ -459,7 +459,7 @@ func testInvalidRequests(t *testing.T, s eventstore.Store) {
 			}
 		})
 	}
-	if evs := mustReadAllPaged(t, s, 100); len(evs) != 0 {
+	if evs := ReadAllPaged(t, s, 100); len(evs) != 0 {
 		t.Errorf("ReadAll() after rejected appends = %d events, want none (the valid request must roll back too)", len(evs))
 	}
 }
@@ -544,12 +544,12 @@ func testReadAllPaging(t *testing.T, s eventstore.Store) {
 	}
 	for _, limit := range []int{1, 3, 10, 1000} {
 		t.Run(fmt.Sprintf("pages of %d", limit), func(t *testing.T) {
-			if diff := cmp.Diff(want, ids(mustReadAllPaged(t, s, limit))); diff != "" {
+			if diff := cmp.Diff(want, ids(ReadAllPaged(t, s, limit))); diff != "" {
 				t.Errorf("ReadAll() ids (-want +got):\n%s", diff)
 			}
 		})
 	}
-	all := mustReadAllPaged(t, s, 1000)
+	all := ReadAllPaged(t, s, 1000)
 	first, err := s.ReadAll(context.Background(), 0, 5)
 	if err != nil {
 		t.Fatalf("ReadAll(0, 5) error = %v", err)
@@ -614,7 +614,7 @@ func testRoundTrip(t *testing.T, s eventstore.Store) {
 	if res.LastPosition != got[2].Position {
 		t.Errorf("Append() LastPosition = %d, want %d", res.LastPosition, got[2].Position)
 	}
-	all := mustReadAllPaged(t, s, 10)
+	all := ReadAllPaged(t, s, 10)
 	if diff := cmp.Diff(got, all); diff != "" {
 		t.Errorf("ReadAll() and ReadStream() disagree (-ReadStream +ReadAll):\n%s", diff)
 	}
@@ -815,7 +815,7 @@ func testUpdateOutbox(t *testing.T, s eventstore.Store) {
 		}
 	})
 
-	if n := len(mustReadAllPaged(t, s, 100)); n != 2 {
+	if n := len(ReadAllPaged(t, s, 100)); n != 2 {
 		t.Errorf("ReadAll() = %d events, want only the 2 committed ones", n)
 	}
 }
@@ -869,7 +869,7 @@ func testConcurrentAppendersAndSubscribers(t *testing.T, s eventstore.Store) {
 	runA.mustStop(t)
 	runB.mustStop(t)
 
-	all := mustReadAllPaged(t, s, 250)
+	all := ReadAllPaged(t, s, 250)
 	if len(all) != total {
 		t.Fatalf("ReadAll() = %d events, want %d", len(all), total)
 	}
@@ -1312,7 +1312,7 @@ func testProcessManager(t *testing.T, s eventstore.Store) {
 			t.Errorf("shipment-%d causation id = %q, want %q", i, got[0].Metadata.CausationID, want)
 		}
 	}
-	all := mustReadAllPaged(t, s, 100)
+	all := ReadAllPaged(t, s, 100)
 	if len(all) != 2*orders {
 		t.Errorf("ReadAll() = %d events, want %d orders and %d shipments", len(all), orders, orders)
 	}
