@@ -50,8 +50,8 @@ func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.Rec
 		types := map[string]string{} // event types, allocated once each
 		evs := make([]eventstore.RecordedEvent, 0, batch)
 		vals := make([]driver.Value, len(rows.Columns()))
-		if len(vals) != 7 {
-			return fmt.Errorf("%d columns, want 7", len(vals))
+		if len(vals) != scanLogColumns {
+			return fmt.Errorf("%d columns, want %d", len(vals), scanLogColumns)
 		}
 		for {
 			if err := rows.Next(vals); err != nil {
@@ -93,21 +93,18 @@ func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.Rec
 const sqlScanLog = `SELECT position, stream, stream_version, type, schema_version, CAST(payload AS BLOB), recorded_at
 	FROM events ORDER BY position`
 
+// scanLogColumns is how many columns sqlScanLog selects.
+const scanLogColumns = 7
+
 // scanLogRow decodes the driver's values of a sqlScanLog row into e.
 func scanLogRow(vals []driver.Value, types map[string]string, e *eventstore.RecordedEvent) error {
-	var ok [6]bool
-	e.Position, ok[0] = vals[0].(int64)
-	e.Stream, ok[1] = vals[1].(string)
-	e.StreamVersion, ok[2] = vals[2].(int64)
-	evType, ok3 := vals[3].(string)
-	schema, ok4 := vals[4].(int64)
-	recordedAt, ok5 := vals[6].(string)
-	ok[3], ok[4], ok[5] = ok3, ok4, ok5
-	for i, good := range ok {
-		if !good {
-			col := [...]int{0, 1, 2, 3, 4, 6}[i]
-			return fmt.Errorf("event after position %d: column %d is %T", e.Position, col+1, vals[col])
-		}
+	var (
+		evType, recordedAt string
+		schema             int64
+	)
+	if err := errors.Join(column(vals, 0, &e.Position), column(vals, 1, &e.Stream), column(vals, 2, &e.StreamVersion),
+		column(vals, 3, &evType), column(vals, 4, &schema), column(vals, 6, &recordedAt)); err != nil {
+		return fmt.Errorf("event after position %d: %w", e.Position, err)
 	}
 	t, known := types[evType]
 	if !known {
@@ -126,6 +123,16 @@ func scanLogRow(vals []driver.Value, types map[string]string, e *eventstore.Reco
 	if e.RecordedAt, err = parseRecordedAt(recordedAt); err != nil {
 		return fmt.Errorf("decode recorded_at of event %d: %w", e.Position, err)
 	}
+	return nil
+}
+
+// column sets *dst to value i, which must be a T.
+func column[T any](vals []driver.Value, i int, dst *T) error {
+	v, ok := vals[i].(T)
+	if !ok {
+		return fmt.Errorf("column %d is %T", i+1, vals[i])
+	}
+	*dst = v
 	return nil
 }
 
