@@ -7,11 +7,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unique"
 
@@ -19,7 +17,6 @@ import (
 
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
-	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // A rebuild folds the log in memory and writes the fresh tables in bulk;
@@ -50,35 +47,6 @@ type anyRows [][]any
 
 func (r anyRows) len() int           { return len(r) }
 func (r anyRows) values(i int) []any { return r[i] }
-
-// articleRow is one row of ticket_articles.
-type articleRow struct {
-	ticketID string
-	seq      int64
-	a        article
-}
-
-type articleRows []articleRow
-
-func (r articleRows) len() int { return len(r) }
-
-func (r articleRows) values(i int) []any {
-	x := &r[i]
-	a := &x.a
-	return []any{x.ticketID, x.seq, a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html, a.blobRef, a.actor, a.at.UTC()}
-}
-
-func (r articleRows) appendBinary(b []byte, i int) []byte {
-	x := &r[i]
-	a := &x.a
-	b = binary.BigEndian.AppendUint16(b, uint16(len(articleCols)))
-	b = appendText(b, x.ticketID)
-	b = appendInt8(b, x.seq)
-	for _, s := range [...]string{a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html, a.blobRef, a.actor} {
-		b = appendText(b, s)
-	}
-	return appendTimestamptz(b, a.at)
-}
 
 type ticketRows []*Ticket
 
@@ -117,34 +85,34 @@ func (r ticketRows) appendBinary(b []byte, i int) []byte {
 
 // decoded is an event with its payload decoded ahead of the folds, in
 // parallel: e for ticket, user and location streams (nil when it does not
-// decode: err says why), mail for the MailReceived that opens a mail stream.
+// decode: err says why).
 type decoded struct {
-	ev   *eventstore.RecordedEvent // in its page
-	e    domain.Event
-	err  error
-	mail *mailBody
+	ev  *eventstore.RecordedEvent // in its page
+	e   domain.Event
+	err error
 }
 
 // decode decodes what the folds will need of ev.
-func decode(ev *eventstore.RecordedEvent, mails bool) decoded {
+func decode(ev *eventstore.RecordedEvent) decoded {
 	d := decoded{ev: ev}
-	switch {
-	case strings.HasPrefix(ev.Stream, domain.TicketStream("")), strings.HasPrefix(ev.Stream, domain.UserStream("")),
-		strings.HasPrefix(ev.Stream, domain.LocationStream("")):
+	if foldedStream(ev.Stream) {
 		d.e, d.err = unmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
-	case mails && ev.Type == domain.MailReceivedName && ev.StreamVersion == 1 && strings.HasPrefix(ev.Stream, ticketing.MailStream("")):
-		var m mailFields
-		if mailPlan().decode(ev.Payload, reflect.ValueOf(&m).Elem()) {
-			b := m.body()
-			d.mail = &b
-		} else if b, ok := mailBodyOf([]eventstore.RecordedEvent{*ev}); ok {
-			d.mail = &b
-		}
 	}
 	return d
 }
 
-var mailPlan = sync.OnceValue(func() *jsonPlan { return newJSONPlan(reflect.TypeFor[mailFields]()) })
+// foldedPrefixes are the streams the folds read; the payloads of all
+// others are left in the log (see LogScanner).
+var foldedPrefixes = []string{domain.TicketStream(""), domain.UserStream(""), domain.LocationStream("")}
+
+func foldedStream(stream string) bool {
+	for _, p := range foldedPrefixes {
+		if strings.HasPrefix(stream, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // keep returns s for a row that the fold holds until the end of the log,
 // interned: decoded strings share their payload's memory (see
@@ -155,8 +123,7 @@ func keep(s string) string { return unique.Make(s).Value() }
 
 // bulkFold is one view's in-memory rebuild.
 type bulkFold interface {
-	// apply folds one event; it may read the store (a mail body it has not
-	// seen pass by).
+	// apply folds one event.
 	apply(ctx context.Context, d decoded) error
 	// ready hands over rows that will not change any more (written while
 	// the fold goes on).
@@ -167,43 +134,23 @@ type bulkFold interface {
 }
 
 var (
-	ticketCols  = []string{"id", "number", "subject", "status", "requester_email", "requester_name", "requester_user_id", "location_id", "resource", "category", "priority", "account_id", "article_count", "created_at", "updated_at", "closed_at", "version"}
-	articleCols = []string{"ticket_id", "seq", "kind", "mail_id", "message_id", "from_addr", "to_addr", "subject", "text_body", "html_body", "blob_ref", "actor", "created_at"}
-	userCols    = []string{"id", "user_name", "email", "name", "location_id", "auto_created", "created_at", "updated_at", "version"}
-	locCols     = []string{"id", "name", "domain", "created_at", "version"}
+	ticketCols = []string{"id", "number", "subject", "status", "requester_email", "requester_name", "requester_user_id", "location_id", "resource", "category", "priority", "account_id", "article_count", "created_at", "updated_at", "closed_at", "version"}
+	userCols   = []string{"id", "user_name", "email", "name", "location_id", "auto_created", "created_at", "updated_at", "version"}
+	locCols    = []string{"id", "name", "domain", "created_at", "version"}
 )
 
-// mailCacheSize bounds the mail bodies a tickets rebuild keeps while it
-// waits for the ticket event that uses them (usually the next few events);
-// a body evicted before use is read from its stream instead.
-const mailCacheSize = 50_000
-
-// articleChunk is how many articles a rebuild hands over at a time.
-const articleChunk = 20_000
-
 type bulkTickets struct {
-	store    eventstore.Store
-	logger   *slog.Logger
-	tickets  map[string]*Ticket
-	table    string // tickets + suffix
-	articles string // ticket_articles + suffix
-	pending  articleRows
-	mails    map[string]*mailBody
-	ring     []string // FIFO of mails' keys for eviction
-	ringAt   int
+	logger  *slog.Logger
+	tickets map[string]*Ticket
+	table   string // tickets + suffix
 }
 
-func newBulkTickets(store eventstore.Store, logger *slog.Logger, suffix string) *bulkTickets {
-	return &bulkTickets{store: store, logger: logger, tickets: map[string]*Ticket{}, table: "tickets" + suffix, articles: "ticket_articles" + suffix,
-		mails: make(map[string]*mailBody, mailCacheSize), ring: make([]string, mailCacheSize), pending: make(articleRows, 0, articleChunk)}
+func newBulkTickets(logger *slog.Logger, suffix string) *bulkTickets {
+	return &bulkTickets{logger: logger, tickets: map[string]*Ticket{}, table: "tickets" + suffix}
 }
 
-func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
+func (b *bulkTickets) apply(_ context.Context, d decoded) error {
 	ev, e, err := d.ev, d.e, d.err
-	if d.mail != nil {
-		b.remember(d.mail)
-		return nil
-	}
 	id, ok := streamID(ev.Stream, domain.TicketStream(""))
 	if !ok {
 		return nil
@@ -217,19 +164,12 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 		if b.tickets[id] != nil {
 			return nil
 		}
-		a := &article{kind: ArticleMail, mailID: c.CausedBy, messageID: c.MessageID, subject: c.Subject, at: c.CreatedAt}
-		if c.CausedBy != "" {
-			if err := b.fill(ctx, a, c.CausedBy); err != nil {
-				return err
-			}
-		}
 		created := c.CreatedAt.UTC()
 		b.tickets[id] = &Ticket{ID: id, Number: c.Number, Subject: strings.Clone(c.Subject), Status: keep(string(c.Status)),
 			RequesterEmail: strings.Clone(strings.ToLower(c.Requester.Email)), RequesterName: strings.Clone(c.Requester.Name),
 			RequesterUserID: strings.Clone(c.Requester.UserID), LocationID: keep(c.LocationID), Resource: keep(c.ResourceID),
 			Category: keep(c.Category), Priority: keep(c.Priority), AccountID: keep(c.AccountID),
 			ArticleCount: 1, CreatedAt: created, UpdatedAt: created, Version: ev.StreamVersion}
-		b.addArticle(id, ev.StreamVersion, a)
 		return nil
 	}
 	t := b.tickets[id]
@@ -245,12 +185,7 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 	}
 	var ch ticketChange
 	if e != nil {
-		ch = changeOf(e, *ev)
-	}
-	if ch.needsMailOf != "" {
-		if err := b.fill(ctx, ch.article, ch.needsMailOf); err != nil {
-			return err
-		}
+		ch = changeOf(e, *ev, false)
 	}
 	t.Version = ev.StreamVersion
 	if ch.updatedAt.Valid {
@@ -275,56 +210,13 @@ func (b *bulkTickets) apply(ctx context.Context, d decoded) error {
 	if ch.priority.Valid {
 		t.Priority = keep(ch.priority.String)
 	}
-	if ch.article != nil {
+	if ch.addsArticle {
 		t.ArticleCount++
-		b.addArticle(id, ev.StreamVersion, ch.article)
 	}
 	return nil
 }
 
-func (b *bulkTickets) remember(m *mailBody) {
-	if old := b.ring[b.ringAt]; old != "" {
-		delete(b.mails, old)
-	}
-	// The ring outlives the mail by 50,000 mails: a key that shared the
-	// payload's page of the log (see keep) would keep every such page.
-	id := strings.Clone(m.mailID)
-	b.ring[b.ringAt] = id
-	b.ringAt = (b.ringAt + 1) % len(b.ring)
-	b.mails[id] = m
-}
-
-func (b *bulkTickets) fill(ctx context.Context, a *article, mailID string) error {
-	if m, ok := b.mails[mailID]; ok {
-		// A mail becomes one article; letting go of it at once frees the
-		// page of the log its body shares (see keep) long before the ring
-		// would. Should a second event want it, it is read again.
-		delete(b.mails, mailID)
-		a.fill(*m)
-		return nil
-	}
-	evs, err := b.store.ReadStream(ctx, ticketing.MailStream(mailID), 1, 1)
-	if err != nil {
-		return fmt.Errorf("projections: read mail %s: %w", mailID, err)
-	}
-	if m, ok := mailBodyOf(evs); ok {
-		a.fill(m)
-	}
-	return nil
-}
-
-func (b *bulkTickets) addArticle(id string, seq int64, a *article) {
-	b.pending = append(b.pending, articleRow{ticketID: id, seq: seq, a: *a})
-}
-
-func (b *bulkTickets) ready() []rowBatch {
-	if len(b.pending) < articleChunk {
-		return nil
-	}
-	rows := b.pending
-	b.pending = make(articleRows, 0, articleChunk)
-	return []rowBatch{{table: b.articles, columns: articleCols, rows: rows}}
-}
+func (b *bulkTickets) ready() []rowBatch { return nil }
 
 func (b *bulkTickets) rest() []rowBatch {
 	rows := make(ticketRows, 0, len(b.tickets))
@@ -337,12 +229,8 @@ func (b *bulkTickets) rest() []rowBatch {
 	// a page of the newest tickets, the default list, sits on a few
 	// neighbouring pages of the table.
 	slices.SortFunc(rows, func(x, y *Ticket) int { return cmp.Compare(x.Number, y.Number) })
-	out := []rowBatch{
-		{table: b.articles, columns: articleCols, rows: b.pending, last: true},
-		{table: b.table, columns: ticketCols, rows: rows, last: true},
-	}
-	b.pending, b.tickets = nil, nil
-	return out
+	b.tickets = nil
+	return []rowBatch{{table: b.table, columns: ticketCols, rows: rows, last: true}}
 }
 
 type bulkUsers struct {

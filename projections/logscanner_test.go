@@ -23,7 +23,8 @@ var (
 )
 
 // TestLogScanner_ReadsWhatReadAllReads wants from ScanLog the events of
-// ReadAll, in the same order, with the fields a rebuild reads.
+// ReadAll, in the same order, with the fields a rebuild reads, and the
+// payloads of the streams it names only when it names some.
 func TestLogScanner_ReadsWhatReadAllReads(t *testing.T) {
 	t.Parallel()
 	storetest.Each(t, func(t *testing.T, store eventstore.Store) {
@@ -46,23 +47,26 @@ func TestLogScanner_ReadsWhatReadAllReads(t *testing.T) {
 		}
 		// ScanLog holds back what ReadAll would (see readAll): scan until
 		// it has every event, or for 10 s
-		var got []eventstore.RecordedEvent
-		batches := 0
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			got, batches = nil, 0
-			err := store.(projections.LogScanner).ScanLog(ctx, 5, func(evs []eventstore.RecordedEvent) error {
-				batches++
-				got = append(got, evs...)
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("ScanLog() error = %v", err)
+		scan := func(payloadStreams []string) ([]eventstore.RecordedEvent, int) {
+			var got []eventstore.RecordedEvent
+			batches := 0
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				got, batches = nil, 0
+				err := store.(projections.LogScanner).ScanLog(ctx, 5, payloadStreams, func(evs []eventstore.RecordedEvent) error {
+					batches++
+					got = append(got, evs...)
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("ScanLog() error = %v", err)
+				}
+				if len(got) >= len(want) || time.Now().After(deadline) {
+					return got, batches
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			if len(got) >= len(want) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
+		got, batches := scan(nil)
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("ScanLog() events (-ReadAll +ScanLog):\n%s", diff)
 		}
@@ -70,9 +74,23 @@ func TestLogScanner_ReadsWhatReadAllReads(t *testing.T) {
 			t.Errorf("ScanLog() gave %d events in %d batches, want 13 in 3", len(got), batches)
 		}
 
+		// every event, the payloads of the named streams only
+		prefixes := []string{"s-1", "x-", "s-2x"}
+		var wantSome []eventstore.RecordedEvent
+		for _, e := range want {
+			if e.Stream != "s-1" {
+				e.Payload = nil
+			}
+			wantSome = append(wantSome, e)
+		}
+		got, _ = scan(prefixes)
+		if diff := cmp.Diff(wantSome, got); diff != "" {
+			t.Errorf("ScanLog(%q) events (-want +got):\n%s", prefixes, diff)
+		}
+
 		stop := errors.New("stop")
 		calls := 0
-		err := store.(projections.LogScanner).ScanLog(ctx, 5, func([]eventstore.RecordedEvent) error {
+		err := store.(projections.LogScanner).ScanLog(ctx, 5, nil, func([]eventstore.RecordedEvent) error {
 			calls++
 			return stop
 		})

@@ -122,7 +122,7 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 			}
 			// the tables of interrupted rebuilds, and any of this one
 			for _, g := range append(stale[v], gen) {
-				for _, t := range viewTables[v] {
+				for _, t := range slices.Concat(viewTables[v], retiredTables[v]) {
 					if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS %s_g%d`, t, g)); err != nil {
 						return err
 					}
@@ -153,7 +153,7 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	for _, v := range views {
 		switch v {
 		case "tickets":
-			folds = append(folds, newBulkTickets(store, opts.Logger, suffix))
+			folds = append(folds, newBulkTickets(opts.Logger, suffix))
 			handlers = append(handlers, newTickets(store, reader, opts.Logger, suffix).Handle)
 		case "users":
 			folds = append(folds, &bulkUsers{logger: opts.Logger, table: "users" + suffix, users: map[string]*User{}})
@@ -190,7 +190,7 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 	w := startWriter(ctx, store, reader, indexesByTable(indexes))
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
-	pages := readPages(readCtx, store, opts.PageSize, slices.Contains(views, "tickets"))
+	pages := readPages(readCtx, store, opts.PageSize)
 	var foldTime, queueTime time.Duration
 	for p := range pages {
 		if p.err != nil {
@@ -340,16 +340,20 @@ type page struct {
 // ordered read (both stores do: see postgres.Store.ScanLog and
 // embedded.Store.ScanLog). The events it hands over need to carry only
 // Position, Stream, StreamVersion, Type, SchemaVersion, Payload and
-// RecordedAt, which is all the folds read. A rebuild reads through it when
-// the store has it and through ReadAll pages otherwise.
+// RecordedAt, which is all the folds read, and the Payload only for the
+// streams that start with one of payloadStreams (all when it is empty): the
+// folds read the ticket, user and location streams, while the mails'
+// streams, the log's largest payloads, only move the position on. A rebuild
+// reads through it when the store has it and through ReadAll pages
+// otherwise.
 type LogScanner interface {
-	ScanLog(ctx context.Context, batch int, fn func([]eventstore.RecordedEvent) error) error
+	ScanLog(ctx context.Context, batch int, payloadStreams []string, fn func([]eventstore.RecordedEvent) error) error
 }
 
 // readPages reads the whole visible log in pages from the first event, one
 // page ahead of the consumer, and decodes each page on all cores. The
 // channel closes after the last page, after an error page or when ctx ends.
-func readPages(ctx context.Context, store eventstore.Store, size int, mails bool) <-chan page {
+func readPages(ctx context.Context, store eventstore.Store, size int) <-chan page {
 	raw := make(chan page, 1)
 	send := func(evs []eventstore.RecordedEvent) error {
 		ds := make([]decoded, len(evs))
@@ -367,7 +371,7 @@ func readPages(ctx context.Context, store eventstore.Store, size int, mails bool
 		defer close(raw)
 		var err error
 		if sc, ok := store.(LogScanner); ok {
-			err = sc.ScanLog(ctx, size, send)
+			err = sc.ScanLog(ctx, size, foldedPrefixes, send)
 		} else {
 			var after int64
 			for err == nil {
@@ -395,7 +399,7 @@ func readPages(ctx context.Context, store eventstore.Store, size int, mails bool
 					hi := min(lo+per, len(p.events))
 					wg.Go(func() {
 						for i := lo; i < hi; i++ {
-							p.events[i] = decode(p.events[i].ev, mails)
+							p.events[i] = decode(p.events[i].ev)
 						}
 					})
 				}

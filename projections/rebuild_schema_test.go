@@ -35,10 +35,10 @@ func pgSchema(t *testing.T, pool *pgxpool.Pool) []string {
 	var out []string
 	for _, q := range []string{
 		`SELECT table_name || ' ' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '') || ' ' || coalesce(collation_name, '')
-			FROM information_schema.columns WHERE table_name IN ('tickets', 'ticket_articles', 'users', 'locations') ORDER BY 1`,
+			FROM information_schema.columns WHERE table_name IN ('tickets', 'users', 'locations') ORDER BY 1`,
 		`SELECT conrelid::regclass || ' ' || conname || ' ' || contype::text || ' ' || pg_get_constraintdef(oid)
-			FROM pg_constraint WHERE conrelid IN ('tickets'::regclass, 'ticket_articles'::regclass, 'users'::regclass, 'locations'::regclass) ORDER BY 1`,
-		`SELECT indexdef FROM pg_indexes WHERE tablename IN ('tickets', 'ticket_articles', 'users', 'locations') ORDER BY 1`,
+			FROM pg_constraint WHERE conrelid IN ('tickets'::regclass, 'users'::regclass, 'locations'::regclass) ORDER BY 1`,
+		`SELECT indexdef FROM pg_indexes WHERE tablename IN ('tickets', 'users', 'locations') ORDER BY 1`,
 	} {
 		rows, err := pool.Query(context.Background(), q)
 		if err != nil {
@@ -72,16 +72,19 @@ func TestRebuild_KeepsTheKeysOnSQLite(t *testing.T) {
 	if diff := cmp.Diff(before, sqliteSchema(t, db)); diff != "" {
 		t.Errorf("schema (-migration +rebuild):\n%s", diff)
 	}
-	insert := `INSERT INTO ticket_articles (ticket_id, seq, kind, created_at) VALUES ('t1', 1, 'note', '2026-01-01 00:00:00+00:00')`
-	if _, err := db.ExecContext(ctx, insert); err != nil {
+	insert := func(number int) string {
+		return fmt.Sprintf(`INSERT INTO tickets (id, number, created_at, updated_at, version)
+			VALUES ('t1', %d, '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00', 1)`, number)
+	}
+	if _, err := db.ExecContext(ctx, insert(1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(ctx, insert); err == nil {
-		t.Error("a second article (t1, 1) went in: the key is gone")
+	if _, err := db.ExecContext(ctx, insert(2)); err == nil {
+		t.Error("a second ticket t1 went in: the key is gone")
 	}
-	res, err := db.ExecContext(ctx, insert+` ON CONFLICT (ticket_id, seq) DO NOTHING`)
+	res, err := db.ExecContext(ctx, insert(3)+` ON CONFLICT (id) DO NOTHING`)
 	if err != nil {
-		t.Fatalf("ON CONFLICT (ticket_id, seq) after the swap: %v", err)
+		t.Fatalf("ON CONFLICT (id) after the swap: %v", err)
 	}
 	if n, _ := res.RowsAffected(); n != 0 {
 		t.Errorf("ON CONFLICT DO NOTHING inserted %d rows", n)
@@ -108,7 +111,7 @@ func sqliteSchema(t *testing.T, db *sql.DB) []string {
 			t.Fatal(err)
 		}
 	}
-	for _, table := range []string{"tickets", "ticket_articles", "users", "locations"} {
+	for _, table := range []string{"tickets", "users", "locations"} {
 		query(`SELECT name, type, "notnull", pk, coalesce(dflt_value, '') FROM pragma_table_info('`+table+`') ORDER BY cid`, func(r *sql.Rows) error {
 			var name, typ, dflt string
 			var notNull, pk int

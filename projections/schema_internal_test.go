@@ -51,6 +51,8 @@ func TestDeferPrimaryKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	tables, _ := splitDDL(ddl)
+	// and a key over two columns, on a line of its own
+	tables = append(tables, "CREATE TABLE pairs_g2 (\n    a TEXT NOT NULL,\n    b BIGINT NOT NULL,\n    PRIMARY KEY (a, b)\n)")
 	got, indexes, pkeys := deferPrimaryKeys(tables)
 	for _, s := range got {
 		if strings.Contains(s, "PRIMARY KEY") || strings.Contains(s, ",\n)") {
@@ -60,10 +62,13 @@ func TestDeferPrimaryKeys(t *testing.T) {
 	if !strings.Contains(got[0], `id                TEXT COLLATE "C"   NOT NULL,`) {
 		t.Errorf("deferPrimaryKeys() tickets:\n%s", got[0])
 	}
+	if want := "CREATE TABLE pairs_g2 (\n    a TEXT NOT NULL,\n    b BIGINT NOT NULL\n)"; got[1] != want {
+		t.Errorf("deferPrimaryKeys() pairs = %q, want %q", got[1], want)
+	}
 	wantIdx := []string{"CREATE UNIQUE INDEX tickets_g2_pkey ON tickets_g2 (id)",
-		"CREATE UNIQUE INDEX ticket_articles_g2_pkey ON ticket_articles_g2 (ticket_id, seq)"}
+		"CREATE UNIQUE INDEX pairs_g2_pkey ON pairs_g2 (a, b)"}
 	wantPK := []string{"ALTER TABLE tickets_g2 ADD CONSTRAINT tickets_g2_pkey PRIMARY KEY USING INDEX tickets_g2_pkey",
-		"ALTER TABLE ticket_articles_g2 ADD CONSTRAINT ticket_articles_g2_pkey PRIMARY KEY USING INDEX ticket_articles_g2_pkey"}
+		"ALTER TABLE pairs_g2 ADD CONSTRAINT pairs_g2_pkey PRIMARY KEY USING INDEX pairs_g2_pkey"}
 	if strings.Join(indexes, ";") != strings.Join(wantIdx, ";") || strings.Join(pkeys, ";") != strings.Join(wantPK, ";") {
 		t.Errorf("deferPrimaryKeys() = %q, %q; want %q, %q", indexes, pkeys, wantIdx, wantPK)
 	}

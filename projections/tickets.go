@@ -31,9 +31,8 @@ const (
 	ArticleDeliveryFailure = "delivery_failure" // a bounce of one of the ticket's mails
 )
 
-// Tickets projects every ticket stream ("ticket-<id>") into the tables
-// tickets (one row per ticket) and ticket_articles (one row per mail, note,
-// reply, automatic mail and bounce, seq = the event's stream version).
+// Tickets projects every ticket stream ("ticket-<id>") into the table
+// tickets (one row per ticket).
 //
 // Idempotence and order: a row keeps the version of the last event of its
 // stream applied to it, and an event at version v changes the row only
@@ -41,13 +40,16 @@ const (
 // can never overtake an earlier one of the same ticket (the projection then
 // fails the batch and is delivered it again).
 //
-// Bodies: ticket events name the MailReceived they come from (CausedBy); the
-// handler reads that event from the mail's stream ("mail-<MailID>", version
-// 1) inside its transaction with tx.ReadStream, so bodies are not copied
-// into a side table and a rebuild sees exactly what was stored.
+// Articles (mails, notes, replies, automatic mails, bounces) are not copied
+// into a table: each is one event of the ticket's stream, and a mail's
+// content is in the MailReceived its event names (CausedBy). Ticket reads
+// them from the log, up to the row's version, and the SQL view
+// ticket_articles (migration 0010) gives analysts the same rows. A mail body
+// is so stored once, not once in the log and again in a view, and a rebuild
+// writes one row per ticket instead of one per article.
 type Tickets struct {
 	*view
-	tickets, articles string // table names
+	tickets string // table name
 	// Options tunes the subscription (zero: the store's defaults).
 	Options eventstore.SubscribeOptions
 }
@@ -60,7 +62,7 @@ func NewTickets(store eventstore.Store, reader Reader, logger *slog.Logger) *Tic
 
 func newTickets(store eventstore.Store, reader Reader, logger *slog.Logger, suffix string) *Tickets {
 	return &Tickets{view: newView("tickets", TicketsName, store, reader, logger),
-		tickets: "tickets" + suffix, articles: "ticket_articles" + suffix}
+		tickets: "tickets" + suffix}
 }
 
 // Run keeps the tables up to date until ctx ends; it returns ctx.Err() then,
@@ -76,11 +78,12 @@ type ticketChange struct {
 	resource    sql.NullString
 	category    sql.NullString
 	priority    sql.NullString
-	article     *article
-	needsMailOf string // MailID whose MailReceived fills article
+	addsArticle bool
+	article     *article // the article added, when asked for (see changeOf)
+	needsMailOf string   // MailID whose MailReceived fills article
 }
 
-// article is one row of ticket_articles.
+// article is one article of a ticket (see Article).
 type article struct {
 	kind, mailID, messageID, from, to, subject, text, html, blobRef, actor string
 	at                                                                     time.Time
@@ -106,15 +109,10 @@ func (p *Tickets) Handle(ctx context.Context, tx eventstore.Tx, ev eventstore.Re
 	}
 	var ch ticketChange
 	if e != nil {
-		ch = changeOf(e, ev)
-	}
-	if ch.needsMailOf != "" {
-		if err := fillFromMail(ctx, tx, ch.article, ch.needsMailOf); err != nil {
-			return fmt.Errorf("projections: ticket %s version %d: %w", id, ev.StreamVersion, err)
-		}
+		ch = changeOf(e, ev, false)
 	}
 	delta := 0
-	if ch.article != nil {
+	if ch.addsArticle {
 		delta = 1
 	}
 	n, err := tx.Exec(ctx, `UPDATE `+p.tickets+` SET version = $2,
@@ -147,20 +145,11 @@ func (p *Tickets) Handle(ctx context.Context, tx eventstore.Tx, ev eventstore.Re
 			return fmt.Errorf("projections: ticket %s: event version %d arrived before an earlier one", id, ev.StreamVersion)
 		}
 	}
-	if ch.article != nil {
-		return p.insertArticle(ctx, tx, id, ev.StreamVersion, ch.article)
-	}
 	return nil
 }
 
 func (p *Tickets) create(ctx context.Context, tx eventstore.Tx, id string, c domain.TicketCreated, ev eventstore.RecordedEvent) error {
-	a := &article{kind: ArticleMail, mailID: c.CausedBy, messageID: c.MessageID, subject: c.Subject, at: c.CreatedAt}
-	if c.CausedBy != "" {
-		if err := fillFromMail(ctx, tx, a, c.CausedBy); err != nil {
-			return fmt.Errorf("projections: ticket %s: %w", id, err)
-		}
-	}
-	n, err := tx.Exec(ctx, `INSERT INTO `+p.tickets+` (id, number, subject, status, requester_email, requester_name,
+	_, err := tx.Exec(ctx, `INSERT INTO `+p.tickets+` (id, number, subject, status, requester_email, requester_name,
 		requester_user_id, location_id, resource, category, priority, account_id, article_count, created_at, updated_at,
 		closed_at, version)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13, NULL, $14)
@@ -170,35 +159,7 @@ func (p *Tickets) create(ctx context.Context, tx eventstore.Tx, id string, c dom
 	if err != nil {
 		return fmt.Errorf("projections: create ticket %s: %w", id, err)
 	}
-	if n == 0 {
-		return nil // a redelivery
-	}
-	return p.insertArticle(ctx, tx, id, ev.StreamVersion, a)
-}
-
-func (p *Tickets) insertArticle(ctx context.Context, tx eventstore.Tx, id string, seq int64, a *article) error {
-	_, err := tx.Exec(ctx, `INSERT INTO `+p.articles+` (ticket_id, seq, kind, mail_id, message_id, from_addr, to_addr,
-		subject, text_body, html_body, blob_ref, actor, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-		ON CONFLICT (ticket_id, seq) DO NOTHING`,
-		id, seq, a.kind, a.mailID, a.messageID, a.from, a.to, a.subject, a.text, a.html, a.blobRef, a.actor, a.at.UTC())
-	if err != nil {
-		return fmt.Errorf("projections: article %d of ticket %s: %w", seq, id, err)
-	}
-	return nil
-}
-
-// fillFromMail completes a mail article from the MailReceived of mailID.
-// A mail stream without it leaves the article as the ticket event gave it.
-func fillFromMail(ctx context.Context, tx eventstore.Tx, a *article, mailID string) error {
-	evs, err := tx.ReadStream(ctx, ticketing.MailStream(mailID), 1, 1)
-	if err != nil {
-		return fmt.Errorf("read mail %s: %w", mailID, err)
-	}
-	if b, ok := mailBodyOf(evs); ok {
-		a.fill(b)
-	}
-	return nil
+	return nil // 0 rows: a redelivery
 }
 
 // mailBody is what a mail article takes from its MailReceived.
@@ -219,8 +180,8 @@ func mailBodyOf(evs []eventstore.RecordedEvent) (mailBody, bool) {
 	return m.body(), true
 }
 
-// mailFields is what an article shows of a MailReceived: decoding all of
-// it (its header maps and lists) costs a rebuild a third more.
+// mailFields is what an article shows of a MailReceived (not its header
+// maps and lists).
 type mailFields struct {
 	MailID    string           `json:"mail_id"`
 	BlobRef   string           `json:"blob_ref"`
@@ -252,7 +213,9 @@ func formatAddress(a domain.Address) string {
 	if a.Name == "" {
 		return a.Email
 	}
-	return fmt.Sprintf("%q <%s>", a.Name, a.Email)
+	// a quoted string as in RFC 5322, which the SQL view ticket_articles
+	// writes the same way
+	return `"` + strings.ReplaceAll(strings.ReplaceAll(a.Name, `\`, `\\`), `"`, `\"`) + `" <` + a.Email + ">"
 }
 
 func formatAddresses(as []domain.Address) string {
@@ -268,19 +231,26 @@ func at(t time.Time) sql.NullTime { return sql.NullTime{Time: t.UTC(), Valid: !t
 func str(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
 
 // changeOf maps a ticket event (other than TicketCreated) to its change.
-// Events that only record a decision change nothing but the version.
-func changeOf(e domain.Event, ev eventstore.RecordedEvent) ticketChange {
+// Events that only record a decision change nothing but the version. The
+// article an event adds is made only when withArticle: the tickets table
+// counts articles, Ticket shows them.
+func changeOf(e domain.Event, ev eventstore.RecordedEvent, withArticle bool) ticketChange {
 	var ch ticketChange
+	var mk func() *article // the event's article
 	switch e := e.(type) {
 	case domain.MailAppended:
 		ch.updatedAt = at(e.At)
-		ch.article = &article{kind: ArticleMail, mailID: e.CausedBy, messageID: e.MessageID, from: formatAddress(e.From),
-			subject: e.Subject, at: e.At}
+		mk = func() *article {
+			return &article{kind: ArticleMail, mailID: e.CausedBy, messageID: e.MessageID, from: formatAddress(e.From),
+				subject: e.Subject, at: e.At}
+		}
 		ch.needsMailOf = e.CausedBy
 	case domain.MailBundled:
 		ch.updatedAt = at(e.At)
-		ch.article = &article{kind: ArticleMail, mailID: e.CausedBy, messageID: e.MessageID, from: formatAddress(e.From),
-			subject: e.Subject, at: e.At}
+		mk = func() *article {
+			return &article{kind: ArticleMail, mailID: e.CausedBy, messageID: e.MessageID, from: formatAddress(e.From),
+				subject: e.Subject, at: e.At}
+		}
 		ch.needsMailOf = e.CausedBy
 	case domain.TicketReactivated:
 		ch.updatedAt, ch.status, ch.setClosed = at(e.At), str(string(e.Status)), true
@@ -298,24 +268,38 @@ func changeOf(e domain.Event, ev eventstore.RecordedEvent) ticketChange {
 		ch.updatedAt, ch.priority = at(e.At), str(e.Priority)
 	case domain.NoteAdded:
 		ch.updatedAt = at(e.At)
-		ch.article = &article{kind: ArticleNote, text: e.Text, actor: e.Actor, from: e.Actor, at: e.At}
+		mk = func() *article {
+			return &article{kind: ArticleNote, text: e.Text, actor: e.Actor, from: e.Actor, at: e.At}
+		}
 	case domain.DeliveryFailureRecorded:
-		ch.article = &article{kind: ArticleDeliveryFailure, mailID: e.CausedBy, text: e.Reason, at: e.At,
-			subject: "delivery failed: " + e.BouncedMessageID}
+		mk = func() *article {
+			return &article{kind: ArticleDeliveryFailure, mailID: e.CausedBy, text: e.Reason, at: e.At,
+				subject: "delivery failed: " + e.BouncedMessageID}
+		}
 		ch.needsMailOf = e.CausedBy
 	case domain.ReplyQueued:
 		ch.updatedAt = at(e.QueuedAt)
-		ch.article = &article{kind: ArticleReply, messageID: e.MessageID, to: formatAddresses(e.To), subject: e.Subject,
-			text: e.Body, actor: e.Actor, from: e.Actor, at: e.QueuedAt}
+		mk = func() *article {
+			return &article{kind: ArticleReply, messageID: e.MessageID, to: formatAddresses(e.To), subject: e.Subject,
+				text: e.Body, actor: e.Actor, from: e.Actor, at: e.QueuedAt}
+		}
 	case domain.AutoReplyQueued:
-		ch.article = &article{kind: ArticleAutoReply, messageID: e.MessageID, to: formatAddress(e.To), subject: e.Subject,
-			text: "template " + e.Template, at: e.QueuedAt}
+		mk = func() *article {
+			return &article{kind: ArticleAutoReply, messageID: e.MessageID, to: formatAddress(e.To), subject: e.Subject,
+				text: "template " + e.Template, at: e.QueuedAt}
+		}
 	case domain.ErrorMailQueued:
-		ch.article = &article{kind: ArticleErrorMail, messageID: e.MessageID, to: formatAddress(e.To), subject: e.Subject,
-			text: e.Reason, at: e.QueuedAt}
+		mk = func() *article {
+			return &article{kind: ArticleErrorMail, messageID: e.MessageID, to: formatAddress(e.To), subject: e.Subject,
+				text: e.Reason, at: e.QueuedAt}
+		}
 	}
-	if ch.article != nil && ch.article.at.IsZero() {
-		ch.article.at = ev.RecordedAt
+	ch.addsArticle = mk != nil
+	if mk != nil && withArticle {
+		ch.article = mk()
+		if ch.article.at.IsZero() {
+			ch.article.at = ev.RecordedAt
+		}
 	}
 	return ch
 }
@@ -341,7 +325,8 @@ type Ticket struct {
 	Version         int64      `json:"version"`
 }
 
-// Article is one row of the ticket_articles view.
+// Article is one article of a ticket: what Ticket gives, and one row of
+// the SQL view ticket_articles.
 type Article struct {
 	Seq       int64     `json:"seq"`
 	Kind      string    `json:"kind"`
@@ -400,24 +385,83 @@ func (p *Tickets) Ticket(ctx context.Context, id string) (Ticket, []Article, err
 	if !found {
 		return Ticket{}, nil, fmt.Errorf("projections: ticket %s: %w", id, ErrTicketNotFound)
 	}
-	rows, err = p.reader.Query(ctx, `SELECT seq, kind, mail_id, message_id, from_addr, to_addr, subject, text_body,
-		html_body, blob_ref, actor, created_at FROM `+p.articles+` WHERE ticket_id = $1 ORDER BY seq`, id)
+	evs, err := p.store.ReadStream(ctx, domain.TicketStream(id), 1, t.Version)
 	if err != nil {
 		return Ticket{}, nil, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
 	}
-	defer func() { _ = rows.Close() }()
-	arts := []Article{}
-	for rows.Next() {
-		var a Article
-		if err := rows.Scan(&a.Seq, &a.Kind, &a.MailID, &a.MessageID, &a.From, &a.To, &a.Subject, &a.TextBody,
-			&a.HTMLBody, &a.BlobRef, &a.Actor, &a.CreatedAt); err != nil {
-			return Ticket{}, nil, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
-		}
-		a.CreatedAt = a.CreatedAt.UTC()
-		arts = append(arts, a)
-	}
-	if err := rows.Err(); err != nil {
+	arts, err := articlesOf(ctx, p.store, evs)
+	if err != nil {
 		return Ticket{}, nil, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
 	}
 	return t, arts, nil
+}
+
+// articlesOf gives the articles of a ticket's events (its stream from
+// version 1), in order, the mails' content read from their streams in one
+// round trip. An event that does not decode gives no article, as it gives
+// the ticket's row nothing but its version.
+func articlesOf(ctx context.Context, store eventstore.Store, evs []eventstore.RecordedEvent) ([]Article, error) {
+	type entry struct {
+		seq  int64
+		a    *article
+		mail string // stream of the MailReceived that completes a
+	}
+	var (
+		entries []entry
+		streams []string
+		created bool
+	)
+	for _, ev := range evs {
+		e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+		if err != nil {
+			continue
+		}
+		var x entry
+		if c, ok := e.(domain.TicketCreated); ok {
+			if created {
+				continue
+			}
+			created = true
+			x.a = &article{kind: ArticleMail, mailID: c.CausedBy, messageID: c.MessageID, subject: c.Subject, at: c.CreatedAt}
+			if c.CausedBy != "" {
+				x.mail = ticketing.MailStream(c.CausedBy)
+			}
+		} else {
+			ch := changeOf(e, ev, true)
+			x.a = ch.article
+			if ch.needsMailOf != "" {
+				x.mail = ticketing.MailStream(ch.needsMailOf)
+			}
+		}
+		if x.a == nil {
+			continue
+		}
+		x.seq = ev.StreamVersion
+		entries = append(entries, x)
+		if x.mail != "" {
+			streams = append(streams, x.mail)
+		}
+	}
+	bodies := map[string]mailBody{}
+	if len(streams) > 0 {
+		mails, err := store.ReadStreams(ctx, streams)
+		if err != nil {
+			return nil, fmt.Errorf("read %d mails: %w", len(streams), err)
+		}
+		for i := range mails {
+			if b, ok := mailBodyOf(mails[i : i+1]); ok {
+				bodies[mails[i].Stream] = b
+			}
+		}
+	}
+	arts := make([]Article, 0, len(entries))
+	for _, x := range entries {
+		a := x.a
+		if b, ok := bodies[x.mail]; ok {
+			a.fill(b)
+		}
+		arts = append(arts, Article{Seq: x.seq, Kind: a.kind, MailID: a.mailID, MessageID: a.messageID, From: a.from, To: a.to,
+			Subject: a.subject, TextBody: a.text, HTMLBody: a.html, BlobRef: a.blobRef, Actor: a.actor, CreatedAt: a.at.UTC()})
+	}
+	return arts, nil
 }

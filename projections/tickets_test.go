@@ -257,7 +257,7 @@ func TestRebuild_SwapsInFreshTablesWhileServing(t *testing.T) {
 			}()
 			var reports []projections.RebuildProgress
 			prog, err := projections.Rebuild(context.Background(), store, reader, nil, projections.RebuildOptions{
-				Dialect: dialect, Every: time.Millisecond, PageSize: 7,
+				Dialect: dialect, Every: time.Nanosecond, PageSize: 7, // a report per page
 				Progress: func(p projections.RebuildProgress) { reports = append(reports, p) },
 			})
 			close(stop)
@@ -331,17 +331,26 @@ func TestRebuild_SwapsInFreshTablesWhileServing(t *testing.T) {
 			if diff := cmp.Diff(after, snapshot(t, live)); diff != "" {
 				t.Errorf("tickets after an interrupted rebuild (-want +got):\n%s", diff)
 			}
+			// as a release before migration 0010 would have left it too
+			if err := store.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+				_, err := tx.Exec(ctx, `CREATE TABLE ticket_articles_g4 (ticket_id TEXT)`)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
 			prog, err = projections.Rebuild(context.Background(), store, reader, []string{"tickets"}, projections.RebuildOptions{Dialect: dialect})
 			if err != nil || prog.Generation != 5 {
 				t.Errorf("Rebuild() after an interrupted one = %+v, %v; want generation 5", prog, err)
 			}
-			if rows, err := reader.Query(context.Background(), `SELECT count(*) FROM tickets_g4`); err == nil {
-				for rows.Next() {
+			for _, table := range []string{"tickets_g4", "ticket_articles_g4"} {
+				if rows, err := reader.Query(context.Background(), `SELECT count(*) FROM `+table); err == nil {
+					for rows.Next() {
+					}
+					if rows.Err() == nil {
+						t.Errorf("%s of the interrupted rebuild still exists", table)
+					}
+					_ = rows.Close()
 				}
-				if rows.Err() == nil {
-					t.Errorf("tickets_g4 of the interrupted rebuild still exists")
-				}
-				_ = rows.Close()
 			}
 		})
 	}
@@ -417,7 +426,8 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 				domain.TicketAssigned{TicketID: id, ResourceID: "team-a", At: at.Add(time.Minute), Actor: "token:a"},
 				domain.TicketCategoryChanged{TicketID: id, Category: "hardware", At: at.Add(2 * time.Minute), Actor: "token:a"},
 				domain.TicketPriorityChanged{TicketID: id, Priority: "high", At: at.Add(3 * time.Minute), Actor: "token:a"},
-				domain.ReplyQueued{OutgoingMail: out, TicketID: id, To: []domain.Address{{Name: "Max", Email: "max@example.org"}},
+				domain.ReplyQueued{OutgoingMail: out, TicketID: id, To: []domain.Address{{Name: `Max "M" \ Mustermann`, Email: "max@example.org"},
+					{Email: "cc@example.org"}, {Name: "Zoë", Email: "zoe@example.org"}},
 					Subject: "Re: [Ticket#4001] Printer", Body: "Fixed.", QueuedAt: at.Add(4 * time.Minute), Actor: "token:a"},
 				domain.AutoReplyQueued{OutgoingMail: domain.OutgoingMail{OutgoingMailID: "o2", MessageID: "o2@x"}, TicketID: id,
 					AccountID: "acc", Template: "new_ticket", To: domain.Address{Email: "max@example.org"}, Subject: "Re: Printer",
@@ -435,6 +445,10 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 					Kind: domain.AutoMailCustomerAnswered, QueuedAt: at.Add(8 * time.Minute)},
 				domain.TicketClosed{TicketID: id, From: domain.StatusConfirmedUnread, ClosedAt: at.Add(9 * time.Minute), Actor: "token:a"},
 				domain.TicketReopened{TicketID: id, Status: domain.StatusWaiting, At: at.Add(10 * time.Minute), Actor: "token:a"},
+				// a mail the log does not hold (the article keeps what its
+				// event says) and no time of its own (the recorded one)
+				domain.MailBundled{TicketID: id, MessageID: "gone@x", From: domain.Address{Name: `Bob "B"`, Email: "bob@x"},
+					CausedBy: "missing"},
 			)
 			if err := apply(store, p.Handle, readAll(t, store)...); err != nil {
 				t.Fatalf("handlers: %v", err)
@@ -443,11 +457,16 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Ticket() error = %v", err)
 			}
-			if wantTicket.Version != 17 || wantTicket.ArticleCount != 8 || wantTicket.Status != "waiting" || wantTicket.ClosedAt != nil {
-				t.Errorf("ticket from the handlers = %+v, want version 17, 8 articles, waiting and open", wantTicket)
+			if wantTicket.Version != 18 || wantTicket.ArticleCount != 9 || wantTicket.Status != "waiting" || wantTicket.ClosedAt != nil {
+				t.Errorf("ticket from the handlers = %+v, want version 18, 9 articles, waiting and open", wantTicket)
 			}
-			if n := len(wantArts); n != 8 || wantArts[6].TextBody != "550 no such user" || wantArts[7].TextBody != "550 no such user" {
-				t.Errorf("articles from the handlers = %d, want 8, the 7th and 8th with the bounce's body: %+v", n, wantArts)
+			if n := len(wantArts); n != 9 || wantArts[6].TextBody != "550 no such user" || wantArts[7].TextBody != "550 no such user" ||
+				wantArts[8].From != `"Bob \"B\"" <bob@x>` || wantArts[3].To != `"Max \"M\" \\ Mustermann" <max@example.org>, cc@example.org, "Zoë" <zoe@example.org>` {
+				t.Errorf("articles from the handlers = %d, want 9, the 7th and 8th with the bounce's body: %+v", n, wantArts)
+			}
+			// the SQL view gives analysts the same articles
+			if diff := cmp.Diff(wantArts, viewArticles(t, reader, id)); diff != "" {
+				t.Errorf("articles (-Ticket +view ticket_articles):\n%s", diff)
 			}
 			rawTimes := func() string {
 				// as stored: SQLite keeps the text it was given
@@ -485,4 +504,42 @@ func TestRebuild_GivesTheRowsOfTheHandlers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// viewArticles reads a ticket's rows of the SQL view ticket_articles.
+func viewArticles(tb testing.TB, reader projections.Reader, id string) []projections.Article {
+	tb.Helper()
+	rows, err := reader.Query(context.Background(), `SELECT seq, kind, mail_id, message_id, from_addr, to_addr, subject,
+		text_body, html_body, blob_ref, actor, created_at FROM ticket_articles WHERE ticket_id = $1 ORDER BY seq`, id)
+	if err != nil {
+		tb.Fatalf("query ticket_articles: %v", err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []projections.Article
+	for rows.Next() {
+		var (
+			a  projections.Article
+			at any
+		)
+		if err := rows.Scan(&a.Seq, &a.Kind, &a.MailID, &a.MessageID, &a.From, &a.To, &a.Subject, &a.TextBody, &a.HTMLBody,
+			&a.BlobRef, &a.Actor, &at); err != nil {
+			tb.Fatalf("scan ticket_articles: %v", err)
+		}
+		switch v := at.(type) {
+		case time.Time: // PostgreSQL's timestamptz
+			a.CreatedAt = v.UTC()
+		case string: // SQLite's view gives the events' RFC 3339 text
+			if a.CreatedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				tb.Fatalf("created_at %q: %v", v, err)
+			}
+			a.CreatedAt = a.CreatedAt.UTC()
+		default:
+			tb.Fatalf("created_at is %T %v", at, at)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatalf("read ticket_articles: %v", err)
+	}
+	return out
 }

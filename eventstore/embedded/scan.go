@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
@@ -21,7 +23,11 @@ import (
 // sees the log as it was at its start; events appended meanwhile are left
 // for ReadAll after the last position fn saw. An error from fn stops the
 // scan and is returned as is.
-func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.RecordedEvent) error) error {
+//
+// payloadStreams, when not empty, lists prefixes of stream names: only the
+// events of such streams carry their Payload, the others' stays nil and
+// in the table (a fold of some streams reads the rest for their positions).
+func (s *Store) ScanLog(ctx context.Context, batch int, payloadStreams []string, fn func([]eventstore.RecordedEvent) error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("embedded: scan log: %w", eventstore.ErrClosed)
 	}
@@ -42,7 +48,8 @@ func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.Rec
 		if !ok {
 			return fmt.Errorf("driver connection %T cannot query", dc)
 		}
-		rows, err := q.QueryContext(ctx, sqlScanLog, nil)
+		query, args := scanLogQuery(payloadStreams)
+		rows, err := q.QueryContext(ctx, query, args)
 		if err != nil {
 			return err
 		}
@@ -87,16 +94,29 @@ func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.Rec
 	return nil
 }
 
-// sqlScanLog reads what a fold needs, the payload as a BLOB: the driver
+// scanLogQuery reads what a fold needs, the payload as a BLOB (the driver
 // hands a BLOB over as a []byte of its own, and TEXT as a string that
-// would take one more copy to become bytes.
-const sqlScanLog = `SELECT position, stream, stream_version, type, schema_version, CAST(payload AS BLOB), recorded_at
-	FROM events ORDER BY position`
+// would take one more copy to become bytes), and only for the streams that
+// start with one of prefixes when there are any.
+func scanLogQuery(prefixes []string) (string, []driver.NamedValue) {
+	payload := "CAST(payload AS BLOB)"
+	var args []driver.NamedValue
+	if len(prefixes) > 0 {
+		conds := make([]string, len(prefixes))
+		for i, p := range prefixes {
+			conds[i] = fmt.Sprintf("substr(stream, 1, %d) = ?", utf8.RuneCountInString(p))
+			args = append(args, driver.NamedValue{Ordinal: i + 1, Value: p})
+		}
+		payload = "CASE WHEN " + strings.Join(conds, " OR ") + " THEN " + payload + " END"
+	}
+	return `SELECT position, stream, stream_version, type, schema_version, ` + payload + `, recorded_at
+	FROM events ORDER BY position`, args
+}
 
-// scanLogColumns is how many columns sqlScanLog selects.
+// scanLogColumns is how many columns scanLogQuery selects.
 const scanLogColumns = 7
 
-// scanLogRow decodes the driver's values of a sqlScanLog row into e.
+// scanLogRow decodes the driver's values of a scanLogQuery row into e.
 func scanLogRow(vals []driver.Value, types map[string]string, e *eventstore.RecordedEvent) error {
 	var (
 		evType, recordedAt string

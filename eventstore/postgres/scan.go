@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,12 +15,25 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
 
-// sqlScanLog is ReadAll from the first event without a limit, and with only
-// the columns a fold of payloads needs.
-const sqlScanLog = `SELECT position, stream, stream_version, event_type, schema_version, payload, recorded_at
+// scanLogQuery is ReadAll from the first event without a limit, and with
+// only the columns a fold of payloads needs; with prefixes, only the
+// payloads of the streams that start with one of them.
+func scanLogQuery(prefixes []string) (string, []any) {
+	payload := "payload"
+	var args []any
+	if len(prefixes) > 0 {
+		conds := make([]string, len(prefixes))
+		for i, p := range prefixes {
+			conds[i] = fmt.Sprintf("starts_with(stream, $%d)", i+1)
+			args = append(args, p)
+		}
+		payload = "CASE WHEN " + strings.Join(conds, " OR ") + " THEN payload END"
+	}
+	return `SELECT position, stream, stream_version, event_type, schema_version, ` + payload + `, recorded_at
 FROM events
 WHERE transaction_id < ` + sqlHorizon + `
-ORDER BY transaction_id, position`
+ORDER BY transaction_id, position`, args
+}
 
 // ScanLog reads the whole visible log from the first event in global order
 // in one query, as consecutive ReadAll pages from position 0 would, and
@@ -31,14 +45,20 @@ ORDER BY transaction_id, position`
 // snapshot (not a transaction id) until the last row, so it delays no
 // reader; events appended meanwhile are left for ReadAll after the last
 // position fn saw. An error from fn stops the scan and is returned as is.
-func (s *Store) ScanLog(ctx context.Context, batch int, fn func([]eventstore.RecordedEvent) error) error {
+//
+// payloadStreams, when not empty, lists prefixes of stream names: only the
+// events of such streams carry their Payload, the others' stays nil and
+// on the server (a fold of some streams reads the rest for their
+// positions).
+func (s *Store) ScanLog(ctx context.Context, batch int, payloadStreams []string, fn func([]eventstore.RecordedEvent) error) error {
 	if s.isClosed() {
 		return eventstore.ErrClosed
 	}
 	if batch <= 0 {
 		return fmt.Errorf("eventstore/postgres: scan log: batch %d must be positive", batch)
 	}
-	rows, err := s.pool.Query(ctx, sqlScanLog)
+	query, args := scanLogQuery(payloadStreams)
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("eventstore/postgres: scan log: %w", err)
 	}
@@ -79,7 +99,7 @@ func lastPosition(evs []eventstore.RecordedEvent) int64 {
 	return evs[len(evs)-1].Position
 }
 
-// scanLogRow is the portable way to read a row of sqlScanLog.
+// scanLogRow is the portable way to read a row of scanLogQuery.
 func scanLogRow(rows pgx.Rows, e *eventstore.RecordedEvent) error {
 	var payload []byte
 	if err := rows.Scan(&e.Position, &e.Stream, &e.StreamVersion, &e.Type, &e.SchemaVersion, &payload, &e.RecordedAt); err != nil {
@@ -92,7 +112,7 @@ func scanLogRow(rows pgx.Rows, e *eventstore.RecordedEvent) error {
 	return nil
 }
 
-// logScanner decodes the raw columns of sqlScanLog: a scan of the whole log
+// logScanner decodes the raw columns of scanLogQuery: a scan of the whole log
 // spends less on them than on pgx's Scan with its per-value dispatch.
 type logScanner struct {
 	formats [7]int16
