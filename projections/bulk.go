@@ -185,7 +185,7 @@ func (b *bulkTickets) apply(_ context.Context, d decoded) error {
 	}
 	var ch ticketChange
 	if e != nil {
-		ch = changeOf(e, *ev, false)
+		ch = changeOf(e)
 	}
 	t.Version = ev.StreamVersion
 	if ch.updatedAt.Valid {

@@ -78,15 +78,7 @@ type ticketChange struct {
 	resource    sql.NullString
 	category    sql.NullString
 	priority    sql.NullString
-	addsArticle bool
-	article     *article // the article added, when asked for (see changeOf)
-	needsMailOf string   // MailID whose MailReceived fills article
-}
-
-// article is one article of a ticket (see Article).
-type article struct {
-	kind, mailID, messageID, from, to, subject, text, html, blobRef, actor string
-	at                                                                     time.Time
+	addsArticle bool // see articleOf
 }
 
 // Handle applies one event through tx; it is the subscription's handler,
@@ -109,7 +101,7 @@ func (p *Tickets) Handle(ctx context.Context, tx eventstore.Tx, ev eventstore.Re
 	}
 	var ch ticketChange
 	if e != nil {
-		ch = changeOf(e, ev, false)
+		ch = changeOf(e)
 	}
 	delta := 0
 	if ch.addsArticle {
@@ -162,22 +154,14 @@ func (p *Tickets) create(ctx context.Context, tx eventstore.Tx, id string, c dom
 	return nil // 0 rows: a redelivery
 }
 
-// mailBody is what a mail article takes from its MailReceived.
-type mailBody struct {
-	mailID, messageID, subject, from, to, text, html, blobRef string
-}
-
-// mailBodyOf decodes the MailReceived that opens a mail stream; an
+// mailOf decodes the MailReceived that opens a mail stream; an
 // undecodable one leaves the article without body (the ticket stays right).
-func mailBodyOf(evs []eventstore.RecordedEvent) (mailBody, bool) {
-	if len(evs) == 0 || evs[0].Type != domain.MailReceivedName || evs[0].StreamVersion != 1 {
-		return mailBody{}, false
-	}
+func mailOf(ev eventstore.RecordedEvent) (mailFields, bool) {
 	var m mailFields
-	if err := json.Unmarshal(evs[0].Payload, &m); err != nil {
-		return mailBody{}, false
+	if ev.Type != domain.MailReceivedName || ev.StreamVersion != 1 || json.Unmarshal(ev.Payload, &m) != nil {
+		return mailFields{}, false
 	}
-	return m.body(), true
+	return m, true
 }
 
 // mailFields is what an article shows of a MailReceived (not its header
@@ -193,20 +177,17 @@ type mailFields struct {
 	HTMLBody  string           `json:"html_body"`
 }
 
-func (m mailFields) body() mailBody {
-	return mailBody{mailID: m.MailID, messageID: m.MessageID, subject: m.Subject, from: formatAddress(m.From),
-		to: formatAddresses(m.To), text: m.TextBody, html: m.HTMLBody, blobRef: m.BlobRef}
-}
-
-func (a *article) fill(b mailBody) {
-	a.mailID = b.mailID
-	if a.messageID == "" {
-		a.messageID = b.messageID
+// fill completes a mail's article with the mail: its addresses, bodies and
+// raw message, and its id and subject where the ticket event has none.
+func (a *Article) fill(m mailFields) {
+	a.MailID = m.MailID
+	if a.MessageID == "" {
+		a.MessageID = m.MessageID
 	}
-	if a.subject == "" {
-		a.subject = b.subject
+	if a.Subject == "" {
+		a.Subject = m.Subject
 	}
-	a.from, a.to, a.text, a.html, a.blobRef = b.from, b.to, b.text, b.html, b.blobRef
+	a.From, a.To, a.TextBody, a.HTMLBody, a.BlobRef = formatAddress(m.From), formatAddresses(m.To), m.TextBody, m.HTMLBody, m.BlobRef
 }
 
 func formatAddress(a domain.Address) string {
@@ -231,27 +212,14 @@ func at(t time.Time) sql.NullTime { return sql.NullTime{Time: t.UTC(), Valid: !t
 func str(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
 
 // changeOf maps a ticket event (other than TicketCreated) to its change.
-// Events that only record a decision change nothing but the version. The
-// article an event adds is made only when withArticle: the tickets table
-// counts articles, Ticket shows them.
-func changeOf(e domain.Event, ev eventstore.RecordedEvent, withArticle bool) ticketChange {
+// Events that only record a decision change nothing but the version.
+func changeOf(e domain.Event) ticketChange {
 	var ch ticketChange
-	var mk func() *article // the event's article
 	switch e := e.(type) {
 	case domain.MailAppended:
-		ch.updatedAt = at(e.At)
-		mk = func() *article {
-			return &article{kind: ArticleMail, mailID: e.CausedBy, messageID: e.MessageID, from: formatAddress(e.From),
-				subject: e.Subject, at: e.At}
-		}
-		ch.needsMailOf = e.CausedBy
+		ch.updatedAt, ch.addsArticle = at(e.At), true
 	case domain.MailBundled:
-		ch.updatedAt = at(e.At)
-		mk = func() *article {
-			return &article{kind: ArticleMail, mailID: e.CausedBy, messageID: e.MessageID, from: formatAddress(e.From),
-				subject: e.Subject, at: e.At}
-		}
-		ch.needsMailOf = e.CausedBy
+		ch.updatedAt, ch.addsArticle = at(e.At), true
 	case domain.TicketReactivated:
 		ch.updatedAt, ch.status, ch.setClosed = at(e.At), str(string(e.Status)), true
 	case domain.TicketStatusChanged:
@@ -267,41 +235,52 @@ func changeOf(e domain.Event, ev eventstore.RecordedEvent, withArticle bool) tic
 	case domain.TicketPriorityChanged:
 		ch.updatedAt, ch.priority = at(e.At), str(e.Priority)
 	case domain.NoteAdded:
-		ch.updatedAt = at(e.At)
-		mk = func() *article {
-			return &article{kind: ArticleNote, text: e.Text, actor: e.Actor, from: e.Actor, at: e.At}
-		}
+		ch.updatedAt, ch.addsArticle = at(e.At), true
 	case domain.DeliveryFailureRecorded:
-		mk = func() *article {
-			return &article{kind: ArticleDeliveryFailure, mailID: e.CausedBy, text: e.Reason, at: e.At,
-				subject: "delivery failed: " + e.BouncedMessageID}
-		}
-		ch.needsMailOf = e.CausedBy
+		ch.addsArticle = true
 	case domain.ReplyQueued:
-		ch.updatedAt = at(e.QueuedAt)
-		mk = func() *article {
-			return &article{kind: ArticleReply, messageID: e.MessageID, to: formatAddresses(e.To), subject: e.Subject,
-				text: e.Body, actor: e.Actor, from: e.Actor, at: e.QueuedAt}
-		}
-	case domain.AutoReplyQueued:
-		mk = func() *article {
-			return &article{kind: ArticleAutoReply, messageID: e.MessageID, to: formatAddress(e.To), subject: e.Subject,
-				text: "template " + e.Template, at: e.QueuedAt}
-		}
-	case domain.ErrorMailQueued:
-		mk = func() *article {
-			return &article{kind: ArticleErrorMail, messageID: e.MessageID, to: formatAddress(e.To), subject: e.Subject,
-				text: e.Reason, at: e.QueuedAt}
-		}
-	}
-	ch.addsArticle = mk != nil
-	if mk != nil && withArticle {
-		ch.article = mk()
-		if ch.article.at.IsZero() {
-			ch.article.at = ev.RecordedAt
-		}
+		ch.updatedAt, ch.addsArticle = at(e.QueuedAt), true
+	case domain.AutoReplyQueued, domain.ErrorMailQueued:
+		ch.addsArticle = true
 	}
 	return ch
+}
+
+// articleOf is the article a ticket event adds (nil for none; changeOf
+// says addsArticle for the same events other than TicketCreated, as
+// TestArticleOf_WhereChangeOfCounts holds) and the mail whose MailReceived
+// completes it (see Article.fill). An article without a time of its own
+// gets recordedAt, but for the ticket's first, which has its creation's.
+func articleOf(e domain.Event, recordedAt time.Time) (a *Article, mailID string) {
+	switch e := e.(type) {
+	case domain.TicketCreated:
+		return &Article{Kind: ArticleMail, MailID: e.CausedBy, MessageID: e.MessageID, Subject: e.Subject, CreatedAt: e.CreatedAt},
+			e.CausedBy
+	case domain.MailAppended:
+		a, mailID = &Article{Kind: ArticleMail, MailID: e.CausedBy, MessageID: e.MessageID, From: formatAddress(e.From),
+			Subject: e.Subject, CreatedAt: e.At}, e.CausedBy
+	case domain.MailBundled:
+		a, mailID = &Article{Kind: ArticleMail, MailID: e.CausedBy, MessageID: e.MessageID, From: formatAddress(e.From),
+			Subject: e.Subject, CreatedAt: e.At}, e.CausedBy
+	case domain.NoteAdded:
+		a = &Article{Kind: ArticleNote, TextBody: e.Text, Actor: e.Actor, From: e.Actor, CreatedAt: e.At}
+	case domain.DeliveryFailureRecorded:
+		a, mailID = &Article{Kind: ArticleDeliveryFailure, MailID: e.CausedBy, TextBody: e.Reason, CreatedAt: e.At,
+			Subject: "delivery failed: " + e.BouncedMessageID}, e.CausedBy
+	case domain.ReplyQueued:
+		a = &Article{Kind: ArticleReply, MessageID: e.MessageID, To: formatAddresses(e.To), Subject: e.Subject,
+			TextBody: e.Body, Actor: e.Actor, From: e.Actor, CreatedAt: e.QueuedAt}
+	case domain.AutoReplyQueued:
+		a = &Article{Kind: ArticleAutoReply, MessageID: e.MessageID, To: formatAddress(e.To), Subject: e.Subject,
+			TextBody: "template " + e.Template, CreatedAt: e.QueuedAt}
+	case domain.ErrorMailQueued:
+		a = &Article{Kind: ArticleErrorMail, MessageID: e.MessageID, To: formatAddress(e.To), Subject: e.Subject,
+			TextBody: e.Reason, CreatedAt: e.QueuedAt}
+	}
+	if a != nil && a.CreatedAt.IsZero() {
+		a.CreatedAt = recordedAt
+	}
+	return a, mailID
 }
 
 // Ticket is one row of the tickets view.
@@ -401,67 +380,49 @@ func (p *Tickets) Ticket(ctx context.Context, id string) (Ticket, []Article, err
 // round trip. An event that does not decode gives no article, as it gives
 // the ticket's row nothing but its version.
 func articlesOf(ctx context.Context, store eventstore.Store, evs []eventstore.RecordedEvent) ([]Article, error) {
-	type entry struct {
-		seq  int64
-		a    *article
-		mail string // stream of the MailReceived that completes a
-	}
-	var (
-		entries []entry
-		streams []string
-		created bool
-	)
+	arts := []Article{}
+	mailOfArticle := map[int]string{} // index in arts: the stream of its mail
+	var streams []string
+	created := false
 	for _, ev := range evs {
 		e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
 		if err != nil {
 			continue
 		}
-		var x entry
-		if c, ok := e.(domain.TicketCreated); ok {
-			if created {
+		if _, ok := e.(domain.TicketCreated); ok {
+			if created { // the row keeps the first one only
 				continue
 			}
 			created = true
-			x.a = &article{kind: ArticleMail, mailID: c.CausedBy, messageID: c.MessageID, subject: c.Subject, at: c.CreatedAt}
-			if c.CausedBy != "" {
-				x.mail = ticketing.MailStream(c.CausedBy)
-			}
-		} else {
-			ch := changeOf(e, ev, true)
-			x.a = ch.article
-			if ch.needsMailOf != "" {
-				x.mail = ticketing.MailStream(ch.needsMailOf)
-			}
 		}
-		if x.a == nil {
+		a, mailID := articleOf(e, ev.RecordedAt)
+		if a == nil {
 			continue
 		}
-		x.seq = ev.StreamVersion
-		entries = append(entries, x)
-		if x.mail != "" {
-			streams = append(streams, x.mail)
+		a.Seq, a.CreatedAt = ev.StreamVersion, a.CreatedAt.UTC()
+		if mailID != "" {
+			mailOfArticle[len(arts)] = ticketing.MailStream(mailID)
+			streams = append(streams, ticketing.MailStream(mailID))
+		}
+		arts = append(arts, *a)
+	}
+	if len(streams) == 0 {
+		return arts, nil
+	}
+	evs, err := store.ReadStreams(ctx, streams)
+	if err != nil {
+		return nil, fmt.Errorf("read %d mails: %w", len(streams), err)
+	}
+	mails := map[string]mailFields{}
+	for _, ev := range evs {
+		if m, ok := mailOf(ev); ok {
+			mails[ev.Stream] = m
 		}
 	}
-	bodies := map[string]mailBody{}
-	if len(streams) > 0 {
-		mails, err := store.ReadStreams(ctx, streams)
-		if err != nil {
-			return nil, fmt.Errorf("read %d mails: %w", len(streams), err)
+	for i, stream := range mailOfArticle {
+		if m, ok := mails[stream]; ok {
+			arts[i].fill(m)
 		}
-		for i := range mails {
-			if b, ok := mailBodyOf(mails[i : i+1]); ok {
-				bodies[mails[i].Stream] = b
-			}
-		}
-	}
-	arts := make([]Article, 0, len(entries))
-	for _, x := range entries {
-		a := x.a
-		if b, ok := bodies[x.mail]; ok {
-			a.fill(b)
-		}
-		arts = append(arts, Article{Seq: x.seq, Kind: a.kind, MailID: a.mailID, MessageID: a.messageID, From: a.from, To: a.to,
-			Subject: a.subject, TextBody: a.text, HTMLBody: a.html, BlobRef: a.blobRef, Actor: a.actor, CreatedAt: a.at.UTC()})
 	}
 	return arts, nil
 }
