@@ -25,14 +25,11 @@ import (
 // rows. They only ever write tables that do not serve yet: a rebuild that
 // dies leaves them behind and the next one starts a new generation.
 
-// rowBatch is rows for one table.
+// rowBatch is all the rows of one table (its indexes are built after it).
 type rowBatch struct {
 	table   string
 	columns []string
 	rows    rowSource
-	// last marks the table's last batch (it may have no rows): its indexes
-	// are built after it.
-	last bool
 }
 
 // rowSource is the rows of a batch.
@@ -125,11 +122,8 @@ func keep(s string) string { return unique.Make(s).Value() }
 type bulkFold interface {
 	// apply folds one event.
 	apply(ctx context.Context, d decoded) error
-	// ready hands over rows that will not change any more (written while
-	// the fold goes on).
-	ready() []rowBatch
-	// rest hands over everything else, at the end: a last batch for every
-	// table, first the one that takes longest to index.
+	// rest hands over the rows, at the end: a batch for every table, first
+	// the one that takes longest to index.
 	rest() []rowBatch
 }
 
@@ -216,8 +210,6 @@ func (b *bulkTickets) apply(_ context.Context, d decoded) error {
 	return nil
 }
 
-func (b *bulkTickets) ready() []rowBatch { return nil }
-
 func (b *bulkTickets) rest() []rowBatch {
 	rows := make(ticketRows, 0, len(b.tickets))
 	for _, t := range b.tickets {
@@ -230,7 +222,7 @@ func (b *bulkTickets) rest() []rowBatch {
 	// neighbouring pages of the table.
 	slices.SortFunc(rows, func(x, y *Ticket) int { return cmp.Compare(x.Number, y.Number) })
 	b.tickets = nil
-	return []rowBatch{{table: b.table, columns: ticketCols, rows: rows, last: true}}
+	return []rowBatch{{table: b.table, columns: ticketCols, rows: rows}}
 }
 
 type bulkUsers struct {
@@ -282,14 +274,12 @@ func (b *bulkUsers) apply(_ context.Context, d decoded) error {
 	return nil
 }
 
-func (b *bulkUsers) ready() []rowBatch { return nil }
-
 func (b *bulkUsers) rest() []rowBatch {
 	rows := make(anyRows, 0, len(b.users))
 	for _, u := range b.users {
 		rows = append(rows, []any{u.ID, u.UserName, u.Email, u.Name, u.LocationID, u.AutoCreated, u.CreatedAt, u.UpdatedAt, u.Version})
 	}
-	return []rowBatch{{table: b.table, columns: userCols, rows: rows, last: true}}
+	return []rowBatch{{table: b.table, columns: userCols, rows: rows}}
 }
 
 type bulkLocations struct {
@@ -336,14 +326,12 @@ func (b *bulkLocations) apply(_ context.Context, d decoded) error {
 	return nil
 }
 
-func (b *bulkLocations) ready() []rowBatch { return nil }
-
 func (b *bulkLocations) rest() []rowBatch {
 	rows := make(anyRows, 0, len(b.locs))
 	for _, l := range b.locs {
 		rows = append(rows, []any{l.ID, l.Name, l.Domain, l.CreatedAt, l.Version})
 	}
-	return []rowBatch{{table: b.table, columns: locCols, rows: rows, last: true}}
+	return []rowBatch{{table: b.table, columns: locCols, rows: rows}}
 }
 
 // bulkInserter writes many rows at once: COPY on PostgreSQL, one prepared

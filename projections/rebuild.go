@@ -184,14 +184,15 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 		}
 	}
 
-	// Five stages overlap: reading pages of the log, decoding them (in
-	// parallel), folding them in order, writing rows (a goroutine), and,
-	// once a table has all its rows, building its indexes.
+	// Three stages overlap while the log is read: reading pages, decoding
+	// them (in parallel) and folding them in order. Then a goroutine
+	// writes each table's rows, and its indexes are built as soon as they
+	// are in, beside the next table's rows.
 	w := startWriter(ctx, store, reader, indexesByTable(indexes))
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	pages := readPages(readCtx, store, opts.PageSize)
-	var foldTime, queueTime time.Duration
+	var foldTime time.Duration
 	for p := range pages {
 		if p.err != nil {
 			w.abort()
@@ -209,21 +210,12 @@ func Rebuild(ctx context.Context, store eventstore.Store, reader Reader, views [
 				}
 			}
 		}
-		t2 := time.Now()
-		foldTime += t2.Sub(t1)
-		for _, f := range folds {
-			for _, b := range f.ready() {
-				if err := w.write(ctx, b); err != nil {
-					return prog, fmt.Errorf("projections: rebuild %s: %w", what, err)
-				}
-			}
-		}
-		queueTime += time.Since(t2)
+		foldTime += time.Since(t1)
 		prog.Events += int64(len(p.events))
 		prog.Position = p.events[len(p.events)-1].ev.Position
 		report(false)
 	}
-	opts.Logger.Info("rebuild: log read", "views", what, "events", prog.Events, "fold", foldTime, "waiting for the writer", queueTime)
+	opts.Logger.Info("rebuild: log read", "views", what, "events", prog.Events, "fold", foldTime)
 	prog.Phase = "writing"
 	report(true)
 	writeStart := time.Now()
@@ -642,12 +634,11 @@ func firstLine(s string) string {
 	return s
 }
 
-// writer writes row batches in a goroutine of its own, so that reading
-// and folding the log goes on meanwhile; it holds at most two batches.
-// When a table's last batch is in (rowBatch.last), it builds the table's
-// indexes: in the background on PostgreSQL, so that the biggest table's
-// primary key builds while the others' rows are copied, and in line on
-// SQLite, which has one writer anyway.
+// writer writes row batches in a goroutine of its own; it holds at most
+// two batches. When a table's rows are in, it builds the table's indexes:
+// in the background on PostgreSQL, so that one table's indexes build while
+// the next table's rows are copied, and in line on SQLite, which has one
+// writer anyway.
 type writer struct {
 	busy    time.Duration // time spent writing, read after close
 	ch      chan rowBatch
@@ -679,7 +670,7 @@ func startWriter(ctx context.Context, store eventstore.Store, reader Reader, ind
 				err = insertRowsSQL(ctx, store, b)
 			}
 			w.busy += time.Since(t0)
-			if err != nil || !b.last {
+			if err != nil {
 				continue
 			}
 			stmts := w.indexes[b.table]
@@ -703,7 +694,7 @@ func startWriter(ctx context.Context, store eventstore.Store, reader Reader, ind
 			}
 		}
 		if err == nil && len(w.indexes) > 0 {
-			err = fmt.Errorf("no last rows for %d tables", len(w.indexes))
+			err = fmt.Errorf("no rows for %d tables", len(w.indexes))
 		}
 		w.done <- err
 	}()
