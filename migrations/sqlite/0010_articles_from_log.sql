@@ -1,7 +1,7 @@
 -- Ticket articles are read from the log instead of being copied into a
--- table (see migrations/postgres/0010_articles_from_log.sql for why). This
--- view gives analysts the same rows as the API, column for column; its
--- created_at is the RFC 3339 text the event holds.
+-- table (see migrations/postgres/0010_articles_from_log.sql for why; this
+-- is the same view in SQLite's JSON functions). Its created_at is the
+-- RFC 3339 text the event holds.
 DROP TABLE ticket_articles;
 
 CREATE VIEW ticket_articles AS
@@ -12,74 +12,63 @@ WITH a AS (
         e.payload AS p,
         e.recorded_at,
         CASE WHEN e.type IN ('TicketCreated', 'MailAppended', 'MailBundled', 'DeliveryFailureRecorded')
-            THEN COALESCE(e.payload->>'caused_by', '') END AS mail_ref
+            THEN COALESCE(e.payload->>'caused_by', '') END AS mail_ref,
+        m.payload AS mail,
+        e.payload->>(CASE WHEN e.type = 'TicketCreated' THEN 'created_at'
+            WHEN e.type IN ('ReplyQueued', 'AutoReplyQueued', 'ErrorMailQueued') THEN 'queued_at'
+            ELSE 'at' END) AS at_text
     FROM events e
+    LEFT JOIN events m ON e.type IN ('TicketCreated', 'MailAppended', 'MailBundled', 'DeliveryFailureRecorded')
+        AND COALESCE(e.payload->>'caused_by', '') <> '' AND m.stream = 'mail-' || (e.payload->>'caused_by')
+        AND m.stream_version = 1 AND m.type = 'MailReceived'
     WHERE substr(e.stream, 1, 7) = 'ticket-'
       AND e.type IN ('TicketCreated', 'MailAppended', 'MailBundled', 'NoteAdded', 'DeliveryFailureRecorded',
           'ReplyQueued', 'AutoReplyQueued', 'ErrorMailQueued')
 ), b AS (
-    SELECT a.ticket_id, a.seq, a.t, a.mail_ref,
-        CASE a.t WHEN 'NoteAdded' THEN 'note' WHEN 'DeliveryFailureRecorded' THEN 'delivery_failure'
-            WHEN 'ReplyQueued' THEN 'reply' WHEN 'AutoReplyQueued' THEN 'auto_reply'
-            WHEN 'ErrorMailQueued' THEN 'error_mail' ELSE 'mail' END AS kind,
+    -- the addresses as JSON arrays of {name, email}, written below
+    SELECT a.*,
+        CASE WHEN a.mail IS NOT NULL THEN json_array(json(a.mail->'from'))
+            WHEN a.t IN ('MailAppended', 'MailBundled') THEN json_array(json(a.p->'from')) END AS from_list,
+        CASE WHEN a.mail IS NOT NULL THEN a.mail->'to'
+            WHEN a.t = 'ReplyQueued' THEN a.p->'to'
+            WHEN a.t IN ('AutoReplyQueued', 'ErrorMailQueued') THEN json_array(json(a.p->'to')) END AS to_list,
         CASE WHEN a.t IN ('NoteAdded', 'DeliveryFailureRecorded') THEN ''
             ELSE COALESCE(a.p->>'message_id', '') END AS message_id,
         CASE a.t WHEN 'NoteAdded' THEN ''
             WHEN 'DeliveryFailureRecorded' THEN 'delivery failed: ' || COALESCE(a.p->>'bounced_message_id', '')
-            ELSE COALESCE(a.p->>'subject', '') END AS subject,
-        CASE WHEN a.t IN ('MailAppended', 'MailBundled') THEN
-                CASE WHEN COALESCE(a.p->>'$.from.name', '') = '' THEN COALESCE(a.p->>'$.from.email', '')
-                    ELSE '"' || replace(replace(a.p->>'$.from.name', '\', '\\'), '"', '\"') || '" <'
-                        || COALESCE(a.p->>'$.from.email', '') || '>' END
-            WHEN a.t IN ('NoteAdded', 'ReplyQueued') THEN COALESCE(a.p->>'actor', '')
-            ELSE '' END AS from_addr,
-        CASE WHEN a.t = 'ReplyQueued' THEN
-                (SELECT COALESCE(group_concat(
-                    CASE WHEN COALESCE(l.value->>'name', '') = '' THEN COALESCE(l.value->>'email', '')
-                        ELSE '"' || replace(replace(l.value->>'name', '\', '\\'), '"', '\"') || '" <'
-                            || COALESCE(l.value->>'email', '') || '>' END, ', ' ORDER BY l.key), '')
-                FROM json_each(CASE WHEN json_type(a.p, '$.to') = 'array' THEN a.p->'to' ELSE '[]' END) AS l)
-            WHEN a.t IN ('AutoReplyQueued', 'ErrorMailQueued') THEN
-                CASE WHEN COALESCE(a.p->>'$.to.name', '') = '' THEN COALESCE(a.p->>'$.to.email', '')
-                    ELSE '"' || replace(replace(a.p->>'$.to.name', '\', '\\'), '"', '\"') || '" <'
-                        || COALESCE(a.p->>'$.to.email', '') || '>' END
-            ELSE '' END AS to_addr,
-        CASE a.t WHEN 'NoteAdded' THEN COALESCE(a.p->>'text', '')
-            WHEN 'DeliveryFailureRecorded' THEN COALESCE(a.p->>'reason', '')
-            WHEN 'ReplyQueued' THEN COALESCE(a.p->>'body', '')
-            WHEN 'AutoReplyQueued' THEN 'template ' || COALESCE(a.p->>'template', '')
-            WHEN 'ErrorMailQueued' THEN COALESCE(a.p->>'reason', '')
-            ELSE '' END AS text_body,
-        CASE WHEN a.t IN ('NoteAdded', 'ReplyQueued') THEN COALESCE(a.p->>'actor', '') ELSE '' END AS actor,
-        CASE WHEN a.t = 'TicketCreated' THEN a.p->>'created_at'
-            WHEN COALESCE(a.p->>(CASE WHEN a.t IN ('ReplyQueued', 'AutoReplyQueued', 'ErrorMailQueued')
-                THEN 'queued_at' ELSE 'at' END), '') IN ('', '0001-01-01T00:00:00Z') THEN a.recorded_at
-            ELSE a.p->>(CASE WHEN a.t IN ('ReplyQueued', 'AutoReplyQueued', 'ErrorMailQueued')
-                THEN 'queued_at' ELSE 'at' END)
-            END AS created_at
+            ELSE COALESCE(a.p->>'subject', '') END AS subject
     FROM a
 )
-SELECT b.ticket_id, b.seq, b.kind,
-    CASE WHEN m.payload IS NULL THEN COALESCE(b.mail_ref, '') ELSE COALESCE(m.payload->>'mail_id', '') END AS mail_id,
-    CASE WHEN b.message_id = '' AND m.payload IS NOT NULL THEN COALESCE(m.payload->>'message_id', '')
+SELECT b.ticket_id, b.seq,
+    CASE b.t WHEN 'NoteAdded' THEN 'note' WHEN 'DeliveryFailureRecorded' THEN 'delivery_failure'
+        WHEN 'ReplyQueued' THEN 'reply' WHEN 'AutoReplyQueued' THEN 'auto_reply'
+        WHEN 'ErrorMailQueued' THEN 'error_mail' ELSE 'mail' END AS kind,
+    CASE WHEN b.mail IS NULL THEN COALESCE(b.mail_ref, '') ELSE COALESCE(b.mail->>'mail_id', '') END AS mail_id,
+    CASE WHEN b.message_id = '' AND b.mail IS NOT NULL THEN COALESCE(b.mail->>'message_id', '')
         ELSE b.message_id END AS message_id,
-    CASE WHEN m.payload IS NULL THEN b.from_addr
-        WHEN COALESCE(m.payload->>'$.from.name', '') = '' THEN COALESCE(m.payload->>'$.from.email', '')
-        ELSE '"' || replace(replace(m.payload->>'$.from.name', '\', '\\'), '"', '\"') || '" <'
-            || COALESCE(m.payload->>'$.from.email', '') || '>' END AS from_addr,
-    CASE WHEN m.payload IS NULL THEN b.to_addr
+    CASE WHEN b.t IN ('NoteAdded', 'ReplyQueued') THEN COALESCE(b.p->>'actor', '')
         ELSE (SELECT COALESCE(group_concat(
                 CASE WHEN COALESCE(l.value->>'name', '') = '' THEN COALESCE(l.value->>'email', '')
                     ELSE '"' || replace(replace(l.value->>'name', '\', '\\'), '"', '\"') || '" <'
                         || COALESCE(l.value->>'email', '') || '>' END, ', ' ORDER BY l.key), '')
-            FROM json_each(CASE WHEN json_type(m.payload, '$.to') = 'array' THEN m.payload->'to' ELSE '[]' END) AS l)
-        END AS to_addr,
-    CASE WHEN b.subject = '' AND m.payload IS NOT NULL THEN COALESCE(m.payload->>'subject', '')
+            FROM json_each(CASE WHEN json_type(b.from_list) = 'array' THEN b.from_list ELSE '[]' END) AS l) END AS from_addr,
+    (SELECT COALESCE(group_concat(
+            CASE WHEN COALESCE(l.value->>'name', '') = '' THEN COALESCE(l.value->>'email', '')
+                ELSE '"' || replace(replace(l.value->>'name', '\', '\\'), '"', '\"') || '" <'
+                    || COALESCE(l.value->>'email', '') || '>' END, ', ' ORDER BY l.key), '')
+        FROM json_each(CASE WHEN json_type(b.to_list) = 'array' THEN b.to_list ELSE '[]' END) AS l) AS to_addr,
+    CASE WHEN b.subject = '' AND b.mail IS NOT NULL THEN COALESCE(b.mail->>'subject', '')
         ELSE b.subject END AS subject,
-    CASE WHEN m.payload IS NULL THEN b.text_body ELSE COALESCE(m.payload->>'text_body', '') END AS text_body,
-    CASE WHEN m.payload IS NULL THEN '' ELSE COALESCE(m.payload->>'html_body', '') END AS html_body,
-    CASE WHEN m.payload IS NULL THEN '' ELSE COALESCE(m.payload->>'blob_ref', '') END AS blob_ref,
-    b.actor, b.created_at
-FROM b
-LEFT JOIN events m ON b.mail_ref <> '' AND m.stream = 'mail-' || b.mail_ref AND m.stream_version = 1
-    AND m.type = 'MailReceived';
+    CASE WHEN b.mail IS NOT NULL THEN COALESCE(b.mail->>'text_body', '')
+        ELSE CASE b.t WHEN 'NoteAdded' THEN COALESCE(b.p->>'text', '')
+            WHEN 'DeliveryFailureRecorded' THEN COALESCE(b.p->>'reason', '')
+            WHEN 'ReplyQueued' THEN COALESCE(b.p->>'body', '')
+            WHEN 'AutoReplyQueued' THEN 'template ' || COALESCE(b.p->>'template', '')
+            WHEN 'ErrorMailQueued' THEN COALESCE(b.p->>'reason', '')
+            ELSE '' END END AS text_body,
+    COALESCE(b.mail->>'html_body', '') AS html_body,
+    COALESCE(b.mail->>'blob_ref', '') AS blob_ref,
+    CASE WHEN b.t IN ('NoteAdded', 'ReplyQueued') THEN COALESCE(b.p->>'actor', '') ELSE '' END AS actor,
+    CASE WHEN b.t <> 'TicketCreated' AND COALESCE(b.at_text, '') IN ('', '0001-01-01T00:00:00Z') THEN b.recorded_at
+        ELSE b.at_text END AS created_at
+FROM b;
