@@ -49,9 +49,12 @@ func viewOf(a domain.InboundAccount) accountView {
 // client can send back what it read.
 type accountInput struct {
 	domain.InboundAccount
-	PasswordSet          *bool `json:"password_set,omitempty"`
-	OAuthClientSecretSet *bool `json:"oauth_client_secret_set,omitempty"`
-	OAuthRefreshTokenSet *bool `json:"oauth_refresh_token_set,omitempty"`
+	// Preset (microsoft365, google) fills host, port and security left
+	// empty; it is not stored.
+	Preset               string `json:"preset,omitempty"`
+	PasswordSet          *bool  `json:"password_set,omitempty"`
+	OAuthClientSecretSet *bool  `json:"oauth_client_secret_set,omitempty"`
+	OAuthRefreshTokenSet *bool  `json:"oauth_refresh_token_set,omitempty"`
 }
 
 // accountWritten answers a write of an account.
@@ -114,10 +117,19 @@ func (s *server) createAccount(c echo.Context) error {
 	if in.ID != "" {
 		return invalid("id", "is assigned by the server; leave it out")
 	}
+	ctx := c.Request().Context()
+	if body.Preset != "" {
+		var err error
+		if in, err = domain.ApplyInboundPreset(in, body.Preset); err != nil {
+			return unprocessable(err)
+		}
+	}
+	if err := s.checkConnectionRef(ctx, in.OAuthConnectionID, in.HasInlineOAuth()); err != nil {
+		return err
+	}
 	if err := s.sealSecrets(&in, domain.InboundAccount{}); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
 	state, version, err := LoadInboundAccounts(ctx, s.store)
 	if err != nil {
 		return err
@@ -206,6 +218,14 @@ func (s *server) updateAccount(c echo.Context) error {
 	next := body.InboundAccount
 	if next.ID != cur.ID {
 		return invalid("id", "cannot be changed")
+	}
+	if body.Preset != "" {
+		return invalid("preset", "applies when an account is created; set host, port and security instead")
+	}
+	inlineNew := next.OAuthTenantID != cur.OAuthTenantID || next.OAuthClientID != cur.OAuthClientID ||
+		next.OAuthClientSecret != "" || next.OAuthRefreshToken != ""
+	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, inlineNew); err != nil {
+		return err
 	}
 	if err := s.sealSecrets(&next, cur); err != nil {
 		return err

@@ -59,6 +59,9 @@ type Options struct {
 	// Bodies serves article bodies, attachments, inline images and .eml
 	// downloads (bodies.go).
 	Bodies MailBodies
+	// OAuth runs the delegated consent and reports token health (oauth.go);
+	// nil functions answer 503 (Health: the state the events imply).
+	OAuth OAuth
 }
 
 // Projections are the read models the API serves.
@@ -122,6 +125,9 @@ func New(opts Options) *echo.Echo {
 		for _, r := range s.routes() {
 			e.Add(r.Method, r.Path, r.Handler, s.auth.requireRoles(r.Roles...))
 		}
+		// The provider sends the person's browser here after consent; no
+		// API token comes with it, the single-use state authenticates it.
+		e.GET(OAuthCallbackPath, s.oauthCallback)
 	}
 	return e
 }

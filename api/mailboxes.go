@@ -1,12 +1,15 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 )
@@ -42,10 +45,58 @@ func (s *server) listMailboxes(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	items, err := s.withTokenState(c.Request().Context(), rows)
+	if err != nil {
+		return err
+	}
 	// checkpoint says how far the view has read the log (its lag).
 	cp, err := s.store.Checkpoint(c.Request().Context(), p.Name())
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": rows, "checkpoint": cp})
+	return c.JSON(http.StatusOK, map[string]any{"items": items, "checkpoint": cp})
+}
+
+// mailboxItem is a mailbox-status row with, for an account that logs in
+// through an OAuth connection, the connection's token state: a connection
+// that needs a reconnect shows on every account that uses it.
+type mailboxItem struct {
+	projections.MailboxStatusRow
+	OAuthConnectionID    string     `json:"oauth_connection_id,omitempty"`
+	TokenState           string     `json:"token_state,omitempty"`
+	AccessTokenExpiresAt *time.Time `json:"access_token_expires_at,omitempty"`
+	LastRefreshAt        *time.Time `json:"last_refresh_at,omitempty"`
+	// TokenError is the provider's words of the last refusal (last_error
+	// is the poll's).
+	TokenError string `json:"token_error,omitempty"`
+}
+
+func (s *server) withTokenState(ctx context.Context, rows []projections.MailboxStatusRow) ([]mailboxItem, error) {
+	accounts, _, err := LoadInboundAccounts(ctx, s.store)
+	if err != nil {
+		return nil, err
+	}
+	health := map[string]*OAuthHealth{}
+	items := make([]mailboxItem, len(rows))
+	for i, r := range rows {
+		items[i].MailboxStatusRow = r
+		id := accounts.ByID[r.AccountID].OAuthConnectionID
+		if id == "" || s.opts.OAuth.Health == nil {
+			continue
+		}
+		h, ok := health[id]
+		if !ok {
+			v, err := s.opts.OAuth.Health(ctx, id)
+			if err != nil {
+				// A deleted or unreadable connection: say so on the row
+				// rather than fail the whole list.
+				v = OAuthHealth{TokenState: domain.TokenStateError, LastError: err.Error()}
+			}
+			h = &v
+			health[id] = h
+		}
+		items[i].OAuthConnectionID, items[i].TokenState, items[i].TokenError = id, h.TokenState, h.LastError
+		items[i].AccessTokenExpiresAt, items[i].LastRefreshAt = h.AccessTokenExpiresAt, h.LastRefreshAt
+	}
+	return items, nil
 }

@@ -56,6 +56,10 @@ type outboundBody struct {
 	SentFolder          string   `json:"sent_folder,omitempty"`
 	Resources           []string `json:"resources,omitempty"`
 	Categories          []string `json:"categories,omitempty"`
+	OAuthConnectionID   string   `json:"oauth_connection_id,omitempty"`
+	// Preset (microsoft365, google) fills host, port, security and auth
+	// left empty when an account is created; it is not stored.
+	Preset string `json:"preset,omitempty"`
 
 	PasswordSet          *bool `json:"password_set,omitempty"`
 	OAuthClientSecretSet *bool `json:"oauth_client_secret_set,omitempty"`
@@ -69,7 +73,7 @@ func outboundBodyOf(a domain.OutboundAccount) outboundBody {
 		OAuthTenantID: a.OAuthTenantID, OAuthClientID: a.OAuthClientID, OAuthClientSecret: a.OAuthClientSecret,
 		OAuthRefreshToken: a.OAuthRefreshToken, SenderAddress: a.SenderAddress, SenderName: a.SenderName,
 		BodyEncoding: a.BodyEncoding, MaxMailSize: a.MaxSize, SentFolderAccountID: a.SentFolderAccountID,
-		SentFolder: a.SentFolder, Resources: a.Resources, Categories: a.Categories}
+		SentFolder: a.SentFolder, Resources: a.Resources, Categories: a.Categories, OAuthConnectionID: a.OAuthConnectionID}
 }
 
 func (b outboundBody) account() domain.OutboundAccount {
@@ -79,7 +83,7 @@ func (b outboundBody) account() domain.OutboundAccount {
 		OAuthTenantID: b.OAuthTenantID, OAuthClientID: b.OAuthClientID, OAuthClientSecret: b.OAuthClientSecret,
 		OAuthRefreshToken: b.OAuthRefreshToken, SenderAddress: b.SenderAddress, SenderName: b.SenderName,
 		BodyEncoding: b.BodyEncoding, MaxSize: b.MaxMailSize, SentFolderAccountID: b.SentFolderAccountID,
-		SentFolder: b.SentFolder, Resources: b.Resources, Categories: b.Categories}
+		SentFolder: b.SentFolder, Resources: b.Resources, Categories: b.Categories, OAuthConnectionID: b.OAuthConnectionID}
 }
 
 // outboundView redacts the secrets.
@@ -133,6 +137,15 @@ func (s *server) createOutbound(c echo.Context) error {
 	in := body.account()
 	if in.ID != "" {
 		return invalid("id", "is assigned by the server; leave it out")
+	}
+	if body.Preset != "" {
+		var err error
+		if in, err = domain.ApplyOutboundPreset(in, body.Preset); err != nil {
+			return unprocessable(err)
+		}
+	}
+	if err := s.checkConnectionRef(c.Request().Context(), in.OAuthConnectionID, in.HasInlineOAuth()); err != nil {
+		return err
 	}
 	if err := s.sealOutbound(&in, domain.OutboundAccount{}); err != nil {
 		return err
@@ -226,6 +239,14 @@ func (s *server) updateOutbound(c echo.Context) error {
 	next := body.account()
 	if next.ID != cur.ID {
 		return invalid("id", "cannot be changed")
+	}
+	if body.Preset != "" {
+		return invalid("preset", "applies when an account is created; set host, port, security and auth instead")
+	}
+	inlineNew := next.OAuthTenantID != cur.OAuthTenantID || next.OAuthClientID != cur.OAuthClientID ||
+		next.OAuthClientSecret != "" || next.OAuthRefreshToken != ""
+	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, inlineNew); err != nil {
+		return err
 	}
 	if err := s.sealOutbound(&next, cur); err != nil {
 		return err

@@ -25,6 +25,12 @@ func withAccount(suffix string) recipe {
 	}
 }
 
+func withConnection(suffix string) recipe {
+	return func(tb testing.TB, e *testEnv) (string, any) {
+		return "/api/v1/oauth-connections/" + e.createConnection(tb, connection(uniq("conn"))) + suffix, nil
+	}
+}
+
 // recipes has one entry per route of the route table; the test fails for a
 // route without one, so a new route cannot go untested.
 var recipes = map[string]recipe{
@@ -53,7 +59,20 @@ var recipes = map[string]recipe{
 	"GET /api/v1/inbound-accounts/:id/history": withAccount("/history"),
 	"POST /api/v1/inbound-accounts/:id/check":  withAccount("/check"),
 	"POST /api/v1/inbound-accounts/:id/poll":   withAccount("/poll"),
-	"GET /api/v1/settings":                     func(testing.TB, *testEnv) (string, any) { return "/api/v1/settings", nil },
+	"POST /api/v1/oauth-connections": func(testing.TB, *testEnv) (string, any) {
+		return "/api/v1/oauth-connections", connection(uniq("conn"))
+	},
+	"GET /api/v1/oauth-connections":        func(testing.TB, *testEnv) (string, any) { return "/api/v1/oauth-connections", nil },
+	"GET /api/v1/oauth-connections/:id":    withConnection(""),
+	"DELETE /api/v1/oauth-connections/:id": withConnection(""),
+	"PUT /api/v1/oauth-connections/:id": func(tb testing.TB, e *testEnv) (string, any) {
+		p, _ := withConnection("")(tb, e)
+		return p, map[string]any{"description": uniq("changed")}
+	},
+	"GET /api/v1/oauth-connections/:id/history":    withConnection("/history"),
+	"POST /api/v1/oauth-connections/:id/authorize": withConnection("/authorize"),
+	"GET /api/v1/presets":                          func(testing.TB, *testEnv) (string, any) { return "/api/v1/presets", nil },
+	"GET /api/v1/settings":                         func(testing.TB, *testEnv) (string, any) { return "/api/v1/settings", nil },
 	"PUT /api/v1/settings": func(testing.TB, *testEnv) (string, any) {
 		return "/api/v1/settings", map[string]any{"error_folder": uniq("Errors")}
 	},

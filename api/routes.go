@@ -48,6 +48,15 @@ func (s *server) routes() []route {
 		{http.MethodPost, Prefix + "/inbound-accounts/:id/check", rolesAdmin, s.checkAccount},
 		{http.MethodPost, Prefix + "/inbound-accounts/:id/poll", rolesPoll, s.pollAccount},
 
+		{http.MethodPost, Prefix + "/oauth-connections", rolesAdmin, s.createConnection},
+		{http.MethodGet, Prefix + "/oauth-connections", rolesReaders, s.listConnections},
+		{http.MethodGet, Prefix + "/oauth-connections/:id", rolesReaders, s.getConnection},
+		{http.MethodPut, Prefix + "/oauth-connections/:id", rolesAdmin, s.updateConnection},
+		{http.MethodDelete, Prefix + "/oauth-connections/:id", rolesAdmin, s.deleteConnection},
+		{http.MethodGet, Prefix + "/oauth-connections/:id/history", rolesAudit, s.connectionHistory},
+		{http.MethodPost, Prefix + "/oauth-connections/:id/authorize", rolesAdmin, s.authorizeConnection},
+		{http.MethodGet, Prefix + "/presets", rolesReaders, s.listPresets},
+
 		{http.MethodGet, Prefix + "/settings", rolesReaders, s.getSettings},
 		{http.MethodPut, Prefix + "/settings", rolesAdmin, s.putSettings},
 

@@ -49,7 +49,9 @@ type InboundAccount struct {
 	Username          string `json:"username,omitempty"`
 	Password          string `json:"password,omitempty"` // sealed
 	PreventPlainLogin bool   `json:"prevent_plain_login,omitempty"`
-	// OAuth2 (Graph app-only, or XOAUTH2 with a delegated refresh token).
+	// Deprecated: OAuth2 inline in the account, as stored before OAuth
+	// connections; kept to read old events. MigrateInlineOAuth moves them
+	// onto a connection and the API refuses them.
 	OAuthTenantID     string `json:"oauth_tenant_id,omitempty"`
 	OAuthClientID     string `json:"oauth_client_id,omitempty"`
 	OAuthClientSecret string `json:"oauth_client_secret,omitempty"` // sealed
@@ -76,6 +78,17 @@ type InboundAccount struct {
 	Resource                 string `json:"resource,omitempty"`
 	Category                 string `json:"category,omitempty"`
 	Priority                 string `json:"priority,omitempty"`
+
+	// OAuthConnectionID selects the OAuth connection this account logs in
+	// with (XOAUTH2 for IMAP and POP3, the token for Graph); the password
+	// is then not used.
+	OAuthConnectionID string `json:"oauth_connection_id,omitempty"`
+}
+
+// HasInlineOAuth says whether the account still carries the OAuth fields
+// of before connections (MigrateInlineOAuth moves them onto one).
+func (a InboundAccount) HasInlineOAuth() bool {
+	return a.OAuthTenantID != "" || a.OAuthClientID != "" || a.OAuthClientSecret != "" || a.OAuthRefreshToken != ""
 }
 
 // WithDefaults fills in RULES.md's defaults for fields left empty.
@@ -138,8 +151,8 @@ func (a InboundAccount) Validate() error {
 		if a.Port < 1 || a.Port > 65535 {
 			bad("port", "%d is not from 1 to 65535", a.Port)
 		}
-		if a.Username == "" && a.OAuthRefreshToken == "" {
-			bad("username", "must not be empty")
+		if a.Username == "" {
+			bad("username", "must not be empty (an OAuth2 login names the mailbox user too)")
 		}
 	}
 	switch a.Security {
@@ -175,8 +188,8 @@ func (a InboundAccount) Validate() error {
 			}
 		}
 	}
-	if a.Protocol == ProtocolGraph && (a.OAuthTenantID == "" || a.OAuthClientID == "") {
-		bad("oauth_client_id", "graph accounts need oauth_tenant_id, oauth_client_id and oauth_client_secret")
+	if a.Protocol == ProtocolGraph && a.OAuthConnectionID == "" && !a.HasInlineOAuth() {
+		bad("oauth_connection_id", "graph accounts log in through an OAuth connection; name one")
 	}
 	return errors.Join(errs...)
 }
@@ -370,6 +383,7 @@ func changedFields(a, b InboundAccount) []string {
 	add("resource", a.Resource != b.Resource)
 	add("category", a.Category != b.Category)
 	add("priority", a.Priority != b.Priority)
+	add("oauth_connection_id", a.OAuthConnectionID != b.OAuthConnectionID)
 	return out
 }
 

@@ -68,6 +68,13 @@ var registry = map[string]eventType{
 	OutboundMailFailedName:      {version: OutboundMailFailedSchemaVersion, decode: decoder[OutboundMailFailed]()},
 	OutboundMailSuppressedName:  {version: OutboundMailSuppressedSchemaVersion, decode: decoder[OutboundMailSuppressed]()},
 	TemplateSavedName:           {version: TemplateSavedSchemaVersion, decode: decoder[TemplateSaved]()},
+
+	OAuthConnectionCreatedName:    {version: OAuthConnectionCreatedSchemaVersion, decode: decoder[OAuthConnectionCreated]()},
+	OAuthConnectionUpdatedName:    {version: OAuthConnectionUpdatedSchemaVersion, decode: decoder[OAuthConnectionUpdated]()},
+	OAuthConnectionDeletedName:    {version: OAuthConnectionDeletedSchemaVersion, decode: decoder[OAuthConnectionDeleted]()},
+	OAuthConnectionAuthorizedName: {version: OAuthConnectionAuthorizedSchemaVersion, decode: decoder[OAuthConnectionAuthorized]()},
+	OAuthTokenRefreshedName:       {version: OAuthTokenRefreshedSchemaVersion, decode: decoder[OAuthTokenRefreshed]()},
+	OAuthTokenRefreshFailedName:   {version: OAuthTokenRefreshFailedSchemaVersion, decode: decoder[OAuthTokenRefreshFailed]()},
 }
 
 // EventNames lists every registered stored name (unordered).

@@ -72,6 +72,14 @@ func sampleEvents() []domain.Event {
 		domain.OutboundMailFailed{OutgoingMailID: "o", MessageID: "a@b", TicketID: "t", Kind: domain.OutgoingReply, AccountID: "out-1", To: []string{"e@f"}, Attempt: 2, Stage: "rcpt", Code: 451, Reply: "later", NextAttemptAt: at, At: at},
 		domain.OutboundMailSuppressed{OutgoingMailID: "o", TicketID: "t", Kind: domain.AutoMailError, To: "e@f", Code: domain.SuppressRecipientLimit, Reason: "r", At: at},
 		domain.TemplateSaved{Template: domain.Template{Name: "default", Subject: "{{.Subject}}", Body: "b", UpdatedAt: at, UpdatedBy: "a"}, Actor: "a"},
+		domain.OAuthConnectionCreated{Connection: domain.OAuthConnection{ID: "c1", Name: "M365", Provider: "microsoft365", Flow: "delegated",
+			TenantID: "contoso.onmicrosoft.com", ClientID: "cid", ClientSecret: "sealed", LoginBaseURL: domain.DefaultMicrosoftLoginBaseURL}, Actor: "a"},
+		domain.OAuthConnectionUpdated{Connection: domain.OAuthConnection{ID: "c1", Name: "Custom", Provider: "custom", Flow: "delegated",
+			ClientID: "cid", AuthorizationURL: "https://idp/a", TokenURL: "https://idp/t", Scopes: []string{"mail"}}, Changed: []string{"name"}, Actor: "a"},
+		domain.OAuthConnectionDeleted{ConnectionID: "c1", Actor: "a"},
+		domain.OAuthConnectionAuthorized{ConnectionID: "c1", RefreshToken: "sealed", Scopes: []string{"s"}, AccessTokenExpiresAt: at, At: at, Actor: "a"},
+		domain.OAuthTokenRefreshed{ConnectionID: "c1", RefreshToken: "sealed", Scopes: []string{"s"}, AccessTokenExpiresAt: at, At: at},
+		domain.OAuthTokenRefreshFailed{ConnectionID: "c1", ErrorCode: "invalid_grant", Error: "AADSTS70008: expired", NeedsReconnect: true, At: at},
 	}
 }
 

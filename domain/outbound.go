@@ -41,9 +41,11 @@ type OutboundAccount struct {
 	TLSSkipVerify bool   `json:"tls_skip_verify,omitempty"`
 	TLSServerName string `json:"tls_server_name,omitempty"`
 
-	Auth              string `json:"auth,omitempty"`
-	Username          string `json:"username,omitempty"`
-	Password          string `json:"password,omitempty"` // sealed
+	Auth     string `json:"auth,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"` // sealed
+	// Deprecated: OAuth2 inline in the account, as stored before OAuth
+	// connections; kept to read old events (see MigrateInlineOAuth).
 	OAuthTenantID     string `json:"oauth_tenant_id,omitempty"`
 	OAuthClientID     string `json:"oauth_client_id,omitempty"`
 	OAuthClientSecret string `json:"oauth_client_secret,omitempty"` // sealed
@@ -59,6 +61,16 @@ type OutboundAccount struct {
 	SentFolder          string   `json:"sent_folder,omitempty"`
 	Resources           []string `json:"resources,omitempty"`
 	Categories          []string `json:"categories,omitempty"`
+
+	// OAuthConnectionID selects the OAuth connection of auth xoauth2 (and
+	// of Graph).
+	OAuthConnectionID string `json:"oauth_connection_id,omitempty"`
+}
+
+// HasInlineOAuth says whether the account still carries the OAuth fields
+// of before connections (MigrateInlineOAuth moves them onto one).
+func (a OutboundAccount) HasInlineOAuth() bool {
+	return a.OAuthTenantID != "" || a.OAuthClientID != "" || a.OAuthClientSecret != "" || a.OAuthRefreshToken != ""
 }
 
 // WithDefaults fills in RULES.md's defaults: SMTP on 587 with STARTTLS (465
@@ -119,7 +131,14 @@ func (a OutboundAccount) Validate() error {
 			bad("security", "%q is not one of tls, starttls, none", a.Security)
 		}
 		switch a.Auth {
-		case AuthNone, AuthXOAuth2:
+		case AuthNone:
+		case AuthXOAuth2:
+			if a.OAuthConnectionID == "" && !a.HasInlineOAuth() {
+				bad("oauth_connection_id", "auth xoauth2 logs in through an OAuth connection; name one")
+			}
+			if a.Username == "" {
+				bad("username", "must name the mailbox user with auth xoauth2")
+			}
 		case AuthPlain, AuthLogin, AuthCRAMMD5:
 			if a.Username == "" {
 				bad("username", "must not be empty with auth %s", a.Auth)
@@ -131,8 +150,8 @@ func (a OutboundAccount) Validate() error {
 			bad("auth", "%q is not one of none, plain, login, cram-md5, xoauth2", a.Auth)
 		}
 	case OutboundGraph:
-		if a.OAuthTenantID == "" || a.OAuthClientID == "" {
-			bad("oauth_client_id", "graph accounts need oauth_tenant_id, oauth_client_id and oauth_client_secret")
+		if a.OAuthConnectionID == "" && !a.HasInlineOAuth() {
+			bad("oauth_connection_id", "graph accounts send through an OAuth connection; name one")
 		}
 	default:
 		bad("protocol", "%q is not one of smtp, graph", a.Protocol)
@@ -365,6 +384,7 @@ func outboundChanged(a, b OutboundAccount) []string {
 	add("oauth_client_id", a.OAuthClientID != b.OAuthClientID)
 	add("oauth_client_secret", a.OAuthClientSecret != b.OAuthClientSecret)
 	add("oauth_refresh_token", a.OAuthRefreshToken != b.OAuthRefreshToken)
+	add("oauth_connection_id", a.OAuthConnectionID != b.OAuthConnectionID)
 	add("sender_address", a.SenderAddress != b.SenderAddress)
 	add("sender_name", a.SenderName != b.SenderName)
 	add("body_encoding", a.BodyEncoding != b.BodyEncoding)

@@ -43,7 +43,7 @@ func TestOutboundAccount_Validate(t *testing.T) {
 			},
 			fields: []string{"name:", "host:", "auth:", "sender_address:", "body_encoding:", "max_size:"},
 		},
-		{name: "graph needs the app registration", change: func(a *domain.OutboundAccount) { a.Protocol = domain.OutboundGraph }, fields: []string{"oauth_client_id"}},
+		{name: "graph needs an OAuth connection", change: func(a *domain.OutboundAccount) { a.Protocol = domain.OutboundGraph }, fields: []string{"oauth_connection_id"}},
 		{name: "an unknown protocol is refused", change: func(a *domain.OutboundAccount) { a.Protocol = "uucp" }, fields: []string{"protocol"}},
 	}
 	for _, tc := range tests {

@@ -59,9 +59,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/microsoft"
-
 	"github.com/ledgerdesk/ledgerdesk/adapters/smtpsend"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
@@ -133,10 +130,11 @@ type OutboundOptions struct {
 	PollInterval time.Duration
 	// RootCAs verifies SMTP and IMAP servers [system pool].
 	RootCAs *x509.CertPool
-	// OAuthToken gets an XOAUTH2 access token for an account (secrets
-	// still sealed) [a refresh-token grant against the account's Azure AD
-	// tenant].
-	OAuthToken func(ctx context.Context, a domain.OutboundAccount) (string, error)
+	// AccessToken gets an OAuth2 access token of a connection for a
+	// protocol (adapters/oauth.Manager.AccessToken): XOAUTH2 for SMTP and
+	// for the Sent folder's IMAP login. Nil: such accounts fail with a
+	// reason.
+	AccessToken func(ctx context.Context, connectionID, protocol string) (string, error)
 	// LocalName is the EHLO name [the Message-ID domain, else localhost].
 	LocalName string
 	// TakeOnBatch is how many queued mails the subscription takes on in
@@ -206,9 +204,6 @@ func NewOutbound(o OutboundOptions) *Outbound {
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 500 * time.Millisecond
-	}
-	if o.OAuthToken == nil {
-		o.OAuthToken = azureToken(o.Secrets)
 	}
 	if o.MaxAge <= 0 {
 		o.MaxAge = 24 * time.Hour
@@ -1250,7 +1245,7 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
 		MaxSize: acc.MaxSize, LocalName: localName}
 	if acc.Auth == domain.AuthXOAuth2 {
-		p.smtp.OAuthToken = func(ctx context.Context) (string, error) { return s.o.OAuthToken(ctx, acc) }
+		p.smtp.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
 	}
 	if acc.SentFolderAccountID != "" {
 		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP {
@@ -1276,33 +1271,16 @@ func (s *Outbound) open(sealed string) (string, error) {
 	return s.o.Secrets.Open(sealed)
 }
 
-// azureToken returns an XOAUTH2 token source that redeems the account's
-// refresh token at its Azure AD tenant (Exchange Online's SMTP AUTH).
-func azureToken(secrets Opener) func(ctx context.Context, a domain.OutboundAccount) (string, error) {
-	return func(ctx context.Context, a domain.OutboundAccount) (string, error) {
-		if secrets == nil {
-			return "", errors.New("no secret key configured")
+// tokenSource is the XOAUTH2 token of a connection for a protocol.
+func (s *Outbound) tokenSource(connectionID, protocol string) func(ctx context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		switch {
+		case connectionID == "":
+			return "", errors.New("auth xoauth2 needs an OAuth connection (oauth_connection_id)")
+		case s.o.AccessToken == nil:
+			return "", errors.New("OAuth logins are not wired in this process")
 		}
-		if a.OAuthRefreshToken == "" || a.OAuthClientID == "" || a.OAuthTenantID == "" {
-			return "", errors.New("xoauth2 needs oauth_tenant_id, oauth_client_id and oauth_refresh_token")
-		}
-		refresh, err := secrets.Open(a.OAuthRefreshToken)
-		if err != nil {
-			return "", err
-		}
-		secret := ""
-		if a.OAuthClientSecret != "" {
-			if secret, err = secrets.Open(a.OAuthClientSecret); err != nil {
-				return "", err
-			}
-		}
-		cfg := oauth2.Config{ClientID: a.OAuthClientID, ClientSecret: secret, Endpoint: microsoft.AzureADEndpoint(a.OAuthTenantID),
-			Scopes: []string{"offline_access", "https://outlook.office.com/SMTP.Send"}}
-		tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refresh}).Token()
-		if err != nil {
-			return "", err
-		}
-		return tok.AccessToken, nil
+		return s.o.AccessToken(ctx, connectionID, protocol)
 	}
 }
 

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,49 +10,94 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/imapsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/pop3source"
-	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 )
 
-// ErrProtocolUnsupported is returned for an account whose protocol has no
-// fetcher in this build.
-var ErrProtocolUnsupported = errors.New("ingest: protocol not supported")
+// Errors of FetcherFor: accounts whose login cannot work. The scheduler
+// polls them all the same, through UnusableAccount, so that the reason is
+// in the mailbox status and not only in a log line.
+var (
+	ErrProtocolUnsupported = errors.New("ingest: protocol not supported")
+	ErrCannotLogIn         = errors.New("ingest: the account cannot log in")
+)
 
 // fetchTimeout bounds each network step of a poll.
 const fetchTimeout = 60 * time.Second
 
-// FetcherFor builds the fetcher of a stored account, opening its sealed
-// secrets with box. The plaintext password lives only in the fetcher.
-func FetcherFor(a domain.InboundAccount, settings domain.Settings, box *secretbox.Box, logger *slog.Logger) (mailsource.Fetcher, error) {
-	password, err := box.Open(a.Password)
-	if err != nil {
-		return nil, fmt.Errorf("ingest: account %s: open stored password: %w", a.ID, err)
+// Opener opens sealed secrets (adapters/secretbox.Box).
+type Opener interface {
+	Open(sealed string) (string, error)
+}
+
+// AccessTokens gets an OAuth2 access token of a connection for a protocol
+// (adapters/oauth.Manager.AccessToken).
+type AccessTokens func(ctx context.Context, connectionID, protocol string) (string, error)
+
+// FetcherFor builds the fetcher of a stored account. An account with an
+// OAuth connection logs in with XOAUTH2 and a token from tokens; any other
+// with its password, opened with box (the plaintext lives only in the
+// fetcher).
+func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, tokens AccessTokens, logger *slog.Logger) (mailsource.Fetcher, error) {
+	var (
+		password    string
+		tokenSource func(ctx context.Context) (string, error)
+	)
+	switch {
+	case a.Protocol != domain.ProtocolIMAP && a.Protocol != domain.ProtocolPOP3:
+		return nil, fmt.Errorf("%w: %s (account %s)", ErrProtocolUnsupported, a.Protocol, a.ID)
+	case a.OAuthConnectionID != "":
+		if tokens == nil {
+			return nil, fmt.Errorf("%w: account %s: OAuth logins are not wired in this process", ErrCannotLogIn, a.ID)
+		}
+		connection, protocol := a.OAuthConnectionID, a.Protocol
+		tokenSource = func(ctx context.Context) (string, error) { return tokens(ctx, connection, protocol) }
+	case a.Password == "":
+		return nil, fmt.Errorf("%w: account %s has neither a password nor an OAuth connection", ErrCannotLogIn, a.ID)
+	default:
+		if box == nil {
+			return nil, fmt.Errorf("%w: account %s: no secret key to open its password", ErrCannotLogIn, a.ID)
+		}
+		var err error
+		if password, err = box.Open(a.Password); err != nil {
+			return nil, fmt.Errorf("%w: account %s: open stored password: %w", ErrCannotLogIn, a.ID, err)
+		}
 	}
 	logger = logger.With("account", a.ID)
-	switch a.Protocol {
-	case domain.ProtocolIMAP:
+	if a.Protocol == domain.ProtocolIMAP {
 		folders := append([]string{a.Folder}, a.Subfolders...)
 		f, err := imapsource.New(imapsource.Config{
 			Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 			TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
-			PreventPlainLogin: a.PreventPlainLogin, Folders: folders, AfterImport: mailsource.AfterImport(a.AfterImport),
-			MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize, Timeout: fetchTimeout,
-		}, logger)
-		if err != nil {
-			return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
-		}
-		return f, nil
-	case domain.ProtocolPOP3:
-		f, err := pop3source.New(pop3source.Config{
-			Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
-			TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
-			PreventPlainLogin: a.PreventPlainLogin, MaxMailSize: a.MaxMailSize,
-			AfterImport: mailsource.AfterImport(a.AfterImport), Timeout: fetchTimeout,
+			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, Folders: folders,
+			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder,
+			MaxMailSize: a.MaxMailSize, Timeout: fetchTimeout,
 		}, logger)
 		if err != nil {
 			return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
 		}
 		return f, nil
 	}
-	return nil, fmt.Errorf("%w: %s (account %s)", ErrProtocolUnsupported, a.Protocol, a.ID)
+	f, err := pop3source.New(pop3source.Config{
+		Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
+		TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
+		TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, MaxMailSize: a.MaxMailSize,
+		AfterImport: mailsource.AfterImport(a.AfterImport), Timeout: fetchTimeout,
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
+	}
+	return f, nil
 }
+
+// UnusableAccount is the fetcher of an account FetcherFor refused: every
+// poll and check fails with the reason, so the scheduler records it in the
+// mailbox status (with its back-off) instead of skipping the account.
+type UnusableAccount struct{ Reason error }
+
+// Poll implements mailsource.Fetcher.
+func (u UnusableAccount) Poll(context.Context, mailsource.Sink) (mailsource.PollResult, error) {
+	return mailsource.PollResult{}, u.Reason
+}
+
+// Check implements mailsource.Fetcher.
+func (u UnusableAccount) Check(context.Context) error { return u.Reason }

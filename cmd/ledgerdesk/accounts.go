@@ -23,7 +23,7 @@ const accountRefresh = 2 * time.Second
 
 // enabledAccounts gives the scheduler the accounts to poll: none while the
 // global mailboxes_disabled setting is on (e.g. on a cloned test system).
-func enabledAccounts(store eventstore.Store, box *secretbox.Box, logger *slog.Logger) func(ctx context.Context) ([]ingest.Account, error) {
+func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.AccessTokens, logger *slog.Logger) func(ctx context.Context) ([]ingest.Account, error) {
 	return func(ctx context.Context) ([]ingest.Account, error) {
 		settings, err := api.LoadSettings(ctx, store)
 		if err != nil {
@@ -47,10 +47,12 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, logger *slog.Lo
 			if !a.Enabled {
 				continue
 			}
-			f, err := ingest.FetcherFor(a, settings, box, logger)
+			f, err := ingest.FetcherFor(a, settings, box, tokens, logger)
 			if err != nil {
-				logger.Error("inbound account cannot be polled", "account", a.ID, "name", a.Name, "err", err)
-				continue
+				// Polled all the same, so that every poll records the reason
+				// in the mailbox status.
+				logger.Error("inbound account cannot log in", "account", a.ID, "name", a.Name, "err", err)
+				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
 				Revision: revision(a, settings), Fetcher: f})
@@ -71,13 +73,13 @@ func revision(a domain.InboundAccount, s domain.Settings) string {
 
 // checkAccount is "check connection" for the API: connect, log in, select,
 // import nothing.
-func checkAccount(store eventstore.Store, box *secretbox.Box, logger *slog.Logger) func(ctx context.Context, a domain.InboundAccount) error {
+func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.AccessTokens, logger *slog.Logger) func(ctx context.Context, a domain.InboundAccount) error {
 	return func(ctx context.Context, a domain.InboundAccount) error {
 		settings, err := api.LoadSettings(ctx, store)
 		if err != nil {
 			return err
 		}
-		f, err := ingest.FetcherFor(a, settings, box, logger)
+		f, err := ingest.FetcherFor(a, settings, box, tokens, logger)
 		if err != nil {
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}

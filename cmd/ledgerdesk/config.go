@@ -18,6 +18,7 @@ const (
 	envDataDir     = "LEDGERDESK_DATA_DIR"
 	envHTTPAddr    = "LEDGERDESK_HTTP_ADDR"
 	envAdminToken  = "LEDGERDESK_ADMIN_TOKEN"
+	envPublicURL   = "LEDGERDESK_PUBLIC_URL"
 	envSecretKey   = "LEDGERDESK_SECRET_KEY"
 	envLogFormat   = "LEDGERDESK_LOG_FORMAT"
 )
@@ -28,6 +29,7 @@ type config struct {
 	DataDir     string
 	HTTPAddr    string
 	AdminToken  string
+	PublicURL   string
 	SecretKey   string // as given; decoded by secretKeyBytes
 	LogFormat   string // json | text | auto
 }
@@ -66,6 +68,8 @@ func bindConfig(fs *flag.FlagSet, getenv func(string) string, withHTTP bool) *co
 			"address the HTTP API listens on ["+envHTTPAddr+"]")
 		fs.StringVar(&c.AdminToken, "admin-token", def(envAdminToken, ""),
 			"bootstrap API token of the first admin ["+envAdminToken+"]")
+		fs.StringVar(&c.PublicURL, "public-url", def(envPublicURL, ""),
+			"URL where browsers reach this service; OAuth consents return to it + /oauth/callback [http://<http-addr>] ["+envPublicURL+"]")
 	}
 	return c
 }
@@ -109,6 +113,17 @@ func (c *config) validate(withHTTP bool) error {
 		}
 		if c.AdminToken != "" && len(c.AdminToken) < 16 {
 			bad(envAdminToken, "too short (%d characters), use at least 16", len(c.AdminToken))
+		}
+		if c.PublicURL != "" {
+			u, err := url.Parse(c.PublicURL)
+			switch {
+			case err != nil:
+				bad(envPublicURL, "not a URL: %v", err)
+			case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+				bad(envPublicURL, "%q is not an http(s) URL with a host", c.PublicURL)
+			case u.RawQuery != "" || u.Fragment != "":
+				bad(envPublicURL, "%q must not have a query or fragment", c.PublicURL)
+			}
 		}
 	}
 	if len(problems) > 0 {

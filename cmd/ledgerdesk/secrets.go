@@ -174,6 +174,11 @@ func reseal[A any](ctx context.Context, store eventstore.Store, box *secretbox.B
 }
 
 func encodeEvents(evs []domain.Event, now func() time.Time) ([]eventstore.NewEvent, error) {
+	return encodeEventsAs(evs, now, rotationActor)
+}
+
+// encodeEventsAs encodes events of a system actor for the store.
+func encodeEventsAs(evs []domain.Event, now func() time.Time, actor string) ([]eventstore.NewEvent, error) {
 	out := make([]eventstore.NewEvent, 0, len(evs))
 	for _, e := range evs {
 		name, v, payload, err := domain.MarshalEvent(e)
@@ -181,7 +186,7 @@ func encodeEvents(evs []domain.Event, now func() time.Time) ([]eventstore.NewEve
 			return nil, err
 		}
 		out = append(out, eventstore.NewEvent{Type: name, SchemaVersion: v, Payload: payload,
-			Metadata: eventstore.Metadata{Actor: rotationActor, OccurredAt: now().UTC()}})
+			Metadata: eventstore.Metadata{Actor: actor, OccurredAt: now().UTC()}})
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
 	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
+	"github.com/ledgerdesk/ledgerdesk/adapters/oauth"
 	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/projections"
@@ -57,10 +59,24 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("blob store under %s (%s): %w", cfg.DataDir, envDataDir, err)
 	}
 	now := time.Now
+	if n, err := migrateInlineOAuth(ctx, st, now); err != nil {
+		return err
+	} else if n > 0 {
+		logger.Info("moved the inline OAuth fields of accounts onto OAuth connections", "accounts", n)
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + cfg.HTTPAddr
+	}
+	tokens, err := oauth.New(oauth.Options{Store: st, Secrets: box, Now: now, Logger: logger,
+		RedirectURL: strings.TrimRight(publicURL, "/") + api.OAuthCallbackPath})
+	if err != nil {
+		return err
+	}
 
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
-		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, logger),
+		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, logger),
 	})
 	if err != nil {
 		return err
@@ -74,7 +90,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if st.Kind == "postgres" {
 		takeOn = ticketing.TakeOnBatchPostgres
 	}
-	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn})
+	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn,
+		AccessToken: tokens.AccessToken})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -83,7 +100,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
-			PollNow: sched.PollNow, Check: checkAccount(st, box, logger),
+			PollNow: sched.PollNow, Check: checkAccount(st, box, tokens.AccessToken, logger), OAuth: oauthPort(tokens),
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:    ticketing.NewCommands(st),
 			Bodies:      api.MailBodies{Blobs: blobs},
