@@ -1249,10 +1249,20 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 	}
 	if acc.SentFolderAccountID != "" {
 		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP {
-			pw, err := s.open(in.Password)
+			// The Sent folder is logged into exactly as the account's
+			// fetcher logs in: its OAuth connection, prevent_plain_login and
+			// extra CA apply here too.
+			folder := smtpsend.SentFolder{Host: in.Host, Port: in.Port, Security: in.Security, TLSSkipVerify: in.TLSSkipVerify,
+				TLSServerName: in.TLSServerName, RootCAs: s.o.RootCAs, CACertPEM: []byte(in.CACertPEM), Username: in.Username,
+				PreventPlainLogin: in.PreventPlainLogin, Folder: acc.SentFolder}
+			var err error
+			if in.OAuthConnectionID != "" {
+				folder.TokenSource = s.tokenSource(in.OAuthConnectionID, domain.ProtocolIMAP)
+			} else {
+				folder.Password, err = s.open(in.Password)
+			}
 			if err == nil {
-				p.sentCopy = &smtpsend.SentFolder{Host: in.Host, Port: in.Port, Security: in.Security, TLSSkipVerify: in.TLSSkipVerify,
-					TLSServerName: in.TLSServerName, RootCAs: s.o.RootCAs, Username: in.Username, Password: pw, Folder: acc.SentFolder}
+				p.sentCopy = &folder
 			} else {
 				s.o.Logger.Warn("outbound: sent folder account's password cannot be opened", "account", in.ID, "err", err)
 			}

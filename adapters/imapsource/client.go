@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+	"github.com/ledgerdesk/ledgerdesk/adapters/saslclient"
 )
 
 // ErrRefused is the Err of every *mailsource.ServerError built from a NO or
@@ -107,7 +108,7 @@ func (s *session) login(ctx context.Context) error {
 	var client sasl.Client
 	switch {
 	case cfg.TokenSource != nil:
-		if !has("XOAUTH2") {
+		if !has(saslclient.XOAuth2) {
 			return fmt.Errorf("%w: XOAUTH2 is needed for the OAuth2 login, the server offers %s", ErrNoMechanism, describeMechs(offered))
 		}
 		resume := s.wd.pause()
@@ -116,14 +117,14 @@ func (s *session) login(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("imapsource: get oauth2 token: %w", err)
 		}
-		client = &xoauth2Client{username: cfg.Username, token: token}
-	case cfg.PreventPlainLogin && has("PLAIN"):
+		client = saslclient.NewXOAUTH2Client(cfg.Username, token)
+	case cfg.PreventPlainLogin && has(sasl.Plain):
 		client = sasl.NewPlainClient("", cfg.Username, cfg.Password)
-	case cfg.PreventPlainLogin && has("CRAM-MD5"):
-		client = &cramMD5Client{username: cfg.Username, password: cfg.Password}
+	case cfg.PreventPlainLogin && has(saslclient.CRAMMD5):
+		client = saslclient.NewCRAMMD5Client(cfg.Username, cfg.Password)
 	case cfg.PreventPlainLogin:
 		return fmt.Errorf("%w: prevent_plain_login needs AUTHENTICATE PLAIN or CRAM-MD5, the server offers %s", ErrNoMechanism, describeMechs(offered))
-	case caps.Has(imap.CapLoginDisabled) && has("PLAIN"):
+	case caps.Has(imap.CapLoginDisabled) && has(sasl.Plain):
 		client = sasl.NewPlainClient("", cfg.Username, cfg.Password)
 	default:
 		if err := s.c.Login(cfg.Username, cfg.Password).Wait(); err != nil {

@@ -33,8 +33,12 @@ type Config struct {
 	TLSSkipVerify bool
 	// TLSServerName is verified instead of Host when set.
 	TLSServerName string
-	// CACertPEM is added to the system roots when set.
+	// CACertPEM is added to the system roots (or to RootCAs) when set.
 	CACertPEM []byte
+	// RootCAs, when set, verifies the server's certificate instead of the
+	// system roots (the saga's Sent-folder copy passes the pool the SMTP
+	// side trusts); it is not modified.
+	RootCAs *x509.CertPool
 	// Username is passed through as typed (Exchange's Domain\User\Alias works).
 	Username string
 	Password string
@@ -65,29 +69,10 @@ type Config struct {
 	BatchSize int
 }
 
-// Validate reports every problem of c at once, naming the field.
+// Validate reports every problem of c at once, naming the field. A config
+// used only for Append may leave the folder settings at their zero values.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Host == "" {
-		errs = append(errs, errors.New("imapsource: Host is required"))
-	}
-	if c.Port < 0 || c.Port > 65535 {
-		errs = append(errs, fmt.Errorf("imapsource: Port %d is out of range 0..65535", c.Port))
-	}
-	switch c.Security {
-	case mailsource.SecurityTLS, mailsource.SecurityStartTLS, mailsource.SecurityNone:
-	default:
-		errs = append(errs, fmt.Errorf("imapsource: Security %q must be tls, starttls or none", c.Security))
-	}
-	if len(c.CACertPEM) > 0 && !x509.NewCertPool().AppendCertsFromPEM(c.CACertPEM) {
-		errs = append(errs, errors.New("imapsource: CACertPEM holds no PEM certificate"))
-	}
-	if c.Username == "" {
-		errs = append(errs, errors.New("imapsource: Username is required"))
-	}
-	if c.Password == "" && c.TokenSource == nil {
-		errs = append(errs, errors.New("imapsource: Password or TokenSource is required"))
-	}
+	errs := c.connectionProblems()
 	for i, f := range c.Folders {
 		if strings.TrimSpace(f) == "" {
 			errs = append(errs, fmt.Errorf("imapsource: Folders[%d] is empty", i))
@@ -121,13 +106,40 @@ func (c Config) Validate() error {
 	if c.MaxMailSize < 0 {
 		errs = append(errs, fmt.Errorf("imapsource: MaxMailSize %d must not be negative", c.MaxMailSize))
 	}
-	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("imapsource: Timeout %s must not be negative", c.Timeout))
-	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("imapsource: BatchSize %d must not be negative", c.BatchSize))
 	}
 	return errors.Join(errs...)
+}
+
+// connectionProblems are the problems of the fields that dialing and
+// logging in read; Append checks only these.
+func (c Config) connectionProblems() []error {
+	var errs []error
+	if c.Host == "" {
+		errs = append(errs, errors.New("imapsource: Host is required"))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("imapsource: Port %d is out of range 0..65535", c.Port))
+	}
+	switch c.Security {
+	case mailsource.SecurityTLS, mailsource.SecurityStartTLS, mailsource.SecurityNone:
+	default:
+		errs = append(errs, fmt.Errorf("imapsource: Security %q must be tls, starttls or none", c.Security))
+	}
+	if len(c.CACertPEM) > 0 && !x509.NewCertPool().AppendCertsFromPEM(c.CACertPEM) {
+		errs = append(errs, errors.New("imapsource: CACertPEM holds no PEM certificate"))
+	}
+	if c.Username == "" {
+		errs = append(errs, errors.New("imapsource: Username is required"))
+	}
+	if c.Password == "" && c.TokenSource == nil {
+		errs = append(errs, errors.New("imapsource: Password or TokenSource is required"))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("imapsource: Timeout %s must not be negative", c.Timeout))
+	}
+	return errs
 }
 
 func (c Config) folders() []string {
@@ -161,13 +173,23 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// tlsConfig builds the client TLS settings: system roots plus CACertPEM,
-// verified against TLSServerName or Host unless TLSSkipVerify.
+// tlsConfig builds the client TLS settings: system roots (or RootCAs) plus
+// CACertPEM, verified against TLSServerName or Host unless TLSSkipVerify.
 func (c Config) tlsConfig() (*tls.Config, error) {
-	cfg, err := mailsource.TLSConfig(mailsource.TLSOptions{Host: c.Host, ServerName: c.TLSServerName,
-		SkipVerify: c.TLSSkipVerify, CACertPEM: c.CACertPEM, NextProtos: []string{"imap"}})
+	o := mailsource.TLSOptions{Host: c.Host, ServerName: c.TLSServerName,
+		SkipVerify: c.TLSSkipVerify, CACertPEM: c.CACertPEM, NextProtos: []string{"imap"}}
+	if c.RootCAs != nil {
+		o.CACertPEM = nil // added to a copy of RootCAs below
+	}
+	cfg, err := mailsource.TLSConfig(o)
 	if err != nil {
 		return nil, fmt.Errorf("imapsource: %w", err)
+	}
+	if c.RootCAs != nil {
+		cfg.RootCAs = c.RootCAs.Clone()
+		if len(c.CACertPEM) > 0 && !cfg.RootCAs.AppendCertsFromPEM(c.CACertPEM) {
+			return nil, errors.New("imapsource: CACertPEM holds no PEM certificate")
+		}
 	}
 	return cfg, nil
 }

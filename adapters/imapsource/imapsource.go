@@ -3,7 +3,8 @@
 // is committed, streams new mails with UID FETCH BODY.PEEK[] in batches,
 // commits each batch and only then deletes or moves the batch on the server
 // by UID set. Failed and oversize mails go to an error folder so that they
-// never fail again on the next poll.
+// never fail again on the next poll. Append stores a mail in a folder (the
+// copy of a sent mail in Sent) over the same dial and login.
 //
 // Safety rules the code keeps, because go-imap would not on its own:
 //   - UIDs only, never sequence numbers; a source key carries UIDVALIDITY, so
@@ -45,6 +46,11 @@ func New(cfg Config, logger *slog.Logger) (*Fetcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	return newFetcher(cfg, logger), nil
+}
+
+// newFetcher returns a fetcher for a cfg validated as far as its use needs.
+func newFetcher(cfg Config, logger *slog.Logger) *Fetcher {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -53,7 +59,7 @@ func New(cfg Config, logger *slog.Logger) (*Fetcher, error) {
 		cfg:         cfg,
 		log:         logger.With("imap_host", cfg.Host, "imap_user", cfg.Username),
 		uidValidity: map[string]uint32{},
-	}, nil
+	}
 }
 
 // Check connects, logs in and examines every folder read-only, importing

@@ -3,6 +3,7 @@ package imapsource
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -724,6 +725,15 @@ func TestTLS(t *testing.T) {
 		}, false},
 		{"STARTTLS with an unknown CA fails", true, func(*Config, []byte) {}, false},
 		{"STARTTLS with the extra CA passes", true, func(c *Config, ca []byte) { c.CACertPEM = ca }, true},
+		{"RootCAs holding the CA replace the system roots", false, func(c *Config, ca []byte) {
+			c.RootCAs = x509.NewCertPool()
+			c.RootCAs.AppendCertsFromPEM(ca)
+		}, true},
+		{"RootCAs without the CA fail", false, func(c *Config, _ []byte) { c.RootCAs = x509.NewCertPool() }, false},
+		{"the extra CA is added to RootCAs", false, func(c *Config, ca []byte) {
+			c.RootCAs = x509.NewCertPool()
+			c.CACertPEM = ca
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -806,35 +816,6 @@ func TestSourceKey(t *testing.T) {
 	t.Parallel()
 	if got, want := SourceKey("INBOX/Sub", 1700000000, 42), "imap/INBOX/Sub/1700000000/42"; got != want {
 		t.Errorf("SourceKey() = %q, want %q", got, want)
-	}
-}
-
-func TestCRAMMD5Client(t *testing.T) {
-	t.Parallel()
-	// RFC 2195 section 2's example.
-	c := &cramMD5Client{username: "tim", password: "tanstaaftanstaaf"}
-	got, err := c.Next([]byte("<1896.697170952@postoffice.reston.mci.net>"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "tim b913a602c7eda7a495b4e6e7334d3890"; string(got) != want {
-		t.Errorf("Next() = %q, want %q", got, want)
-	}
-}
-
-func TestXOAUTH2Client(t *testing.T) {
-	t.Parallel()
-	c := &xoauth2Client{username: `DOMAIN\user\shared`, token: "tok"}
-	mech, ir, err := c.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mech != "XOAUTH2" || string(ir) != "user=DOMAIN\\user\\shared\x01auth=Bearer tok\x01\x01" {
-		t.Errorf("Start() = %q, %q", mech, ir)
-	}
-	resp, err := c.Next([]byte(`{"status":"401"}`))
-	if err != nil || resp == nil || len(resp) != 0 {
-		t.Errorf("Next(error challenge) = %q, %v; want an empty non-nil response", resp, err)
 	}
 }
 

@@ -4,11 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/md5" //nolint:gosec // CRAM-MD5 (RFC 2195) is defined on MD5
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+	"github.com/ledgerdesk/ledgerdesk/adapters/saslclient"
 )
 
 var (
@@ -432,7 +430,7 @@ func (c *client) login(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("pop3source: get oauth2 token: %w", err)
 		}
 		return c.authXOAUTH2(cfg.Username, token)
-	case cfg.PreventPlainLogin && !c.overTLS && c.saslMechanism("CRAM-MD5"):
+	case cfg.PreventPlainLogin && !c.overTLS && c.saslMechanism(saslclient.CRAMMD5):
 		return c.authCRAMMD5(cfg.Username, cfg.Password)
 	case cfg.PreventPlainLogin || c.saslMechanism("PLAIN"):
 		return c.authPlain(cfg.Username, cfg.Password)
@@ -460,21 +458,25 @@ func (c *client) authPlain(user, pass string) error {
 // authXOAUTH2 runs AUTH XOAUTH2 the way Microsoft 365 requires: the command
 // alone, then the base64 response on its own line after the server's "+".
 func (c *client) authXOAUTH2(user, token string) error {
-	ir := base64.StdEncoding.EncodeToString([]byte("user=" + user + "\x01auth=Bearer " + token + "\x01\x01"))
-	return c.finishAuth("AUTH XOAUTH2", "AUTH XOAUTH2", fixed(ir))
+	mech, ir, _ := saslclient.NewXOAUTH2Client(user, token).Start() // cannot fail
+	return c.finishAuth("AUTH "+mech, "AUTH "+mech, fixed(base64.StdEncoding.EncodeToString(ir)))
 }
 
 // authCRAMMD5 runs AUTH CRAM-MD5 (RFC 2195): the answer to the server's
 // challenge is the user name and HMAC-MD5(password, challenge) in hex.
 func (c *client) authCRAMMD5(user, pass string) error {
-	return c.finishAuth("AUTH CRAM-MD5", "AUTH CRAM-MD5", func(challenge string) (string, error) {
+	sc := saslclient.NewCRAMMD5Client(user, pass)
+	mech, _, _ := sc.Start() // cannot fail; no initial response
+	return c.finishAuth("AUTH "+mech, "AUTH "+mech, func(challenge string) (string, error) {
 		dec, err := base64.StdEncoding.DecodeString(challenge)
 		if err != nil {
-			return "", fmt.Errorf("%w: CRAM-MD5 challenge is not base64", ErrProtocol)
+			return "", fmt.Errorf("%w: %s challenge is not base64", ErrProtocol, mech)
 		}
-		mac := hmac.New(md5.New, []byte(pass))
-		mac.Write(dec)
-		return base64.StdEncoding.EncodeToString([]byte(user + " " + hex.EncodeToString(mac.Sum(nil)))), nil
+		resp, err := sc.Next(dec)
+		if err != nil {
+			return "", err
+		}
+		return base64.StdEncoding.EncodeToString(resp), nil
 	})
 }
 

@@ -24,6 +24,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/saslclient"
 )
 
 // Security modes (domain.SecurityTLS and friends use the same words).
@@ -382,9 +384,9 @@ func saslClient(ctx context.Context, a Account) (sasl.Client, error) {
 	case AuthPlain:
 		return sasl.NewPlainClient("", a.Username, a.Password), nil
 	case AuthLogin:
-		return &loginClient{username: a.Username, password: a.Password}, nil
+		return saslclient.NewLoginClient(a.Username, a.Password), nil
 	case AuthCRAMMD5:
-		return &cramMD5Client{username: a.Username, password: a.Password}, nil
+		return saslclient.NewCRAMMD5Client(a.Username, a.Password), nil
 	case AuthXOAuth2:
 		if a.OAuthToken == nil {
 			return nil, &Error{Stage: StageAuth, Reply: "xoauth2 needs an access token source"}
@@ -393,7 +395,7 @@ func saslClient(ctx context.Context, a Account) (sasl.Client, error) {
 		if err != nil {
 			return nil, &Error{Stage: StageAuth, Reply: "xoauth2 token: " + err.Error(), Temporary: true, Err: err}
 		}
-		return &xoauth2Client{username: a.Username, token: tok}, nil
+		return saslclient.NewXOAUTH2Client(a.Username, tok), nil
 	}
 	return nil, &Error{Stage: StageSettings, Reply: fmt.Sprintf("auth %q is not one of none, plain, login, cram-md5, xoauth2", a.Auth)}
 }
