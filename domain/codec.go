@@ -75,6 +75,7 @@ var registry = map[string]eventType{
 	OAuthConnectionAuthorizedName: {version: OAuthConnectionAuthorizedSchemaVersion, decode: decoder[OAuthConnectionAuthorized]()},
 	OAuthTokenRefreshedName:       {version: OAuthTokenRefreshedSchemaVersion, decode: decoder[OAuthTokenRefreshed]()},
 	OAuthTokenRefreshFailedName:   {version: OAuthTokenRefreshFailedSchemaVersion, decode: decoder[OAuthTokenRefreshFailed]()},
+	OAuthRefreshTokenResealedName: {version: OAuthRefreshTokenResealedSchemaVersion, decode: decoder[OAuthRefreshTokenResealed]()},
 }
 
 // EventNames lists every registered stored name (unordered).

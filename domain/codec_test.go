@@ -79,6 +79,7 @@ func sampleEvents() []domain.Event {
 		domain.OAuthConnectionDeleted{ConnectionID: "c1", Actor: "a"},
 		domain.OAuthConnectionAuthorized{ConnectionID: "c1", RefreshToken: "sealed", Scopes: []string{"s"}, AccessTokenExpiresAt: at, At: at, Actor: "a"},
 		domain.OAuthTokenRefreshed{ConnectionID: "c1", RefreshToken: "sealed", Scopes: []string{"s"}, AccessTokenExpiresAt: at, At: at},
+		domain.OAuthRefreshTokenResealed{ConnectionID: "c1", RefreshToken: "sealed", At: at, Actor: "system:secret-key-rotation"},
 		domain.OAuthTokenRefreshFailed{ConnectionID: "c1", ErrorCode: "invalid_grant", Error: "AADSTS70008: expired", NeedsReconnect: true, At: at},
 	}
 }

@@ -274,6 +274,7 @@ const (
 	OAuthConnectionAuthorizedName = "OAuthConnectionAuthorized"
 	OAuthTokenRefreshedName       = "OAuthTokenRefreshed"
 	OAuthTokenRefreshFailedName   = "OAuthTokenRefreshFailed"
+	OAuthRefreshTokenResealedName = "OAuthRefreshTokenResealed"
 
 	OAuthConnectionCreatedSchemaVersion    = 1
 	OAuthConnectionUpdatedSchemaVersion    = 1
@@ -281,6 +282,7 @@ const (
 	OAuthConnectionAuthorizedSchemaVersion = 1
 	OAuthTokenRefreshedSchemaVersion       = 1
 	OAuthTokenRefreshFailedSchemaVersion   = 1
+	OAuthRefreshTokenResealedSchemaVersion = 1
 )
 
 // OAuthConnectionCreated records a new connection (client secret sealed).
@@ -353,6 +355,19 @@ type OAuthTokenRefreshFailed struct {
 
 // EventName implements Event.
 func (OAuthTokenRefreshFailed) EventName() string { return OAuthTokenRefreshFailedName }
+
+// OAuthRefreshTokenResealed records the same refresh token sealed under a
+// new secret key (ledgerdesk secrets rotate); the token's state is as it
+// was.
+type OAuthRefreshTokenResealed struct {
+	ConnectionID string    `json:"connection_id"`
+	RefreshToken string    `json:"refresh_token"` // sealed
+	At           time.Time `json:"at"`
+	Actor        string    `json:"actor"`
+}
+
+// EventName implements Event.
+func (OAuthRefreshTokenResealed) EventName() string { return OAuthRefreshTokenResealedName }
 
 // Errors of the connection registry.
 var (
@@ -494,6 +509,8 @@ func EvolveOAuthToken(s OAuthTokenState, e Event) OAuthTokenState {
 		}
 		s.State, s.LastError = TokenStateOK, ""
 		s.AccessTokenExpiresAt, s.LastRefreshAt = e.AccessTokenExpiresAt, e.At
+	case OAuthRefreshTokenResealed:
+		s.RefreshToken = e.RefreshToken
 	case OAuthTokenRefreshFailed:
 		s.LastError = e.Error
 		if e.NeedsReconnect {

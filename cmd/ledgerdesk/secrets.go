@@ -81,14 +81,18 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	n += m
+	if m, err = resealOAuthConnections(ctx, st, box, time.Now); err != nil {
+		return err
+	}
+	n += m
 	if cfg.DatabaseURL == "" && cfg.SecretKey == "" {
 		if err := replaceKeyFile(cfg.DataDir, newKey); err != nil {
 			return fmt.Errorf("all secrets are re-sealed but the key file could not be replaced; set %s to the new key: %w", envSecretKey, err)
 		}
-		fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s); the new key is in %s\n", n, filepath.Join(cfg.DataDir, secretKeyFile))
+		fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s) and OAuth connection(s); the new key is in %s\n", n, filepath.Join(cfg.DataDir, secretKeyFile))
 		return nil
 	}
-	fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s); now set %s to the new key and restart\n", n, envSecretKey)
+	fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s) and OAuth connection(s); now set %s to the new key and restart\n", n, envSecretKey)
 	return nil
 }
 
@@ -124,6 +128,67 @@ func resealOutboundAccounts(ctx context.Context, store eventstore.Store, box *se
 		func(a domain.OutboundAccount) ([]domain.Event, error) {
 			return domain.DecideUpdateOutboundAccount(accounts, a, rotationActor)
 		})
+}
+
+// resealOAuthConnections re-seals the client secrets of the OAuth
+// connections and the refresh token of each connection's token stream.
+func resealOAuthConnections(ctx context.Context, store eventstore.Store, box *secretbox.Box, now func() time.Time) (int, error) {
+	conns, version, err := api.LoadOAuthConnections(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	n, err := reseal(ctx, store, box, now, domain.OAuthConnectionsStream, version, conns.ByID,
+		func(c *domain.OAuthConnection) []*string { return []*string{&c.ClientSecret} },
+		func(c domain.OAuthConnection) ([]domain.Event, error) {
+			return domain.DecideUpdateOAuthConnection(conns, c, rotationActor)
+		})
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range sortedIDs(conns.ByID) {
+		stream := domain.OAuthTokenStream(id)
+		evs, err := store.ReadStream(ctx, stream, 1, 0)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", stream, err)
+		}
+		state := domain.InitialTokenState(conns.ByID[id])
+		var tokenVersion int64
+		for _, re := range evs {
+			ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+			if err != nil {
+				return n, fmt.Errorf("read %s: event %d: %w", stream, re.StreamVersion, err)
+			}
+			state, tokenVersion = domain.EvolveOAuthToken(state, ev), re.StreamVersion
+		}
+		if !box.NeedsReseal(state.RefreshToken) {
+			continue
+		}
+		resealed, err := box.Reseal(state.RefreshToken)
+		if err != nil {
+			return n, fmt.Errorf("connection %s: refresh token: %w", id, err)
+		}
+		ne, err := encodeEvents([]domain.Event{domain.OAuthRefreshTokenResealed{ConnectionID: id, RefreshToken: resealed,
+			At: now().UTC(), Actor: rotationActor}}, now)
+		if err != nil {
+			return n, err
+		}
+		// At the version read: a refresh in between (serve still running)
+		// fails the rotation instead of being overwritten; run it again.
+		if _, err := store.Append(ctx, eventstore.AppendRequest{Stream: stream, ExpectedVersion: tokenVersion, Events: ne}); err != nil {
+			return n, fmt.Errorf("record the re-sealed refresh token of %s: %w", id, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+func sortedIDs[V any](m map[string]V) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // reseal re-seals the secrets of every account of one registry stream and
