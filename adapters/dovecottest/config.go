@@ -26,15 +26,30 @@ func (s *Server) config(ports []int) string {
 	p("ssl_cert = <%s", filepath.Join(s.dir, "cert.pem"))
 	p("ssl_key = <%s", filepath.Join(s.dir, "key.pem"))
 	p("disable_plaintext_auth = no")
-	p("auth_mechanisms = plain login cram-md5")
+	if s.oauth2URL != "" {
+		p("auth_mechanisms = %s %s", passwordMechanisms, oauth2Mechanisms)
+	} else {
+		p("auth_mechanisms = %s", passwordMechanisms)
+	}
 	p("auth_verbose = yes")
 	p("mail_location = maildir:~/Maildir")
 	// Throwaway mail: durability costs time and buys nothing here.
 	p("mail_fsync = never")
 	// Tests try wrong passwords; the stock 2 s delay only slows them.
 	p("auth_failure_delay = 0")
+	// Nor the penalty: after failed logins from an IP (all tests come from
+	// 127.0.0.1) Dovecot delays every later login from it by 2, 4, 8 and
+	// up to 15 s. Without this listener the auth process skips penalties.
+	p("service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}")
 	// One file per user, see AddUser.
-	p("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s/%%u\n}", s.passwdDir)
+	if s.oauth2URL != "" {
+		// Each passdb serves only its own mechanisms: passwd-file has no
+		// tokens, and the oauth2 passdb cannot give CRAM-MD5 credentials.
+		p("passdb {\n  driver = passwd-file\n  mechanisms = %s\n  args = scheme=PLAIN %s/%%u\n}", passwordMechanisms, s.passwdDir)
+		p("passdb {\n  driver = oauth2\n  mechanisms = %s\n  args = %s\n}", oauth2Mechanisms, s.oauth2ConfPath())
+	} else {
+		p("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s/%%u\n}", s.passwdDir)
+	}
 	p("userdb {\n  driver = passwd-file\n  args = %s/%%u\n}", s.passwdDir)
 	chroot := ""
 	if os.Geteuid() != 0 {
@@ -59,5 +74,32 @@ func (s *Server) config(ports []int) string {
 		"  inet_listener pop3s {\n    address = 127.0.0.1\n    port = %d\n    ssl = yes\n  }\n}", chroot, ports[2], ports[3])
 	p("protocol imap {\n  mail_max_userip_connections = %d\n}", maxUserIPConnections)
 	p("protocol pop3 {\n  mail_max_userip_connections = %d\n}", maxUserIPConnections)
+	return b.String()
+}
+
+// SASL mechanisms, as Dovecot's auth_mechanisms and passdb mechanisms
+// spell them.
+const (
+	passwordMechanisms = "plain login cram-md5"
+	oauth2Mechanisms   = "xoauth2 oauthbearer"
+)
+
+func (s *Server) oauth2ConfPath() string { return filepath.Join(s.dir, "dovecot-oauth2.conf.ext") }
+
+// oauth2Config returns the oauth2 passdb's settings: every token is
+// checked by an RFC 7662 introspection POST (token=…) on each login, and
+// the login's user must equal the answer's "username". Dovecot 2.3 has no
+// cache for it unless auth_cache_size is set, which this package leaves at 0,
+// so an expired or revoked token fails at once.
+func (s *Server) oauth2Config() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Written by dovecottest for one test; removed with it.")
+	p("introspection_mode = post")
+	p("introspection_url = %s", s.oauth2URL)
+	p("force_introspection = yes")
+	p("username_attribute = username")
+	p("active_attribute = active")
+	p("active_value = true")
 	return b.String()
 }

@@ -11,6 +11,10 @@
 // root the mail users get the uid/gid of nobody:nogroup and their Maildirs
 // are owned by them. Servers are independent: tests may start several in
 // parallel.
+//
+// StartWith can add the XOAUTH2 and OAUTHBEARER mechanisms, whose tokens
+// Dovecot checks itself against an OAuth2 introspection endpoint (such as
+// adapters/oauth/oauthtest's), so that OAuth2 logins are real end to end.
 package dovecottest
 
 import (
@@ -22,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +71,7 @@ type Server struct {
 	confPath  string
 	logPath   string
 	passwdDir string // one passwd-file per user
+	oauth2URL string // introspection URL of the oauth2 passdb; "" for none
 	bin       string
 	uid, gid  int // owner of mail files; -1 keeps the test's own
 
@@ -77,11 +83,53 @@ type Server struct {
 	stopped bool
 }
 
-// Start starts a private Dovecot and stops it when the test ends. It returns
-// once all four ports greet like Dovecot. Under go test -short it skips the
-// test: -short means no external servers.
+// Options configure a server started with StartWith. The zero value is the
+// server Start runs.
+type Options struct {
+	// OAuth2IntrospectionURL, when set, adds the XOAUTH2 and OAUTHBEARER
+	// mechanisms, whose tokens Dovecot checks itself with an RFC 7662
+	// introspection POST (form field token) to this URL on every login,
+	// e.g. oauthtest.Provider's URL+"/introspect". A token is accepted when
+	// the answer is {"active":true,"username":U} with U the login's user
+	// (Dovecot lowercases both). Password logins keep the passwd-file
+	// passdb; the userdb stays passwd-file, so an OAuth2 user still needs
+	// AddUser (with any password) to have a mailbox.
+	OAuth2IntrospectionURL string
+}
+
+// Validate reports every problem of o.
+func (o Options) Validate() error {
+	var errs []error
+	if u := o.OAuth2IntrospectionURL; u != "" {
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("dovecottest: OAuth2IntrospectionURL: %w", err))
+		case pu.Scheme != "http" && pu.Scheme != "https", pu.Host == "":
+			errs = append(errs, fmt.Errorf("dovecottest: OAuth2IntrospectionURL %q is not an absolute http(s) URL", u))
+		}
+		// The URL goes into a Dovecot settings file verbatim.
+		if strings.ContainsAny(u, " \t\r\n\"'#%\\") {
+			errs = append(errs, fmt.Errorf("dovecottest: OAuth2IntrospectionURL %q contains a character Dovecot's settings file cannot take as is", u))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start starts a private Dovecot with password logins only and stops it
+// when the test ends. It returns once all four ports greet like Dovecot.
+// Under go test -short it skips the test: -short means no external servers.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return StartWith(tb, Options{})
+}
+
+// StartWith is Start with options; invalid options fail the test.
+func StartWith(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	if err := opts.Validate(); err != nil {
+		tb.Fatal(err)
+	}
 	if testing.Short() {
 		tb.Skip("dovecottest: needs a real Dovecot, skipped with -short")
 	}
@@ -93,12 +141,18 @@ func Start(tb testing.TB) *Server {
 		}
 		tb.Skip(msg)
 	}
-	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1}
+	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1, oauth2URL: opts.OAuth2IntrospectionURL}
 	if err := s.prepareDirs(tb); err != nil {
 		tb.Fatalf("dovecottest: %v", err)
 	}
 	if err := s.writeCert(); err != nil {
 		tb.Fatalf("dovecottest: %v", err)
+	}
+	if s.oauth2URL != "" {
+		// Read by the auth process, which runs as user dovecot under root.
+		if err := os.WriteFile(s.oauth2ConfPath(), []byte(s.oauth2Config()), 0o644); err != nil {
+			tb.Fatalf("dovecottest: write oauth2 passdb settings: %v", err)
+		}
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {

@@ -117,7 +117,7 @@ func (s *session) login(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("imapsource: get oauth2 token: %w", err)
 		}
-		client = saslclient.NewXOAUTH2Client(cfg.Username, token)
+		client = saslclient.NewXOAUTH2ClientForIMAP(cfg.Username, token)
 	case cfg.PreventPlainLogin && has(sasl.Plain):
 		client = sasl.NewPlainClient("", cfg.Username, cfg.Password)
 	case cfg.PreventPlainLogin && has(saslclient.CRAMMD5):

@@ -20,6 +20,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/dovecottest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/faultproxy"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
+	"github.com/ledgerdesk/ledgerdesk/adapters/oauth/oauthtest"
 )
 
 // dovecotConfig returns a STARTTLS configuration for user on srv, trusting
@@ -350,5 +351,37 @@ func TestDovecot_bigMailIsStreamed(t *testing.T) {
 	t.Logf("a %d MB mail cost %.1f MB of allocations", len(raw)>>20, float64(allocated)/(1<<20))
 	if allocated > uint64(len(raw))/5 {
 		t.Errorf("Poll allocated %d bytes for a %d-byte mail, want under a fifth of it (streaming)", allocated, len(raw))
+	}
+}
+
+// TestDovecot_XOAUTH2 logs in with tokens that Dovecot itself checks at a
+// fake identity provider's introspection endpoint: a live token imports, a
+// refused one fails with Dovecot's own NO (not the BAD that an empty
+// response encoded as "=" would draw).
+func TestDovecot_XOAUTH2(t *testing.T) {
+	t.Parallel()
+	idp := oauthtest.Start(t, oauthtest.Options{})
+	srv := dovecottest.StartWith(t, dovecottest.Options{OAuth2IntrospectionURL: idp.URL + "/introspect"})
+	srv.AddUser(t, "support", "unused-password")
+	srv.DeliverMany(t, "support", testMails(3, "xoauth2"))
+
+	cfg := dovecotConfig(t, srv, srv.IMAPAddr, "support", "")
+	asked := 0
+	cfg.TokenSource = func(context.Context) (string, error) {
+		asked++
+		return idp.AccessTokenFor("support"), nil
+	}
+	sink := newFakeSink()
+	if res := mustPoll(t, mustNew(t, cfg), sink); res.Fetched != 3 || asked != 1 {
+		t.Errorf("Poll() = %+v with %d token requests, want 3 fetched with 1", res, asked)
+	}
+	if !strings.Contains(srv.Log(), "method=XOAUTH2") {
+		t.Errorf("Dovecot's log has no XOAUTH2 login:\n%s", srv.Log())
+	}
+
+	cfg.TokenSource = func(context.Context) (string, error) { return "not-a-live-token", nil }
+	err := mustNew(t, cfg).Check(context.Background())
+	if reply := mailsource.ServerReply(err); !strings.HasPrefix(reply, "NO") || !strings.Contains(reply, "AUTHENTICATIONFAILED") {
+		t.Errorf("Check() with a dead token = %v (server reply %q), want Dovecot's NO [AUTHENTICATIONFAILED]", err, reply)
 	}
 }

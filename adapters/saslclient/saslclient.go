@@ -40,8 +40,19 @@ func NewXOAUTH2Client(username, token string) sasl.Client {
 	return &xoauth2Client{username: username, token: token}
 }
 
+// NewXOAUTH2ClientForIMAP is XOAUTH2 for go-imap's client, which cannot
+// send the empty response the mechanism asks for (it encodes empty as "=",
+// and Dovecot answers that with BAD "Invalid base64 data", hiding its NO).
+// It answers the error challenge with a single 0x01, the dummy response
+// RFC 7628 section 3.2.3 defines for OAUTHBEARER, which servers answer with
+// their tagged NO.
+func NewXOAUTH2ClientForIMAP(username, token string) sasl.Client {
+	return &xoauth2Client{username: username, token: token, errorReply: []byte{0x01}}
+}
+
 type xoauth2Client struct {
 	username, token string
+	errorReply      []byte
 }
 
 func (c *xoauth2Client) Start() (string, []byte, error) {
@@ -49,6 +60,9 @@ func (c *xoauth2Client) Start() (string, []byte, error) {
 }
 
 func (c *xoauth2Client) Next([]byte) ([]byte, error) {
+	if c.errorReply != nil {
+		return c.errorReply, nil
+	}
 	return []byte{}, nil
 }
 

@@ -1,11 +1,13 @@
 // Package smtptest runs an in-process SMTP submission server (go-smtp's
 // server) for tests: implicit TLS, STARTTLS or plain; AUTH PLAIN, LOGIN,
-// CRAM-MD5 and XOAUTH2 against fixed credentials; injectable failures; and
-// the received messages kept in memory.
+// CRAM-MD5 and XOAUTH2 against fixed credentials, or XOAUTH2 against an
+// OAuth2 introspection endpoint; injectable failures; and the received
+// messages kept in memory.
 package smtptest
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -15,11 +17,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -37,8 +42,17 @@ const CertName = "mail.smtptest.invalid"
 type Options struct {
 	Security string // tls | starttls | none [none]
 	// Username and Password are the credentials every password mechanism
-	// accepts; Token is the XOAUTH2 bearer token. Empty Username: no AUTH.
+	// accepts; Token is the XOAUTH2 bearer token. Empty Username and
+	// IntrospectionURL: no AUTH.
 	Username, Password, Token string
+	// IntrospectionURL, when set, replaces the Token check: an XOAUTH2
+	// login is accepted only when a POST of token=<token> to this URL
+	// (RFC 7662, e.g. oauthtest.Provider's URL+"/introspect") answers
+	// {"active":true} with a "username" equal to the SASL user, ignoring
+	// case. Otherwise the server sends XOAUTH2's JSON error challenge and,
+	// after the client's (empty) answer, 535 5.7.8, as Gmail does. An
+	// endpoint that cannot be asked gives 454 4.7.0, a temporary failure.
+	IntrospectionURL string
 	// Mechanisms offered [PLAIN LOGIN CRAM-MD5 XOAUTH2].
 	Mechanisms []string
 	// MaxMessageBytes is announced as SIZE; 0 means no limit.
@@ -75,6 +89,8 @@ type Server struct {
 	received []Received
 	conns    map[string]bool
 	notify   chan struct{}
+
+	introspectErrs []error
 }
 
 // Start starts a server on 127.0.0.1 and stops it when the test ends.
@@ -178,8 +194,11 @@ type session struct {
 	to   []string
 }
 
+// authRequired reports whether the server offers and demands AUTH.
+func (o Options) authRequired() bool { return o.Username != "" || o.IntrospectionURL != "" }
+
 func (ss *session) AuthMechanisms() []string {
-	if ss.s.opts.Username == "" {
+	if !ss.s.opts.authRequired() {
 		return nil
 	}
 	return ss.s.opts.Mechanisms
@@ -190,6 +209,11 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	ok := func(user string) error {
 		ss.user = user
 		return nil
+	}
+	if o.Username == "" && strings.ToUpper(mech) != "XOAUTH2" {
+		// Only XOAUTH2 is configured (IntrospectionURL); an empty user and
+		// password must not pass the password mechanisms.
+		return nil, smtp.ErrAuthFailed
 	}
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
@@ -209,6 +233,14 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	case "CRAM-MD5":
 		return &cramServer{user: o.Username, pass: o.Password, ok: ok}, nil
 	case "XOAUTH2":
+		if o.IntrospectionURL != "" {
+			return &xoauth2Server{check: func(u, tok string) error {
+				if err := ss.s.introspect(u, tok); err != nil {
+					return err
+				}
+				return ok(u)
+			}}, nil
+		}
 		return &xoauth2Server{check: func(u, tok string) error {
 			if u != o.Username || tok != o.Token {
 				return smtp.ErrAuthFailed
@@ -227,7 +259,7 @@ func (ss *session) fail(stage, arg string) error {
 }
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
-	if ss.s.opts.Username != "" && ss.user == "" {
+	if ss.s.opts.authRequired() && ss.user == "" {
 		return smtp.ErrAuthRequired
 	}
 	if err := ss.fail("mail", from); err != nil {
@@ -316,10 +348,22 @@ func (c *cramServer) Next(resp []byte) ([]byte, bool, error) {
 }
 
 type xoauth2Server struct {
-	check func(user, token string) error
+	check   func(user, token string) error
+	refused bool // the error challenge went out; the next response ends the exchange
 }
 
+// errTokenRefused, from a check, makes xoauth2Server answer with XOAUTH2's
+// error challenge first and fail with 535 5.7.8 after the client's reply.
+var errTokenRefused = errors.New("smtptest: xoauth2 token refused")
+
+// xoauth2ErrorChallenge is Gmail's error challenge for a bad token. See
+// https://developers.google.com/gmail/imap/xoauth2-protocol.
+var xoauth2ErrorChallenge = []byte(`{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}`)
+
 func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
+	if x.refused {
+		return nil, true, smtp.ErrAuthFailed
+	}
 	var user, token string
 	for _, f := range bytes.Split(resp, []byte{1}) {
 		k, v, _ := strings.Cut(string(f), "=")
@@ -333,7 +377,78 @@ func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
 	if user == "" || token == "" {
 		return nil, true, errors.New("malformed xoauth2 response")
 	}
-	return nil, true, x.check(user, token)
+	err := x.check(user, token)
+	if errors.Is(err, errTokenRefused) {
+		x.refused = true
+		return xoauth2ErrorChallenge, false, nil
+	}
+	return nil, true, err
+}
+
+// introspectTimeout bounds one introspection request.
+const introspectTimeout = 10 * time.Second
+
+// errIntrospectionUnavailable is the reply when the introspection endpoint
+// cannot be asked: the token may be fine, so the failure is temporary.
+var errIntrospectionUnavailable = &smtp.SMTPError{
+	Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure",
+}
+
+// introspect asks Options.IntrospectionURL whether token is live for user.
+// It returns nil, an error wrapping errTokenRefused, or
+// errIntrospectionUnavailable.
+func (s *Server) introspect(user, token string) error {
+	active, tokenUser, err := introspectToken(s.opts.IntrospectionURL, token)
+	if err != nil {
+		s.mu.Lock()
+		s.introspectErrs = append(s.introspectErrs, err)
+		s.mu.Unlock()
+		return errIntrospectionUnavailable
+	}
+	if !active {
+		return fmt.Errorf("token of %q is not active: %w", user, errTokenRefused)
+	}
+	if !strings.EqualFold(tokenUser, user) {
+		return fmt.Errorf("token of %q belongs to %q: %w", user, tokenUser, errTokenRefused)
+	}
+	return nil
+}
+
+// introspectToken POSTs token to endpoint as RFC 7662 section 2.1 says and
+// returns the answer's active and username.
+func introspectToken(endpoint, token string) (active bool, username string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), introspectTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		return false, "", fmt.Errorf("smtptest: introspection request to %q: %w", endpoint, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, "", fmt.Errorf("smtptest: introspect at %q: %w", endpoint, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return false, "", fmt.Errorf("smtptest: introspect at %q: status %s", endpoint, resp.Status)
+	}
+	var answer struct {
+		Active   bool   `json:"active"`
+		Username string `json:"username"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&answer); err != nil {
+		return false, "", fmt.Errorf("smtptest: introspection answer from %q: %w", endpoint, err)
+	}
+	return answer.Active, answer.Username, nil
+}
+
+// IntrospectionErrors returns why introspection requests could not be
+// made or read (each answered 454 4.7.0), oldest first.
+func (s *Server) IntrospectionErrors() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]error(nil), s.introspectErrs...)
 }
 
 func selfSigned() (tls.Certificate, *x509.CertPool, error) {
