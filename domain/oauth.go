@@ -233,28 +233,21 @@ func (c OAuthConnection) ScopesFor(protocol string) []string {
 			}
 			return []string{scopeOutlookAppOnly}
 		}
-		switch protocol {
-		case ProtocolIMAP:
-			return []string{scopeOutlookIMAP, scopeOfflineAccess}
-		case ProtocolPOP3:
-			return []string{scopeOutlookPOP, scopeOfflineAccess}
-		case ProtocolSMTP:
-			return []string{scopeOutlookSMTP, scopeOfflineAccess}
-		case ProtocolGraph:
+		if protocol == ProtocolGraph {
 			return []string{scopeGraphMailRW, scopeGraphMailSend, scopeOfflineAccess}
 		}
-		return []string{scopeOutlookIMAP, scopeOfflineAccess}
+		// IMAP, POP and SMTP are one resource (outlook.office.com): one
+		// token carries all three, so a connection refreshes once per
+		// token lifetime whatever its accounts read or send with.
+		return []string{scopeOutlookIMAP, scopeOutlookPOP, scopeOutlookSMTP, scopeOfflineAccess}
 	}
 	return slices.Clone(c.Scopes)
 }
 
-// ConsentScopes are asked for in the delegated consent: every protocol's,
-// so that one consent serves reading and sending. Graph's are asked for
-// apart (a token holds one resource's scopes).
+// ConsentScopes are asked for in the delegated consent: those of IMAP, POP3
+// and SMTP, so that one consent serves reading and sending. (Graph is
+// another resource; a token holds one resource's scopes.)
 func (c OAuthConnection) ConsentScopes() []string {
-	if c.Provider == OAuthProviderMicrosoft365 {
-		return []string{scopeOutlookIMAP, scopeOutlookPOP, scopeOutlookSMTP, scopeOfflineAccess}
-	}
 	return c.ScopesFor(ProtocolIMAP)
 }
 

@@ -192,8 +192,15 @@ func (s *Server) Deliver(tb testing.TB, user string, raw []byte) {
 // Dovecot sees them in order of the slice (file names sort by sequence).
 func (s *Server) DeliverMany(tb testing.TB, user string, raws [][]byte) {
 	tb.Helper()
+	s.DeliverManyTo(tb, user, "", raws)
+}
+
+// DeliverManyTo is DeliverMany into one of user's folders (created with
+// CreateFolder); "" is the INBOX.
+func (s *Server) DeliverManyTo(tb testing.TB, user, folder string, raws [][]byte) {
+	tb.Helper()
 	s.checkUser(tb, "DeliverMany", user)
-	dir := s.maildir(user, "")
+	dir := s.maildir(user, folder)
 	first := deliverSeq.Add(int64(len(raws))) - int64(len(raws))
 	now := time.Now().Unix()
 	const workers = 4

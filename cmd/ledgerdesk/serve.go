@@ -64,9 +64,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if n > 0 {
 		logger.Info("moved the inline OAuth fields of accounts onto OAuth connections", "accounts", n)
 	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (%s): %w", cfg.HTTPAddr, envHTTPAddr, err)
+	}
+	defer func() { _ = ln.Close() }()
+	// Without LEDGERDESK_PUBLIC_URL, consents return to the address this
+	// process listens on: right on one machine, wrong behind a proxy.
 	publicURL := cfg.PublicURL
 	if publicURL == "" {
-		publicURL = "http://" + cfg.HTTPAddr
+		publicURL = "http://" + ln.Addr().String()
 	}
 	tokens, err := oauth.New(oauth.Options{Store: st, Secrets: box, Now: now, Logger: logger,
 		RedirectURL: strings.TrimRight(publicURL, "/") + api.OAuthCallbackPath})
@@ -93,10 +100,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn,
 		AccessToken: tokens.AccessToken})
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s (%s): %w", cfg.HTTPAddr, envHTTPAddr, err)
-	}
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
