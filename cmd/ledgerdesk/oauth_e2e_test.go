@@ -211,6 +211,19 @@ func TestOAuth_ShortLivedTokensRevocationAndReconnect(t *testing.T) {
 			t.Errorf("a refresh asked for scopes %q, want the mail scopes every time", s)
 		}
 	}
+	check := func(id string) (ok bool, words string) {
+		var r struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(api.must(http.MethodPost, "/api/v1/inbound-accounts/"+id+"/check", nil), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.OK, r.Error
+	}
+	if ok, words := check(salesID); !ok {
+		t.Errorf("check connection of an OAuth account: %s", words)
+	}
 	rows := api.mailboxes()
 	for _, name := range []string{"sales", "service", "support pop"} {
 		if rows[name].TokenState != domain.TokenStateOK {
@@ -256,6 +269,9 @@ func TestOAuth_ShortLivedTokensRevocationAndReconnect(t *testing.T) {
 	dv.DeliverManyTo(t, "support", "Sales", [][]byte{mail("sales@desk.example", "late", 1), mail("sales@desk.example", "late", 2)})
 	dv.DeliverMany(t, "billing", [][]byte{mail("billing@desk.example", "billing", 3)})
 	waitFor(t, 30*time.Second, "the password account to import beside them", func() bool { return dv.Count(t, "billing") == 0 })
+	if ok, words := check(salesID); ok || !strings.Contains(words, "AADSTS50173") {
+		t.Errorf("check connection while disconnected = %v %q, want the provider's words", ok, words)
+	}
 	requests := idp.TokenRequests()
 	time.Sleep(3 * time.Second)
 	if n := idp.TokenRequests() - requests; n != 0 {
