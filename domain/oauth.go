@@ -159,12 +159,20 @@ func (c OAuthConnection) Validate() error {
 		if len(c.Scopes) > 0 {
 			bad("scopes", "are set by the %s preset; only custom providers take scopes", c.Provider)
 		}
-		if c.AuthorizationURL != "" || c.TokenURL != "" {
-			bad("token_url", "authorization_url and token_url are set by the %s preset", c.Provider)
+		if c.AuthorizationURL != "" {
+			bad("authorization_url", "is set by the %s preset; only custom providers take one", c.Provider)
+		}
+		if c.TokenURL != "" {
+			bad("token_url", "is set by the %s preset; only custom providers take one", c.Provider)
 		}
 	}
-	if c.Provider != OAuthProviderMicrosoft365 && (c.TenantID != "" || c.LoginBaseURL != "") {
-		bad("tenant_id", "tenant_id and login_base_url are Microsoft 365's only")
+	if c.Provider != OAuthProviderMicrosoft365 {
+		if c.TenantID != "" {
+			bad("tenant_id", "is Microsoft 365's only")
+		}
+		if c.LoginBaseURL != "" {
+			bad("login_base_url", "is Microsoft 365's only")
+		}
 	}
 	for _, s := range c.Scopes {
 		if !plainToken(s) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -33,16 +34,17 @@ type inlineOAuth struct{ tenant, client, secret, refresh string }
 // skips connections that exist. The old code spoke only to Entra ID, so
 // every connection is microsoft365: delegated when a refresh token was
 // stored, app-only otherwise. Fields too incomplete to log in with (no
-// tenant or client id) are dropped from the account without a connection.
+// tenant or client id, or neither a refresh token nor a client secret) are
+// dropped from the account without a connection.
 func MigrateInlineOAuth(in InboundAccounts, out OutboundAccounts, conns OAuthConnections, at time.Time, actor string) InlineOAuthMigration {
 	var m InlineOAuthMigration
 	planned := map[string]bool{}
-	names := map[string]bool{}
+	names := map[string]bool{} // lower case: the registry compares names in any case
 	for _, c := range conns.ByID {
-		names[c.Name] = true
+		names[strings.ToLower(c.Name)] = true
 	}
 	connectionFor := func(o inlineOAuth, accountName string) string {
-		if o.tenant == "" || o.client == "" {
+		if o.tenant == "" || o.client == "" || (o.refresh == "" && o.secret == "") {
 			return ""
 		}
 		sum := sha256.Sum256([]byte(o.tenant + "\x00" + o.client + "\x00" + o.secret + "\x00" + o.refresh))
@@ -57,10 +59,10 @@ func MigrateInlineOAuth(in InboundAccounts, out OutboundAccounts, conns OAuthCon
 			c.Flow = OAuthFlowDelegated
 		}
 		c.Name = accountName + " (migrated OAuth)"
-		for n := 2; names[c.Name]; n++ {
+		for n := 2; names[strings.ToLower(c.Name)]; n++ {
 			c.Name = fmt.Sprintf("%s (migrated OAuth %d)", accountName, n)
 		}
-		names[c.Name] = true
+		names[strings.ToLower(c.Name)] = true
 		m.Connections = append(m.Connections, OAuthConnectionCreated{Connection: c.WithDefaults(), Actor: actor})
 		if o.refresh != "" {
 			m.Authorizations = append(m.Authorizations, OAuthConnectionAuthorized{ConnectionID: id, RefreshToken: o.refresh, At: at, Actor: actor})

@@ -93,6 +93,9 @@ func ApplyOutboundPreset(a OutboundAccount, preset string) (OutboundAccount, err
 	if a.Protocol == "" {
 		a.Protocol = OutboundSMTP
 	}
+	if a.Protocol != OutboundSMTP {
+		return a, fmt.Errorf("preset: fills an SMTP server; a %s account has none", a.Protocol)
+	}
 	s, err := presetFor(preset, ProtocolSMTP)
 	if err != nil {
 		return a, err

@@ -147,6 +147,9 @@ func (m *Manager) Callback(ctx context.Context, query url.Values) (CallbackResul
 	if err != nil {
 		return res, fmt.Errorf("oauth: seal the refresh token: %w", err)
 	}
+	if !tok.Expiry.IsZero() {
+		tok.Expiry = m.o.Now().Add(time.Until(tok.Expiry)) // x/oauth2 dates it by the wall clock
+	}
 	c, err := m.connection(ctx, cfg.ID)
 	if err != nil {
 		return res, err

@@ -342,6 +342,11 @@ func (m *Manager) refresh(ctx context.Context, c *connection, scopes []string) (
 		}
 		return nil, m.failed(ctx, c, describeTokenError(err, secret, refreshToken), now)
 	}
+	if !tok.Expiry.IsZero() {
+		// x/oauth2 dates Expiry by the wall clock; the cache and the events
+		// go by o.Now.
+		tok.Expiry = now.Add(time.Until(tok.Expiry))
+	}
 	rotated := cfg.Flow == domain.OAuthFlowDelegated && tok.RefreshToken != "" && tok.RefreshToken != refreshToken
 	if rotated || c.state.State != domain.TokenStateOK {
 		ev := domain.OAuthTokenRefreshed{ConnectionID: c.id, Scopes: scopes, AccessTokenExpiresAt: tok.Expiry.UTC(), At: now.UTC()}
