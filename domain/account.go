@@ -49,7 +49,7 @@ type InboundAccount struct {
 	Username          string `json:"username,omitempty"`
 	Password          string `json:"password,omitempty"` // sealed
 	PreventPlainLogin bool   `json:"prevent_plain_login,omitempty"`
-	// Deprecated: OAuth2 inline in the account, as stored before OAuth
+	// Legacy: OAuth2 inline in the account, as stored before OAuth
 	// connections; kept to read old events. MigrateInlineOAuth moves them
 	// onto a connection and the API refuses them.
 	OAuthTenantID     string `json:"oauth_tenant_id,omitempty"`

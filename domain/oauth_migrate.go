@@ -69,29 +69,27 @@ func MigrateInlineOAuth(in InboundAccounts, out OutboundAccounts, conns OAuthCon
 		}
 		return id
 	}
+	// move names the connection of one account's inline fields and empties
+	// them; both account types keep them under the same names.
+	move := func(name string, connectionID, tenant, client, secret, refresh *string) {
+		if *connectionID == "" {
+			*connectionID = connectionFor(inlineOAuth{*tenant, *client, *secret, *refresh}, name)
+		}
+		*tenant, *client, *secret, *refresh = "", "", "", ""
+	}
 	for _, id := range sortedKeys(in.ByID) {
-		a := in.ByID[id]
-		if !a.HasInlineOAuth() {
-			continue
+		if a := in.ByID[id]; a.HasInlineOAuth() {
+			n := a
+			move(a.Name, &n.OAuthConnectionID, &n.OAuthTenantID, &n.OAuthClientID, &n.OAuthClientSecret, &n.OAuthRefreshToken)
+			m.Inbound = append(m.Inbound, InboundAccountUpdated{Account: n, Changed: changedFields(a, n), Actor: actor})
 		}
-		next := a
-		if next.OAuthConnectionID == "" {
-			next.OAuthConnectionID = connectionFor(inlineOAuth{a.OAuthTenantID, a.OAuthClientID, a.OAuthClientSecret, a.OAuthRefreshToken}, a.Name)
-		}
-		next.OAuthTenantID, next.OAuthClientID, next.OAuthClientSecret, next.OAuthRefreshToken = "", "", "", ""
-		m.Inbound = append(m.Inbound, InboundAccountUpdated{Account: next, Changed: changedFields(a, next), Actor: actor})
 	}
 	for _, id := range sortedKeys(out.ByID) {
-		a := out.ByID[id]
-		if !a.HasInlineOAuth() {
-			continue
+		if a := out.ByID[id]; a.HasInlineOAuth() {
+			n := a
+			move(a.Name, &n.OAuthConnectionID, &n.OAuthTenantID, &n.OAuthClientID, &n.OAuthClientSecret, &n.OAuthRefreshToken)
+			m.Outbound = append(m.Outbound, OutboundAccountUpdated{Account: n, Changed: outboundChanged(a, n), Actor: actor})
 		}
-		next := a
-		if next.OAuthConnectionID == "" {
-			next.OAuthConnectionID = connectionFor(inlineOAuth{a.OAuthTenantID, a.OAuthClientID, a.OAuthClientSecret, a.OAuthRefreshToken}, a.Name)
-		}
-		next.OAuthTenantID, next.OAuthClientID, next.OAuthClientSecret, next.OAuthRefreshToken = "", "", "", ""
-		m.Outbound = append(m.Outbound, OutboundAccountUpdated{Account: next, Changed: outboundChanged(a, next), Actor: actor})
 	}
 	return m
 }

@@ -44,7 +44,7 @@ type OutboundAccount struct {
 	Auth     string `json:"auth,omitempty"`
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"` // sealed
-	// Deprecated: OAuth2 inline in the account, as stored before OAuth
+	// Legacy: OAuth2 inline in the account, as stored before OAuth
 	// connections; kept to read old events (see MigrateInlineOAuth).
 	OAuthTenantID     string `json:"oauth_tenant_id,omitempty"`
 	OAuthClientID     string `json:"oauth_client_id,omitempty"`
