@@ -158,7 +158,7 @@ func connectionError(err error) error {
 		p.fields = []FieldError{{Field: "name", Detail: "another OAuth connection has this name"}}
 		return p
 	case errors.Is(err, domain.ErrOAuthConnectionInUse):
-		_, users, _ := strings.Cut(err.Error(), ": OAuth connection is used by accounts: ")
+		_, users, _ := strings.Cut(err.Error(), domain.ErrOAuthConnectionInUse.Error()+": ")
 		return newProblem(http.StatusConflict, "the OAuth connection is used by these accounts; give them another login first: %s", users)
 	}
 	return unprocessable(err)
