@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
@@ -105,5 +107,74 @@ func TestSink_AParserPanicFailsThatMailOnly(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
+	}
+}
+
+// panickingFetcher panics in its first poll, as a fetcher bug met by one
+// mailbox's odd reply would, and polls normally after that.
+type panickingFetcher struct{ scriptedFetcher }
+
+func (f *panickingFetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.PollResult, error) {
+	if f.count() == 0 {
+		f.mu.Lock()
+		f.polls++
+		f.mu.Unlock()
+		_ = noSummary["uid"].Subject
+	}
+	return f.scriptedFetcher.Poll(ctx, sink)
+}
+
+func TestScheduler_APanickingPollIsAFailedPoll(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	blobs, err := blobstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	f := &panickingFetcher{}
+	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: fixedNow, Refresh: time.Hour,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		Accounts: func(context.Context) ([]Account, error) {
+			return []Account{{ID: "odd", PollInterval: time.Hour, Fetcher: f}}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	outcomes := func() int {
+		n, err := store.StreamVersion(context.Background(), MailboxStream("odd"))
+		if err != nil {
+			return 0
+		}
+		return int(n)
+	}
+	waitFor(t, func() bool { return outcomes() == 1 })
+	if err := s.PollNow("odd"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return outcomes() == 2 })
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Run stopped with %v, want the cancellation", err)
+	}
+
+	evs, err := store.ReadStream(context.Background(), MailboxStream("odd"), 1, 0)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("poll outcomes = %d, %v; want 2", len(evs), err)
+	}
+	var first, second domain.MailboxPolled
+	_ = json.Unmarshal(evs[0].Payload, &first)
+	_ = json.Unmarshal(evs[1].Payload, &second)
+	if !strings.Contains(first.Error, "poll panic: runtime error: invalid memory address") || first.Failures != 1 {
+		t.Errorf("first outcome = %+v, want a failed poll naming the panic", first)
+	}
+	if second.Error != "" || second.Fetched != 1 {
+		t.Errorf("second outcome = %+v, want a good poll", second)
+	}
+	if log := logs.String(); !strings.Contains(log, "poll panicked") || !strings.Contains(log, "goroutine ") {
+		t.Errorf("log lacks the panic and its stack:\n%s", log)
 	}
 }
