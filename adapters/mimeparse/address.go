@@ -21,10 +21,10 @@ func bareAddress(v string) string {
 	return strings.TrimSpace(v)
 }
 
-// bareAddress reads an address given without a display name
+// envelopeAddress reads an address given without a display name
 // (Delivered-To, Return-Path); "" when it is no address (see
 // addrSpecProblem), with a warning naming the header.
-func (p *parser) bareAddress(what, v string) string {
+func (p *parser) envelopeAddress(what, v string) string {
 	a := bareAddress(v)
 	if why := addrSpecProblem(a); why != "" {
 		p.warn("header: %s address refused: %s", what, why)
@@ -62,6 +62,7 @@ func (p *parser) addressList(what, v string) (out []Address, refused bool) {
 	return out, refused
 }
 
+// parseAddressList reads v as it is written, unchecked.
 func (p *parser) parseAddressList(v string) []Address {
 	v = strings.TrimSpace(v)
 	if v == "" {

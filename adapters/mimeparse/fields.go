@@ -67,7 +67,7 @@ func (p *parser) summarise(h *header) Summary {
 	s.To = p.addressLists("To", h.values("To"))
 	s.Cc = p.addressLists("Cc", h.values("Cc"))
 	for _, v := range h.values("Delivered-To") {
-		if a := p.bareAddress("Delivered-To", v); a != "" {
+		if a := p.envelopeAddress("Delivered-To", v); a != "" {
 			s.DeliveredTo = append(s.DeliveredTo, a)
 		}
 	}
@@ -76,7 +76,7 @@ func (p *parser) summarise(h *header) Summary {
 		if strings.HasPrefix(rp, "<") && strings.TrimSpace(strings.Trim(rp, "<>")) == "" {
 			s.ReturnPathEmpty = true
 		} else {
-			s.ReturnPath = p.bareAddress("Return-Path", rp)
+			s.ReturnPath = p.envelopeAddress("Return-Path", rp)
 		}
 	}
 	if v := strings.TrimSpace(h.get("Date")); v != "" {
