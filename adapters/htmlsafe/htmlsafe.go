@@ -11,7 +11,8 @@
 // The work is bounded: the input is cut at Options.MaxBytes (with a notice
 // in the output) and sanitising runs under a time budget on a fixed number
 // of workers, so a hostile or huge mail cannot stall a request or pile up
-// CPU work.
+// CPU work. A panic of the sanitiser on one mail is that call's
+// *PanicError, not the end of the process.
 package htmlsafe
 
 import (
@@ -19,9 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"log/slog"
 	"net/url"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -32,6 +35,18 @@ import (
 // ErrTimeout is returned when sanitising did not finish within the budget;
 // the caller shows the plain text instead.
 var ErrTimeout = errors.New("htmlsafe: sanitising took longer than its budget")
+
+// PanicError is returned when the sanitiser panicked on its input (a bug
+// in bluemonday met by a hostile mail). Sanitize runs it on a goroutine of
+// its own, where a panic would end the process; the stack is logged
+// (Options.Logger) and kept in Stack, and the caller shows the plain text
+// instead.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("htmlsafe: sanitiser panic: %v", e.Value) }
 
 // Defaults of Options.
 const (
@@ -50,6 +65,9 @@ type Options struct {
 	// caller gave up after the timeout (they still finish in the
 	// background, holding their slot).
 	Workers int
+	// Logger receives a sanitiser panic with its stack. Nil means
+	// slog.Default(): a panic is never silent.
+	Logger *slog.Logger
 }
 
 // Sanitizer is safe for concurrent use.
@@ -57,6 +75,8 @@ type Sanitizer struct {
 	opts   Options
 	policy *bluemonday.Policy
 	slots  chan struct{}
+	// sanitize is policy.Sanitize; tests put a panicking one here.
+	sanitize func(string) string
 }
 
 // Result is sanitised HTML. Truncated says that the input was longer than
@@ -77,7 +97,11 @@ func New(o Options) *Sanitizer {
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
-	return &Sanitizer{opts: o, policy: mailPolicy(), slots: make(chan struct{}, o.Workers)}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	policy := mailPolicy()
+	return &Sanitizer{opts: o, policy: policy, slots: make(chan struct{}, o.Workers), sanitize: policy.Sanitize}
 }
 
 // Options returns the bounds in effect (defaults filled in).
@@ -100,15 +124,23 @@ func mailPolicy() *bluemonday.Policy {
 	// Images: cid: and data:image only. UGC's img src accepts any allowed
 	// scheme, so the src rewriter (applied to img, the only element with a
 	// src that UGC allows) blocks everything else.
-	p.RewriteSrc(func(u *url.URL) {
-		switch strings.ToLower(u.Scheme) {
-		case "cid", "data":
-		default:
-			*u = url.URL{Scheme: "ledgerdesk-blocked", Opaque: "remote"}
-		}
-	})
+	p.RewriteSrc(blockRemoteSrc)
 	p.AllowStyles(safeStyleProps...).MatchingHandler(safeStyleValue).Globally()
 	return p
+}
+
+// blockRemoteSrc keeps cid: and data: image sources and marks every other
+// one blocked. bluemonday passes what url.Parse returned without looking at
+// the error, so u can be nil; there is nothing to rewrite then.
+func blockRemoteSrc(u *url.URL) {
+	if u == nil {
+		return
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "cid", "data":
+	default:
+		*u = url.URL{Scheme: "ledgerdesk-blocked", Opaque: "remote"}
+	}
 }
 
 // safeStyleProps are the inline style properties kept: what mail layouts
@@ -162,14 +194,18 @@ func (s *Sanitizer) Sanitize(ctx context.Context, src, inlineBase string) (Resul
 		<-s.slots
 		return Result{}, s.ctxErr(ctx)
 	}
-	done := make(chan string, 1)
+	done := make(chan sanitized, 1)
 	go func() {
 		defer func() { <-s.slots }()
-		done <- s.policy.Sanitize(src)
+		done <- s.run(src)
 	}()
 	var out string
 	select {
-	case out = <-done:
+	case r := <-done:
+		if r.err != nil {
+			return Result{}, r.err
+		}
+		out = r.html
 	case <-ctx.Done():
 		return Result{}, s.ctxErr(ctx)
 	}
@@ -179,6 +215,26 @@ func (s *Sanitizer) Sanitize(ctx context.Context, src, inlineBase string) (Resul
 			`the complete mail is in its .eml download]</p>`, s.opts.MaxBytes)
 	}
 	return res, nil
+}
+
+// sanitized is what a worker hands back.
+type sanitized struct {
+	html string
+	err  error
+}
+
+// run sanitises src on a worker goroutine, turning a panic into a
+// *PanicError.
+func (s *Sanitizer) run(src string) (r sanitized) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &PanicError{Value: v, Stack: debug.Stack()}
+			s.opts.Logger.Error("HTML sanitiser panicked; the call fails, the process goes on",
+				"panic", fmt.Sprint(v), "html_bytes", len(src), "stack", string(pe.Stack))
+			r = sanitized{err: pe}
+		}
+	}()
+	return sanitized{html: s.sanitize(src)}
 }
 
 func (s *Sanitizer) ctxErr(ctx context.Context) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -229,7 +230,7 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
-	res, pollErr := a.Fetcher.Poll(ctx, sink)
+	res, pollErr := s.pollRecovered(ctx, a, sink)
 	if ctx.Err() != nil {
 		// Shutting down: the outcome of an interrupted poll says nothing about
 		// the mailbox, and the store may be closing.
@@ -246,6 +247,22 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 		s.cfg.Logger.Error("record poll outcome", "account", a.ID, "err", err)
 	}
 	return res, pollErr
+}
+
+// pollRecovered runs one poll of a and turns a panic into the poll's
+// error, logging the stack. The account's worker is a goroutine of its
+// own, so a fetcher bug met by one mailbox's reply would otherwise end the
+// process; this way it is a failed poll, shown in the mailbox status and
+// retried with the back-off.
+func (s *Scheduler) pollRecovered(ctx context.Context, a Account, sink *Sink) (res mailsource.PollResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.cfg.Logger.Error("poll panicked; counted as a failed poll", "account", a.ID, "panic", fmt.Sprint(v),
+				"stack", string(debug.Stack()))
+			err = fmt.Errorf("ingest: poll panic: %v", v)
+		}
+	}()
+	return a.Fetcher.Poll(ctx, sink)
 }
 
 // MailboxStream holds an account's poll outcomes.

@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
@@ -54,6 +56,8 @@ type Sink struct {
 	accountID string
 	now       func() time.Time
 	logger    *slog.Logger
+	// parseMail is mimeparse.Parse; tests put a panicking parser here.
+	parseMail func(io.Reader, mimeparse.Limits) (mimeparse.Summary, error)
 
 	mu     sync.Mutex // guards staged: a background commit may run while the next batch is received
 	staged []staged
@@ -101,7 +105,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Sink{store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
-		now: cfg.Now, logger: cfg.Logger}, nil
+		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse}, nil
 }
 
 // knownChunk bounds the IN list of one lookup and the rows of one INSERT.
@@ -165,13 +169,15 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 	if len(head) <= smallMail {
 		raw, n = head, int64(len(head))
 		ref = blobstore.RefFromDigest(sha256.Sum256(raw))
-		sum, perr = mimeparse.ParseBytes(raw, s.limits)
+		sum, perr = s.parseRecovered(key, func() (mimeparse.Summary, error) {
+			return s.parseMail(bytes.NewReader(raw), s.limits)
+		})
 	} else {
 		ref, n, err = s.blobs.PutNoSync(ctx, io.MultiReader(bytes.NewReader(head), r))
 		if err != nil {
 			return mailsource.Outcome{}, fmt.Errorf("ingest: store mail %s: %w", key, err)
 		}
-		sum, perr = s.parse(ref)
+		sum, perr = s.parseRecovered(key, func() (mimeparse.Summary, error) { return s.parse(ref) })
 	}
 	mailID := domain.MailIDFor(s.accountID, key)
 	receivedAt := s.now().UTC()
@@ -199,6 +205,43 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 	return mailsource.Outcome{Status: mailsource.StatusReceived}, nil
 }
 
+// parseRecovered runs parse and turns a panic into a *mimeparse.ParseError
+// whose reason starts "parser panic: ", logging the stack: a parser bug
+// met by one hostile mail records that mail as failed instead of stopping
+// the poll (and, in a goroutine without recover, the process), and the
+// mails after it still import.
+func (s *Sink) parseRecovered(key string, parse func() (mimeparse.Summary, error)) (sum mimeparse.Summary, err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		reason := boundReason(fmt.Sprintf("parser panic: %v", v))
+		s.logger.Error("mail parser panicked; mail recorded as failed", "account", s.accountID, "source_key", key,
+			"panic", reason, "stack", string(debug.Stack()))
+		sum, err = mimeparse.Summary{}, &mimeparse.ParseError{Reason: reason}
+	}()
+	return parse()
+}
+
+// maxReason bounds a failure reason built from a panic value, which may
+// quote anything, such as the mail itself.
+const maxReason = 998
+
+// boundReason makes s storable as a MailFailed reason: valid UTF-8, no
+// NUL, at most maxReason bytes.
+func boundReason(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if len(s) <= maxReason {
+		return s
+	}
+	n := maxReason
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // errParse marks parse failures that are the mail's own fault.
 var errParse = errors.New("unparseable mail")
 
@@ -208,7 +251,7 @@ func (s *Sink) parse(ref blobstore.Ref) (mimeparse.Summary, error) {
 		return mimeparse.Summary{}, fmt.Errorf("open blob %s: %w", ref, err)
 	}
 	defer f.Close()
-	sum, err := mimeparse.Parse(f, s.limits)
+	sum, err := s.parseMail(f, s.limits)
 	if err != nil {
 		var pe *mimeparse.ParseError
 		if errors.As(err, &pe) {

@@ -21,18 +21,49 @@ func bareAddress(v string) string {
 	return strings.TrimSpace(v)
 }
 
-func (p *parser) addressLists(vs []string) []Address {
+// envelopeAddress reads an address given without a display name
+// (Delivered-To, Return-Path); "" when it is no address (see
+// addrSpecProblem), with a warning naming the header.
+func (p *parser) envelopeAddress(what, v string) string {
+	a := bareAddress(v)
+	if why := addrSpecProblem(a); why != "" {
+		p.warn("header: %s address refused: %s", what, why)
+		return ""
+	}
+	return a
+}
+
+// addressLists parses every value of a header, as addressList does.
+func (p *parser) addressLists(what string, vs []string) []Address {
 	var out []Address
 	for _, v := range vs {
-		out = append(out, p.addressList(v)...)
+		as, _ := p.addressList(what, v)
+		out = append(out, as...)
 	}
 	return out
 }
 
 // addressList parses an address list with net/mail and, when that fails, a
 // forgiving reader (see lenientAddresses). Display names have encoded words
-// decoded, also inside quotes where net/mail leaves them.
-func (p *parser) addressList(v string) []Address {
+// decoded, also inside quotes where net/mail leaves them, and are bounded
+// to one line of maxLine bytes. An address with a control character or
+// beyond the limits of RFC 5321 is no address: it is left out with a
+// warning naming the header (what), and refused says so.
+func (p *parser) addressList(what, v string) (out []Address, refused bool) {
+	for _, a := range p.parseAddressList(v) {
+		if why := addrSpecProblem(a.Email); why != "" {
+			p.warn("header: %s address refused: %s", what, why)
+			refused = true
+			continue
+		}
+		a.Name = p.boundedLine(what+" display name", a.Name, maxLine)
+		out = append(out, a)
+	}
+	return out, refused
+}
+
+// parseAddressList reads v as it is written, unchecked.
+func (p *parser) parseAddressList(v string) []Address {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return nil
@@ -55,13 +86,18 @@ func (p *parser) addressList(v string) []Address {
 }
 
 // lenientAddresses reads what a mail client would make of a malformed
-// address list: encoded words are decoded first, the list is split at
-// commas outside quotes, angle brackets and comments, and pieces without an
-// @ are taken as part of the next piece's display name ("Doe, John"
-// unquoted). In each piece the address is in <...>, or the word holding an
-// @; the rest, unquoted, is the display name.
+// address list: the list is split at commas outside quotes, angle brackets
+// and comments, and pieces without an @ are taken as part of the next
+// piece's display name ("Doe, John" unquoted). In each piece the address is
+// in <...>, or the word holding an @; the rest, unquoted, is the display
+// name.
+//
+// Encoded words are decoded in display names and comments only, each name
+// on its own, after the structure is read: an encoded word is never part
+// of an addr-spec (RFC 2047 section 5), so "=?utf-8?q?boss=40example.com?="
+// is a name and not an address, and an encoded NUL or CR LF never reaches
+// an address.
 func (p *parser) lenientAddresses(v string) []Address {
-	v = p.text(v)
 	var pieces []string
 	var cur strings.Builder
 	var quoted bool
@@ -105,19 +141,25 @@ func (p *parser) lenientAddresses(v string) []Address {
 			piece = carry.String() + "," + piece
 			carry.Reset()
 		}
-		if a, ok := lenientAddress(piece); ok {
+		if a, ok := p.lenientAddress(piece); ok {
 			out = append(out, a)
 		}
 	}
 	if carry.Len() > 0 && len(out) == 0 {
-		if name := cleanLine(unquote(carry.String())); name != "" {
+		if name := p.displayName(carry.String()); name != "" {
 			out = append(out, Address{Name: name})
 		}
 	}
 	return out
 }
 
-func lenientAddress(s string) (Address, bool) {
+// displayName reads a raw display name: quotes removed, then encoded words
+// decoded, then made one line.
+func (p *parser) displayName(raw string) string {
+	return cleanLine(p.text(unquote(raw)))
+}
+
+func (p *parser) lenientAddress(s string) (Address, bool) {
 	s = strings.TrimSpace(s)
 	if i := strings.LastIndexByte(s, '<'); i >= 0 {
 		email := s[i+1:]
@@ -131,7 +173,7 @@ func lenientAddress(s string) (Address, bool) {
 		}
 		email = strings.TrimSpace(email)
 		if strings.Contains(email, "@") {
-			return Address{Name: cleanLine(unquote(name)), Email: email}, true
+			return Address{Name: p.displayName(name), Email: email}, true
 		}
 	}
 	if i := strings.IndexByte(s, '('); i >= 0 {
@@ -140,7 +182,7 @@ func lenientAddress(s string) (Address, bool) {
 			email := strings.TrimSpace(s[:i] + " " + s[j+1:])
 			name := s[i+1 : j]
 			if !strings.ContainsAny(email, " \t") && strings.Contains(email, "@") {
-				return Address{Name: cleanLine(name), Email: strings.Trim(email, "<>")}, true
+				return Address{Name: cleanLine(p.text(name)), Email: strings.Trim(email, "<>")}, true
 			}
 		}
 	}
@@ -160,7 +202,7 @@ func lenientAddress(s string) (Address, bool) {
 	if email == "" {
 		return Address{}, false
 	}
-	return Address{Name: cleanLine(unquote(strings.Join(nameWords, " "))), Email: email}, true
+	return Address{Name: p.displayName(strings.Join(nameWords, " ")), Email: email}, true
 }
 
 // requoteLocal puts back the quotes net/mail removes from a quoted local

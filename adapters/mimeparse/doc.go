@@ -61,9 +61,11 @@
 //   - Addresses: net/mail first; when it refuses the list, a forgiving reader
 //     splits at commas outside quotes, brackets and comments, joins an
 //     unquoted "Doe, John <j@example.com>" back together, takes the address
-//     from <...> or from the word with an @, and the rest as display name. A
-//     quoted local part keeps its quotes. Without a usable From, the sender
-//     is taken from Sender, Reply-To or Return-Path, in that order.
+//     from <...> or from the word with an @, and the rest as display name.
+//     It decodes encoded words in each display name after reading the
+//     structure, never in an address (RFC 2047 section 5). A quoted local
+//     part keeps its quotes. Without a usable From, the sender is taken from
+//     Sender, Reply-To or Return-Path, in that order.
 //   - Message-ID: angle brackets are optional, white space from folding is
 //     removed. A mail without one (or with an empty one) gets
 //     "gen-<hex sha256 of the raw bytes>@ledgerdesk.invalid", so the same
@@ -83,6 +85,25 @@
 //     printable", "7-bit", "8bits", a trailing ";"), x-uuencode is decoded
 //     (with or without its begin line), and an unknown encoding leaves the
 //     bytes as they are.
+//
+// # Bounds
+//
+// Every text of a Summary can be stored in an (indexed) SQL text column:
+// none holds a NUL or invalid UTF-8, and the one-line fields (subject,
+// names, ids, media types, file names) hold no control character at all.
+//
+//   - An address with a control character, or longer than RFC 5321 section
+//     4.5.3.1 allows (local part 64, domain 255, address 254 bytes), is no
+//     address: it is left out of its list with a warning. When it was the
+//     only sender and no fallback has one, From has no Email and its Name
+//     shows the header as written, cut to 998 bytes.
+//   - Display names, Message-IDs, In-Reply-To, References, Content-IDs and
+//     the automatic-mail headers are one line of at most 998 bytes (RFC 5322
+//     section 2.1.1); an id beyond that, or with a control character, is no
+//     id. References keeps its first and its last 99 ids.
+//   - The subject is cut at 4 KiB, file names at 255 bytes (keeping the
+//     extension), media types beyond 255 bytes are unreadable.
+//   - A NUL in a body becomes U+FFFD.
 //
 // # Bodies and attachments
 //

@@ -9,13 +9,15 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
-// summarise reads the envelope fields of the top-level header.
+// summarise reads the envelope fields of the top-level header. Every text
+// it returns is bounded (see bounds.go).
 func (p *parser) summarise(h *header) Summary {
 	s := Summary{
 		MessageID:        msgID(h.get("Message-Id")),
-		Subject:          cleanLine(p.text(h.get("Subject"))),
+		Subject:          p.boundedLine("Subject", p.text(h.get("Subject")), maxSubject),
 		ContentType:      p.topType,
 		ReportType:       p.report,
 		BouncedMessageID: p.bounceID,
@@ -24,9 +26,18 @@ func (p *parser) summarise(h *header) Summary {
 		s.InReplyTo = ids[0]
 	}
 	s.References = msgIDList(strings.Join(h.values("References"), " "))
+	if n := len(s.References); n > maxReferences {
+		s.References = append(s.References[:1:1], s.References[n-(maxReferences-1):]...)
+		p.warn("header: References cut to its first and last %d of %d ids", maxReferences-1, n)
+	}
 
+	unreadable := "" // the first From whose address was refused
 	for _, v := range h.values("From") {
-		if as := p.addressList(v); len(as) > 0 && strings.Contains(as[0].Email, "@") {
+		as, refused := p.addressList("From", v)
+		if refused && unreadable == "" {
+			unreadable = v
+		}
+		if len(as) > 0 && strings.Contains(as[0].Email, "@") {
 			s.From = as[0]
 			break
 		} else if s.From.Email == "" && len(as) > 0 {
@@ -37,7 +48,7 @@ func (p *parser) summarise(h *header) Summary {
 		// No usable From: the person to answer is the Sender, else the
 		// Reply-To, else the envelope sender.
 		for _, k := range []string{"Sender", "Reply-To", "Return-Path"} {
-			if as := p.addressLists(h.values(k)); len(as) > 0 && as[0].Email != "" {
+			if as := p.addressLists(k, h.values(k)); len(as) > 0 && as[0].Email != "" {
 				s.From = as[0]
 				p.warn("header: From missing or unreadable; sender taken from %s", k)
 				break
@@ -46,12 +57,17 @@ func (p *parser) summarise(h *header) Summary {
 	}
 	if s.From.Email == "" {
 		p.warn("header: no usable From address")
+		if s.From.Name == "" && unreadable != "" {
+			// The sender is unknown, but a person reading the ticket sees
+			// what the header said.
+			s.From.Name = p.boundedLine("From", p.text(unreadable), maxLine)
+		}
 	}
-	s.ReplyTo = p.addressLists(h.values("Reply-To"))
-	s.To = p.addressLists(h.values("To"))
-	s.Cc = p.addressLists(h.values("Cc"))
+	s.ReplyTo = p.addressLists("Reply-To", h.values("Reply-To"))
+	s.To = p.addressLists("To", h.values("To"))
+	s.Cc = p.addressLists("Cc", h.values("Cc"))
 	for _, v := range h.values("Delivered-To") {
-		if a := bareAddress(v); a != "" {
+		if a := p.envelopeAddress("Delivered-To", v); a != "" {
 			s.DeliveredTo = append(s.DeliveredTo, a)
 		}
 	}
@@ -60,7 +76,7 @@ func (p *parser) summarise(h *header) Summary {
 		if strings.HasPrefix(rp, "<") && strings.TrimSpace(strings.Trim(rp, "<>")) == "" {
 			s.ReturnPathEmpty = true
 		} else {
-			s.ReturnPath = bareAddress(rp)
+			s.ReturnPath = p.envelopeAddress("Return-Path", rp)
 		}
 	}
 	if v := strings.TrimSpace(h.get("Date")); v != "" {
@@ -72,18 +88,18 @@ func (p *parser) summarise(h *header) Summary {
 	}
 	if v := h.get("Auto-Submitted"); v != "" {
 		tok, _, _ := strings.Cut(v, ";")
-		s.AutoSubmitted = strings.ToLower(strings.TrimSpace(tok))
+		s.AutoSubmitted = p.boundedLine("Auto-Submitted", strings.ToLower(tok), maxLine) // lower first: it can grow
 	}
-	s.Precedence = strings.ToLower(strings.TrimSpace(h.get("Precedence")))
+	s.Precedence = p.boundedLine("Precedence", strings.ToLower(h.get("Precedence")), maxLine)
 	for _, f := range h.fields {
 		name := strings.ToLower(f.key)
-		if _, ok := s.LoopHeaders[name]; ok || !isLoopHeader(name) {
+		if _, ok := s.LoopHeaders[name]; ok || !isLoopHeader(name) || len(name) > maxLine {
 			continue
 		}
 		if s.LoopHeaders == nil {
 			s.LoopHeaders = map[string]string{}
 		}
-		s.LoopHeaders[name] = truncateUTF8(strings.TrimSpace(p.text(f.value)), 998)
+		s.LoopHeaders[name], _ = oneLine(p.text(f.value), maxLine)
 	}
 	return s
 }
@@ -121,11 +137,11 @@ func isLoopHeader(lower string) bool {
 }
 
 // cleanLine makes a decoded header value fit one line: control characters
-// (an encoded CR LF at the start of a subject is common) become spaces and
-// the ends are trimmed.
+// (an encoded CR LF at the start of a subject is common, a NUL is hostile)
+// become spaces and the ends are trimmed.
 func cleanLine(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if isControl(r) {
 			return ' '
 		}
 		return r
@@ -145,7 +161,8 @@ func (p *parser) contentType(h *header, parent, path string) (string, map[string
 		return "text/plain", map[string]string{}
 	}
 	mt, params := parseMediaType(v)
-	if i := strings.IndexByte(mt, '/'); i <= 0 || i == len(mt)-1 || strings.ContainsAny(mt, " \t()<>@,;:\\\"[]?=") {
+	if i := strings.IndexByte(mt, '/'); i <= 0 || i == len(mt)-1 || strings.ContainsAny(mt, " \t()<>@,;:\\\"[]?=") ||
+		len(mt) > maxMediaType || hasControl(mt) {
 		p.warn("part %s: unreadable Content-Type %q; read as text/plain", pathName(path), truncateUTF8(v, 80))
 		return "text/plain", params
 	}
@@ -301,16 +318,20 @@ func (p *parser) disposition(h *header, ctParams map[string]string) (string, str
 	if name == "" {
 		name = ctParams["name"]
 	}
-	name = cleanLine(p.text(name))
-	return d, name
+	return d, boundedFilename(p.text(name))
 }
 
-// contentID strips the angle brackets of a Content-ID (RFC 2392).
+// contentID strips the angle brackets of a Content-ID (RFC 2392). Like a
+// Message-ID, one with a control character or longer than maxLine is none.
 func contentID(v string) string {
 	v = strings.TrimSpace(v)
 	v = strings.TrimPrefix(v, "<")
 	v = strings.TrimSuffix(v, ">")
-	return strings.TrimSpace(v)
+	v = strings.TrimSpace(v)
+	if len(v) > maxLine || hasControl(v) || !utf8.ValidString(v) {
+		return ""
+	}
+	return v
 }
 
 // msgID reads one msg-id (RFC 5322 section 3.6.4) without its angle
@@ -325,7 +346,8 @@ func msgID(v string) string {
 }
 
 // msgIDList reads every msg-id in v; without angle brackets, the words that
-// look like ids (holding an @) are taken.
+// look like ids (holding an @) are taken. An id longer than maxLine, or
+// holding a control character or invalid UTF-8, is no id and left out.
 func msgIDList(v string) []string {
 	var ids []string
 	seen := map[string]bool{}
@@ -336,7 +358,7 @@ func msgIDList(v string) []string {
 			}
 			return r
 		}, id)
-		if id == "" || seen[id] || len(id) > 998 {
+		if id == "" || seen[id] || len(id) > maxLine || hasControl(id) || !utf8.ValidString(id) {
 			return
 		}
 		seen[id] = true

@@ -38,7 +38,8 @@ var fuzzSeeds = []string{
 
 // FuzzParse feeds arbitrary bytes to Parse: it must not panic, must fail
 // only with a *ParseError (the input reader never fails), must respect the
-// limits, must return valid UTF-8 and must be deterministic.
+// limits, must return valid UTF-8 within the documented bounds (see
+// assertBounded) and must be deterministic.
 func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
@@ -86,6 +87,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("bad attachment %+v", a)
 			}
 		}
+		assertBounded(t, s)
 		again, err := mimeparse.ParseBytes(data, fuzzLimits)
 		if err != nil {
 			t.Fatalf("second Parse() error = %v, first succeeded", err)

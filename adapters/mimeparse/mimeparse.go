@@ -274,7 +274,7 @@ type parser struct {
 }
 
 func (p *parser) warn(format string, args ...any) {
-	w := fmt.Sprintf(format, args...)
+	w, _ := stripNUL(strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD"))
 	if p.seen == nil {
 		p.seen = map[string]bool{}
 	}
@@ -389,7 +389,7 @@ func (p *parser) walk(h *header, body io.Reader, path string, msgRoot bool, dept
 	if depth == 0 {
 		p.topType = mt
 		if mt == "multipart/report" {
-			p.report = strings.ToLower(params["report-type"])
+			p.report, _ = oneLine(strings.ToLower(params["report-type"]), maxMediaType)
 		}
 	}
 
@@ -535,13 +535,20 @@ func flatten(segs []segment) (text string, hasText bool, htm string, hasHTML boo
 	return tb.String(), hasText, hb.String(), hasHTML
 }
 
-// bodies sets TextBody and HTMLBody from the segments, capped.
+// bodies sets TextBody and HTMLBody from the segments, capped and without
+// NUL characters (which no text column can hold).
 func (p *parser) bodies(s *Summary, segs []segment) {
 	text, _, htm, hasHTML := flatten(segs)
 	if hasHTML {
-		s.HTMLBody = htm
+		var nul bool
+		if s.HTMLBody, nul = stripNUL(htm); nul {
+			p.warn("HTML body: NUL characters replaced with U+FFFD")
+		}
 	}
-	s.TextBody = text
+	var nul bool
+	if s.TextBody, nul = stripNUL(text); nul {
+		p.warn("text body: NUL characters replaced with U+FFFD")
+	}
 	limit := p.lim.MaxBodyBytes
 	if len(s.TextBody) > limit {
 		s.TextBody = truncateUTF8(s.TextBody, limit)
@@ -767,11 +774,11 @@ func (p *parser) message(h *header, body io.Reader, mt string, params map[string
 	if len(blk.h.fields) > 0 {
 		blk.h.repair(p.fallback)
 		if filename == "" {
-			subj := strings.TrimSpace(p.text(blk.h.get("Subject")))
+			subj, _ := oneLine(p.text(blk.h.get("Subject")), maxLine)
 			if subj == "" {
 				subj = "message"
 			}
-			p.atts[idx].Filename = subj + ".eml"
+			p.atts[idx].Filename = boundedFilename(subj + ".eml")
 		}
 		if parent == "multipart/report" && p.bounceID == "" {
 			p.bounceID = msgID(blk.h.get("Message-Id"))

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -175,11 +176,14 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 }
 
 // supervise runs a background part until ctx is done, restarting it with a
-// growing pause when it fails, so one broken part does not stop the rest.
+// growing pause when it fails or panics, so one broken part does not stop
+// the rest. A panic is logged with its stack. The recover covers the
+// goroutine run is called on; goroutines a part starts must recover for
+// themselves (the fetch scheduler's account workers do).
 func supervise(ctx context.Context, name string, run func(context.Context) error, logger *slog.Logger) {
 	pause := time.Second
 	for {
-		err := run(ctx)
+		err := runRecovered(ctx, name, run, logger)
 		if ctx.Err() != nil {
 			return
 		}
@@ -191,4 +195,15 @@ func supervise(ctx context.Context, name string, run func(context.Context) error
 		}
 		pause = min(2*pause, time.Minute)
 	}
+}
+
+// runRecovered is one run of a supervised part; a panic becomes its error.
+func runRecovered(ctx context.Context, name string, run func(context.Context) error, logger *slog.Logger) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			logger.Error("background part panicked", "part", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return run(ctx)
 }
