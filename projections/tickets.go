@@ -175,6 +175,9 @@ type mailFields struct {
 	To        []domain.Address `json:"to"`
 	TextBody  string           `json:"text_body"`
 	HTMLBody  string           `json:"html_body"`
+
+	TextBodyTruncated bool `json:"text_body_truncated"`
+	HTMLBodyTruncated bool `json:"html_body_truncated"`
 }
 
 // fill completes a mail's article with the mail: its addresses, bodies and
@@ -188,6 +191,7 @@ func (a *Article) fill(m mailFields) {
 		a.Subject = m.Subject
 	}
 	a.From, a.To, a.TextBody, a.HTMLBody, a.BlobRef = formatAddress(m.From), formatAddresses(m.To), m.TextBody, m.HTMLBody, m.BlobRef
+	a.BodyTruncated = m.TextBodyTruncated || m.HTMLBodyTruncated
 }
 
 func formatAddress(a domain.Address) string {
@@ -319,6 +323,11 @@ type Article struct {
 	BlobRef   string    `json:"blob_ref,omitempty"`
 	Actor     string    `json:"actor,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// BodyTruncated: TextBody or HTMLBody is a prefix (a mail's event keeps
+	// domain.MailBodyPrefixBytes of each body); the whole is in the raw
+	// mail, BlobRef. The SQL view ticket_articles has no such column: its
+	// bodies are the same prefixes.
+	BodyTruncated bool `json:"body_truncated"`
 }
 
 const ticketColumns = `id, number, subject, status, requester_email, requester_name, requester_user_id, location_id,

@@ -518,12 +518,24 @@ func mailReceivedFrom(s mimeparse.Summary) domain.MailReceived {
 		atts = append(atts, domain.Attachment{PartPath: a.PartPath, Filename: a.Filename, ContentType: a.ContentType,
 			ContentID: a.ContentID, Size: a.Size, Inline: a.Inline})
 	}
+	// The event keeps a bounded prefix of each body; the whole is in the
+	// raw mail, which the readers that need it parse again.
+	text, textCut := domain.BodyPrefix(s.TextBody, domain.MailBodyPrefixBytes)
+	html, htmlCut := domain.BodyPrefix(s.HTMLBody, domain.MailBodyPrefixBytes)
+	var textSize, htmlSize int64
+	if textCut {
+		textSize = int64(len(s.TextBody))
+	}
+	if htmlCut {
+		htmlSize = int64(len(s.HTMLBody))
+	}
 	return domain.MailReceived{
+		TextBodyTruncated: textCut, TextBodySize: textSize, HTMLBodyTruncated: htmlCut, HTMLBodySize: htmlSize,
 		MessageID: s.MessageID, InReplyTo: s.InReplyTo, References: s.References, Subject: s.Subject,
 		From: domain.Address{Name: s.From.Name, Email: s.From.Email}, ReplyTo: conv(s.ReplyTo), To: conv(s.To), Cc: conv(s.Cc),
 		DeliveredTo: s.DeliveredTo, ReturnPath: s.ReturnPath, ReturnPathEmpty: s.ReturnPathEmpty, Date: s.Date,
 		AutoSubmitted: s.AutoSubmitted, Precedence: s.Precedence, LoopHeaders: s.LoopHeaders,
 		ContentType: s.ContentType, ReportType: s.ReportType, BouncedMessageID: s.BouncedMessageID,
-		TextBody: s.TextBody, HTMLBody: s.HTMLBody, Attachments: atts, Warnings: s.Warnings,
+		TextBody: text, HTMLBody: html, Attachments: atts, Warnings: s.Warnings,
 	}
 }

@@ -421,3 +421,57 @@ func TestSink_EarlyCommitFailureStopsThePoll(t *testing.T) {
 		t.Errorf("%d event types stored, want none", n)
 	}
 }
+
+func TestSink_EventKeepsABoundedBodyPrefix(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	ctx := context.Background()
+	sink, _ := newTestSink(t, store, "acc1")
+	// given a mail with 1.5 MB of text full of control bytes (six bytes
+	// each in JSON) and 1.5 MB of HTML, and a small one
+	text := strings.Repeat("\x01\x02ab\r\n", 250_000)
+	html := strings.Repeat("<p>x & y</p>\r\n", 110_000)
+	big := "From: a@example.org\r\nTo: support@example.org\r\nSubject: big\r\nMessage-ID: <big@example.org>\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" +
+		html + "\r\n--b--\r\n"
+	for i, raw := range []string{big, testMail(2)} {
+		if out, err := sink.Receive(ctx, fmt.Sprintf("pop3/U%d", i), int64(len(raw)), strings.NewReader(raw)); err != nil ||
+			out.Status != mailsource.StatusReceived {
+			t.Fatalf("Receive %d = %+v, %v", i, out, err)
+		}
+	}
+	if err := sink.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range mailEvents(t, store)[domain.MailReceivedName] {
+		var m domain.MailReceived
+		if err := json.Unmarshal(e.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("mail %s of %d bytes: event payload %d bytes", m.SourceKey, m.Size, len(e.Payload))
+		if m.SourceKey == "pop3/U1" {
+			// then a small mail keeps its bodies whole
+			if strings.TrimSpace(m.TextBody) != "body 2" || m.TextBodyTruncated || m.HTMLBodyTruncated {
+				t.Errorf("small mail: text %q, truncated %v/%v", m.TextBody, m.TextBodyTruncated, m.HTMLBodyTruncated)
+			}
+			continue
+		}
+		// then the big one's event holds a prefix of each body, bounded in
+		// its JSON bytes, and says how big the whole is
+		if len(e.Payload) > 2*domain.MailBodyPrefixBytes+4<<10 {
+			t.Errorf("event payload is %d bytes, want at most two body prefixes of %d and the header fields", len(e.Payload), domain.MailBodyPrefixBytes)
+		}
+		if !m.TextBodyTruncated || !m.HTMLBodyTruncated {
+			t.Errorf("truncated text %v, HTML %v; want both", m.TextBodyTruncated, m.HTMLBodyTruncated)
+		}
+		lf := func(s string) string { return strings.ReplaceAll(s, "\r\n", "\n") }
+		if !strings.HasPrefix(lf(text), m.TextBody) || len(m.TextBody) < 10_000 || !strings.HasPrefix(lf(html), m.HTMLBody) ||
+			len(m.HTMLBody) < 10_000 {
+			t.Errorf("prefixes of %d and %d bytes are not the bodies' starts", len(m.TextBody), len(m.HTMLBody))
+		}
+		if m.TextBodySize < int64(len(m.TextBody))*10 || m.HTMLBodySize < int64(len(m.HTMLBody))*10 {
+			t.Errorf("whole sizes %d and %d, want those of the bodies parsed", m.TextBodySize, m.HTMLBodySize)
+		}
+	}
+}
