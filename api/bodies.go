@@ -74,19 +74,18 @@ func (s *server) article(c echo.Context) (projections.Article, error) {
 	if err := s.waitForProjection(c, p.Name()); err != nil {
 		return projections.Article{}, err
 	}
-	_, arts, err := p.Ticket(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, projections.ErrTicketNotFound) {
+	// Only the one article and its one mail are read, however many mails
+	// the ticket holds.
+	a, err := p.Article(c.Request().Context(), c.Param("id"), seq)
+	switch {
+	case errors.Is(err, projections.ErrTicketNotFound):
 		return projections.Article{}, newProblem(http.StatusNotFound, "there is no ticket with this id")
-	}
-	if err != nil {
+	case errors.Is(err, projections.ErrArticleNotFound):
+		return projections.Article{}, newProblem(http.StatusNotFound, "the ticket has no article %d", seq)
+	case err != nil:
 		return projections.Article{}, err
 	}
-	for _, a := range arts {
-		if a.Seq == seq {
-			return a, nil
-		}
-	}
-	return projections.Article{}, newProblem(http.StatusNotFound, "the ticket has no article %d", seq)
+	return a, nil
 }
 
 // articleBody serves the article's text and its sanitised HTML. The HTML is
