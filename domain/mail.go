@@ -3,6 +3,7 @@ package domain
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"time"
 	"unicode/utf8"
 )
@@ -174,7 +175,15 @@ func MailIDFor(accountID, sourceKey string) string {
 // ("ab","c") and ("a","bc") differ.
 func hashID(kind string, parts ...string) string {
 	h := sha256.New()
-	writePart := func(s string) {
+	writeLengthPrefixed(h, append([]string{kind}, parts...)...)
+	sum := h.Sum(nil)
+	return hex.EncodeToString(sum[:16])
+}
+
+// writeLengthPrefixed writes each part to h after its length (8 bytes,
+// little-endian).
+func writeLengthPrefixed(h hash.Hash, parts ...string) {
+	for _, s := range parts {
 		var n [8]byte
 		l := uint64(len(s))
 		for i := range n {
@@ -183,12 +192,6 @@ func hashID(kind string, parts ...string) string {
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	writePart(kind)
-	for _, p := range parts {
-		writePart(p)
-	}
-	sum := h.Sum(nil)
-	return hex.EncodeToString(sum[:16])
 }
 
 // MailBodyPrefixBytes bounds each of MailReceived's TextBody and HTMLBody,
