@@ -56,6 +56,9 @@ type articleBody struct {
 	HTMLTruncated bool `json:"html_truncated"`
 	// HTMLFallback: sanitising ran out of time; HTML is the text, escaped.
 	HTMLFallback bool `json:"html_fallback"`
+	// BodyTruncated: the mail's bodies are longer than its event keeps and
+	// the raw mail could not be read, so Text and HTML are the kept prefixes.
+	BodyTruncated bool `json:"body_truncated,omitempty"`
 }
 
 // article finds one article of a ticket by its seq in the tickets view.
@@ -71,19 +74,18 @@ func (s *server) article(c echo.Context) (projections.Article, error) {
 	if err := s.waitForProjection(c, p.Name()); err != nil {
 		return projections.Article{}, err
 	}
-	_, arts, err := p.Ticket(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, projections.ErrTicketNotFound) {
+	// Only the one article and its one mail are read, however many mails
+	// the ticket holds.
+	a, err := p.Article(c.Request().Context(), c.Param("id"), seq)
+	switch {
+	case errors.Is(err, projections.ErrTicketNotFound):
 		return projections.Article{}, newProblem(http.StatusNotFound, "there is no ticket with this id")
-	}
-	if err != nil {
+	case errors.Is(err, projections.ErrArticleNotFound):
+		return projections.Article{}, newProblem(http.StatusNotFound, "the ticket has no article %d", seq)
+	case err != nil:
 		return projections.Article{}, err
 	}
-	for _, a := range arts {
-		if a.Seq == seq {
-			return a, nil
-		}
-	}
-	return projections.Article{}, newProblem(http.StatusNotFound, "the ticket has no article %d", seq)
+	return a, nil
 }
 
 // articleBody serves the article's text and its sanitised HTML. The HTML is
@@ -95,15 +97,28 @@ func (s *server) articleBody(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := articleBody{Seq: a.Seq, Kind: a.Kind, Text: a.TextBody}
-	if a.HTMLBody != "" {
+	text, htmlBody := a.TextBody, a.HTMLBody
+	out := articleBody{Seq: a.Seq, Kind: a.Kind}
+	if a.BodyTruncated {
+		// The event keeps a prefix of each body; the whole is in the raw mail.
+		sum, err := s.parseMail(c.Request().Context(), a)
+		if err != nil {
+			s.logger.Warn("whole article body not read from the stored mail; its prefix shown", "ticket", c.Param("id"),
+				"seq", a.Seq, "mail", a.MailID, "err", err)
+			out.BodyTruncated = true
+		} else {
+			text, htmlBody = sum.TextBody, sum.HTMLBody
+		}
+	}
+	out.Text = text
+	if htmlBody != "" {
 		base := fmt.Sprintf("%s/tickets/%s/articles/%d/inline/", Prefix, url.PathEscape(c.Param("id")), a.Seq)
-		res, err := s.sanitizer().Sanitize(c.Request().Context(), a.HTMLBody, base)
+		res, err := s.sanitizer().Sanitize(c.Request().Context(), htmlBody, base)
 		switch {
 		case errors.Is(err, htmlsafe.ErrTimeout):
 			s.logger.Warn("article HTML not sanitised in time; text shown", "ticket", c.Param("id"), "seq", a.Seq,
-				"bytes", len(a.HTMLBody), "err", err)
-			out.HTML, out.HTMLFallback = "<pre>"+html.EscapeString(a.TextBody)+"</pre>", true
+				"bytes", len(htmlBody), "err", err)
+			out.HTML, out.HTMLFallback = "<pre>"+html.EscapeString(text)+"</pre>", true
 		case err != nil:
 			return fmt.Errorf("api: sanitise article %d: %w", a.Seq, err)
 		default:
@@ -111,6 +126,21 @@ func (s *server) articleBody(c echo.Context) error {
 		}
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// parseMail parses the article's raw mail for its whole bodies, as the
+// ingestion did (mimeparse.Summary keeps up to 2 MiB of each).
+func (s *server) parseMail(ctx context.Context, a projections.Article) (mimeparse.Summary, error) {
+	rc, err := s.openMail(ctx, a)
+	if err != nil {
+		return mimeparse.Summary{}, err
+	}
+	defer func() { _ = rc.Close() }()
+	sum, err := mimeparse.Parse(rc, mimeparse.DefaultLimits())
+	if err != nil {
+		return mimeparse.Summary{}, fmt.Errorf("api: parse mail %s: %w", a.MailID, err)
+	}
+	return sum, nil
 }
 
 // mailOf reads the MailReceived an article comes from; 404 when the
@@ -227,7 +257,7 @@ func (s *server) getEML(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rc, err := s.openMail(c.Request().Context(), a, m)
+	rc, err := s.openMail(c.Request().Context(), a)
 	if err != nil {
 		return err
 	}
@@ -248,22 +278,19 @@ func (s *server) getEML(c echo.Context) error {
 	return nil
 }
 
-// openMail opens the raw mail of a MailReceived (loose blob or pack).
-func (s *server) openMail(ctx context.Context, a projections.Article, m domain.MailReceived) (io.ReadCloser, error) {
+// openMail opens the raw mail of a mail article (loose blob or pack); the
+// article's BlobRef is its MailReceived's.
+func (s *server) openMail(ctx context.Context, a projections.Article) (io.ReadCloser, error) {
 	if s.opts.Bodies.Blobs == nil {
 		return nil, unavailable("the blob store")
 	}
-	ref := m.BlobRef
-	if ref == "" {
-		ref = a.BlobRef
-	}
-	rc, err := ingest.OpenBlob(ctx, s.store, s.opts.Bodies.Blobs, blobstore.Ref(ref))
+	rc, err := ingest.OpenBlob(ctx, s.store, s.opts.Bodies.Blobs, blobstore.Ref(a.BlobRef))
 	if errors.Is(err, blobstore.ErrNotFound) || errors.Is(err, blobstore.ErrInvalidRef) {
 		return nil, &problemError{status: http.StatusNotFound, detail: "the stored mail of article " +
 			strconv.FormatInt(a.Seq, 10) + " is missing", cause: err}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("api: open mail %s: %w", m.MailID, err)
+		return nil, fmt.Errorf("api: open mail %s: %w", a.MailID, err)
 	}
 	return rc, nil
 }
@@ -272,7 +299,7 @@ func (s *server) openMail(ctx context.Context, a projections.Article, m domain.M
 // The headers go out with the first byte, so a part that cannot be found
 // still answers with a problem document.
 func (s *server) servePart(c echo.Context, a projections.Article, m domain.MailReceived, att domain.Attachment, disposition, name string) error {
-	rc, err := s.openMail(c.Request().Context(), a, m)
+	rc, err := s.openMail(c.Request().Context(), a)
 	if err != nil {
 		return err
 	}

@@ -359,3 +359,65 @@ func TestContentDisposition(t *testing.T) {
 		})
 	}
 }
+
+// longTextMail is a text mail whose body is n bytes of numbered lines.
+func longTextMail(messageID string, n int) (raw []byte, text string) {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "line %06d of a long complaint about the printer\n", i)
+	}
+	text = b.String()
+	return []byte("From: long@example.org\r\nTo: support@example.org\r\nSubject: long\r\nMessage-ID: <" + messageID + ">\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + strings.ReplaceAll(text, "\n", "\r\n")), text
+}
+
+func TestArticleBodies_WholeBodyIsReadFromTheStoredMail(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backends()[0])
+	agent := e.tokens[domain.RoleAgent]
+	// given a mail with 300 KB of text, whose event keeps a prefix
+	raw, text := longTextMail(uniq("long")+"@example.org", 300<<10)
+	m := e.seedMail(t, raw)
+	if !m.mail.TextBodyTruncated || len(m.mail.TextBody) > domain.MailBodyPrefixBytes {
+		t.Fatalf("the event keeps %d bytes of text, truncated %v; want a prefix", len(m.mail.TextBody), m.mail.TextBodyTruncated)
+	}
+	// when its body is read, then it is the whole text, from the raw mail
+	var body bodyOut
+	e.mustJSON(t, http.MethodGet, m.path("/body"), agent, nil, http.StatusOK, &body)
+	if strings.TrimRight(body.Text, "\n") != strings.TrimRight(text, "\n") || body.BodyTruncated {
+		t.Errorf("body text = %d bytes (truncated %v), want the whole %d", len(body.Text), body.BodyTruncated, len(text))
+	}
+	// and the ticket shows the prefix and says that it is one
+	var detail ticketDetailOut
+	e.mustJSON(t, http.MethodGet, fmt.Sprintf("/api/v1/tickets/%s?min_position=%d", m.ticketID, m.position), agent, nil,
+		http.StatusOK, &detail)
+	if len(detail.Articles) != 1 || !detail.Articles[0].BodyTruncated || !strings.HasPrefix(text, detail.Articles[0].TextBody) {
+		t.Errorf("ticket articles = %d, first truncated %v", len(detail.Articles), len(detail.Articles) > 0 && detail.Articles[0].BodyTruncated)
+	}
+}
+
+func TestArticleBodies_OldEventsKeepTheirWholeBodies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backends()[0])
+	// given a mail recorded before bodies were bounded: its event holds
+	// the whole 300 KB of text and no truncation flag, and no blob is stored
+	_, text := longTextMail("old@example.org", 300<<10)
+	mailID := domain.MailIDFor("acc-old", "uid-1")
+	ticketID := domain.TicketIDFor(mailID)
+	e.appendDomain(t, ingest.MailStream(mailID), eventstore.NoStream, domain.MailReceived{
+		MailID: mailID, AccountID: "acc-old", SourceKey: "uid-1", BlobRef: "not-stored", MessageID: "old@example.org",
+		Subject: "old", From: domain.Address{Email: "old@example.org"}, TextBody: text,
+	})
+	pos := e.appendDomain(t, domain.TicketStream(ticketID), eventstore.NoStream, domain.TicketCreated{
+		TicketID: ticketID, Number: 100000 + ticketNumbers.Add(1), Subject: "old", Status: domain.StatusNew,
+		Requester: domain.Requester{Email: "old@example.org", Source: domain.RequesterAddress}, AccountID: "acc-old",
+		MessageID: "old@example.org", CausedBy: mailID,
+	})
+	// when its body is read, then the event's whole text is served
+	var body bodyOut
+	e.mustJSON(t, http.MethodGet, fmt.Sprintf("/api/v1/tickets/%s/articles/1/body?min_position=%d", ticketID, pos),
+		e.tokens[domain.RoleAgent], nil, http.StatusOK, &body)
+	if body.Text != text || body.BodyTruncated {
+		t.Errorf("body text = %d bytes (truncated %v), want the event's %d", len(body.Text), body.BodyTruncated, len(text))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,10 +82,31 @@ func (s *server) listTickets(c echo.Context) error {
 // listBuffers recycles the encoding buffers of GET /tickets.
 var listBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
-// ticketDetail is GET /tickets/{id}: the ticket's row and its articles.
+// Paging of a ticket's articles (GET /tickets/{id}); anyone who writes a
+// ticket's reference into a subject can add articles to it.
+const (
+	articlesDefaultLimit = 100
+	articlesMaxLimit     = 200
+	// listedBodyBytes bounds each of an article's text_body and html_body in
+	// the ticket's listing; the body route has the whole.
+	listedBodyBytes = 8 << 10
+)
+
+// ticketDetail is GET /tickets/{id}: the ticket's row and a page of its
+// articles.
 type ticketDetail struct {
 	projections.Ticket
-	Articles []projections.Article `json:"articles"`
+	Articles []listedArticle `json:"articles"`
+	// ArticlesNextCursor continues the articles (articles_cursor); "" when
+	// this page has the last one.
+	ArticlesNextCursor string `json:"articles_next_cursor"`
+}
+
+// listedArticle is an article as a ticket lists it: its bodies cut to
+// listedBodyBytes (BodyTruncated then says so) and where to read them whole.
+type listedArticle struct {
+	projections.Article
+	BodyURL string `json:"body_url"`
 }
 
 func (s *server) getTicket(c echo.Context) error {
@@ -92,18 +114,43 @@ func (s *server) getTicket(c echo.Context) error {
 	if p == nil {
 		return unavailable("the ticket view")
 	}
+	limit, err := queryInt(c, "articles_limit", articlesDefaultLimit, 1, articlesMaxLimit)
+	if err != nil {
+		return err
+	}
+	var after int64
+	if raw := c.QueryParam("articles_cursor"); raw != "" {
+		// The cursor is the seq of the page's last article; clients treat
+		// it as opaque.
+		if after, err = strconv.ParseInt(raw, 10, 64); err != nil || after < 1 {
+			return invalid("articles_cursor", "is not a cursor this API gave out")
+		}
+	}
 	if err := s.waitForProjection(c, p.Name()); err != nil {
 		return err
 	}
-	t, arts, err := p.Ticket(c.Request().Context(), c.Param("id"))
+	id := c.Param("id")
+	t, arts, next, err := p.TicketArticles(c.Request().Context(), id, after, int(limit))
 	if errors.Is(err, projections.ErrTicketNotFound) {
 		return newProblem(http.StatusNotFound, "there is no ticket with this id")
 	}
 	if err != nil {
 		return err
 	}
+	out := ticketDetail{Ticket: t, Articles: make([]listedArticle, len(arts))}
+	for i, a := range arts {
+		var textCut, htmlCut bool
+		a.TextBody, textCut = domain.BodyPrefix(a.TextBody, listedBodyBytes)
+		a.HTMLBody, htmlCut = domain.BodyPrefix(a.HTMLBody, listedBodyBytes)
+		a.BodyTruncated = a.BodyTruncated || textCut || htmlCut
+		out.Articles[i] = listedArticle{Article: a,
+			BodyURL: fmt.Sprintf("%s/tickets/%s/articles/%d/body", Prefix, url.PathEscape(id), a.Seq)}
+	}
+	if next > 0 {
+		out.ArticlesNextCursor = strconv.FormatInt(next, 10)
+	}
 	setETag(c, t.Version)
-	return c.JSON(http.StatusOK, ticketDetail{Ticket: t, Articles: arts})
+	return c.JSON(http.StatusOK, out)
 }
 
 // ticketHistory serves GET /tickets/{id}/history: the ticket's events as

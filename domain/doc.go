@@ -11,7 +11,7 @@
 // Deciders and their state:
 //
 //	DecideMail(MailInput) / MailLookups           intake of a MailReceived (intake.go)
-//	DecideTicket(Ticket, Settings, TicketCommand) agent commands; EvolveTicket (ticket.go)
+//	DecideTicket(Ticket, Settings, MessageIDKey, TicketCommand) agent commands; EvolveTicket (ticket.go)
 //	DecideCreateUser, DecideUpdateUser, DecideCreateLocation; EvolveUser, EvolveLocation (user.go)
 //	DecideCreate/Update/DeleteInboundAccount; EvolveInboundAccounts (account.go)
 //	DecideCreate/Update/DeleteOutboundAccount; EvolveOutboundAccounts; SendingAccount (outbound.go)
@@ -40,6 +40,11 @@
 //	    "a reply threaded by In-Reply-To to our own Message-ID, without a subject reference, is appended"
 //	    "a reply threaded by References to the ticket's first mail, without a subject reference, is appended"
 //	    TestOwnMessageID
+//	3.1 our Message-IDs are keyed (MessageIDKey); an unkeyed one names only a ticket that sent it
+//	    "a ticket named only by a forged Message-ID is inconsistent input"
+//	    "a bounce of a Message-ID made before the keys is recorded on the ticket that sent it"
+//	    "a bounce of a forged Message-ID naming a ticket creates nothing"
+//	    TestOwnMessageID_Names, TestMessageIDKey_StaysSecret, ticketing.TestProcessManager_OwnMessageIDsAreKeyed
 //	3.1 open ticket: confirmed_unread, or StatusLeftUnchanged
 //	    "a second customer answer leaves the status as it is and says why"
 //	    "a resource member's reply with no_status_change_for_resource_members leaves the status and sends no notification"

@@ -1,6 +1,8 @@
 package domain_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -57,6 +59,25 @@ func supportAccount() domain.InboundAccount {
 		AccountAddress: ourAddr, SenderAddress: ourSender, SenderName: "Support",
 		Resource: "res-1st-level", Category: "hardware", Priority: "normal",
 	}
+}
+
+// testKey keys our Message-IDs in the tests, as the server's secret does.
+var testKey = domain.DeriveMessageIDKey([]byte("a test secret of thirty-two bytes"))
+
+// unkeyedMessageID is a Message-ID as ledgerdesk made them before they
+// were keyed: its check is a plain hash of the two ids, which anyone who
+// knows a ticket's id can compute.
+func unkeyedMessageID(ticketID, outID, domainName string) string {
+	h := sha256.New()
+	for _, p := range []string{"message-id", ticketID, outID} {
+		var n [8]byte
+		for i := range n {
+			n[i] = byte(uint64(len(p)) >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write([]byte(p))
+	}
+	return "ledgerdesk." + ticketID + "." + outID + "." + hex.EncodeToString(h.Sum(nil))[:10] + "@" + domainName
 }
 
 func testSettings() domain.Settings {

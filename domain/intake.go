@@ -25,10 +25,14 @@ type MailInput struct {
 	Account InboundAccount
 	// Settings are the global settings.
 	Settings Settings
+	// MessageIDKey keys our Message-IDs: those the decision queues and those
+	// it recognises in the mail. It comes from the server's secret (cmd) and
+	// is never stored in an event.
+	MessageIDKey MessageIDKey
 	// Referenced is the ticket the mail refers to, found by the first of, in
 	// this order: the ticket with number Lookups.TicketNumber; the ticket of
-	// the first of Lookups.OwnTicketIDs that exists; the ticket that holds
-	// the first of Lookups.MessageIDs that any ticket holds. Nil when none is
+	// the first of Lookups.Own that names it (OwnMessageID.Names); the
+	// ticket that holds the first of Lookups.MessageIDs that any ticket holds. Nil when none is
 	// found, which includes a reference to an unknown ticket (RULES.md 3.1).
 	// For a bounce, Lookups holds only our own ids, so it is the ticket of
 	// our returned mail.
@@ -66,10 +70,12 @@ type MailInput struct {
 type Lookups struct {
 	// TicketNumber is the number in the subject reference, 0 if none.
 	TicketNumber int64
-	// OwnTicketIDs are the ticket ids in our own Message-IDs found in the
-	// bounced message's id, In-Reply-To and References (newest first), in
-	// that order, without duplicates.
-	OwnTicketIDs []string
+	// Own are our own Message-IDs found in the bounced message's id,
+	// In-Reply-To and References (newest first), in that order, without
+	// duplicates and without those of mails of no ticket. Load each one's
+	// ticket (TicketID) and take the first that it names (Names): an id
+	// whose check is not keyed names only a ticket that holds it.
+	Own []OwnMessageID
 	// MessageIDs are In-Reply-To and References (newest first), to find a
 	// ticket that holds one of them (a customer answering a mail of the
 	// ticket that was not ours, or a Cc of the thread).
@@ -87,8 +93,9 @@ type Lookups struct {
 	BundleSince time.Time
 }
 
-// MailLookups returns what the application layer must load to decide m.
-func MailLookups(m MailReceived, account InboundAccount, settings Settings) Lookups {
+// MailLookups returns what the application layer must load to decide m;
+// key verifies our Message-IDs in it (MailInput.MessageIDKey).
+func MailLookups(m MailReceived, account InboundAccount, settings Settings, key MessageIDKey) Lookups {
 	l := Lookups{
 		MessageID:   normalizeMessageID(m.MessageID),
 		SenderEmail: normalizeEmail(m.From.Email),
@@ -101,9 +108,9 @@ func MailLookups(m MailReceived, account InboundAccount, settings Settings) Look
 		l.TicketNumber = n
 	}
 	for _, id := range threadIDs(m) {
-		if tid, ok := ParseOwnMessageID(id); ok {
-			if tid != "" && !contains(l.OwnTicketIDs, tid) {
-				l.OwnTicketIDs = append(l.OwnTicketIDs, tid)
+		if o, ok := ParseOwnMessageID(id, key); ok {
+			if o.TicketID != "" {
+				l.Own = append(l.Own, o) // threadIDs has no duplicates
 			}
 			continue
 		}
@@ -237,8 +244,11 @@ func checkMailInput(in MailInput) error {
 		return fmt.Errorf("decide mail %s: %w: %w", in.Mail.MailID, ErrInvalid, err)
 	}
 	if t := in.Referenced; t != nil {
-		l := MailLookups(in.Mail, in.Account, in.Settings)
-		matches := t.Exists() && (l.TicketNumber == t.Number || contains(l.OwnTicketIDs, t.ID))
+		l := MailLookups(in.Mail, in.Account, in.Settings, in.MessageIDKey)
+		matches := t.Exists() && l.TicketNumber == t.Number
+		for _, o := range l.Own {
+			matches = matches || o.Names(*t)
+		}
 		for _, id := range l.MessageIDs {
 			matches = matches || t.HoldsMessageID(id)
 		}
@@ -307,12 +317,12 @@ func (d intake) duplicate() ([]Event, bool) {
 // bounce attaches a bounce of our own mail to its ticket (RULES.md 3.6).
 func (d intake) bounce(why string) []Event {
 	for _, id := range threadIDs(d.m) {
-		tid, own := ParseOwnMessageID(id)
-		if !own || tid == "" {
+		o, own := ParseOwnMessageID(id, d.in.MessageIDKey)
+		if !own || o.TicketID == "" {
 			continue
 		}
-		if t := d.in.Referenced; t != nil && t.ID == tid {
-			return []Event{DeliveryFailureRecorded{TicketID: tid, BouncedMessageID: id, Reason: why, At: d.in.Now, CausedBy: d.m.MailID}}
+		if t := d.in.Referenced; t != nil && o.Names(*t) {
+			return []Event{DeliveryFailureRecorded{TicketID: t.ID, BouncedMessageID: id, Reason: why, At: d.in.Now, CausedBy: d.m.MailID}}
 		}
 	}
 	return []Event{d.skipped(SkipBounce, "bounce ("+why+") of a mail that is not one of our tickets'")}
@@ -372,7 +382,7 @@ func (d intake) customerAnswered(t Ticket) []Event {
 	}
 	outID := OutgoingMailIDFor(AutoMailCustomerAnswered, d.m.MailID)
 	return []Event{NotificationQueued{
-		OutgoingMail: OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(t.ID, outID, d.in.Settings.MessageIDDomain)},
+		OutgoingMail: OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(t.ID, outID, d.in.Settings.MessageIDDomain, d.in.MessageIDKey)},
 		TicketID:     t.ID, Kind: AutoMailCustomerAnswered, ResourceID: t.ResourceID, QueuedAt: d.in.Now, CausedBy: d.m.MailID,
 	}}
 }
@@ -395,7 +405,7 @@ func (d intake) reject(ticketID, code, reason, template, kind string) []Event {
 
 // answerThreading threads an automatic answer to the received mail.
 func (d intake) answerThreading(ticketID, outID string) OutgoingMail {
-	o := OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(ticketID, outID, d.in.Settings.MessageIDDomain)}
+	o := OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(ticketID, outID, d.in.Settings.MessageIDDomain, d.in.MessageIDKey)}
 	if id := normalizeMessageID(d.m.MessageID); id != "" {
 		o.InReplyTo = id
 		for _, r := range d.m.References {

@@ -25,7 +25,7 @@ func FuzzDecideMail(f *testing.F) {
 		in.Account.CreateLocationFromDomain = true
 		in.Account.AutoReplyTemplate = "received"
 		in.BundleCandidates = []domain.Ticket{bundleCandidate(t, t0)}
-		_ = domain.MailLookups(in.Mail, in.Account, in.Settings)
+		_ = domain.MailLookups(in.Mail, in.Account, in.Settings, in.MessageIDKey)
 		got, err := domain.DecideMail(in)
 		if err != nil {
 			t.Fatalf("DecideMail() error = %v", err)

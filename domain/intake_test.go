@@ -15,6 +15,7 @@ func baseInput() domain.MailInput {
 		Mail:             newMail(),
 		Account:          supportAccount(),
 		Settings:         testSettings(),
+		MessageIDKey:     testKey,
 		OtherAccounts:    []domain.AccountRef{{ID: otherAccID, Address: otherAddr}},
 		TakenUserNames:   map[string]bool{},
 		NextTicketNumber: 1002,
@@ -44,7 +45,7 @@ func wantAppended(in domain.MailInput) domain.MailAppended {
 func wantNotification(in domain.MailInput) domain.NotificationQueued {
 	out := domain.OutgoingMailIDFor(domain.AutoMailCustomerAnswered, in.Mail.MailID)
 	return domain.NotificationQueued{
-		OutgoingMail: domain.OutgoingMail{OutgoingMailID: out, MessageID: domain.OutgoingMessageID(ticketID, out, domainName)},
+		OutgoingMail: domain.OutgoingMail{OutgoingMailID: out, MessageID: domain.OutgoingMessageID(ticketID, out, domainName, testKey)},
 		TicketID:     ticketID, Kind: domain.AutoMailCustomerAnswered, ResourceID: "res-1st-level",
 		QueuedAt: in.Now, CausedBy: in.Mail.MailID,
 	}
@@ -54,7 +55,7 @@ func wantNotification(in domain.MailInput) domain.NotificationQueued {
 func wantAnswer(in domain.MailInput, kind, ticket string) domain.OutgoingMail {
 	out := domain.OutgoingMailIDFor(kind, in.Mail.MailID)
 	return domain.OutgoingMail{
-		OutgoingMailID: out, MessageID: domain.OutgoingMessageID(ticket, out, domainName),
+		OutgoingMailID: out, MessageID: domain.OutgoingMessageID(ticket, out, domainName, testKey),
 		InReplyTo: "m101@customer.example", References: []string{"m101@customer.example"},
 	}
 }
@@ -71,7 +72,7 @@ func maxRequester() domain.Requester {
 }
 
 // ourAutoReplyID is the Message-ID of the auto-reply ticket 1001 got.
-var ourAutoReplyID = domain.OutgoingMessageID(ticketID, domain.OutgoingMailIDFor(domain.AutoMailNewTicket, firstMailID), domainName)
+var ourAutoReplyID = domain.OutgoingMessageID(ticketID, domain.OutgoingMailIDFor(domain.AutoMailNewTicket, firstMailID), domainName, testKey)
 
 func TestDecideMail(t *testing.T) {
 	t.Parallel()
@@ -657,6 +658,45 @@ func TestDecideMail(t *testing.T) {
 			},
 		},
 		{
+			name: "a bounce of a Message-ID made before the keys is recorded on the ticket that sent it",
+			given: func(tb testing.TB, in *domain.MailInput) {
+				in.Referenced = ptr(fold(tb, ticketCreated(), domain.AutoReplyQueued{TicketID: ticketID,
+					OutgoingMail: domain.OutgoingMail{OutgoingMailID: "old", MessageID: unkeyedMessageID(ticketID, "old", domainName)}}))
+			},
+			when: func(m *domain.MailReceived) {
+				m.From = domain.Address{Email: "MAILER-DAEMON@mx.customer.example"}
+				m.ContentType, m.ReportType = "multipart/report", "delivery-status"
+				m.BouncedMessageID = unkeyedMessageID(ticketID, "old", domainName)
+			},
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{domain.DeliveryFailureRecorded{TicketID: ticketID, BouncedMessageID: unkeyedMessageID(ticketID, "old", domainName),
+					Reason: "delivery status notification", At: in.Now, CausedBy: in.Mail.MailID}}
+			},
+		},
+		{
+			name:  "a bounce of a forged Message-ID naming a ticket creates nothing",
+			given: func(testing.TB, *domain.MailInput) {}, // the application finds no ticket it names
+			when: func(m *domain.MailReceived) {
+				m.From = domain.Address{Email: "MAILER-DAEMON@mx.customer.example"}
+				m.ContentType, m.ReportType = "multipart/report", "delivery-status"
+				m.BouncedMessageID = unkeyedMessageID(ticketID, "never-sent", domainName)
+			},
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{wantSkipped(in, domain.SkipBounce, "bounce (delivery status notification) of a mail that is not one of our tickets'")}
+			},
+		},
+		{
+			name: "a ticket named only by a forged Message-ID is inconsistent input",
+			given: func(tb testing.TB, in *domain.MailInput) {
+				in.Referenced = ptr(fold(tb, ticketCreated()))
+			},
+			when: func(m *domain.MailReceived) {
+				m.Subject = "Re: your mail"
+				m.InReplyTo = "<ledgerdesk." + ticketID + ".never-sent.k000000000000000000000000@" + domainName + ">"
+			},
+			wantErr: domain.ErrInconsistentInput,
+		},
+		{
 			name: "a bounce that quotes a ticket number but not one of our Message-IDs creates nothing",
 			given: func(_ testing.TB, in *domain.MailInput) {
 				in.Account.AutoReplyTemplate = "received"
@@ -768,7 +808,7 @@ func TestDecideMail_redelivery(t *testing.T) {
 
 func TestMailLookups(t *testing.T) {
 	t.Parallel()
-	own := domain.OutgoingMessageID("tkt-7", "out-1", domainName)
+	own := domain.OutgoingMessageID("tkt-7", "out-1", domainName, testKey)
 	tests := []struct {
 		name string
 		mail func(m *domain.MailReceived)
@@ -791,14 +831,14 @@ func TestMailLookups(t *testing.T) {
 				m.References = []string{"<first@customer.example>", "<" + own + ">", "<other@customer.example>"}
 			},
 			want: domain.Lookups{
-				OwnTicketIDs: []string{"tkt-7"}, MessageIDs: []string{"other@customer.example", "first@customer.example"},
+				Own: []domain.OwnMessageID{{TicketID: "tkt-7", MessageID: own, Keyed: true}}, MessageIDs: []string{"other@customer.example", "first@customer.example"},
 				MessageID: "m101@customer.example", SenderEmail: customer, SenderDomain: "customer.example",
 			},
 		},
 		{
 			name: "a bounce's returned message id comes first",
 			mail: func(m *domain.MailReceived) { m.BouncedMessageID = own },
-			want: domain.Lookups{OwnTicketIDs: []string{"tkt-7"}, MessageID: "m101@customer.example", SenderEmail: customer, SenderDomain: "customer.example"},
+			want: domain.Lookups{Own: []domain.OwnMessageID{{TicketID: "tkt-7", MessageID: own, Keyed: true}}, MessageID: "m101@customer.example", SenderEmail: customer, SenderDomain: "customer.example"},
 		},
 		{
 			name: "a bounce is looked up by our own Message-IDs only, not by its subject or foreign ids",
@@ -808,7 +848,7 @@ func TestMailLookups(t *testing.T) {
 				m.InReplyTo = "<foreign@customer.example>"
 				m.BouncedMessageID = own
 			},
-			want: domain.Lookups{OwnTicketIDs: []string{"tkt-7"}, MessageID: "m101@customer.example", SenderEmail: "mailer-daemon@mx.customer.example", SenderDomain: "mx.customer.example"},
+			want: domain.Lookups{Own: []domain.OwnMessageID{{TicketID: "tkt-7", MessageID: own, Keyed: true}}, MessageID: "m101@customer.example", SenderEmail: "mailer-daemon@mx.customer.example", SenderDomain: "mx.customer.example"},
 		},
 		{
 			name: "a returned message that is not ours is not looked up",
@@ -834,7 +874,7 @@ func TestMailLookups(t *testing.T) {
 			if tc.acc != nil {
 				tc.acc(&a)
 			}
-			got := domain.MailLookups(m, a, testSettings())
+			got := domain.MailLookups(m, a, testSettings(), testKey)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("MailLookups() (-want +got):\n%s", diff)
 			}

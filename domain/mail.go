@@ -3,7 +3,9 @@ package domain
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"time"
+	"unicode/utf8"
 )
 
 // Stored names of the intake events. They never change.
@@ -88,11 +90,23 @@ type MailReceived struct {
 	// the DSN's message/rfc822 or text/rfc822-headers part.
 	BouncedMessageID string `json:"bounced_message_id,omitempty"`
 
+	// TextBody and HTMLBody are the decoded bodies, each at most a prefix
+	// whose JSON encoding takes MailBodyPrefixBytes (see BodyPrefix), so that
+	// an event stays small whatever the mail. When a body was cut, its
+	// ...Truncated flag is set and ...Size is the whole body's size in bytes;
+	// the whole body is in the raw mail (BlobRef), where readers that need
+	// it parse it from. Mails received before the bound carry their bodies
+	// whole and the flags unset (the zero value keeps the old meaning).
 	TextBody    string       `json:"text_body,omitempty"`
 	HTMLBody    string       `json:"html_body,omitempty"`
 	Attachments []Attachment `json:"attachments,omitempty"`
 	// Warnings lists what the parser had to repair.
 	Warnings []string `json:"warnings,omitempty"`
+
+	TextBodyTruncated bool  `json:"text_body_truncated,omitempty"`
+	TextBodySize      int64 `json:"text_body_size,omitempty"`
+	HTMLBodyTruncated bool  `json:"html_body_truncated,omitempty"`
+	HTMLBodySize      int64 `json:"html_body_size,omitempty"`
 }
 
 // EventName implements Event.
@@ -161,7 +175,15 @@ func MailIDFor(accountID, sourceKey string) string {
 // ("ab","c") and ("a","bc") differ.
 func hashID(kind string, parts ...string) string {
 	h := sha256.New()
-	writePart := func(s string) {
+	writeLengthPrefixed(h, append([]string{kind}, parts...)...)
+	sum := h.Sum(nil)
+	return hex.EncodeToString(sum[:16])
+}
+
+// writeLengthPrefixed writes each part to h after its length (8 bytes,
+// little-endian).
+func writeLengthPrefixed(h hash.Hash, parts ...string) {
+	for _, s := range parts {
 		var n [8]byte
 		l := uint64(len(s))
 		for i := range n {
@@ -170,10 +192,46 @@ func hashID(kind string, parts ...string) string {
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	writePart(kind)
-	for _, p := range parts {
-		writePart(p)
+}
+
+// MailBodyPrefixBytes bounds each of MailReceived's TextBody and HTMLBody,
+// counted in the bytes of their JSON encoding: a control byte there takes
+// six, so a bound on the string alone would let an event grow sixfold.
+const MailBodyPrefixBytes = 64 << 10
+
+// BodyPrefix returns the longest prefix of body, cut between characters,
+// whose encoding/json encoding (quotes excluded) takes at most limit bytes,
+// and whether that cut anything off.
+func BodyPrefix(body string, limit int) (prefix string, truncated bool) {
+	if len(body)*6 <= limit {
+		return body, false // even all escaped it fits
 	}
-	sum := h.Sum(nil)
-	return hex.EncodeToString(sum[:16])
+	n := 0
+	for i, r := range body {
+		w := jsonRuneLen(r)
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(body[i:]); size == 1 {
+				w = 6 // an invalid byte is written as \ufffd
+			}
+		}
+		if n+w > limit {
+			return body[:i], true
+		}
+		n += w
+	}
+	return body, false
+}
+
+// jsonRuneLen is how many bytes encoding/json writes for r in a string:
+// its default escaping of control characters, quote, backslash, the HTML
+// characters <, > and &, and U+2028 and U+2029.
+func jsonRuneLen(r rune) int {
+	switch {
+	case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t':
+		return 2
+	case r < 0x20 || r == '<' || r == '>' || r == '&' || r == '\u2028' || r == '\u2029':
+		return 6
+	default:
+		return utf8.RuneLen(r)
+	}
 }

@@ -1,6 +1,10 @@
 package domain
 
 import (
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -125,15 +129,59 @@ func skipSpace(s []rune, i int) int {
 // ownMessageIDPrefix starts every Message-ID ledgerdesk generates.
 const ownMessageIDPrefix = "ledgerdesk."
 
+// MessageIDKey keys the check value of our own Message-IDs (HMAC-SHA256),
+// so that nobody without the server's secret can make a Message-ID that
+// names a ticket and have a reply or a bounce attached to it. cmd derives
+// it from the server's secret key (DeriveMessageIDKey) and hands it to the
+// decisions as input; it is never stored: it has no exported field, encodes
+// to {} in JSON and prints as "MessageIDKey(redacted)". The zero key signs
+// but verifies nothing (see OwnMessageID.Names).
+type MessageIDKey struct{ k []byte }
+
+// DeriveMessageIDKey derives the Message-ID key from the server's secret key
+// (HKDF-SHA256, RFC 5869), so that the secret itself never keys anything but
+// the secret box. An empty secret gives the zero key.
+func DeriveMessageIDKey(secret []byte) MessageIDKey {
+	if len(secret) == 0 {
+		return MessageIDKey{}
+	}
+	k, err := hkdf.Key(sha256.New, secret, nil, "ledgerdesk message-id check v1", sha256.Size)
+	if err != nil { // only for a length beyond 255 hashes
+		return MessageIDKey{}
+	}
+	return MessageIDKey{k: k}
+}
+
+// String keeps the key out of logs and error messages.
+func (MessageIDKey) String() string { return "MessageIDKey(redacted)" }
+
+// GoString keeps the key out of %#v.
+func (k MessageIDKey) GoString() string { return k.String() }
+
+// IsZero reports whether no key was given.
+func (k MessageIDKey) IsZero() bool { return len(k.k) == 0 }
+
+// keyedCheckPrefix marks a keyed check value; the unkeyed ones that came
+// before are 10 hex digits and never contain it.
+const keyedCheckPrefix = "k"
+
+// check is the keyed check value of a Message-ID: "k" and 24 hex digits
+// (96 bits) of HMAC-SHA256 over both ids, length-prefixed.
+func (k MessageIDKey) check(ticketID, outgoingMailID string) string {
+	mac := hmac.New(sha256.New, k.k)
+	writeLengthPrefixed(mac, "message-id", ticketID, outgoingMailID)
+	return keyedCheckPrefix + hex.EncodeToString(mac.Sum(nil))[:24]
+}
+
 // OutgoingMessageID returns the Message-ID (without angle brackets) of an
 // outgoing mail of ticket ticketID: "ledgerdesk.<ticket>.<mail>.<check>@domain".
 // The ticket id (empty for mail that belongs to no ticket, written "none")
 // lets ParseOwnMessageID find the ticket from a reply's In-Reply-To or
-// References or from a bounce. The check part is derived from both ids, so a
-// Message-ID from another system that happens to share the prefix is not
-// taken for ours. outgoingMailID is unique per queued mail, so the id is
-// unique (RFC 5322 section 3.6.4). An empty domain becomes "ledgerdesk.invalid".
-func OutgoingMessageID(ticketID, outgoingMailID, domain string) string {
+// References or from a bounce. The check is keyed with key, so only this
+// server can make an id that names a ticket (see ParseOwnMessageID).
+// outgoingMailID is unique per queued mail, so the id is unique (RFC 5322
+// section 3.6.4). An empty domain becomes "ledgerdesk.invalid".
+func OutgoingMessageID(ticketID, outgoingMailID, domain string, key MessageIDKey) string {
 	if domain == "" {
 		domain = "ledgerdesk.invalid"
 	}
@@ -141,37 +189,66 @@ func OutgoingMessageID(ticketID, outgoingMailID, domain string) string {
 	if t == "" {
 		t = "none"
 	}
-	return ownMessageIDPrefix + t + "." + outgoingMailID + "." + messageIDCheck(t, outgoingMailID) + "@" + domain
+	return ownMessageIDPrefix + t + "." + outgoingMailID + "." + key.check(t, outgoingMailID) + "@" + domain
 }
 
-func messageIDCheck(ticketID, outgoingMailID string) string {
+// unkeyedCheck is the check value of the Message-IDs made before they were
+// keyed: a plain hash anyone can compute from the two ids.
+func unkeyedCheck(ticketID, outgoingMailID string) string {
 	return hashID("message-id", ticketID, outgoingMailID)[:10]
 }
 
-// ParseOwnMessageID reports whether id (with or without angle brackets) was
-// made by OutgoingMessageID and returns the ticket id in it; ticketID is empty
-// for our mails that belong to no ticket (error mails before a ticket exists).
-// The domain is not checked: it may change with the settings while replies to
-// old mails keep arriving.
-func ParseOwnMessageID(id string) (ticketID string, ok bool) {
-	id = strings.TrimSpace(id)
-	id = strings.TrimPrefix(id, "<")
-	id = strings.TrimSuffix(id, ">")
+// OwnMessageID is one of our Message-IDs found in a mail.
+type OwnMessageID struct {
+	// TicketID is the ticket the id names, "" for our mails of no ticket.
+	TicketID string
+	// MessageID is the id, normalised (no angle brackets).
+	MessageID string
+	// Keyed: its check verified under the key. Otherwise the id has the
+	// unkeyed check of the ids made before they were keyed, or a keyed check
+	// that does not verify (made under a key since rotated, or forged).
+	Keyed bool
+}
+
+// Names reports whether o refers to ticket t. A keyed id names the ticket
+// in it. Any other id of our form names it only when t holds that very
+// Message-ID, that is when t queued a mail with it: so every mail sent
+// before the ids were keyed (or under a rotated key) is still recognised,
+// for good, while an id made up by someone who knows a ticket's id, which
+// the ticket never sent, names nothing.
+func (o OwnMessageID) Names(t Ticket) bool {
+	if !t.Exists() || o.TicketID == "" || o.TicketID != t.ID {
+		return false
+	}
+	return o.Keyed || t.HoldsMessageID(o.MessageID)
+}
+
+// ParseOwnMessageID reports whether id (with or without angle brackets) has
+// the form OutgoingMessageID makes, and with which ticket and check. A
+// 10-hex-digit check must be the unkeyed one of the ids before keys; a keyed
+// check is verified under key (Keyed). The domain is not checked: it may
+// change with the settings while replies to old mails keep arriving.
+func ParseOwnMessageID(id string, key MessageIDKey) (OwnMessageID, bool) {
+	id = normalizeMessageID(id)
 	local, _, found := strings.Cut(id, "@")
 	if !found || !strings.HasPrefix(local, ownMessageIDPrefix) {
-		return "", false
+		return OwnMessageID{}, false
 	}
 	parts := strings.Split(strings.TrimPrefix(local, ownMessageIDPrefix), ".")
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
-		return "", false
+		return OwnMessageID{}, false
 	}
-	if messageIDCheck(parts[0], parts[1]) != parts[2] {
-		return "", false
+	o := OwnMessageID{TicketID: parts[0], MessageID: id}
+	if o.TicketID == "none" {
+		o.TicketID = ""
 	}
-	if parts[0] == "none" {
-		return "", true
+	switch check := parts[2]; {
+	case strings.HasPrefix(check, keyedCheckPrefix) && len(check) == 25:
+		o.Keyed = !key.IsZero() && hmac.Equal([]byte(check), []byte(key.check(parts[0], parts[1])))
+	case check != unkeyedCheck(parts[0], parts[1]):
+		return OwnMessageID{}, false
 	}
-	return parts[0], true
+	return o, true
 }
 
 // normalizeMessageID strips angle brackets and surrounding space, the form

@@ -1,6 +1,8 @@
 package domain_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -92,36 +94,99 @@ func FuzzParseTicketReference(f *testing.F) {
 
 func TestOwnMessageID(t *testing.T) {
 	t.Parallel()
-	id := domain.OutgoingMessageID("tkt-1", "out-1", domainName)
-	if !strings.HasSuffix(id, "@"+domainName) || !strings.HasPrefix(id, "ledgerdesk.") {
-		t.Errorf("OutgoingMessageID() = %q, want ledgerdesk.…@%s", id, domainName)
+	id := domain.OutgoingMessageID("tkt-1", "out-1", domainName, testKey)
+	if !strings.HasSuffix(id, "@"+domainName) || !strings.HasPrefix(id, "ledgerdesk.tkt-1.out-1.k") {
+		t.Errorf("OutgoingMessageID() = %q, want ledgerdesk.tkt-1.out-1.k…@%s", id, domainName)
 	}
+	otherKey := domain.DeriveMessageIDKey([]byte("another server's secret"))
+	old := unkeyedMessageID("tkt-1", "out-0", domainName)
 	tests := []struct {
 		name   string
 		id     string
-		want   string
+		key    domain.MessageIDKey
+		want   domain.OwnMessageID
 		wantOK bool
 	}{
-		{"our id", id, "tkt-1", true},
-		{"our id in angle brackets, the domain changed since", "<" + strings.Replace(id, domainName, "new.example", 1) + ">", "tkt-1", true},
-		{"our id of a mail without ticket", domain.OutgoingMessageID("", "out-2", domainName), "", true},
-		{"a foreign id with our prefix but no valid check", "ledgerdesk.tkt-1.out-1.0000000000@" + domainName, "", false},
-		{"another ticket's id spliced in fails the check", strings.Replace(id, "tkt-1", "tkt-2", 1), "", false},
-		{"a foreign id", "CAF=abc@mail.gmail.com", "", false},
-		{"no domain", "ledgerdesk.a.b.c", "", false},
-		{"empty", "", "", false},
+		{"our id", id, testKey, domain.OwnMessageID{TicketID: "tkt-1", MessageID: id, Keyed: true}, true},
+		{"our id in angle brackets, the domain changed since", "<" + strings.Replace(id, domainName, "new.example", 1) + ">", testKey,
+			domain.OwnMessageID{TicketID: "tkt-1", MessageID: strings.Replace(id, domainName, "new.example", 1), Keyed: true}, true},
+		{"our id of a mail without ticket", domain.OutgoingMessageID("", "out-2", domainName, testKey), testKey,
+			domain.OwnMessageID{MessageID: domain.OutgoingMessageID("", "out-2", domainName, testKey), Keyed: true}, true},
+		{"an id made before the keys has our form but is not keyed", old, testKey,
+			domain.OwnMessageID{TicketID: "tkt-1", MessageID: old}, true},
+		{"another ticket's id spliced in fails the key", strings.Replace(id, "tkt-1", "tkt-2", 1), testKey,
+			domain.OwnMessageID{TicketID: "tkt-2", MessageID: strings.Replace(id, "tkt-1", "tkt-2", 1)}, true},
+		{"a forged keyed check is not keyed", "ledgerdesk.tkt-1.out-9.k000000000000000000000000@x", testKey,
+			domain.OwnMessageID{TicketID: "tkt-1", MessageID: "ledgerdesk.tkt-1.out-9.k000000000000000000000000@x"}, true},
+		{"an id keyed under another key (rotated) is not keyed under this one", id, otherKey,
+			domain.OwnMessageID{TicketID: "tkt-1", MessageID: id}, true},
+		{"without a key nothing verifies", id, domain.MessageIDKey{}, domain.OwnMessageID{TicketID: "tkt-1", MessageID: id}, true},
+		{"a foreign id with our prefix but no valid check", "ledgerdesk.tkt-1.out-1.0000000000@" + domainName, testKey, domain.OwnMessageID{}, false},
+		{"a foreign id", "CAF=abc@mail.gmail.com", testKey, domain.OwnMessageID{}, false},
+		{"no domain", "ledgerdesk.a.b.c", testKey, domain.OwnMessageID{}, false},
+		{"empty", "", testKey, domain.OwnMessageID{}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, ok := domain.ParseOwnMessageID(tc.id)
+			got, ok := domain.ParseOwnMessageID(tc.id, tc.key)
 			if got != tc.want || ok != tc.wantOK {
-				t.Errorf("ParseOwnMessageID(%q) = %q, %v, want %q, %v", tc.id, got, ok, tc.want, tc.wantOK)
+				t.Errorf("ParseOwnMessageID(%q) = %+v, %v, want %+v, %v", tc.id, got, ok, tc.want, tc.wantOK)
 			}
 		})
 	}
-	if a, b := domain.OutgoingMessageID("t", "o1", domainName), domain.OutgoingMessageID("t", "o2", domainName); a == b {
+	if a, b := domain.OutgoingMessageID("t", "o1", domainName, testKey), domain.OutgoingMessageID("t", "o2", domainName, testKey); a == b {
 		t.Errorf("OutgoingMessageID() gives %q for two different mails", a)
+	}
+	if a, b := domain.OutgoingMessageID("t", "o1", domainName, testKey), domain.OutgoingMessageID("t", "o1", domainName, otherKey); a == b {
+		t.Errorf("OutgoingMessageID() gives %q under two keys", a)
+	}
+}
+
+func TestOwnMessageID_Names(t *testing.T) {
+	t.Parallel()
+	sent := unkeyedMessageID("tkt-1", "sent", domainName)
+	tk := domain.EvolveTicket(domain.EvolveTicket(domain.Ticket{},
+		domain.TicketCreated{TicketID: "tkt-1", Number: 1001, Status: domain.StatusNew}),
+		domain.ReplyQueued{TicketID: "tkt-1", OutgoingMail: domain.OutgoingMail{OutgoingMailID: "sent", MessageID: sent}})
+	for _, tc := range []struct {
+		name string
+		id   string
+		want bool
+	}{
+		{"a keyed id names its ticket", domain.OutgoingMessageID("tkt-1", "any", domainName, testKey), true},
+		{"an unkeyed id of a mail the ticket sent names it", sent, true},
+		{"an unkeyed id of a mail the ticket never sent names nothing", unkeyedMessageID("tkt-1", "forged", domainName), false},
+		{"a keyed id with a wrong check names nothing", "ledgerdesk.tkt-1.any.k000000000000000000000000@x", false},
+		{"a keyed id of another ticket names nothing", domain.OutgoingMessageID("tkt-2", "any", domainName, testKey), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, ok := domain.ParseOwnMessageID(tc.id, testKey)
+			if got := ok && o.Names(tk); got != tc.want {
+				t.Errorf("ParseOwnMessageID(%q).Names(ticket) = %v, want %v", tc.id, got, tc.want)
+			}
+		})
+	}
+	if o, _ := domain.ParseOwnMessageID(sent, testKey); o.Names(domain.Ticket{}) {
+		t.Error("an id names a ticket that does not exist")
+	}
+}
+
+func TestMessageIDKey_StaysSecret(t *testing.T) {
+	t.Parallel()
+	k := domain.DeriveMessageIDKey([]byte("a secret that must not leak"))
+	if k.IsZero() || !domain.DeriveMessageIDKey(nil).IsZero() {
+		t.Fatalf("DeriveMessageIDKey: zero = %v for a secret, %v for none", k.IsZero(), domain.DeriveMessageIDKey(nil).IsZero())
+	}
+	b, err := json.Marshal(struct{ K domain.MessageIDKey }{k})
+	if err != nil || string(b) != `{"K":{}}` {
+		t.Errorf("json of a key = %s, %v; want no key material", b, err)
+	}
+	for _, s := range []string{fmt.Sprint(k), fmt.Sprintf("%v %+v %#v", k, k, k)} {
+		if strings.Contains(s, "[") || !strings.Contains(s, "redacted") {
+			t.Errorf("a key prints as %q", s)
+		}
 	}
 }
 

@@ -321,7 +321,10 @@ func (c ReplyByMail) ticketCommand() (string, time.Time)    { return c.Actor, c.
 // returns no events and no error, so retries are harmless. Errors: ErrNotFound
 // when t does not exist, ErrTicketClosed for a status change on a closed
 // ticket, ErrInvalid for a malformed command.
-func DecideTicket(t Ticket, s Settings, cmd TicketCommand) ([]Event, error) {
+//
+// key keys the Message-ID of a reply (OutgoingMessageID); it comes from the
+// server's secret and is never stored.
+func DecideTicket(t Ticket, s Settings, key MessageIDKey, cmd TicketCommand) ([]Event, error) {
 	if cmd == nil {
 		return nil, fmt.Errorf("ticket command: %w: no command", ErrInvalid)
 	}
@@ -389,13 +392,13 @@ func DecideTicket(t Ticket, s Settings, cmd TicketCommand) ([]Event, error) {
 		}
 		return []Event{NoteAdded{TicketID: t.ID, NoteID: NoteIDFor(t.ID, c.CommandID), Text: c.Text, At: c.At, Actor: c.Actor}}, nil
 	case ReplyByMail:
-		return decideReply(t, s, c)
+		return decideReply(t, s, key, c)
 	default:
 		return nil, fmt.Errorf("ticket command %T: %w: unknown command", cmd, ErrInvalid)
 	}
 }
 
-func decideReply(t Ticket, s Settings, c ReplyByMail) ([]Event, error) {
+func decideReply(t Ticket, s Settings, key MessageIDKey, c ReplyByMail) ([]Event, error) {
 	to := c.To
 	if len(to) == 0 && t.Requester.Email != "" {
 		to = []Address{{Name: t.Requester.Name, Email: t.Requester.Email}}
@@ -425,7 +428,7 @@ func decideReply(t Ticket, s Settings, c ReplyByMail) ([]Event, error) {
 	subject = withReference(subject, t.Number, s.ReferenceFormat)
 	outID := OutgoingMailIDFor(OutgoingReply, t.ID, c.CommandID)
 	return []Event{ReplyQueued{
-		OutgoingMail: outgoingMail(t, outID, s.MessageIDDomain),
+		OutgoingMail: outgoingMail(t, outID, s.MessageIDDomain, key),
 		TicketID:     t.ID,
 		To:           to,
 		Cc:           c.Cc,
@@ -438,10 +441,10 @@ func decideReply(t Ticket, s Settings, c ReplyByMail) ([]Event, error) {
 
 // outgoingMail threads a mail of ticket t: In-Reply-To the latest inbound
 // mail, References the first mail and that one (RFC 5322 section 3.6.4).
-func outgoingMail(t Ticket, outgoingMailID, domain string) OutgoingMail {
+func outgoingMail(t Ticket, outgoingMailID, domain string, key MessageIDKey) OutgoingMail {
 	m := OutgoingMail{
 		OutgoingMailID: outgoingMailID,
-		MessageID:      OutgoingMessageID(t.ID, outgoingMailID, domain),
+		MessageID:      OutgoingMessageID(t.ID, outgoingMailID, domain, key),
 		InReplyTo:      t.LastInboundMessageID,
 	}
 	if len(t.MessageIDs) > 0 {

@@ -124,7 +124,7 @@ func TestDecideTicket(t *testing.T) {
 			when: domain.ReplyByMail{CommandID: "cmd-1", Body: "Please restart it.", Actor: "anna", At: at},
 			want: []domain.Event{domain.ReplyQueued{
 				OutgoingMail: domain.OutgoingMail{
-					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName),
+					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName, testKey),
 					InReplyTo: "r1@customer.example", References: []string{"first@customer.example", "r1@customer.example"},
 				},
 				TicketID: ticketID, To: []domain.Address{{Name: "Max Mustermann", Email: customer}},
@@ -136,7 +136,7 @@ func TestDecideTicket(t *testing.T) {
 			when: domain.ReplyByMail{CommandID: "cmd-1", Subject: "AW: [Ticket#1001] Drucker", To: []domain.Address{{Email: "boss@customer.example"}}, Body: "b", Actor: "anna", At: at},
 			want: []domain.Event{domain.ReplyQueued{
 				OutgoingMail: domain.OutgoingMail{
-					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName),
+					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName, testKey),
 					InReplyTo: "r1@customer.example", References: []string{"first@customer.example", "r1@customer.example"},
 				},
 				TicketID: ticketID, To: []domain.Address{{Email: "boss@customer.example"}},
@@ -148,7 +148,7 @@ func TestDecideTicket(t *testing.T) {
 			when: domain.ReplyByMail{CommandID: "cmd-1", Subject: "AW: WG: Drucker", Body: "b", Actor: "anna", At: at},
 			want: []domain.Event{domain.ReplyQueued{
 				OutgoingMail: domain.OutgoingMail{
-					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName),
+					OutgoingMailID: replyID, MessageID: domain.OutgoingMessageID(ticketID, replyID, domainName, testKey),
 					InReplyTo: "r1@customer.example", References: []string{"first@customer.example", "r1@customer.example"},
 				},
 				TicketID: ticketID, To: []domain.Address{{Name: "Max Mustermann", Email: customer}},
@@ -171,7 +171,7 @@ func TestDecideTicket(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := domain.DecideTicket(tc.given(t), testSettings(), tc.when)
+			got, err := domain.DecideTicket(tc.given(t), testSettings(), testKey, tc.when)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("DecideTicket() error = %v, want %v", err, tc.wantErr)
@@ -200,7 +200,7 @@ func TestTicket_lifecycle(t *testing.T) {
 	tk := fold(t, created...)
 	apply := func(cmd domain.TicketCommand) {
 		t.Helper()
-		ev, err := domain.DecideTicket(tk, testSettings(), cmd)
+		ev, err := domain.DecideTicket(tk, testSettings(), testKey, cmd)
 		if err != nil {
 			t.Fatalf("DecideTicket(%T) error = %v", cmd, err)
 		}

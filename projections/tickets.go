@@ -175,6 +175,9 @@ type mailFields struct {
 	To        []domain.Address `json:"to"`
 	TextBody  string           `json:"text_body"`
 	HTMLBody  string           `json:"html_body"`
+
+	TextBodyTruncated bool `json:"text_body_truncated"`
+	HTMLBodyTruncated bool `json:"html_body_truncated"`
 }
 
 // fill completes a mail's article with the mail: its addresses, bodies and
@@ -188,6 +191,7 @@ func (a *Article) fill(m mailFields) {
 		a.Subject = m.Subject
 	}
 	a.From, a.To, a.TextBody, a.HTMLBody, a.BlobRef = formatAddress(m.From), formatAddresses(m.To), m.TextBody, m.HTMLBody, m.BlobRef
+	a.BodyTruncated = m.TextBodyTruncated || m.HTMLBodyTruncated
 }
 
 func formatAddress(a domain.Address) string {
@@ -319,6 +323,11 @@ type Article struct {
 	BlobRef   string    `json:"blob_ref,omitempty"`
 	Actor     string    `json:"actor,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// BodyTruncated: TextBody or HTMLBody is a prefix (a mail's event keeps
+	// domain.MailBodyPrefixBytes of each body); the whole is in the raw
+	// mail, BlobRef. The SQL view ticket_articles has no such column: its
+	// bodies are the same prefixes.
+	BodyTruncated bool `json:"body_truncated"`
 }
 
 const ticketColumns = `id, number, subject, status, requester_email, requester_name, requester_user_id, location_id,
@@ -343,86 +352,214 @@ func scanTicket(rows eventstore.Rows) (Ticket, error) {
 // ErrTicketNotFound is returned by Ticket for an id the view does not hold.
 var ErrTicketNotFound = errors.New("projections: ticket not found")
 
-// Ticket returns one ticket and its articles, oldest first.
-func (p *Tickets) Ticket(ctx context.Context, id string) (Ticket, []Article, error) {
+// ErrArticleNotFound is returned by Article for a seq that is no article of
+// the ticket (yet).
+var ErrArticleNotFound = errors.New("projections: article not found")
+
+// row reads one ticket's row.
+func (p *Tickets) row(ctx context.Context, id string) (Ticket, error) {
 	rows, err := p.reader.Query(ctx, `SELECT `+ticketColumns+` FROM `+p.tickets+` WHERE id = $1`, id)
 	if err != nil {
-		return Ticket{}, nil, fmt.Errorf("projections: ticket %s: %w", id, err)
+		return Ticket{}, fmt.Errorf("projections: ticket %s: %w", id, err)
 	}
 	var t Ticket
 	found := false
 	for rows.Next() {
 		if t, err = scanTicket(rows); err != nil {
 			_ = rows.Close()
-			return Ticket{}, nil, fmt.Errorf("projections: ticket %s: %w", id, err)
+			return Ticket{}, fmt.Errorf("projections: ticket %s: %w", id, err)
 		}
 		found = true
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return Ticket{}, nil, fmt.Errorf("projections: ticket %s: %w", id, err)
+		return Ticket{}, fmt.Errorf("projections: ticket %s: %w", id, err)
 	}
 	if !found {
-		return Ticket{}, nil, fmt.Errorf("projections: ticket %s: %w", id, ErrTicketNotFound)
+		return Ticket{}, fmt.Errorf("projections: ticket %s: %w", id, ErrTicketNotFound)
 	}
-	evs, err := p.store.ReadStream(ctx, domain.TicketStream(id), 1, t.Version)
-	if err != nil {
-		return Ticket{}, nil, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
-	}
-	arts, err := articlesOf(ctx, p.store, evs)
-	if err != nil {
-		return Ticket{}, nil, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
-	}
-	return t, arts, nil
+	return t, nil
 }
 
-// articlesOf gives the articles of a ticket's events (its stream from
-// version 1), in order, the mails' content read from their streams in one
-// round trip. An event that does not decode gives no article, as it gives
-// the ticket's row nothing but its version.
-func articlesOf(ctx context.Context, store eventstore.Store, evs []eventstore.RecordedEvent) ([]Article, error) {
+// Ticket returns one ticket and all its articles, oldest first. It reads
+// every article's mail; the API pages them with TicketArticles instead.
+func (p *Tickets) Ticket(ctx context.Context, id string) (Ticket, []Article, error) {
+	t, arts, _, err := p.TicketArticles(ctx, id, 0, 0)
+	return t, arts, err
+}
+
+// TicketArticles returns one ticket and at most limit of its articles (0:
+// all), oldest first, those after seq after (0: from the first). next is
+// the seq to pass as after for the next page, 0 when there is none. It
+// reads the ticket's stream in windows up to the row's version, and only
+// the mails of the articles it returns, in one query.
+func (p *Tickets) TicketArticles(ctx context.Context, id string, after int64, limit int) (t Ticket, arts []Article, next int64, err error) {
+	t, err = p.row(ctx, id)
+	if err != nil {
+		return Ticket{}, nil, 0, err
+	}
+	sc := articleScanner{store: p.store, stream: domain.TicketStream(id)}
+	arts, next, err = sc.scan(ctx, max(after, 0), t.Version, limit)
+	if err != nil {
+		return Ticket{}, nil, 0, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
+	}
+	if err := fillMails(ctx, p.store, arts); err != nil {
+		return Ticket{}, nil, 0, fmt.Errorf("projections: articles of ticket %s: %w", id, err)
+	}
+	return t, arts, next, nil
+}
+
+// Article returns article seq of ticket id, reading only that event of the
+// ticket's stream and, for a mail, that one mail: a ticket anyone can append
+// mails to (a subject with its reference) costs no more to read from than
+// any other. A seq past the row's version is not found yet, as in Ticket.
+func (p *Tickets) Article(ctx context.Context, id string, seq int64) (Article, error) {
+	t, err := p.row(ctx, id)
+	if err != nil {
+		return Article{}, err
+	}
+	if seq < 1 || seq > t.Version {
+		return Article{}, fmt.Errorf("projections: ticket %s article %d: %w", id, seq, ErrArticleNotFound)
+	}
+	sc := articleScanner{store: p.store, stream: domain.TicketStream(id)}
+	arts, _, err := sc.scan(ctx, seq-1, seq, 1)
+	if err != nil {
+		return Article{}, fmt.Errorf("projections: ticket %s article %d: %w", id, seq, err)
+	}
+	if len(arts) != 1 || arts[0].Seq != seq {
+		return Article{}, fmt.Errorf("projections: ticket %s article %d: %w", id, seq, ErrArticleNotFound)
+	}
+	if err := fillMails(ctx, p.store, arts); err != nil {
+		return Article{}, fmt.Errorf("projections: ticket %s article %d: %w", id, seq, err)
+	}
+	return arts[0], nil
+}
+
+// articleScanner reads a ticket's articles from its stream.
+type articleScanner struct {
+	store  eventstore.Store
+	stream string
+	// created: a TicketCreated was met (the row keeps the first only).
+	created bool
+}
+
+// scanWindow is how many events of a ticket's stream one read takes; most
+// events of a ticket are articles, so a page needs about one window.
+const scanWindow = 128
+
+// scan returns the articles of the events after version after up to
+// version to, at most limit (0: all), and the seq to continue after when
+// more articles follow (0: none). The mails are not read (see fillMails).
+// An event that does not decode gives no article, as it gives the ticket's
+// row nothing but its version.
+func (sc *articleScanner) scan(ctx context.Context, after, to int64, limit int) ([]Article, int64, error) {
 	arts := []Article{}
-	mailOfArticle := map[int]string{} // index in arts: the stream of its mail
-	var streams []string
-	created := false
-	for _, ev := range evs {
-		e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
-		if err != nil {
-			continue
+	for from := after + 1; from <= to; {
+		end := to
+		if limit > 0 {
+			end = min(to, from+int64(max(limit+1, scanWindow))-1)
 		}
-		if _, ok := e.(domain.TicketCreated); ok {
-			if created { // the row keeps the first one only
+		evs, err := sc.store.ReadStream(ctx, sc.stream, from, end)
+		if err != nil {
+			return nil, 0, fmt.Errorf("read %s from %d: %w", sc.stream, from, err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		for _, ev := range evs {
+			a, err := sc.article(ctx, ev)
+			if err != nil {
+				return nil, 0, err
+			}
+			if a == nil {
 				continue
 			}
-			created = true
+			if limit > 0 && len(arts) == limit {
+				return arts, arts[limit-1].Seq, nil // one more exists
+			}
+			arts = append(arts, *a)
 		}
-		a, mailID := articleOf(e, ev.RecordedAt)
-		if a == nil {
-			continue
+		from = evs[len(evs)-1].StreamVersion + 1
+	}
+	return arts, 0, nil
+}
+
+// article is the article one event of the stream adds, nil for none.
+func (sc *articleScanner) article(ctx context.Context, ev eventstore.RecordedEvent) (*Article, error) {
+	e, err := domain.UnmarshalEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+	if err != nil {
+		return nil, nil //nolint:nilerr // an undecodable event is skipped by design, as Handle skips it
+	}
+	if _, ok := e.(domain.TicketCreated); ok {
+		first, err := sc.firstCreated(ctx, ev.StreamVersion)
+		if err != nil || !first {
+			return nil, err
 		}
-		a.Seq, a.CreatedAt = ev.StreamVersion, a.CreatedAt.UTC()
-		if mailID != "" {
-			mailOfArticle[len(arts)] = ticketing.MailStream(mailID)
-			streams = append(streams, ticketing.MailStream(mailID))
+	}
+	a, mailID := articleOf(e, ev.RecordedAt)
+	if a == nil {
+		return nil, nil
+	}
+	if mailID != "" {
+		a.MailID = mailID // the mail fillMails completes the article with
+	}
+	a.Seq, a.CreatedAt = ev.StreamVersion, a.CreatedAt.UTC()
+	return a, nil
+}
+
+// firstCreated reports whether the TicketCreated at version v is the
+// stream's first. A scan that starts at version 1 knows it; one that starts
+// later looks at the types of the events before (a second TicketCreated in
+// a stream is a repair case, so this read is rare).
+func (sc *articleScanner) firstCreated(ctx context.Context, v int64) (bool, error) {
+	if sc.created {
+		return false, nil
+	}
+	sc.created = true
+	if v == 1 {
+		return true, nil
+	}
+	evs, err := sc.store.ReadStream(ctx, sc.stream, 1, v-1)
+	if err != nil {
+		return false, fmt.Errorf("read %s before %d: %w", sc.stream, v, err)
+	}
+	for _, e := range evs {
+		if e.Type == domain.TicketCreatedName {
+			return false, nil
 		}
-		arts = append(arts, *a)
+	}
+	return true, nil
+}
+
+// fillMails completes the mail articles with their mails' content, read
+// from their streams in one round trip. An article whose mail the log does
+// not hold keeps what its event says.
+func fillMails(ctx context.Context, store eventstore.Store, arts []Article) error {
+	var streams []string
+	for _, a := range arts {
+		if a.MailID != "" {
+			streams = append(streams, ticketing.MailStream(a.MailID))
+		}
 	}
 	if len(streams) == 0 {
-		return arts, nil
+		return nil
 	}
 	evs, err := store.ReadStreams(ctx, streams)
 	if err != nil {
-		return nil, fmt.Errorf("read %d mails: %w", len(streams), err)
+		return fmt.Errorf("read %d mails: %w", len(streams), err)
 	}
-	mails := map[string]mailFields{}
+	mails := make(map[string]mailFields, len(evs))
 	for _, ev := range evs {
 		if m, ok := mailOf(ev); ok {
 			mails[ev.Stream] = m
 		}
 	}
-	for i, stream := range mailOfArticle {
-		if m, ok := mails[stream]; ok {
+	for i := range arts {
+		if arts[i].MailID == "" {
+			continue
+		}
+		if m, ok := mails[ticketing.MailStream(arts[i].MailID)]; ok {
 			arts[i].fill(m)
 		}
 	}
-	return arts, nil
+	return nil
 }

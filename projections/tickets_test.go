@@ -543,3 +543,83 @@ func viewArticles(tb testing.TB, reader projections.Reader, id string) []project
 	}
 	return out
 }
+
+// TestTicketArticles_PagesAndSingleArticlesMatchTheWholeList holds the
+// paged and single-article reads to what Ticket lists, over a ticket whose
+// stream mixes articles with events that add none.
+func TestTicketArticles_PagesAndSingleArticlesMatchTheWholeList(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			p := projections.NewTickets(store, reader, nil)
+			id := seedTicket(t, store, 5001)
+			appendDomain(t, store, domain.TicketStream(id),
+				domain.TicketReopened{TicketID: id, Status: domain.StatusWaiting, At: t0.Add(time.Hour), Actor: "token:a"},
+				domain.NoteAdded{TicketID: id, NoteID: "n2", Text: "again", At: t0.Add(2 * time.Hour), Actor: "token:a"},
+				domain.TicketAssigned{TicketID: id, ResourceID: "team-a", At: t0.Add(3 * time.Hour), Actor: "token:a"},
+				domain.NoteAdded{TicketID: id, NoteID: "n3", Text: "done", At: t0.Add(4 * time.Hour), Actor: "token:a"},
+				// a note the view has not applied yet: beyond the row's version
+			)
+			if err := apply(store, p.Handle, readAll(t, store)...); err != nil {
+				t.Fatal(err)
+			}
+			appendDomain(t, store, domain.TicketStream(id),
+				domain.NoteAdded{TicketID: id, NoteID: "n4", Text: "later", At: t0.Add(5 * time.Hour), Actor: "token:a"})
+			ctx := context.Background()
+			tk, whole, err := p.Ticket(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(whole) != 5 || tk.Version != 9 {
+				t.Fatalf("Ticket() = version %d, %d articles; want 9 and 5", tk.Version, len(whole))
+			}
+			for limit := 1; limit <= 6; limit++ {
+				var got []projections.Article
+				after, pages := int64(0), 0
+				for {
+					_, arts, next, err := p.TicketArticles(ctx, id, after, limit)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, pages = append(got, arts...), pages+1
+					if next == 0 {
+						break
+					}
+					if len(arts) != limit || next != arts[len(arts)-1].Seq {
+						t.Fatalf("limit %d: a page of %d articles continues after %d", limit, len(arts), next)
+					}
+					after = next
+				}
+				if diff := cmp.Diff(whole, got); diff != "" {
+					t.Errorf("limit %d: pages joined (-Ticket +TicketArticles):\n%s", limit, diff)
+				}
+				if want := (len(whole) + limit - 1) / limit; pages != want {
+					t.Errorf("limit %d: %d pages, want %d", limit, pages, want)
+				}
+			}
+			bySeq := map[int64]projections.Article{}
+			for _, a := range whole {
+				bySeq[a.Seq] = a
+			}
+			for seq := int64(0); seq <= tk.Version+1; seq++ {
+				a, err := p.Article(ctx, id, seq)
+				want, isArticle := bySeq[seq]
+				switch {
+				case isArticle && err != nil:
+					t.Errorf("Article(%d) error = %v", seq, err)
+				case isArticle:
+					if diff := cmp.Diff(want, a); diff != "" {
+						t.Errorf("Article(%d) (-Ticket +Article):\n%s", seq, diff)
+					}
+				case !errors.Is(err, projections.ErrArticleNotFound):
+					t.Errorf("Article(%d) = %+v, %v; want ErrArticleNotFound", seq, a, err)
+				}
+			}
+			if _, err := p.Article(ctx, "nope", 1); !errors.Is(err, projections.ErrTicketNotFound) {
+				t.Errorf("Article of an unknown ticket: %v, want ErrTicketNotFound", err)
+			}
+		})
+	}
+}

@@ -15,10 +15,14 @@ import (
 // got there first.
 type Commands struct {
 	store eventstore.Store
+	key   domain.MessageIDKey
 }
 
-// NewCommands returns the command handler over store.
-func NewCommands(store eventstore.Store) *Commands { return &Commands{store: store} }
+// NewCommands returns the command handler over store; key keys the
+// Message-IDs of the replies it queues (see NewProcessManager).
+func NewCommands(store eventstore.Store, key domain.MessageIDKey) *Commands {
+	return &Commands{store: store, key: key}
+}
 
 // commandRetries bounds the retries of a command that keeps losing races.
 const commandRetries = 5
@@ -58,7 +62,7 @@ func (c *Commands) try(ctx context.Context, ticketID string, cmd domain.TicketCo
 		if err != nil {
 			return err
 		}
-		events, err := domain.DecideTicket(t, settings, cmd)
+		events, err := domain.DecideTicket(t, settings, c.key, cmd)
 		if err != nil {
 			return err
 		}

@@ -181,12 +181,12 @@ func benchQueue(tb testing.TB, store eventstore.Store, n int) {
 					MessageID: id + "@customer.example", Subject: "Drucker", From: customer, To: []domain.Address{{Email: "support@desk.example"}},
 					TextBody: "Der Drucker druckt nicht."}),
 				benchRequest(tb, domain.TicketStream(ticketID), created, domain.AutoReplyQueued{
-					OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example"),
+					OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example", testKey),
 						InReplyTo: id + "@customer.example"},
 					TicketID: ticketID, AccountID: "acc", Template: TemplateDefault, To: customer, Subject: "Drucker", QueuedAt: at, CausedBy: mailID}))
 		} else {
 			reqs = append(reqs, benchRequest(tb, domain.TicketStream(ticketID), created, domain.ReplyQueued{
-				OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example"),
+				OutgoingMail: domain.OutgoingMail{OutgoingMailID: id, MessageID: domain.OutgoingMessageID(ticketID, id, "desk.example", testKey),
 					InReplyTo: id + "@customer.example"},
 				TicketID: ticketID, To: []domain.Address{customer}, Subject: "Re: Drucker", Body: "Wir kümmern uns.",
 				QueuedAt: at, Actor: "agent"}))
@@ -304,7 +304,7 @@ func bareMessages(tb testing.TB) [][]byte {
 		}
 		raw, err := smtpsend.Build(smtpsend.Message{From: smtpsend.Address{Email: "desk@desk.example"},
 			To: []smtpsend.Address{{Name: "Kunde", Email: "kunde1@customer.example"}}, Subject: k.subject,
-			MessageID: domain.OutgoingMessageID("t-1", "bench-1", "desk.example"), InReplyTo: "bench-1@customer.example",
+			MessageID: domain.OutgoingMessageID("t-1", "bench-1", "desk.example", testKey), InReplyTo: "bench-1@customer.example",
 			Date: time.Now(), Automatic: k.automatic, Body: body})
 		if err != nil {
 			tb.Fatal(err)

@@ -70,7 +70,7 @@ func startHarness(t *testing.T, store eventstore.Store, srv *smtptest.Server, tu
 		tune(&opts)
 	}
 	saga := NewOutbound(opts)
-	pm := NewProcessManager(store, opts.Now, nil)
+	pm := NewProcessManager(store, opts.Now, testKey, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 2)
 	go func() { done <- pm.Run(ctx) }()
@@ -184,7 +184,7 @@ func TestOutbound_AutoReplyThreadsAndIsSentOnce(t *testing.T) {
 		mid, _ := hdr.MessageID()
 		from, _ := hdr.AddressList("From")
 		outID := domain.OutgoingMailIDFor(domain.AutoMailNewTicket, m.MailID)
-		wantMID := domain.OutgoingMessageID(domain.TicketIDFor(m.MailID), outID, "")
+		wantMID := domain.OutgoingMessageID(domain.TicketIDFor(m.MailID), outID, "", testKey)
 		gotHdr := []string{subject, strings.Join(irt, ","), strings.Join(refs, ","), mid, from[0].Address, hdr.Get("Auto-Submitted"), hdr.Get("X-Auto-Response-Suppress")}
 		wantHdr := []string{"[Ticket#1001] Drucker brennt", "m1@customer.example", "older@customer.example,m1@customer.example", wantMID,
 			"support@desk.example", "auto-replied", "All"}
@@ -361,7 +361,7 @@ func TestOutbound_AgentReplyAndTemplates(t *testing.T) {
 		}
 
 		ticketID := domain.TicketIDFor(m.MailID)
-		if _, err := NewCommands(store).Handle(context.Background(), ticketID, domain.ReplyByMail{CommandID: "c1", Body: "Wir kümmern uns.",
+		if _, err := NewCommands(store, testKey).Handle(context.Background(), ticketID, domain.ReplyByMail{CommandID: "c1", Body: "Wir kümmern uns.",
 			Actor: "agent-1", At: t0.Add(25 * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
@@ -400,7 +400,7 @@ func TestOutbound_OldQueuedMailsExpire(t *testing.T) {
 		// given a reply queued two days before the saga's clock
 		out := domain.OutgoingMailIDFor(domain.OutgoingReply, "t-old", "c1")
 		appendEvent(t, store, domain.TicketStream("t-old"), eventstore.AnyVersion, "old-1", domain.ReplyQueued{
-			OutgoingMail: domain.OutgoingMail{OutgoingMailID: out, MessageID: domain.OutgoingMessageID("t-old", out, "")},
+			OutgoingMail: domain.OutgoingMail{OutgoingMailID: out, MessageID: domain.OutgoingMessageID("t-old", out, "", testKey)},
 			TicketID:     "t-old", To: []domain.Address{{Email: "erika@customer.example"}}, Subject: "Re: alt", Body: "spät",
 			QueuedAt: t0.Add(-24 * time.Hour), Actor: "agent"})
 		// then it is suppressed as expired, not sent

@@ -36,6 +36,7 @@ func MailStream(mailID string) string { return "mail-" + mailID }
 type ProcessManager struct {
 	store  eventstore.Store
 	now    func() time.Time
+	key    domain.MessageIDKey
 	logger *slog.Logger
 
 	mu       sync.Mutex
@@ -44,13 +45,14 @@ type ProcessManager struct {
 }
 
 // NewProcessManager returns a process manager over store; now is the clock
-// that stamps decisions (cmd passes time.Now).
-func NewProcessManager(store eventstore.Store, now func() time.Time, logger *slog.Logger) *ProcessManager {
+// that stamps decisions (cmd passes time.Now), key keys our Message-IDs
+// (cmd derives it from the secret key with domain.DeriveMessageIDKey).
+func NewProcessManager(store eventstore.Store, now func() time.Time, key domain.MessageIDKey, logger *slog.Logger) *ProcessManager {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &ProcessManager{
-		store: store, now: now, logger: logger,
+		store: store, now: now, key: key, logger: logger,
 		accounts: registry[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
 		settings: registry[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
 	}
@@ -204,13 +206,13 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 		account = domain.InboundAccount{ID: m.AccountID, Name: m.AccountID}
 	}
 	account = account.WithDefaults()
-	in := domain.MailInput{Mail: m, Account: account, Settings: settings, Now: pm.now().UTC()}
+	in := domain.MailInput{Mail: m, Account: account, Settings: settings, MessageIDKey: pm.key, Now: pm.now().UTC()}
 	for id, a := range accounts.ByID {
 		if id != account.ID && a.Enabled && a.AccountAddress != "" {
 			in.OtherAccounts = append(in.OtherAccounts, domain.AccountRef{ID: id, Address: a.AccountAddress})
 		}
 	}
-	lk := domain.MailLookups(m, account, settings)
+	lk := domain.MailLookups(m, account, settings, pm.key)
 
 	ref, err := findReferenced(ctx, tx, l, lk)
 	if err != nil {
@@ -317,12 +319,12 @@ func findReferenced(ctx context.Context, tx eventstore.Tx, l *loaded, lk domain.
 			}
 		}
 	}
-	for _, id := range lk.OwnTicketIDs {
-		t, err := l.ticket(ctx, tx, id)
+	for _, o := range lk.Own {
+		t, err := l.ticket(ctx, tx, o.TicketID)
 		if err != nil {
 			return nil, err
 		}
-		if t.Exists() {
+		if o.Names(t) {
 			return &t, nil
 		}
 	}

@@ -119,7 +119,7 @@ func TestProcessManager_DecidesMailsAgainstARealStore(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, store eventstore.Store) {
 		clock := t0.Add(24 * time.Hour)
-		pm := NewProcessManager(store, func() time.Time { return clock }, nil)
+		pm := NewProcessManager(store, func() time.Time { return clock }, testKey, nil)
 		account := domain.InboundAccount{ID: "acc", Name: "support", Enabled: true, Protocol: "imap", Host: "mail.example",
 			Username: "support", AccountAddress: "support@desk.example", SenderAddress: "support@desk.example",
 			CreateUnknownUsers: true, CreateLocationFromDomain: true, AutoReplyTemplate: "default"}.WithDefaults()
@@ -176,7 +176,7 @@ func TestProcessManager_DecidesMailsAgainstARealStore(t *testing.T) {
 		}
 
 		// Agents close the ticket; a reply inside the window reactivates it.
-		cmds := NewCommands(store)
+		cmds := NewCommands(store, testKey)
 		if _, err := cmds.Handle(context.Background(), ticketID, domain.CloseTicket{Actor: "token:agent", At: t0.Add(4 * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +200,7 @@ func TestProcessManager_DecidesMailsAgainstARealStore(t *testing.T) {
 func TestProcessManager_SameMailDeliveredTwiceIsDecidedOnce(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, store eventstore.Store) {
-		pm := NewProcessManager(store, func() time.Time { return t0 }, nil)
+		pm := NewProcessManager(store, func() time.Time { return t0 }, testKey, nil)
 		m := mail(1, "Hello", nil)
 		pos := appendEvent(t, store, MailStream(m.MailID), eventstore.NoStream, m.MailID, m)
 		evs, err := store.ReadAll(context.Background(), 0, 10)

@@ -48,7 +48,21 @@ type Blobs interface {
 // one pack file. Larger mails are streamed to a loose file and never held.
 const smallMail = 64 << 10
 
+// DefaultMaxStagedBytes bounds what a sink holds for the batch it is
+// staging: the encoded events and the small mails' raw bytes. A fetcher
+// counts mails (500 a batch); 500 mails with big bodies would otherwise be
+// held at once, and as much again while the previous batch commits.
+const DefaultMaxStagedBytes = 32 << 20
+
 // Sink is the mailsource.Sink of one poll of one account.
+//
+// Memory: the sink commits the mails staged so far on its own once they
+// hold MaxStagedBytes, before it takes the next mail, and it starts such a
+// commit only after the commit before it is done. So it holds at most about
+// two such batches (one staging, one committing) plus one mail, whatever
+// the fetcher's batch size. A mail committed early is safe: the fetcher
+// deletes it only after its own Commit (which also waits for the early
+// ones), and a poll that stops before finds it by Known next time.
 type Sink struct {
 	store     eventstore.Store
 	blobs     Blobs
@@ -58,17 +72,24 @@ type Sink struct {
 	logger    *slog.Logger
 	// parseMail is mimeparse.Parse; tests put a panicking parser here.
 	parseMail func(io.Reader, mimeparse.Limits) (mimeparse.Summary, error)
+	maxStaged int64
 
-	mu     sync.Mutex // guards staged: a background commit may run while the next batch is received
-	staged []staged
+	mu          sync.Mutex // guards staged: a background commit may run while the next batch is received
+	staged      []staged
+	stagedBytes int64
+
+	// Used by the poll's goroutine only.
+	last    *commitJob   // the latest commit started, early or by the fetcher
+	flushes []*commitJob // the early commits of the batch being staged
 }
 
 type staged struct {
 	key    string
 	mailID string
 	status mailsource.Status
-	event  domain.Event
-	raw    []byte // a small mail's bytes, packed at Commit; nil for loose blobs
+	event  eventstore.NewEvent // encoded when staged: its bytes count towards MaxStagedBytes
+	raw    []byte              // a small mail's bytes, packed at Commit; nil for loose blobs
+	loose  bool                // the mail is a loose blob file, to be synced at Commit
 }
 
 var _ mailsource.Sink = (*Sink)(nil)
@@ -81,6 +102,9 @@ type SinkConfig struct {
 	AccountID string
 	Now       func() time.Time
 	Logger    *slog.Logger
+	// MaxStagedBytes bounds the bytes staged before the sink commits them
+	// itself; 0 means DefaultMaxStagedBytes.
+	MaxStagedBytes int64
 }
 
 // NewSink returns a sink for one poll of cfg.AccountID.
@@ -98,14 +122,20 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.Now == nil {
 		errs = append(errs, errors.New("no clock"))
 	}
+	if cfg.MaxStagedBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxStagedBytes %d must not be negative", cfg.MaxStagedBytes))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("ingest: new sink: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxStagedBytes == 0 {
+		cfg.MaxStagedBytes = DefaultMaxStagedBytes
+	}
 	return &Sink{store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
-		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse}, nil
+		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes}, nil
 }
 
 // knownChunk bounds the IN list of one lookup and the rows of one INSERT.
@@ -155,6 +185,9 @@ func (s *Sink) Known(ctx context.Context, keys []string) (map[string]mailsource.
 // streamed to a loose blob file first and parsed from it, so a 50 MB mail
 // is never held in memory.
 func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader) (mailsource.Outcome, error) {
+	if err := s.flushIfFull(ctx); err != nil {
+		return mailsource.Outcome{}, err
+	}
 	head, err := io.ReadAll(io.LimitReader(r, smallMail+1))
 	if err != nil {
 		return mailsource.Outcome{}, fmt.Errorf("ingest: read mail %s: %w", key, err)
@@ -191,17 +224,22 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 			// poll rather than record a good mail as failed.
 			return mailsource.Outcome{}, fmt.Errorf("ingest: parse mail %s: %w", key, perr)
 		}
-		s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusFailed, raw: raw, event: domain.MailFailed{
-			MailID: mailID, AccountID: s.accountID, SourceKey: key, BlobRef: string(ref), Size: n,
-			ReceivedAt: receivedAt, Reason: reason,
-		}})
+		if err := s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusFailed, raw: raw, loose: raw == nil},
+			domain.MailFailed{
+				MailID: mailID, AccountID: s.accountID, SourceKey: key, BlobRef: string(ref), Size: n,
+				ReceivedAt: receivedAt, Reason: reason,
+			}); err != nil {
+			return mailsource.Outcome{}, err
+		}
 		s.logger.Warn("mail failed to parse", "account", s.accountID, "source_key", key, "reason", reason)
 		return mailsource.Outcome{Status: mailsource.StatusFailed, Reason: reason}, nil
 	}
 	ev := mailReceivedFrom(sum)
 	ev.MailID, ev.AccountID, ev.SourceKey = mailID, s.accountID, key
 	ev.BlobRef, ev.Size, ev.ReceivedAt = string(ref), n, receivedAt
-	s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusReceived, raw: raw, event: ev})
+	if err := s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusReceived, raw: raw, loose: raw == nil}, ev); err != nil {
+		return mailsource.Outcome{}, err
+	}
 	return mailsource.Outcome{Status: mailsource.StatusReceived}, nil
 }
 
@@ -263,19 +301,29 @@ func (s *Sink) parse(ref blobstore.Ref) (mimeparse.Summary, error) {
 }
 
 // Oversize implements mailsource.Sink.
-func (s *Sink) Oversize(_ context.Context, key string, size int64) error {
+func (s *Sink) Oversize(ctx context.Context, key string, size int64) error {
+	if err := s.flushIfFull(ctx); err != nil {
+		return err
+	}
 	mailID := domain.MailIDFor(s.accountID, key)
-	s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusFailed, event: domain.MailFailed{
+	return s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusFailed}, domain.MailFailed{
 		MailID: mailID, AccountID: s.accountID, SourceKey: key, Size: size, ReceivedAt: s.now().UTC(),
 		Reason: fmt.Sprintf("mail of %d bytes exceeds the account's max_mail_size; not downloaded", size), Oversize: true,
-	}})
-	return nil
+	})
 }
 
-func (s *Sink) stage(st staged) {
+// stage encodes ev into st and adds it to the batch.
+func (s *Sink) stage(st staged, ev domain.Event) error {
+	ne, err := newEvent(ev, s.accountID)
+	if err != nil {
+		return fmt.Errorf("ingest: stage mail %s: %w", st.key, err)
+	}
+	st.event = ne
 	s.mu.Lock()
 	s.staged = append(s.staged, st)
+	s.stagedBytes += int64(len(ne.Payload) + len(st.raw))
 	s.mu.Unlock()
+	return nil
 }
 
 // take removes and returns everything staged.
@@ -283,34 +331,91 @@ func (s *Sink) take() []staged {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	batch := s.staged
-	s.staged = nil
+	s.staged, s.stagedBytes = nil, 0
 	return batch
+}
+
+// flushIfFull commits what is staged in the background once it holds
+// maxStaged bytes, after the commit before it is done (so that no more
+// than one batch waits for the database beside the one being staged). It
+// runs before a mail is taken, never after: a fetcher may still find the
+// mail just staged broken (a download cut short) and drop the open batch.
+// An error of the commit waited for stops the poll.
+func (s *Sink) flushIfFull(ctx context.Context) error {
+	s.mu.Lock()
+	full := s.stagedBytes >= s.maxStaged
+	s.mu.Unlock()
+	if !full {
+		return nil
+	}
+	if s.last != nil {
+		if err := s.last.wait(); err != nil {
+			return err
+		}
+	}
+	batch := s.take()
+	s.logger.Debug("staged mails reached the byte bound; committing them early", "account", s.accountID,
+		"mails", len(batch), "bound", s.maxStaged)
+	j := s.start(ctx, batch)
+	s.last, s.flushes = j, append(s.flushes, j)
+	return nil
+}
+
+// commitJob is a commit running in the background.
+type commitJob struct {
+	done chan struct{}
+	err  error
+}
+
+func (j *commitJob) wait() error {
+	<-j.done
+	return j.err
+}
+
+func (s *Sink) start(ctx context.Context, batch []staged) *commitJob {
+	j := &commitJob{done: make(chan struct{})}
+	go func() {
+		defer close(j.done)
+		j.err = s.commit(ctx, batch)
+	}()
+	return j
+}
+
+// takeFlushes removes and returns the early commits of the open batch.
+func (s *Sink) takeFlushes() []*commitJob {
+	f := s.flushes
+	s.flushes = nil
+	return f
+}
+
+// waitAll waits for every job and joins their errors.
+func waitAll(jobs []*commitJob) error {
+	var errs []error
+	for _, j := range jobs {
+		errs = append(errs, j.wait())
+	}
+	return errors.Join(errs...)
 }
 
 var _ mailsource.AsyncCommitter = (*Sink)(nil)
 
 // StartCommit implements mailsource.AsyncCommitter: the batch staged so far
 // commits in the background while the fetcher downloads the next one.
+// Its wait also waits for the batch's early commits (see Sink).
 func (s *Sink) StartCommit(ctx context.Context) func() error {
-	batch := s.take()
-	done := make(chan error, 1)
-	go func() { done <- s.commit(ctx, batch) }()
-	var (
-		once sync.Once
-		err  error
-	)
-	return func() error {
-		once.Do(func() { err = <-done })
-		return err
-	}
+	jobs := append(s.takeFlushes(), s.start(ctx, s.take()))
+	s.last = jobs[len(jobs)-1]
+	return func() error { return waitAll(jobs) }
 }
 
 // Commit implements mailsource.Sink: every staged event and its index row in
-// one transaction. On error nothing is committed and the staged mails are
-// dropped: the fetcher must not delete them, and the next poll fetches them
-// again.
+// one transaction, after the batch's early commits (see Sink). On error the
+// mails not committed yet are dropped: the fetcher must not delete any of
+// the batch, and the next poll fetches again those that did not commit.
 func (s *Sink) Commit(ctx context.Context) error {
-	return s.commit(ctx, s.take())
+	flushes := s.takeFlushes()
+	err := s.commit(ctx, s.take())
+	return errors.Join(waitAll(flushes), err)
 }
 
 func (s *Sink) commit(ctx context.Context, batch []staged) error {
@@ -343,12 +448,8 @@ func (s *Sink) commit(ctx context.Context, batch []staged) error {
 	}()
 	reqs := make([]eventstore.AppendRequest, 0, len(batch))
 	for _, st := range batch {
-		ne, err := newEvent(st.event, s.accountID)
-		if err != nil {
-			return fmt.Errorf("ingest: commit: %w", err)
-		}
 		reqs = append(reqs, eventstore.AppendRequest{Stream: MailStream(st.mailID), ExpectedVersion: eventstore.NoStream,
-			Events: []eventstore.NewEvent{ne}})
+			Events: []eventstore.NewEvent{st.event}})
 	}
 	err := s.store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
 		for start := 0; start < len(batch); start += knownChunk {
@@ -388,7 +489,7 @@ func (s *Sink) storeBlobs(ctx context.Context, batch []staged) ([]blobstore.Pack
 		switch {
 		case st.raw != nil:
 			raws = append(raws, st.raw)
-		case blobRef(st.event) != "":
+		case st.loose:
 			loose = true
 		}
 	}
@@ -402,16 +503,6 @@ func (s *Sink) storeBlobs(ctx context.Context, batch []staged) ([]blobstore.Pack
 		return nil, err
 	}
 	return packed, nil
-}
-
-func blobRef(ev domain.Event) string {
-	switch e := ev.(type) {
-	case domain.MailReceived:
-		return e.BlobRef
-	case domain.MailFailed:
-		return e.BlobRef
-	}
-	return ""
 }
 
 // recordPacked writes where each packed blob lives, in the commit's
@@ -470,12 +561,24 @@ func mailReceivedFrom(s mimeparse.Summary) domain.MailReceived {
 		atts = append(atts, domain.Attachment{PartPath: a.PartPath, Filename: a.Filename, ContentType: a.ContentType,
 			ContentID: a.ContentID, Size: a.Size, Inline: a.Inline})
 	}
+	// The event keeps a bounded prefix of each body; the whole is in the
+	// raw mail, which the readers that need it parse again.
+	text, textCut := domain.BodyPrefix(s.TextBody, domain.MailBodyPrefixBytes)
+	html, htmlCut := domain.BodyPrefix(s.HTMLBody, domain.MailBodyPrefixBytes)
+	var textSize, htmlSize int64
+	if textCut {
+		textSize = int64(len(s.TextBody))
+	}
+	if htmlCut {
+		htmlSize = int64(len(s.HTMLBody))
+	}
 	return domain.MailReceived{
+		TextBodyTruncated: textCut, TextBodySize: textSize, HTMLBodyTruncated: htmlCut, HTMLBodySize: htmlSize,
 		MessageID: s.MessageID, InReplyTo: s.InReplyTo, References: s.References, Subject: s.Subject,
 		From: domain.Address{Name: s.From.Name, Email: s.From.Email}, ReplyTo: conv(s.ReplyTo), To: conv(s.To), Cc: conv(s.Cc),
 		DeliveredTo: s.DeliveredTo, ReturnPath: s.ReturnPath, ReturnPathEmpty: s.ReturnPathEmpty, Date: s.Date,
 		AutoSubmitted: s.AutoSubmitted, Precedence: s.Precedence, LoopHeaders: s.LoopHeaders,
 		ContentType: s.ContentType, ReportType: s.ReportType, BouncedMessageID: s.BouncedMessageID,
-		TextBody: s.TextBody, HTMLBody: s.HTMLBody, Attachments: atts, Warnings: s.Warnings,
+		TextBody: text, HTMLBody: html, Attachments: atts, Warnings: s.Warnings,
 	}
 }

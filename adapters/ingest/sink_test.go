@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -296,5 +297,181 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 20s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// appendRecorder records how many events and payload bytes each committed
+// transaction appended.
+type appendRecorder struct {
+	eventstore.Store
+	mu      sync.Mutex
+	batches []recordedBatch
+}
+
+type recordedBatch struct{ events, bytes int }
+
+func (s *appendRecorder) Update(ctx context.Context, fn func(context.Context, eventstore.Tx) error) error {
+	var b recordedBatch
+	err := s.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		b = recordedBatch{}
+		return fn(ctx, &recordingTx{Tx: tx, b: &b})
+	})
+	if err == nil && b.events > 0 {
+		s.mu.Lock()
+		s.batches = append(s.batches, b)
+		s.mu.Unlock()
+	}
+	return err
+}
+
+type recordingTx struct {
+	eventstore.Tx
+	b *recordedBatch
+}
+
+func (t *recordingTx) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (eventstore.AppendResult, error) {
+	for _, r := range reqs {
+		for _, e := range r.Events {
+			t.b.events++
+			t.b.bytes += len(e.Payload)
+		}
+	}
+	return t.Tx.Append(ctx, reqs...)
+}
+
+// bigTextMail is a small mail (packed, held until its batch commits) with
+// a text body of about n bytes.
+func bigTextMail(i, n int) string {
+	return testMail(i) + strings.Repeat("all work and no play makes a long mail\r\n", n/40)
+}
+
+func TestSink_BatchClosesByBytesBeforeItsCount(t *testing.T) {
+	t.Parallel()
+	store := &appendRecorder{Store: openBenchStore(t, "embedded")}
+	ctx := context.Background()
+	sink, _ := newTestSink(t, store, "acc1")
+	// given 300 mails of 60 KB: held raw until their batch commits, and
+	// each one's event carries body text besides, so the 300 together hold
+	// more than 32 MiB although they are fewer than a fetcher's 500
+	const mails = 300
+	for i := range mails {
+		raw := bigTextMail(i, 60<<10)
+		if out, err := sink.Receive(ctx, fmt.Sprintf("pop3/U%d", i), int64(len(raw)), strings.NewReader(raw)); err != nil ||
+			out.Status != mailsource.StatusReceived {
+			t.Fatalf("Receive %d = %+v, %v", i, out, err)
+		}
+	}
+	// when the fetcher commits what it staged
+	if err := sink.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// then the sink committed batches that closed by their bytes on the way
+	store.mu.Lock()
+	batches := slices.Clone(store.batches)
+	store.mu.Unlock()
+	total := 0
+	for _, b := range batches {
+		total += b.events
+	}
+	t.Logf("300 mails of 60 KB committed in %d transactions: %+v", len(batches), batches)
+	if total != mails {
+		t.Fatalf("%d events committed, want %d", total, mails)
+	}
+	if len(batches) < 2 {
+		t.Fatalf("all %d mails committed in %d transaction(s); want the batch closed by bytes (%d)", mails, len(batches), DefaultMaxStagedBytes)
+	}
+	for _, b := range batches {
+		// the events alone stay under the bound; the held raw mails as much again
+		if b.bytes > DefaultMaxStagedBytes {
+			t.Errorf("a batch of %d events holds %d payload bytes, more than %d", b.events, b.bytes, DefaultMaxStagedBytes)
+		}
+	}
+	if n := len(mailEvents(t, store.Store)[domain.MailReceivedName]); n != mails {
+		t.Errorf("%d MailReceived stored, want %d", n, mails)
+	}
+}
+
+func TestSink_EarlyCommitFailureStopsThePoll(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	blobs, err := blobstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// given a sink that commits after every mail, through a failing store
+	sink, err := NewSink(SinkConfig{Store: failingStore{store}, Blobs: blobs, AccountID: "acc1", Now: fixedNow, MaxStagedBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var recvErr error
+	for i := range 3 {
+		if _, recvErr = sink.Receive(ctx, fmt.Sprintf("pop3/U%d", i), -1, strings.NewReader(testMail(i))); recvErr != nil {
+			break
+		}
+	}
+	// then a later Receive reports the early commit's failure, and so does Commit
+	if recvErr == nil {
+		t.Error("Receive after a failed early commit succeeded; want the poll stopped")
+	}
+	if err := sink.Commit(ctx); err == nil {
+		t.Error("Commit after a failed early commit succeeded")
+	}
+	if n := len(mailEvents(t, store)); n != 0 {
+		t.Errorf("%d event types stored, want none", n)
+	}
+}
+
+func TestSink_EventKeepsABoundedBodyPrefix(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	ctx := context.Background()
+	sink, _ := newTestSink(t, store, "acc1")
+	// given a mail with 1.5 MB of text full of control bytes (six bytes
+	// each in JSON) and 1.5 MB of HTML, and a small one
+	text := strings.Repeat("\x01\x02ab\r\n", 250_000)
+	html := strings.Repeat("<p>x & y</p>\r\n", 110_000)
+	big := "From: a@example.org\r\nTo: support@example.org\r\nSubject: big\r\nMessage-ID: <big@example.org>\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" +
+		html + "\r\n--b--\r\n"
+	for i, raw := range []string{big, testMail(2)} {
+		if out, err := sink.Receive(ctx, fmt.Sprintf("pop3/U%d", i), int64(len(raw)), strings.NewReader(raw)); err != nil ||
+			out.Status != mailsource.StatusReceived {
+			t.Fatalf("Receive %d = %+v, %v", i, out, err)
+		}
+	}
+	if err := sink.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range mailEvents(t, store)[domain.MailReceivedName] {
+		var m domain.MailReceived
+		if err := json.Unmarshal(e.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("mail %s of %d bytes: event payload %d bytes", m.SourceKey, m.Size, len(e.Payload))
+		if m.SourceKey == "pop3/U1" {
+			// then a small mail keeps its bodies whole
+			if strings.TrimSpace(m.TextBody) != "body 2" || m.TextBodyTruncated || m.HTMLBodyTruncated {
+				t.Errorf("small mail: text %q, truncated %v/%v", m.TextBody, m.TextBodyTruncated, m.HTMLBodyTruncated)
+			}
+			continue
+		}
+		// then the big one's event holds a prefix of each body, bounded in
+		// its JSON bytes, and says how big the whole is
+		if len(e.Payload) > 2*domain.MailBodyPrefixBytes+4<<10 {
+			t.Errorf("event payload is %d bytes, want at most two body prefixes of %d and the header fields", len(e.Payload), domain.MailBodyPrefixBytes)
+		}
+		if !m.TextBodyTruncated || !m.HTMLBodyTruncated {
+			t.Errorf("truncated text %v, HTML %v; want both", m.TextBodyTruncated, m.HTMLBodyTruncated)
+		}
+		lf := func(s string) string { return strings.ReplaceAll(s, "\r\n", "\n") }
+		if !strings.HasPrefix(lf(text), m.TextBody) || len(m.TextBody) < 10_000 || !strings.HasPrefix(lf(html), m.HTMLBody) ||
+			len(m.HTMLBody) < 10_000 {
+			t.Errorf("prefixes of %d and %d bytes are not the bodies' starts", len(m.TextBody), len(m.HTMLBody))
+		}
+		if m.TextBodySize < int64(len(m.TextBody))*10 || m.HTMLBodySize < int64(len(m.HTMLBody))*10 {
+			t.Errorf("whole sizes %d and %d, want those of the bodies parsed", m.TextBodySize, m.HTMLBodySize)
+		}
 	}
 }

@@ -59,7 +59,12 @@ type Sink interface {
 	// Oversize stages a MailFailed for a mail not downloaded because size
 	// exceeds the account's max_mail_size.
 	Oversize(ctx context.Context, key string, size int64) error
-	// Commit makes everything staged durable in one transaction.
+	// Commit makes everything staged durable in one transaction. A sink may
+	// make part of a batch durable earlier, on its own (ingest does when
+	// the staged bytes pass its bound); Commit then also reports those
+	// parts. The fetcher's side is unchanged: it deletes or moves a batch
+	// only after Commit returns nil, and a mail committed early but not
+	// deleted is found by Known on the next poll.
 	Commit(ctx context.Context) error
 }
 

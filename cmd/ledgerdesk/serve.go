@@ -23,6 +23,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/oauth"
 	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
 	"github.com/ledgerdesk/ledgerdesk/api"
+	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
@@ -55,6 +56,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("%s: %w", envSecretKey, err)
 	}
+	// Our Message-IDs carry a check keyed from the secret, so that a reply
+	// or bounce cannot be attached to a ticket by someone who knows its id.
+	messageIDKey := domain.DeriveMessageIDKey(key)
 	blobs, err := blobstore.NewFS(filepath.Join(cfg.DataDir, "blobs"))
 	if err != nil {
 		return fmt.Errorf("blob store under %s (%s): %w", cfg.DataDir, envDataDir, err)
@@ -93,7 +97,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	tickets := projections.NewTickets(st, st.Reader, logger)
 	users := projections.NewUsers(st, st.Reader, logger)
 	locations := projections.NewLocations(st, st.Reader, logger)
-	intake := ticketing.NewProcessManager(st, now, logger)
+	intake := ticketing.NewProcessManager(st, now, messageIDKey, logger)
 	takeOn := ticketing.TakeOnBatchEmbedded
 	if st.Kind == "postgres" {
 		takeOn = ticketing.TakeOnBatchPostgres
@@ -106,7 +110,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
 			PollNow: sched.PollNow, Check: checkAccount(st, box, tokens.AccessToken, logger), OAuth: oauthPort(tokens),
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
-			Commands:    ticketing.NewCommands(st),
+			Commands:    ticketing.NewCommands(st, messageIDKey),
 			Bodies:      api.MailBodies{Blobs: blobs},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
