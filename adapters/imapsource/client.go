@@ -40,6 +40,8 @@ type session struct {
 	leaked bool
 	// refused collects NO replies that did not stop the poll.
 	refused []error
+	// unrouted holds FETCH responses go-imap could not route by UID.
+	unrouted *unrouted
 }
 
 // dial connects, waits for the greeting and logs in.
@@ -52,7 +54,7 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("imapsource: connect %s: %w", addr, err)
 	}
 	wd, conn := watch(ctx, raw, cfg.Timeout)
-	s := &session{wd: wd, f: f, existing: map[string]bool{}}
+	s := &session{wd: wd, f: f, existing: map[string]bool{}, unrouted: newUnrouted()}
 	fail := func(err error) (*session, error) {
 		if s.c != nil {
 			_ = s.c.Close()
@@ -67,7 +69,8 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	opts := &imapclient.Options{TLSConfig: tlsCfg}
+	opts := &imapclient.Options{TLSConfig: tlsCfg,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Fetch: s.unrouted.handle}}
 	switch cfg.Security {
 	case mailsource.SecurityTLS:
 		tc := tls.Client(conn, tlsCfg)

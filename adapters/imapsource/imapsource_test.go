@@ -863,3 +863,64 @@ func TestLiteralGuard(t *testing.T) {
 		})
 	}
 }
+
+// A server may send a FETCH response's items in any order (RFC 9051
+// section 7.5.2): BODY[] before UID must import the mail all the same.
+func TestPoll_bodyBeforeUID(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{bodyFirst: true})
+	ts.deliver(t, "INBOX", testMails(3, "body first")...)
+	cfg := ts.config(t)
+	cfg.BatchSize = 2
+	f := mustNew(t, cfg)
+	sink := newFakeSink()
+
+	res := mustPoll(t, f, sink)
+
+	if diff := cmp.Diff(mailsource.PollResult{Fetched: 3, Deleted: 3}, res); diff != "" {
+		t.Errorf("Poll() (-want +got):\n%s", diff)
+	}
+	uv := uidValidity(t, ts, "INBOX")
+	for i := 1; i <= 3; i++ {
+		key := SourceKey("INBOX", uv, imap.UID(i))
+		if got, want := string(sink.bodies[key]), string(testMail(fmt.Sprintf("body first %d", i))); got != want {
+			t.Errorf("body of %s = %q, want %q", key, got, want)
+		}
+	}
+	if got := ts.count(t, "INBOX"); got != 0 {
+		t.Errorf("INBOX holds %d mails, want 0", got)
+	}
+
+	// A mail larger than what is spooled in memory goes through a file.
+	big := testMail("big " + strings.Repeat("x", 3*spoolMemory/2))
+	ts.deliver(t, "INBOX", big)
+	res = mustPoll(t, f, sink)
+	if diff := cmp.Diff(mailsource.PollResult{Fetched: 1, Deleted: 1}, res); diff != "" {
+		t.Errorf("Poll() of a big mail (-want +got):\n%s", diff)
+	}
+	if got := sink.bodies[SourceKey("INBOX", uv, 4)]; string(got) != string(big) {
+		t.Errorf("big mail arrived with %d bytes, want %d", len(got), len(big))
+	}
+}
+
+// A mail the server sends without any UID cannot be keyed: it stays on the
+// server and the poll says so instead of skipping it silently.
+func TestPoll_mailWithoutUIDIsReported(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{bodyFirst: true, omitUID: true})
+	ts.deliver(t, "INBOX", testMail("no uid"))
+	f := mustNew(t, ts.config(t))
+	sink := newFakeSink()
+
+	res, err := f.Poll(context.Background(), sink)
+
+	if !errors.Is(err, ErrNoUID) {
+		t.Errorf("Poll() error = %v, want ErrNoUID", err)
+	}
+	if diff := cmp.Diff(mailsource.PollResult{}, res); diff != "" {
+		t.Errorf("Poll() (-want +got):\n%s", diff)
+	}
+	if got := ts.count(t, "INBOX"); got != 1 {
+		t.Errorf("INBOX holds %d mails, want 1", got)
+	}
+}

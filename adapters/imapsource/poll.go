@@ -219,7 +219,7 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			UID:         true,
 			BodySection: []*imap.FetchItemBodySection{{Peek: true}}, // BODY.PEEK[]: leaves \Seen alone
 		})
-		err := s.receive(ctx, sink, fc, byUID, func(uid imap.UID, out mailsource.Outcome) {
+		stage := func(uid imap.UID, out mailsource.Outcome) {
 			if out.Status == mailsource.StatusFailed {
 				failed.AddNum(uid)
 				nFailed++
@@ -227,16 +227,24 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			}
 			received.AddNum(uid)
 			nReceived++
-		})
+		}
+		err := s.receive(ctx, sink, fc, byUID, stage)
 		if err != nil {
+			s.unrouted.drop()
 			s.abandon(fc)
 			return nil, err
 		}
-		if err := fc.Close(); err != nil {
-			var ie *imap.Error
-			if !errors.As(err, &ie) {
-				return nil, fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", err)
-			}
+		closeErr := fc.Close()
+		var ie *imap.Error
+		if closeErr != nil && !errors.As(closeErr, &ie) {
+			s.unrouted.drop()
+			return nil, fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", closeErr)
+		}
+		seen := func(uid imap.UID) bool { return received.Contains(uid) || failed.Contains(uid) }
+		if err := s.receiveUnrouted(ctx, sink, byUID, seen, stage); err != nil {
+			return nil, err
+		}
+		if closeErr != nil {
 			// The server refused some mails but sent the others whole: commit
 			// those, so that one mail the server cannot read never holds up
 			// the rest. The refused ones stay and are reported with the
@@ -244,7 +252,7 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			missing := unreceived(fetch, received, failed)
 			s.f.log.Warn("imap server refused to send some mails; the others are imported",
 				"reply", replyText(ie), "uids", missing.String())
-			s.refused = append(s.refused, serverError("UID FETCH "+missing.String()+" BODY.PEEK[]", err))
+			s.refused = append(s.refused, serverError("UID FETCH "+missing.String()+" BODY.PEEK[]", closeErr))
 		}
 	}
 
@@ -324,6 +332,47 @@ func (s *session) receive(ctx context.Context, sink mailsource.Sink, fc *imapcli
 				staged(uid, out)
 			}
 		}
+	}
+	return nil
+}
+
+// receiveUnrouted hands the sink the mails of the finished fetch whose
+// BODY[] came before their UID (see unrouted), in the order they came.
+func (s *session) receiveUnrouted(ctx context.Context, sink mailsource.Sink, byUID map[imap.UID]listed, seen func(imap.UID) bool,
+	staged func(imap.UID, mailsource.Outcome)) error {
+	mails := s.unrouted.take()
+	defer func() {
+		for _, m := range mails {
+			m.sp.close()
+		}
+	}()
+	for _, um := range mails {
+		if um.err != nil {
+			return fmt.Errorf("imapsource: receive message %d: %w", um.seq, s.wrap(um.err))
+		}
+		m, ok := byUID[um.uid]
+		switch {
+		case um.uid == 0:
+			s.refused = append(s.refused, fmt.Errorf("%w: message %d stays on the server", ErrNoUID, um.seq))
+			continue
+		case !ok || seen(um.uid):
+			continue // not asked for in this batch, or sent twice
+		}
+		size := m.size
+		if size < 0 {
+			size = um.sp.size
+		}
+		r, err := um.sp.reader()
+		if err != nil {
+			return err
+		}
+		resume := s.wd.pause() // the connection is idle meanwhile
+		out, err := sink.Receive(ctx, m.key, size, r)
+		resume()
+		if err != nil {
+			return fmt.Errorf("imapsource: receive %s: %w", m.key, err)
+		}
+		staged(um.uid, out)
 	}
 	return nil
 }
