@@ -34,6 +34,8 @@ type session struct {
 
 	// folders known to exist (created or listed) in this session
 	existing map[string]bool
+	// uncreatable holds the refusal of folders CREATE failed for.
+	uncreatable map[string]error
 	// literalBroken: a FETCH literal failed mid-read; see abandon.
 	literalBroken bool
 	// leaked: the client could not be drained; Close would hang.
@@ -54,7 +56,7 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("imapsource: connect %s: %w", addr, err)
 	}
 	wd, conn := watch(ctx, raw, cfg.Timeout)
-	s := &session{wd: wd, f: f, existing: map[string]bool{}, unrouted: newUnrouted()}
+	s := &session{wd: wd, f: f, existing: map[string]bool{}, uncreatable: map[string]error{}, unrouted: newUnrouted()}
 	fail := func(err error) (*session, error) {
 		if s.c != nil {
 			_ = s.c.Close()

@@ -924,3 +924,97 @@ func TestPoll_mailWithoutUIDIsReported(t *testing.T) {
 		t.Errorf("INBOX holds %d mails, want 1", got)
 	}
 }
+
+// An after-import step the server refuses (no right to create the error
+// folder, a full quota) leaves those mails where they are: new mail is
+// still imported, the step is tried again on every poll, and each poll
+// reports it with the server's words.
+func TestPoll_refusedAfterImportStepDoesNotBlockNewMail(t *testing.T) {
+	t.Parallel()
+	const noPerm = "NO [NOPERM] Permission denied"
+	const overQuota = "NO [OVERQUOTA] Quota exceeded (mailbox for user is full)"
+	tests := []struct {
+		name      string
+		opts      serverOptions
+		configure func(*Config)
+		first     []byte // besides a good mail
+		wantFirst mailsource.PollResult
+		reply     string
+		// wantLast is the poll after the server gives in.
+		wantLast mailsource.PollResult
+	}{
+		{
+			name:      "the error folder cannot be created",
+			opts:      serverOptions{refuseCreate: []string{DefaultErrorFolder}},
+			first:     testMail("GARBAGE 1"),
+			wantFirst: mailsource.PollResult{Fetched: 1, Failed: 1, Deleted: 1},
+			reply:     noPerm,
+			wantLast:  mailsource.PollResult{Skipped: 1, Deleted: 1},
+		},
+		{
+			name:      "the move folder is over quota",
+			opts:      serverOptions{preCreate: []string{"Done"}, refuseMove: []string{"Done"}},
+			configure: func(c *Config) { c.AfterImport, c.MoveFolder = mailsource.AfterImportMove, "Done" },
+			first:     testMail("good 0"),
+			wantFirst: mailsource.PollResult{Fetched: 2},
+			reply:     overQuota,
+			wantLast:  mailsource.PollResult{Skipped: 3, Deleted: 3},
+		},
+		{
+			name:      "the move folder is over quota, on a server without MOVE",
+			opts:      serverOptions{caps: imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}}, preCreate: []string{"Done"}, refuseMove: []string{"Done"}},
+			configure: func(c *Config) { c.AfterImport, c.MoveFolder = mailsource.AfterImportMove, "Done" },
+			first:     testMail("good 0"),
+			wantFirst: mailsource.PollResult{Fetched: 2},
+			reply:     overQuota,
+			wantLast:  mailsource.PollResult{Skipped: 3, Deleted: 3},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, tc.opts)
+			ts.deliver(t, "INBOX", tc.first, testMail("good 1"))
+			cfg := ts.config(t)
+			if tc.configure != nil {
+				tc.configure(&cfg)
+			}
+			f := mustNew(t, cfg)
+			sink := newFakeSink()
+
+			res, err := f.Poll(context.Background(), sink)
+			if diff := cmp.Diff(tc.wantFirst, res); diff != "" {
+				t.Errorf("first Poll() (-want +got):\n%s", diff)
+			}
+			if got := mailsource.ServerReply(err); got != tc.reply {
+				t.Errorf("first Poll() reply = %q (%v), want %q", got, err, tc.reply)
+			}
+
+			// when: new mail arrives while the server still refuses
+			ts.deliver(t, "INBOX", testMail("good 2"))
+			res, err = f.Poll(context.Background(), sink)
+			if res.Fetched != 1 {
+				t.Errorf("second Poll() = %+v (err %v), want the new mail fetched", res, err)
+			}
+			if got := mailsource.ServerReply(err); got != tc.reply {
+				t.Errorf("second Poll() reply = %q (%v), want %q", got, err, tc.reply)
+			}
+			if got := len(sink.received); got != 3 {
+				t.Errorf("sink received %d mails, want 3", got)
+			}
+
+			// then: once the server gives in, the next poll finishes the step
+			ts.refuse(nil, nil)
+			res, err = f.Poll(context.Background(), sink)
+			if err != nil {
+				t.Errorf("third Poll() error = %v", err)
+			}
+			if diff := cmp.Diff(tc.wantLast, res); diff != "" {
+				t.Errorf("third Poll() (-want +got):\n%s", diff)
+			}
+			if got := ts.count(t, "INBOX"); got != 0 {
+				t.Errorf("INBOX holds %d mails, want 0", got)
+			}
+		})
+	}
+}

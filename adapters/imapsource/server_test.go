@@ -69,8 +69,27 @@ type testServer struct {
 	certPE []byte // PEM of the self-signed certificate (tls/startTLS)
 	trace  *syncBuffer
 
-	mu   sync.Mutex
-	raws map[string][]byte // delivered mails by folder + "/" + UID
+	mu           sync.Mutex
+	raws         map[string][]byte // delivered mails by folder + "/" + UID
+	refuseCreate []string
+	refuseMove   []string
+}
+
+// refuse sets the folders whose CREATE, and into which MOVE and COPY, the
+// server refuses from now on.
+func (ts *testServer) refuse(create, move []string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.refuseCreate, ts.refuseMove = create, move
+}
+
+func (ts *testServer) refuses(create bool, folder string) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if create {
+		return slices.Contains(ts.refuseCreate, folder)
+	}
+	return slices.Contains(ts.refuseMove, folder)
 }
 
 // startServer runs go-imap's in-memory server on 127.0.0.1:0 until the
@@ -92,7 +111,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 			tb.Fatalf("create %s: %v", f, err)
 		}
 	}
-	ts := &testServer{user: u, trace: &syncBuffer{}}
+	ts := &testServer{user: u, trace: &syncBuffer{}, refuseCreate: o.refuseCreate, refuseMove: o.refuseMove}
 	var tlsCfg *tls.Config
 	if o.tls || o.startTLS {
 		cert, pemBytes := selfSigned(tb)
@@ -106,7 +125,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 		Logger:       discardLogger{},
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &testSession{user: u, password: o.password, mechs: o.mechs, unreadable: o.unreadable,
-				bodyFirst: o.bodyFirst, omitUID: o.omitUID, refuseCreate: o.refuseCreate, refuseMove: o.refuseMove, ts: ts}, nil, nil
+				bodyFirst: o.bodyFirst, omitUID: o.omitUID, ts: ts}, nil, nil
 		},
 	}
 	if o.startTLS {
@@ -206,12 +225,10 @@ type testSession struct {
 	mechs      []string
 	unreadable imap.UID
 
-	bodyFirst    bool
-	omitUID      bool
-	refuseCreate []string
-	refuseMove   []string
-	ts           *testServer
-	selected     string
+	bodyFirst bool
+	omitUID   bool
+	ts        *testServer
+	selected  string
 }
 
 func (s *testSession) Select(mailbox string, options *imap.SelectOptions) (*imap.SelectData, error) {
@@ -223,21 +240,21 @@ func (s *testSession) Select(mailbox string, options *imap.SelectOptions) (*imap
 }
 
 func (s *testSession) Create(mailbox string, options *imap.CreateOptions) error {
-	if slices.Contains(s.refuseCreate, mailbox) {
+	if s.ts.refuses(true, mailbox) {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNoPerm, Text: "Permission denied"}
 	}
 	return s.UserSession.Create(mailbox, options)
 }
 
 func (s *testSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	if slices.Contains(s.refuseMove, dest) {
+	if s.ts.refuses(false, dest) {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "Quota exceeded (mailbox for user is full)"}
 	}
 	return s.UserSession.Move(w, numSet, dest)
 }
 
 func (s *testSession) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
-	if slices.Contains(s.refuseMove, dest) {
+	if s.ts.refuses(false, dest) {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "Quota exceeded (mailbox for user is full)"}
 	}
 	return s.UserSession.Copy(numSet, dest)
