@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -297,4 +298,34 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestSink_DigestsNameTheCommittedBytes(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, store eventstore.Store) {
+		ctx := context.Background()
+		sink, _ := newTestSink(t, store, "acc1")
+		small := testMail(1)
+		large := testMail(2) + strings.Repeat("x", 2*smallMail)
+		for key, raw := range map[string]string{"pop3/a": small, "pop3/b": large, "pop3/c": ""} {
+			if _, err := sink.Receive(ctx, key, -1, strings.NewReader(raw)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sink.Oversize(ctx, "pop3/d", 1<<30); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := sink.Digests(ctx, []string{"pop3/a", "pop3/b", "pop3/c", "pop3/d", "pop3/never"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hexOf := func(s string) string { return blobstore.RefFromDigest(sha256.Sum256([]byte(s))).Hex() }
+		want := map[string]string{"pop3/a": hexOf(small), "pop3/b": hexOf(large), "pop3/c": hexOf("")}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Digests() = %v, want %v", got, want)
+		}
+	})
 }

@@ -74,6 +74,18 @@ type AsyncCommitter interface {
 	StartCommit(ctx context.Context) (wait func() error)
 }
 
+// ContentDigests is implemented by sinks that remember which bytes were
+// committed under a key. A fetcher whose server may give a key to another
+// mail later (a POP3 server reusing a UIDL) compares a mail's bytes with
+// them before it deletes a mail committed by an earlier poll.
+type ContentDigests interface {
+	// Digests returns the lower-case hex SHA-256 of the raw mail committed
+	// under each key whose bytes were stored (the blob ref without its
+	// "sha256:"); keys never committed, or committed without bytes (an
+	// oversize mail), are missing.
+	Digests(ctx context.Context, keys []string) (map[string]string, error)
+}
+
 // PollResult counts what one poll did; the mailbox-status view shows it.
 type PollResult struct {
 	Fetched  int // mails newly committed as received

@@ -550,6 +550,7 @@ type entry struct {
 	num  int
 	uidl string
 	size int64
+	key  string // the source key; set by the poll
 }
 
 // scan lists the maildrop with UIDL and LIST (pipelined when allowed) and
