@@ -329,3 +329,91 @@ func TestSink_DigestsNameTheCommittedBytes(t *testing.T) {
 		}
 	})
 }
+
+// switchFetcher returns an empty result, or err when set.
+type switchFetcher struct{ err error }
+
+func (f *switchFetcher) Poll(context.Context, mailsource.Sink) (mailsource.PollResult, error) {
+	return mailsource.PollResult{}, f.err
+}
+
+func (f *switchFetcher) Check(context.Context) error { return nil }
+
+func TestScheduler_RecordsOnlyPollsThatTellSomethingNew(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	blobs, _ := blobstore.NewFS(t.TempDir())
+	clock := fixedNow()
+	now := func() time.Time { clock = clock.Add(time.Second); return clock }
+	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: now,
+		Accounts: func(context.Context) ([]Account, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetcher := &switchFetcher{}
+	acc := Account{ID: "idle", Fetcher: fetcher}
+	ctx := context.Background()
+	events := func() int64 {
+		t.Helper()
+		n, err := store.StreamVersion(ctx, MailboxStream("idle"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	failures := 0
+	poll := func(times int) {
+		t.Helper()
+		for range times {
+			if _, err := s.PollOnce(ctx, acc, failures); err != nil {
+				failures++
+			} else {
+				failures = 0
+			}
+		}
+	}
+
+	poll(50)
+	if n := events(); n != 1 {
+		t.Errorf("50 idle polls appended %d events, want 1", n)
+	}
+	live, ok := s.Liveness("idle")
+	if !ok || !live.CheckedAt.Equal(clock) || live.Failures != 0 {
+		t.Errorf("Liveness() = %+v, %v; want the last poll's time %v and no failures", live, ok, clock)
+	}
+
+	fetcher.err = &mailsource.ServerError{Op: "login", Reply: "NO [UNAVAILABLE] Maintenance", Err: errors.New("refused")}
+	poll(1)
+	if n := events(); n != 2 {
+		t.Errorf("a failing poll after them: %d events, want 2", n)
+	}
+	poll(10)
+	if n := events(); n != 2 {
+		t.Errorf("the same failure repeated: %d events, want still 2", n)
+	}
+	if live, _ := s.Liveness("idle"); live.Failures != 11 || !live.CheckedAt.Equal(clock) {
+		t.Errorf("Liveness() = %+v, want 11 failures in a row at %v", live, clock)
+	}
+
+	fetcher.err = &mailsource.ServerError{Op: "login", Reply: "NO [AUTHENTICATIONFAILED] Authentication failed.", Err: errors.New("refused")}
+	poll(1)
+	if n := events(); n != 3 {
+		t.Errorf("another failure: %d events, want 3", n)
+	}
+	fetcher.err = nil
+	poll(3)
+	if n := events(); n != 4 {
+		t.Errorf("recovery and idle polls: %d events, want 4", n)
+	}
+	evs, err := store.ReadStream(ctx, MailboxStream("idle"), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last domain.MailboxPolled
+	if err := json.Unmarshal(evs[len(evs)-1].Payload, &last); err != nil {
+		t.Fatal(err)
+	}
+	if last.Error != "" || last.Failures != 0 {
+		t.Errorf("last recorded outcome = %+v, want the recovery", last)
+	}
+}

@@ -86,3 +86,12 @@ func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.Acce
 		return f.Check(ctx)
 	}
 }
+
+// mailboxLiveness gives the API when the scheduler last polled an account:
+// idle polls are not recorded as events.
+func mailboxLiveness(sched *ingest.Scheduler) func(accountID string) (api.MailboxLiveness, bool) {
+	return func(accountID string) (api.MailboxLiveness, bool) {
+		l, ok := sched.Liveness(accountID)
+		return api.MailboxLiveness(l), ok
+	}
+}
