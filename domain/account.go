@@ -83,6 +83,12 @@ type InboundAccount struct {
 	// with (XOAUTH2 for IMAP and POP3, the token for Graph); the password
 	// is then not used.
 	OAuthConnectionID string `json:"oauth_connection_id,omitempty"`
+
+	// AllowPlaintextAuth lets the account log in with a password (LOGIN,
+	// USER/PASS, PLAIN) or an OAuth token over a connection without TLS
+	// (security none). Without it such a login is refused; CRAM-MD5, which
+	// sends no password, stays allowed.
+	AllowPlaintextAuth bool `json:"allow_plaintext_auth,omitempty"`
 }
 
 // HasInlineOAuth says whether the account still carries the OAuth fields
@@ -384,6 +390,7 @@ func changedFields(a, b InboundAccount) []string {
 	add("category", a.Category != b.Category)
 	add("priority", a.Priority != b.Priority)
 	add("oauth_connection_id", a.OAuthConnectionID != b.OAuthConnectionID)
+	add("allow_plaintext_auth", a.AllowPlaintextAuth != b.AllowPlaintextAuth)
 	return out
 }
 

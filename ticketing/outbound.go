@@ -1250,11 +1250,11 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 	if acc.SentFolderAccountID != "" {
 		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP {
 			// The Sent folder is logged into exactly as the account's
-			// fetcher logs in: its OAuth connection, prevent_plain_login and
-			// extra CA apply here too.
+			// fetcher logs in: its OAuth connection, prevent_plain_login,
+			// allow_plaintext_auth and extra CA apply here too.
 			folder := smtpsend.SentFolder{Host: in.Host, Port: in.Port, Security: in.Security, TLSSkipVerify: in.TLSSkipVerify,
 				TLSServerName: in.TLSServerName, RootCAs: s.o.RootCAs, CACertPEM: []byte(in.CACertPEM), Username: in.Username,
-				PreventPlainLogin: in.PreventPlainLogin, Folder: acc.SentFolder}
+				PreventPlainLogin: in.PreventPlainLogin, AllowPlaintextAuth: in.AllowPlaintextAuth, Folder: acc.SentFolder}
 			var err error
 			if in.OAuthConnectionID != "" {
 				folder.TokenSource = s.tokenSource(in.OAuthConnectionID, domain.ProtocolIMAP)

@@ -98,8 +98,8 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// login authenticates as Config says; see Config.PreventPlainLogin and
-// Config.TokenSource.
+// login authenticates as Config says; see Config.PreventPlainLogin,
+// Config.TokenSource and Config.AllowPlaintextAuth.
 func (s *session) login(ctx context.Context) error {
 	cfg := s.f.cfg
 	if s.c.State() == imap.ConnStateAuthenticated {
@@ -110,8 +110,17 @@ func (s *session) login(ctx context.Context) error {
 	has := func(mech string) bool {
 		return slices.ContainsFunc(offered, func(m string) bool { return strings.EqualFold(m, mech) })
 	}
+	// Without TLS nothing but a CRAM-MD5 digest may cross, unless allowed.
+	exposed := cfg.Security == mailsource.SecurityNone && !cfg.AllowPlaintextAuth
 	var client sasl.Client
 	switch {
+	case cfg.TokenSource != nil && exposed:
+		return fmt.Errorf("%w: XOAUTH2 would send the access token in clear text", mailsource.ErrPlaintextAuth)
+	case exposed && has(saslclient.CRAMMD5):
+		client = saslclient.NewCRAMMD5Client(cfg.Username, cfg.Password)
+	case exposed:
+		return fmt.Errorf("%w: the server offers %s, and only CRAM-MD5 keeps the password off the wire",
+			mailsource.ErrPlaintextAuth, describeMechs(offered))
 	case cfg.TokenSource != nil:
 		if !has(saslclient.XOAuth2) {
 			return fmt.Errorf("%w: XOAUTH2 is needed for the OAuth2 login, the server offers %s", ErrNoMechanism, describeMechs(offered))

@@ -573,7 +573,7 @@ func TestCheck(t *testing.T) {
 			time.Sleep(5 * time.Second)
 		}()
 		cfg := Config{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Security: mailsource.SecurityNone,
-			Username: "u", Password: "p", Timeout: 200 * time.Millisecond}
+			AllowPlaintextAuth: true, Username: "u", Password: "p", Timeout: 200 * time.Millisecond}
 
 		err = mustNew(t, cfg).Check(context.Background())
 
@@ -1014,6 +1014,68 @@ func TestPoll_refusedAfterImportStepDoesNotBlockNewMail(t *testing.T) {
 			}
 			if got := ts.count(t, "INBOX"); got != 0 {
 				t.Errorf("INBOX holds %d mails, want 0", got)
+			}
+		})
+	}
+}
+
+// Without TLS no password and no token crosses the wire unless the account
+// allows it; CRAM-MD5, which sends only a digest, is used when offered.
+func TestLogin_withoutTLS(t *testing.T) {
+	t.Parallel()
+	token := func(context.Context) (string, error) { return testToken, nil }
+	tests := []struct {
+		name      string
+		server    serverOptions
+		configure func(*Config)
+		wantCmd   string // "" when the login must be refused before any is sent
+	}{
+		{name: "LOGIN is refused", configure: func(*Config) {}},
+		{name: "prevent_plain_login's AUTHENTICATE PLAIN is refused", server: serverOptions{mechs: []string{"PLAIN"}},
+			configure: func(c *Config) { c.PreventPlainLogin = true }},
+		{name: "XOAUTH2 is refused", server: serverOptions{mechs: []string{"PLAIN", "XOAUTH2"}},
+			configure: func(c *Config) { c.Password, c.TokenSource = "", token }},
+		{name: "CRAM-MD5 is used when offered", server: serverOptions{mechs: []string{"PLAIN", "CRAM-MD5"}},
+			configure: func(*Config) {}, wantCmd: "AUTHENTICATE CRAM-MD5"},
+		{name: "CRAM-MD5 is used with prevent_plain_login too", server: serverOptions{mechs: []string{"PLAIN", "CRAM-MD5"}},
+			configure: func(c *Config) { c.PreventPlainLogin = true }, wantCmd: "AUTHENTICATE CRAM-MD5"},
+		{name: "allow_plaintext_auth allows LOGIN",
+			configure: func(c *Config) { c.AllowPlaintextAuth = true }, wantCmd: "LOGIN"},
+		{name: "allow_plaintext_auth allows XOAUTH2", server: serverOptions{mechs: []string{"XOAUTH2"}},
+			configure: func(c *Config) { c.AllowPlaintextAuth, c.Password, c.TokenSource = true, "", token }, wantCmd: "AUTHENTICATE XOAUTH2"},
+		{name: "STARTTLS needs no allowance", server: serverOptions{startTLS: true},
+			configure: func(c *Config) { c.Security, c.TLSSkipVerify = mailsource.SecurityStartTLS, true }, wantCmd: "LOGIN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, tc.server)
+			ts.deliver(t, "INBOX", testMail("plaintext"))
+			cfg := ts.config(t)
+			cfg.AllowPlaintextAuth = false
+			tc.configure(&cfg)
+
+			res, err := mustNew(t, cfg).Poll(context.Background(), newFakeSink())
+
+			if tc.wantCmd == "" {
+				if !errors.Is(err, mailsource.ErrPlaintextAuth) {
+					t.Fatalf("Poll() error = %v, want ErrPlaintextAuth", err)
+				}
+				for _, c := range ts.commands() {
+					if strings.HasPrefix(c, "LOGIN") || strings.HasPrefix(c, "AUTHENTICATE") {
+						t.Errorf("sent %q without TLS", c)
+					}
+				}
+				if strings.Contains(ts.trace.String(), testPassword) {
+					t.Error("the password crossed the wire in clear text")
+				}
+				return
+			}
+			if err != nil || res.Fetched != 1 {
+				t.Fatalf("Poll() = %+v, %v; want the mail fetched", res, err)
+			}
+			if cmds := ts.commands(); !slices.ContainsFunc(cmds, func(c string) bool { return strings.HasPrefix(c, tc.wantCmd) }) {
+				t.Errorf("commands %q lack %q", cmds, tc.wantCmd)
 			}
 		})
 	}

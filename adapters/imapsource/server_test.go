@@ -157,7 +157,7 @@ func (ts *testServer) config(tb testing.TB) Config {
 		tb.Fatal(err)
 	}
 	return Config{
-		Host: host, Port: p, Security: mailsource.SecurityNone,
+		Host: host, Port: p, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, // loopback test server
 		Username: testUser, Password: testPassword,
 		Timeout: 10 * time.Second,
 	}

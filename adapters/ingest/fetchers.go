@@ -68,7 +68,7 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 		f, err := imapsource.New(imapsource.Config{
 			Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 			TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
-			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, Folders: folders,
+			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, AllowPlaintextAuth: a.AllowPlaintextAuth, Folders: folders,
 			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder,
 			MaxMailSize: a.MaxMailSize, Timeout: fetchTimeout,
 		}, logger)
@@ -80,7 +80,8 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 	f, err := pop3source.New(pop3source.Config{
 		Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 		TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
-		TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, MaxMailSize: a.MaxMailSize,
+		TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, AllowPlaintextAuth: a.AllowPlaintextAuth,
+		MaxMailSize: a.MaxMailSize,
 		AfterImport: mailsource.AfterImport(a.AfterImport), Timeout: fetchTimeout,
 	}, logger)
 	if err != nil {

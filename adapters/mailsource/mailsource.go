@@ -130,6 +130,12 @@ const (
 	SecurityNone     Security = "none"     // plain text (tests, local relays)
 )
 
+// ErrPlaintextAuth means a login would send a password or an OAuth token
+// over a connection without TLS (security none) and the account does not
+// allow that (allow_plaintext_auth). CRAM-MD5 sends neither and is used
+// when the server offers it.
+var ErrPlaintextAuth = errors.New("mailsource: no password or token is sent without TLS (security none) unless allow_plaintext_auth is set")
+
 // AfterImport says what happens to a mail on the server once committed.
 type AfterImport string
 

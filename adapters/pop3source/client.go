@@ -418,12 +418,21 @@ func (c *client) startTLS(ctx context.Context, tlsCfg *tls.Config) error {
 	return c.capa()
 }
 
-// login authenticates: XOAUTH2 with a token source; with plain login
-// prevented, CRAM-MD5 on a connection without TLS when the server offers
-// it (the password never crosses in clear), else AUTH PLAIN; AUTH PLAIN
-// when the server offers it; USER/PASS otherwise.
+// login authenticates: without TLS and AllowPlaintextAuth, only CRAM-MD5
+// (the password never crosses in clear) or nothing; else XOAUTH2 with a
+// token source; with plain login prevented, CRAM-MD5 on a connection
+// without TLS when the server offers it, else AUTH PLAIN; AUTH PLAIN when
+// the server offers it; USER/PASS otherwise.
 func (c *client) login(ctx context.Context, cfg Config) error {
+	exposed := !c.overTLS && !cfg.AllowPlaintextAuth
 	switch {
+	case cfg.TokenSource != nil && exposed:
+		return fmt.Errorf("%w: XOAUTH2 would send the access token in clear text", mailsource.ErrPlaintextAuth)
+	case exposed && c.saslMechanism(saslclient.CRAMMD5):
+		return c.authCRAMMD5(cfg.Username, cfg.Password)
+	case exposed:
+		return fmt.Errorf("%w: the server offers no AUTH CRAM-MD5, which alone keeps the password off the wire",
+			mailsource.ErrPlaintextAuth)
 	case cfg.TokenSource != nil:
 		token, err := cfg.TokenSource(ctx)
 		if err != nil {

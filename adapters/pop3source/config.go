@@ -43,6 +43,10 @@ type Config struct {
 	// PreventPlainLogin forbids USER/PASS: the password only goes out inside
 	// AUTH PLAIN (RFC 5034), which also carries UTF-8 passwords intact.
 	PreventPlainLogin bool
+	// AllowPlaintextAuth lets a password or token cross a connection
+	// without TLS (Security none); without it the login uses CRAM-MD5 or
+	// fails with mailsource.ErrPlaintextAuth.
+	AllowPlaintextAuth bool
 	// MaxMailSize in octets as reported by LIST; 0 means unlimited. Larger
 	// mails are staged with Sink.Oversize and never downloaded.
 	MaxMailSize int64

@@ -588,7 +588,7 @@ func mail(id, body string) []byte {
 func fetcherFor(tb testing.TB, s *fakeServer, change func(*Config)) *Fetcher {
 	tb.Helper()
 	host, port := s.hostPort(tb)
-	cfg := Config{Host: host, Port: port, Security: mailsource.SecurityNone, Username: "alice", Password: "secret",
+	cfg := Config{Host: host, Port: port, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, Username: "alice", Password: "secret",
 		Timeout: 10 * time.Second}
 	if change != nil {
 		change(&cfg)

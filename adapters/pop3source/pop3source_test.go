@@ -849,3 +849,63 @@ func TestPoll_KnownMailWithoutProofIsNotDeleted(t *testing.T) {
 		t.Errorf("sent %d DELEs, want none", got)
 	}
 }
+
+// Without TLS no password and no token crosses the wire unless the account
+// allows it; CRAM-MD5, which sends only a digest, is used when offered.
+func TestCheck_LoginWithoutTLS(t *testing.T) {
+	t.Parallel()
+	token := func(context.Context) (string, error) { return "tok-123", nil }
+	tests := []struct {
+		name     string
+		server   func(*fakeServer)
+		change   func(*Config)
+		wantSent string // "" when the login must be refused before AUTH, USER or PASS
+	}{
+		{name: "USER/PASS is refused", server: func(s *fakeServer) { s.caps = []string{"USER", "UIDL"} }},
+		{name: "AUTH PLAIN is refused"},
+		{name: "prevent_plain_login's AUTH PLAIN is refused", change: func(c *Config) { c.PreventPlainLogin = true }},
+		{name: "XOAUTH2 is refused", server: func(s *fakeServer) { s.token = "tok-123" },
+			change: func(c *Config) { c.Password, c.TokenSource = "", token }},
+		{name: "CRAM-MD5 is used when offered", server: func(s *fakeServer) { s.caps = []string{"USER", "SASL PLAIN CRAM-MD5"} },
+			wantSent: "server AUTH CRAM-MD5"},
+		{name: "allow_plaintext_auth allows AUTH PLAIN", change: func(c *Config) { c.AllowPlaintextAuth = true },
+			wantSent: "server AUTH PLAIN"},
+		{name: "allow_plaintext_auth allows XOAUTH2", server: func(s *fakeServer) { s.token = "tok-123" },
+			change: func(c *Config) { c.AllowPlaintextAuth, c.Password, c.TokenSource = true, "", token }, wantSent: "server AUTH XOAUTH2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			j := &journal{}
+			srv := newFakeServer(t, j)
+			if tc.server != nil {
+				tc.server(srv)
+			}
+			srv.start()
+			err := fetcherFor(t, srv, func(c *Config) {
+				c.AllowPlaintextAuth = false
+				if tc.change != nil {
+					tc.change(c)
+				}
+			}).Check(t.Context())
+			entries := j.all()
+			if tc.wantSent == "" {
+				if !errors.Is(err, mailsource.ErrPlaintextAuth) {
+					t.Fatalf("Check() = %v, want ErrPlaintextAuth", err)
+				}
+				for _, p := range []string{"server AUTH", "server USER", "server PASS"} {
+					if slices.ContainsFunc(entries, prefixed(p)) {
+						t.Errorf("sent %q without TLS: %q", p, entries)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Check() = %v, want nil", err)
+			}
+			if !slices.ContainsFunc(entries, prefixed(tc.wantSent)) {
+				t.Errorf("sent %q, want a line starting %q", entries, tc.wantSent)
+			}
+		})
+	}
+}
