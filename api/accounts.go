@@ -23,6 +23,10 @@ const AccountsStream = "inbound-accounts"
 // checkTimeout bounds a connection check.
 const checkTimeout = 60 * time.Second
 
+// checkErrorLen bounds the error text a connection check answers; it
+// quotes the server's reply, which mailsource.MaxReplyLen bounds.
+const checkErrorLen = 400
+
 // LoadInboundAccounts folds the account stream: the registry (secrets
 // sealed) and the stream's version.
 func LoadInboundAccounts(ctx context.Context, store eventstore.Store) (domain.InboundAccounts, int64, error) {
@@ -348,7 +352,10 @@ func (s *server) checkAccount(c echo.Context) error {
 	defer cancel()
 	if err := s.opts.Check(ctx, a); err != nil {
 		s.logger.Info("connection check failed", "account", a.ID, "err", err)
-		return c.JSON(http.StatusOK, checkResult{Error: err.Error(), ServerReply: mailsource.ServerReply(err)})
+		// The account may point at a service that is no mail server: answer
+		// its first line only, bounded, never a whole banner or page.
+		return c.JSON(http.StatusOK, checkResult{Error: mailsource.Excerpt(err.Error(), checkErrorLen),
+			ServerReply: mailsource.Excerpt(mailsource.ServerReply(err), mailsource.MaxReplyLen)})
 	}
 	return c.JSON(http.StatusOK, checkResult{OK: true})
 }

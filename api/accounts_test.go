@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -389,5 +390,33 @@ func TestProblems_InternalDetailsStayInTheLog(t *testing.T) {
 	// and the log has the cause
 	if !strings.Contains(e.logs.String(), "closed") {
 		t.Errorf("the log does not say what failed:\n%s", e.logs.String())
+	}
+}
+
+// An account may point at any service; check answers the first line of
+// what it said, bounded and without control bytes, never its whole answer.
+func TestAccounts_CheckAnswersABoundedFirstLine(t *testing.T) {
+	t.Parallel()
+	banner := "HTTP/1.1 200 OK\x1b[31m " + strings.Repeat("x", 500) + "\r\nServer: internal-admin\r\n\r\n<html>secret dashboard</html>"
+	e := newEnv(t, backend{"embedded", openEmbedded}, func(o *Options, _ projections.Reader) {
+		o.Check = func(context.Context, domain.InboundAccount) error {
+			return &mailsource.ServerError{Op: "greeting", Reply: banner, Err: errors.New("not a mail server: " + banner)}
+		}
+	})
+	id := e.createAccount(t, "Probe")
+	var res checkResult
+	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts/"+id+"/check", e.tokens[domain.RoleAdmin], nil, http.StatusOK, &res)
+
+	if !strings.HasPrefix(res.ServerReply, "HTTP/1.1 200 OK[31m xxx") || utf8.RuneCountInString(res.ServerReply) > mailsource.MaxReplyLen+1 {
+		t.Errorf("server_reply = %q (%d characters), want the first line without control bytes, at most %d", res.ServerReply,
+			utf8.RuneCountInString(res.ServerReply), mailsource.MaxReplyLen)
+	}
+	for _, got := range []string{res.ServerReply, res.Error} {
+		if strings.Contains(got, "secret dashboard") || strings.Contains(got, "internal-admin") || strings.ContainsAny(got, "\r\n\x1b") {
+			t.Errorf("check answered more than a first line: %q", got)
+		}
+	}
+	if n := utf8.RuneCountInString(res.Error); n > checkErrorLen+1 || res.Error == "" {
+		t.Errorf("error has %d characters, want 1..%d: %q", n, checkErrorLen, res.Error)
 	}
 }

@@ -20,7 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Status of a source key that was committed before.
@@ -107,18 +110,49 @@ func (e *ServerError) Error() string {
 	if e.Reply == "" {
 		return fmt.Sprintf("%s: %v", e.Op, e.Err)
 	}
-	return fmt.Sprintf("%s: server said %q: %v", e.Op, e.Reply, e.Err)
+	return fmt.Sprintf("%s: server said %q: %v", e.Op, Excerpt(e.Reply, MaxReplyLen), e.Err)
 }
 
 func (e *ServerError) Unwrap() error { return e.Err }
 
-// ServerReply returns the server's words from err, or "" when err carries none.
+// MaxReplyLen bounds the server's words as errors, ServerReply and so the
+// mailbox status and "check connection" show them. Mail servers answer in
+// one short line; an account may point at any service, though, and its
+// banner or page is not ours to relay.
+const MaxReplyLen = 200
+
+// ServerReply returns the server's words from err, or "" when err carries
+// none: the first line, without control characters, at most MaxReplyLen
+// characters (see Excerpt).
 func ServerReply(err error) string {
 	var se *ServerError
 	if errors.As(err, &se) {
-		return se.Reply
+		return Excerpt(se.Reply, MaxReplyLen)
 	}
 	return ""
+}
+
+// Excerpt returns the first line of s without control characters and
+// invalid UTF-8, cut to at most maxLen characters (an ellipsis marks a
+// cut).
+func Excerpt(s string, maxLen int) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			continue
+		}
+		if n == maxLen {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }
 
 // Security is how a connection is protected.
