@@ -102,6 +102,22 @@ func (s *server) sealSecrets(a *domain.InboundAccount, cur domain.InboundAccount
 	return nil
 }
 
+// checkMailHost refuses a host that allowed_mail_hosts can never allow;
+// the fetcher checks the addresses it dials as well.
+func (s *server) checkMailHost(ctx context.Context, host string) error {
+	if host == "" {
+		return nil // Validate names the missing host
+	}
+	settings, err := LoadSettings(ctx, s.store)
+	if err != nil {
+		return err
+	}
+	if err := settings.CheckMailHost(host); err != nil {
+		return unprocessable(err)
+	}
+	return nil
+}
+
 // decisionError maps a refused account decision: not found and name taken
 // keep their sentinels (problem.go maps them), the rest is validation.
 func decisionError(err error) error {
@@ -129,6 +145,9 @@ func (s *server) createAccount(c echo.Context) error {
 		}
 	}
 	if err := s.checkConnectionRef(ctx, in.OAuthConnectionID, in.HasInlineOAuth()); err != nil {
+		return err
+	}
+	if err := s.checkMailHost(ctx, in.Host); err != nil {
 		return err
 	}
 	if err := s.sealSecrets(&in, domain.InboundAccount{}); err != nil {
@@ -230,6 +249,11 @@ func (s *server) updateAccount(c echo.Context) error {
 		next.OAuthClientSecret != "" || next.OAuthRefreshToken != ""
 	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, inlineNew); err != nil {
 		return err
+	}
+	if next.Host != cur.Host {
+		if err := s.checkMailHost(c.Request().Context(), next.Host); err != nil {
+			return err
+		}
 	}
 	if err := s.sealSecrets(&next, cur); err != nil {
 		return err

@@ -420,3 +420,37 @@ func TestAccounts_CheckAnswersABoundedFirstLine(t *testing.T) {
 		t.Errorf("error has %d characters, want 1..%d: %q", n, checkErrorLen, res.Error)
 	}
 }
+
+// allowed_mail_hosts refuses, at create and when the host changes, a host
+// the list can never allow.
+func TestAccounts_AllowedMailHosts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backend{"embedded", openEmbedded})
+	admin := e.tokens[domain.RoleAdmin]
+	id := e.createAccount(t, "Before") // any host while no list is set
+	e.mustJSON(t, http.MethodPut, "/api/v1/settings", admin, map[string]any{"allowed_mail_hosts": []string{".example.org", "192.0.2.0/24"}},
+		http.StatusOK, nil)
+
+	for _, host := range []string{"127.0.0.1", "10.0.0.5"} {
+		body := account("Probe " + host)
+		body["host"] = host
+		p := e.problem(t, http.MethodPost, "/api/v1/inbound-accounts", admin, body, http.StatusUnprocessableEntity)
+		if len(p.Errors) != 1 || p.Errors[0].Field != "host" {
+			t.Errorf("create with host %s: errors = %+v, want one for host", host, p.Errors)
+		}
+		p = e.problem(t, http.MethodPut, "/api/v1/inbound-accounts/"+id, admin, map[string]any{"host": host}, http.StatusUnprocessableEntity)
+		if len(p.Errors) != 1 || p.Errors[0].Field != "host" {
+			t.Errorf("update to host %s: errors = %+v, want one for host", host, p.Errors)
+		}
+	}
+	for _, host := range []string{"imap.example.org", "192.0.2.10", "mail.partner.example"} { // the last: its addresses decide
+		body := account("Allowed " + host)
+		body["host"] = host
+		e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", admin, body, http.StatusCreated, nil)
+	}
+	p := e.problem(t, http.MethodPut, "/api/v1/settings", admin, map[string]any{"allowed_mail_hosts": []string{"10.0.0.0/40"}},
+		http.StatusUnprocessableEntity)
+	if len(p.Errors) != 1 || p.Errors[0].Field != "allowed_mail_hosts[0]" {
+		t.Errorf("errors = %+v, want one for allowed_mail_hosts[0]", p.Errors)
+	}
+}

@@ -50,7 +50,7 @@ type session struct {
 func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	cfg := f.cfg
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	d := net.Dialer{Timeout: cfg.Timeout}
+	d := net.Dialer{Timeout: cfg.Timeout, Control: mailsource.DialControl(cfg.AllowAddr)}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("imapsource: connect %s: %w", addr, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -53,6 +54,9 @@ type Config struct {
 	// without TLS (Security none); without it the login uses CRAM-MD5 or
 	// fails with mailsource.ErrPlaintextAuth.
 	AllowPlaintextAuth bool
+	// AllowAddr, when set, is asked about every address before it is
+	// dialled; an error refuses the connection (allowed_mail_hosts).
+	AllowAddr func(netip.Addr) error
 	// Folders are polled in order; nil means ["INBOX"].
 	Folders []string
 	// AfterImport is delete (default), move or keep.

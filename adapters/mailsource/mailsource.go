@@ -20,7 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -169,6 +171,22 @@ const (
 // allow that (allow_plaintext_auth). CRAM-MD5 sends neither and is used
 // when the server offers it.
 var ErrPlaintextAuth = errors.New("mailsource: no password or token is sent without TLS (security none) unless allow_plaintext_auth is set")
+
+// DialControl returns a net.Dialer Control function that asks allow about
+// the address about to be dialled (after name resolution, so DNS cannot
+// lead a connection past it); nil allow gives nil (no check).
+func DialControl(allow func(netip.Addr) error) func(network, address string, c syscall.RawConn) error {
+	if allow == nil {
+		return nil
+	}
+	return func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("mailsource: dial %s: %w", address, err)
+		}
+		return allow(ap.Addr().Unmap())
+	}
+}
 
 // AfterImport says what happens to a mail on the server once committed.
 type AfterImport string

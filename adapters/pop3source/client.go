@@ -218,7 +218,7 @@ type client struct {
 // It does not log in.
 func dial(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*client, error) {
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	d := net.Dialer{Timeout: cfg.Timeout}
+	d := net.Dialer{Timeout: cfg.Timeout, Control: mailsource.DialControl(cfg.AllowAddr)}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("pop3source: connect %s: %w", addr, err)

@@ -64,9 +64,10 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 // revision changes whenever anything the fetcher is built from changes.
 func revision(a domain.InboundAccount, s domain.Settings) string {
 	b, _ := json.Marshal(struct {
-		A           domain.InboundAccount
-		ErrorFolder string
-	}{a, s.ErrorFolder})
+		A                domain.InboundAccount
+		ErrorFolder      string
+		AllowedMailHosts []string
+	}{a, s.ErrorFolder, s.AllowedMailHosts})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
