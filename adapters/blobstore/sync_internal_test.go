@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -112,8 +113,4 @@ func TestFS_SyncRetriesWhatAFailedConcurrentSyncTook(t *testing.T) {
 	}
 }
 
-var errTestSync = errorString("injected sync failure")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errTestSync = errors.New("injected sync failure")

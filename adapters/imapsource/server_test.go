@@ -263,7 +263,7 @@ func (s *testSession) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, err
 // fetchBodyFirst answers a UID FETCH of bodies with each message's BODY[]
 // before its UID.
 func (s *testSession) fetchBodyFirst(w *imapserver.FetchWriter, uids imap.UIDSet, options *imap.FetchOptions) error {
-	all, err := s.UserSession.Search(imapserver.NumKindUID, &imap.SearchCriteria{}, &imap.SearchOptions{ReturnAll: true})
+	all, err := s.Search(imapserver.NumKindUID, &imap.SearchCriteria{}, &imap.SearchOptions{ReturnAll: true})
 	if err != nil {
 		return err
 	}
