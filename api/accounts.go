@@ -23,6 +23,10 @@ const AccountsStream = "inbound-accounts"
 // checkTimeout bounds a connection check.
 const checkTimeout = 60 * time.Second
 
+// checkErrorLen bounds the error text a connection check answers; it
+// quotes the server's reply, which mailsource.MaxReplyLen bounds.
+const checkErrorLen = 400
+
 // LoadInboundAccounts folds the account stream: the registry (secrets
 // sealed) and the stream's version.
 func LoadInboundAccounts(ctx context.Context, store eventstore.Store) (domain.InboundAccounts, int64, error) {
@@ -98,6 +102,22 @@ func (s *server) sealSecrets(a *domain.InboundAccount, cur domain.InboundAccount
 	return nil
 }
 
+// checkMailHost refuses a host that allowed_mail_hosts can never allow;
+// the fetcher checks the addresses it dials as well.
+func (s *server) checkMailHost(ctx context.Context, host string) error {
+	if host == "" {
+		return nil // Validate names the missing host
+	}
+	settings, err := LoadSettings(ctx, s.store)
+	if err != nil {
+		return err
+	}
+	if err := settings.CheckMailHost(host); err != nil {
+		return unprocessable(err)
+	}
+	return nil
+}
+
 // decisionError maps a refused account decision: not found and name taken
 // keep their sentinels (problem.go maps them), the rest is validation.
 func decisionError(err error) error {
@@ -125,6 +145,9 @@ func (s *server) createAccount(c echo.Context) error {
 		}
 	}
 	if err := s.checkConnectionRef(ctx, in.OAuthConnectionID, in.HasInlineOAuth()); err != nil {
+		return err
+	}
+	if err := s.checkMailHost(ctx, in.Host); err != nil {
 		return err
 	}
 	if err := s.sealSecrets(&in, domain.InboundAccount{}); err != nil {
@@ -226,6 +249,11 @@ func (s *server) updateAccount(c echo.Context) error {
 		next.OAuthClientSecret != "" || next.OAuthRefreshToken != ""
 	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, inlineNew); err != nil {
 		return err
+	}
+	if next.Host != cur.Host {
+		if err := s.checkMailHost(c.Request().Context(), next.Host); err != nil {
+			return err
+		}
 	}
 	if err := s.sealSecrets(&next, cur); err != nil {
 		return err
@@ -348,7 +376,10 @@ func (s *server) checkAccount(c echo.Context) error {
 	defer cancel()
 	if err := s.opts.Check(ctx, a); err != nil {
 		s.logger.Info("connection check failed", "account", a.ID, "err", err)
-		return c.JSON(http.StatusOK, checkResult{Error: err.Error(), ServerReply: mailsource.ServerReply(err)})
+		// The account may point at a service that is no mail server: answer
+		// its first line only, bounded, never a whole banner or page.
+		return c.JSON(http.StatusOK, checkResult{Error: mailsource.Excerpt(err.Error(), checkErrorLen),
+			ServerReply: mailsource.Excerpt(mailsource.ServerReply(err), mailsource.MaxReplyLen)})
 	}
 	return c.JSON(http.StatusOK, checkResult{OK: true})
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -389,5 +390,67 @@ func TestProblems_InternalDetailsStayInTheLog(t *testing.T) {
 	// and the log has the cause
 	if !strings.Contains(e.logs.String(), "closed") {
 		t.Errorf("the log does not say what failed:\n%s", e.logs.String())
+	}
+}
+
+// An account may point at any service; check answers the first line of
+// what it said, bounded and without control bytes, never its whole answer.
+func TestAccounts_CheckAnswersABoundedFirstLine(t *testing.T) {
+	t.Parallel()
+	banner := "HTTP/1.1 200 OK\x1b[31m " + strings.Repeat("x", 500) + "\r\nServer: internal-admin\r\n\r\n<html>secret dashboard</html>"
+	e := newEnv(t, backend{"embedded", openEmbedded}, func(o *Options, _ projections.Reader) {
+		o.Check = func(context.Context, domain.InboundAccount) error {
+			return &mailsource.ServerError{Op: "greeting", Reply: banner, Err: errors.New("not a mail server: " + banner)}
+		}
+	})
+	id := e.createAccount(t, "Probe")
+	var res checkResult
+	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts/"+id+"/check", e.tokens[domain.RoleAdmin], nil, http.StatusOK, &res)
+
+	if !strings.HasPrefix(res.ServerReply, "HTTP/1.1 200 OK[31m xxx") || utf8.RuneCountInString(res.ServerReply) > mailsource.MaxReplyLen+1 {
+		t.Errorf("server_reply = %q (%d characters), want the first line without control bytes, at most %d", res.ServerReply,
+			utf8.RuneCountInString(res.ServerReply), mailsource.MaxReplyLen)
+	}
+	for _, got := range []string{res.ServerReply, res.Error} {
+		if strings.Contains(got, "secret dashboard") || strings.Contains(got, "internal-admin") || strings.ContainsAny(got, "\r\n\x1b") {
+			t.Errorf("check answered more than a first line: %q", got)
+		}
+	}
+	if n := utf8.RuneCountInString(res.Error); n > checkErrorLen+1 || res.Error == "" {
+		t.Errorf("error has %d characters, want 1..%d: %q", n, checkErrorLen, res.Error)
+	}
+}
+
+// allowed_mail_hosts refuses, at create and when the host changes, a host
+// the list can never allow.
+func TestAccounts_AllowedMailHosts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backend{"embedded", openEmbedded})
+	admin := e.tokens[domain.RoleAdmin]
+	id := e.createAccount(t, "Before") // any host while no list is set
+	e.mustJSON(t, http.MethodPut, "/api/v1/settings", admin, map[string]any{"allowed_mail_hosts": []string{".example.org", "192.0.2.0/24"}},
+		http.StatusOK, nil)
+
+	for _, host := range []string{"127.0.0.1", "10.0.0.5"} {
+		body := account("Probe " + host)
+		body["host"] = host
+		p := e.problem(t, http.MethodPost, "/api/v1/inbound-accounts", admin, body, http.StatusUnprocessableEntity)
+		if len(p.Errors) != 1 || p.Errors[0].Field != "host" {
+			t.Errorf("create with host %s: errors = %+v, want one for host", host, p.Errors)
+		}
+		p = e.problem(t, http.MethodPut, "/api/v1/inbound-accounts/"+id, admin, map[string]any{"host": host}, http.StatusUnprocessableEntity)
+		if len(p.Errors) != 1 || p.Errors[0].Field != "host" {
+			t.Errorf("update to host %s: errors = %+v, want one for host", host, p.Errors)
+		}
+	}
+	for _, host := range []string{"imap.example.org", "192.0.2.10", "mail.partner.example"} { // the last: its addresses decide
+		body := account("Allowed " + host)
+		body["host"] = host
+		e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", admin, body, http.StatusCreated, nil)
+	}
+	p := e.problem(t, http.MethodPut, "/api/v1/settings", admin, map[string]any{"allowed_mail_hosts": []string{"10.0.0.0/40"}},
+		http.StatusUnprocessableEntity)
+	if len(p.Errors) != 1 || p.Errors[0].Field != "allowed_mail_hosts[0]" {
+		t.Errorf("errors = %+v, want one for allowed_mail_hosts[0]", p.Errors)
 	}
 }

@@ -51,6 +51,11 @@ type Options struct {
 	// Check connects and logs in to an account (secrets still sealed)
 	// without importing. Nil: check answers 503.
 	Check func(ctx context.Context, a domain.InboundAccount) error
+	// MailboxLiveness says what the scheduler knows of an account's latest
+	// poll, which is recorded as an event only when it tells something new
+	// (GET /mailboxes: last_checked_at, consecutive_failures). Nil, or
+	// false for an account, leaves the view's values.
+	MailboxLiveness func(accountID string) (MailboxLiveness, bool)
 	// Projections is what the read side needs.
 	Projections Projections
 	// Commands runs the agents' ticket commands (POST /tickets/{id}/...);

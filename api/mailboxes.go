@@ -57,11 +57,24 @@ func (s *server) listMailboxes(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"items": items, "checkpoint": cp})
 }
 
-// mailboxItem is a mailbox-status row with, for an account that logs in
-// through an OAuth connection, the connection's token state: a connection
-// that needs a reconnect shows on every account that uses it.
+// MailboxLiveness is an account's latest poll as the scheduler knows it
+// (ingest.Liveness): idle polls and repeated failures are not recorded, so
+// the view alone would show the last change, not the last poll.
+type MailboxLiveness struct {
+	// CheckedAt is when the latest poll finished.
+	CheckedAt time.Time
+	// Failures counts the polls in a row that failed, the latest included.
+	Failures int
+}
+
+// mailboxItem is a mailbox-status row with when the account was last
+// polled and, for an account that logs in through an OAuth connection,
+// the connection's token state: a connection that needs a reconnect shows
+// on every account that uses it.
 type mailboxItem struct {
 	projections.MailboxStatusRow
+	// LastCheckedAt is when the latest poll finished (MailboxLiveness).
+	LastCheckedAt        *time.Time `json:"last_checked_at,omitempty"`
 	OAuthConnectionID    string     `json:"oauth_connection_id,omitempty"`
 	TokenState           string     `json:"token_state,omitempty"`
 	AccessTokenExpiresAt *time.Time `json:"access_token_expires_at,omitempty"`
@@ -80,6 +93,13 @@ func (s *server) withTokenState(ctx context.Context, rows []projections.MailboxS
 	items := make([]mailboxItem, len(rows))
 	for i, r := range rows {
 		items[i].MailboxStatusRow = r
+		if s.opts.MailboxLiveness != nil {
+			if l, ok := s.opts.MailboxLiveness(r.AccountID); ok {
+				at := l.CheckedAt.UTC()
+				items[i].LastCheckedAt = &at
+				items[i].ConsecutiveFailures = int64(l.Failures)
+			}
+		}
 		id := accounts.ByID[r.AccountID].OAuthConnectionID
 		if id == "" || s.opts.OAuth.Health == nil {
 			continue

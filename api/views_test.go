@@ -250,3 +250,49 @@ func TestEvents_PagingAndTypeFilter(t *testing.T) {
 		})
 	}
 }
+
+// The scheduler records a poll only when it tells something new; when the
+// account was last polled comes from its liveness port.
+func TestMailboxes_ShowTheLatestPollFromLiveness(t *testing.T) {
+	t.Parallel()
+	checked := time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
+	var liveFor string
+	e := newEnv(t, backend{"embedded", openEmbedded}, func(o *Options, _ projections.Reader) {
+		o.MailboxLiveness = func(id string) (MailboxLiveness, bool) {
+			if id != liveFor {
+				return MailboxLiveness{}, false
+			}
+			return MailboxLiveness{CheckedAt: checked, Failures: 7}, true
+		}
+	})
+	admin := e.tokens[domain.RoleAdmin]
+	var polled, idle accountOut
+	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", admin, account("Polled"), http.StatusCreated, &polled)
+	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", admin, account("Not yet"), http.StatusCreated, &idle)
+	liveFor = polled.ID
+	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	payload, _ := json.Marshal(domain.MailboxPolled{AccountID: polled.ID, StartedAt: t0, FinishedAt: t0.Add(time.Second),
+		Error: "login: refused", Failures: 1})
+	res, err := e.store.Append(context.Background(), eventstore.AppendRequest{Stream: "mailbox-" + polled.ID,
+		ExpectedVersion: eventstore.AnyVersion, Events: []eventstore.NewEvent{{Type: domain.MailboxPolledName, SchemaVersion: 1, Payload: payload}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var page struct {
+		Items []map[string]any `json:"items"`
+	}
+	e.mustJSON(t, http.MethodGet, "/api/v1/mailboxes?min_position="+strconv.FormatInt(res.LastPosition, 10), admin, nil, http.StatusOK, &page)
+
+	byName := map[string]map[string]any{}
+	for _, it := range page.Items {
+		byName[it["name"].(string)] = it
+	}
+	p := byName["Polled"]
+	if p["last_checked_at"] != "2026-11-23T09:30:00Z" || p["last_poll_at"] != "2026-11-23T08:00:00Z" || p["consecutive_failures"] != 7.0 {
+		t.Errorf("polled account = %v, want last_checked_at from liveness, last_poll_at from the event, 7 failures", p)
+	}
+	if _, ok := byName["Not yet"]["last_checked_at"]; ok {
+		t.Errorf("account never polled shows last_checked_at: %v", byName["Not yet"])
+	}
+}

@@ -7,6 +7,8 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 )
@@ -83,6 +85,12 @@ type InboundAccount struct {
 	// with (XOAUTH2 for IMAP and POP3, the token for Graph); the password
 	// is then not used.
 	OAuthConnectionID string `json:"oauth_connection_id,omitempty"`
+
+	// AllowPlaintextAuth lets the account log in with a password (LOGIN,
+	// USER/PASS, PLAIN) or an OAuth token over a connection without TLS
+	// (security none). Without it such a login is refused; CRAM-MD5, which
+	// sends no password, stays allowed.
+	AllowPlaintextAuth bool `json:"allow_plaintext_auth,omitempty"`
 }
 
 // HasInlineOAuth says whether the account still carries the OAuth fields
@@ -384,6 +392,7 @@ func changedFields(a, b InboundAccount) []string {
 	add("category", a.Category != b.Category)
 	add("priority", a.Priority != b.Priority)
 	add("oauth_connection_id", a.OAuthConnectionID != b.OAuthConnectionID)
+	add("allow_plaintext_auth", a.AllowPlaintextAuth != b.AllowPlaintextAuth)
 	return out
 }
 
@@ -402,6 +411,11 @@ type Settings struct {
 	// CustomerAnsweredMails queues a "customer answered" notification to the
 	// ticket's resource when a requester answers (RULES.md 3.1).
 	CustomerAnsweredMails bool `json:"customer_answered_mails,omitempty"`
+	// AllowedMailHosts, when not empty, limits the servers inbound accounts
+	// may connect to (and "check connection" may probe): host names,
+	// ".suffix" entries, IP addresses and CIDR prefixes. Empty allows any
+	// host. See MailHostPolicy.
+	AllowedMailHosts []string `json:"allowed_mail_hosts,omitempty"`
 }
 
 // DefaultSettings are RULES.md's defaults.
@@ -436,6 +450,7 @@ func (s Settings) Validate() error {
 	if d := s.MessageIDDomain; d != "" && (strings.ContainsAny(d, "@<> \t\r\n") || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".")) {
 		errs = append(errs, fmt.Errorf("message_id_domain: %q is not a domain name", d))
 	}
+	errs = append(errs, validateAllowedMailHosts(s.AllowedMailHosts)...)
 	return errors.Join(errs...)
 }
 
@@ -454,10 +469,19 @@ func DecideChangeSettings(cur, next Settings, actor string) ([]Event, error) {
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
-	if cur == next {
+	if cur.equal(next) {
 		return nil, nil
 	}
 	return []Event{SettingsChanged{Settings: next, Actor: actor}}, nil
+}
+
+// equal compares every setting; an empty list equals a missing one.
+func (s Settings) equal(o Settings) bool {
+	if !slices.Equal(s.AllowedMailHosts, o.AllowedMailHosts) {
+		return false
+	}
+	s.AllowedMailHosts, o.AllowedMailHosts = nil, nil
+	return reflect.DeepEqual(s, o)
 }
 
 // EvolveSettings folds a settings event into the settings.

@@ -2,6 +2,8 @@ package domain_test
 
 import (
 	"errors"
+	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -106,7 +108,61 @@ func TestSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	diffEvents(t, "DecideChangeSettings()", []domain.Event{domain.SettingsChanged{Settings: next, Actor: "admin"}}, ev)
-	if got := domain.EvolveSettings(def, ev[0]); got != next {
+	if got := domain.EvolveSettings(def, ev[0]); !reflect.DeepEqual(got, next) {
 		t.Errorf("EvolveSettings() = %+v, want %+v", got, next)
+	}
+	// An empty allow-list is no change from a missing one.
+	empty := def
+	empty.AllowedMailHosts = []string{}
+	if ev, err := domain.DecideChangeSettings(def, empty, "admin"); err != nil || len(ev) != 0 {
+		t.Errorf("DecideChangeSettings(empty allowed_mail_hosts) = %v, %v; want nothing", ev, err)
+	}
+	bad = def
+	bad.AllowedMailHosts = []string{"mail.example.com", "10.0.0.0/33", "a b", ".example.org", "192.0.2.1"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "allowed_mail_hosts[1]") ||
+		!strings.Contains(err.Error(), "allowed_mail_hosts[2]") || strings.Count(err.Error(), "allowed_mail_hosts") != 2 {
+		t.Errorf("Validate() = %v, want entries 1 and 2 named", err)
+	}
+}
+
+func TestSettings_MailHostPolicy(t *testing.T) {
+	t.Parallel()
+	list := domain.Settings{AllowedMailHosts: []string{"imap.example.com", ".corp.example", "*.mail.example.net", "10.20.0.0/16", "2001:db8::7"}}
+	tests := []struct {
+		name       string
+		settings   domain.Settings
+		host       string
+		allowsName bool
+		checkErr   bool // refused at create/update
+	}{
+		{name: "an empty list allows any host", host: "intranet.local", allowsName: true},
+		{name: "an exact name is allowed", settings: list, host: "IMAP.example.com.", allowsName: true},
+		{name: "a name below a suffix is allowed", settings: list, host: "mx1.corp.example", allowsName: true},
+		{name: "a *. suffix works like a . suffix", settings: list, host: "a.mail.example.net", allowsName: true},
+		{name: "a suffix does not allow a look-alike", settings: list, host: "evilcorp.example", checkErr: false},
+		{name: "an address inside a prefix is allowed", settings: list, host: "10.20.3.4", allowsName: true},
+		{name: "a single IPv6 address entry", settings: list, host: "[2001:db8::7]", allowsName: true},
+		{name: "an address outside every prefix is refused", settings: list, host: "127.0.0.1", checkErr: true},
+		{name: "another name waits for its addresses when prefixes exist", settings: list, host: "internal.example"},
+		{name: "another name is refused when only names are listed", settings: domain.Settings{AllowedMailHosts: []string{"imap.example.com"}},
+			host: "localhost", checkErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := tc.settings.MailHostPolicy().AllowsName(tc.host); got != tc.allowsName {
+				t.Errorf("AllowsName(%q) = %v, want %v", tc.host, got, tc.allowsName)
+			}
+			err := tc.settings.CheckMailHost(tc.host)
+			if (err != nil) != tc.checkErr || (err != nil && !errors.Is(err, domain.ErrMailHostNotAllowed)) {
+				t.Errorf("CheckMailHost(%q) = %v, want error %v", tc.host, err, tc.checkErr)
+			}
+		})
+	}
+	p := list.MailHostPolicy()
+	for addr, want := range map[string]bool{"10.20.255.1": true, "10.21.0.1": false, "::ffff:10.20.0.9": true, "2001:db8::8": false} {
+		if got := p.AllowsAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("AllowsAddr(%s) = %v, want %v", addr, got, want)
+		}
 	}
 }

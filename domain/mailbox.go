@@ -13,6 +13,12 @@ const (
 // view can show an admin why a mailbox is not being read. Failures counts the
 // polls in a row that failed, this one included (0 after a good poll); an
 // account with many is flagged, not silently retried for ever.
+//
+// Since issue 14 a poll is recorded only when it tells something new: it
+// committed, finished or removed mails, or its outcome (error or success)
+// differs from the last recorded one. An idle poll, or the same failure
+// again, is not recorded (the scheduler keeps those in memory), so Failures
+// is the count when that failure was first recorded.
 type MailboxPolled struct {
 	AccountID   string    `json:"account_id"`
 	StartedAt   time.Time `json:"started_at"`

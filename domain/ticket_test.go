@@ -257,7 +257,7 @@ func TestTicket_EvolveIgnoresOthers(t *testing.T) {
 			t.Errorf("EvolveLocation(%T) changed an existing location", e)
 		}
 		if _, isSettings := e.(domain.SettingsChanged); !isSettings {
-			if got := domain.EvolveSettings(s, e); got != s {
+			if got := domain.EvolveSettings(s, e); !cmp.Equal(s, got) {
 				t.Errorf("EvolveSettings(%T) changed the settings", e)
 			}
 		}

@@ -1248,13 +1248,14 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 		p.smtp.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
 	}
 	if acc.SentFolderAccountID != "" {
-		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP {
+		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP && s.mailHostAllowed(settings, in) {
 			// The Sent folder is logged into exactly as the account's
-			// fetcher logs in: its OAuth connection, prevent_plain_login and
-			// extra CA apply here too.
+			// fetcher logs in: its OAuth connection, prevent_plain_login,
+			// allow_plaintext_auth and extra CA apply here too.
 			folder := smtpsend.SentFolder{Host: in.Host, Port: in.Port, Security: in.Security, TLSSkipVerify: in.TLSSkipVerify,
 				TLSServerName: in.TLSServerName, RootCAs: s.o.RootCAs, CACertPEM: []byte(in.CACertPEM), Username: in.Username,
-				PreventPlainLogin: in.PreventPlainLogin, Folder: acc.SentFolder}
+				PreventPlainLogin: in.PreventPlainLogin, AllowPlaintextAuth: in.AllowPlaintextAuth,
+				AllowAddr: settings.MailHostPolicy().AddrCheck(in.Host), Folder: acc.SentFolder}
 			var err error
 			if in.OAuthConnectionID != "" {
 				folder.TokenSource = s.tokenSource(in.OAuthConnectionID, domain.ProtocolIMAP)
@@ -1279,6 +1280,17 @@ func (s *Outbound) open(sealed string) (string, error) {
 		return "", errors.New("no secret key configured")
 	}
 	return s.o.Secrets.Open(sealed)
+}
+
+// mailHostAllowed says whether the Sent-folder copy may connect to the
+// inbound account's host (allowed_mail_hosts); a refusal is logged and the
+// mail goes out without the copy.
+func (s *Outbound) mailHostAllowed(settings domain.Settings, in domain.InboundAccount) bool {
+	if err := settings.CheckMailHost(in.Host); err != nil {
+		s.o.Logger.Warn("outbound: no copy to the sent folder", "account", in.ID, "err", err)
+		return false
+	}
+	return true
 }
 
 // tokenSource is the XOAUTH2 token of a connection for a protocol.

@@ -80,10 +80,15 @@ type Info struct {
 type FS struct {
 	dir string
 
-	mu sync.Mutex
+	// syncMu lets one Sync run at a time; see Sync.
+	syncMu sync.Mutex
+	mu     sync.Mutex
 	// pending holds the files and directories written by PutNoSync and not
 	// yet made durable by Sync.
 	pending map[string]struct{}
+	// syncFS flushes the filesystem holding dir (syncFilesystem; tests
+	// replace it).
+	syncFS func(dir string) error
 }
 
 // NewFS opens (creating it if needed, mode 0700) the store rooted at dir.
@@ -98,7 +103,7 @@ func NewFS(dir string) (*FS, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("blobstore: create %q: %w", abs, err)
 	}
-	return &FS{dir: abs, pending: map[string]struct{}{}}, nil
+	return &FS{dir: abs, pending: map[string]struct{}{}, syncFS: syncFilesystem}, nil
 }
 
 // Dir returns the store's root directory.
@@ -131,10 +136,18 @@ func (s *FS) PutNoSync(ctx context.Context, r io.Reader) (Ref, int64, error) {
 	return s.put(ctx, r, false)
 }
 
-// Sync makes every blob written by PutNoSync so far durable. On Linux it is
-// one syncfs(2) of the store's filesystem; elsewhere each pending file and
-// directory is fsynced. After an error the pending blobs stay pending.
+// Sync makes every blob written by PutNoSync before it was called durable,
+// whoever wrote it. On Linux it is one syncfs(2) of the store's filesystem;
+// elsewhere each pending file and directory is fsynced. After an error the
+// pending blobs stay pending.
+//
+// Syncs run one at a time: a blob another caller's running sync has taken
+// is durable only when that sync ends, so a concurrent Sync waits for it
+// (and syncs again what it failed to) instead of returning at once because
+// nothing seemed pending. Callers waiting together then share one sync.
 func (s *FS) Sync() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	pending := s.pending
 	s.pending = map[string]struct{}{}
@@ -142,7 +155,7 @@ func (s *FS) Sync() error {
 	if len(pending) == 0 {
 		return nil
 	}
-	err := syncFilesystem(s.dir)
+	err := s.syncFS(s.dir)
 	if errors.Is(err, errSyncfsUnsupported) {
 		err = nil
 		for p := range pending {

@@ -286,7 +286,7 @@ func TestAppend_stalledServerEndsAfterTimeout(t *testing.T) {
 		}
 	}()
 	addr := ln.Addr().(*net.TCPAddr)
-	cfg := Config{Host: addr.IP.String(), Port: addr.Port, Security: mailsource.SecurityNone,
+	cfg := Config{Host: addr.IP.String(), Port: addr.Port, Security: mailsource.SecurityNone, AllowPlaintextAuth: true,
 		Username: "u", Password: "p", Timeout: 200 * time.Millisecond}
 
 	done := make(chan error, 1)
@@ -330,6 +330,7 @@ func TestDovecot_Append(t *testing.T) {
 			addr: func() string { return srv.IMAPAddr },
 			configure: func(c *Config) {
 				c.Security = mailsource.SecurityNone // so that the proxy sees the commands
+				c.AllowPlaintextAuth = true
 				c.PreventPlainLogin = true
 			},
 			check: func(t *testing.T, user, sent string, err error) {
@@ -349,7 +350,7 @@ func TestDovecot_Append(t *testing.T) {
 			}},
 		{name: "without prevent_plain_login the LOGIN command is sent",
 			addr:      func() string { return srv.IMAPAddr },
-			configure: func(c *Config) { c.Security = mailsource.SecurityNone },
+			configure: func(c *Config) { c.Security, c.AllowPlaintextAuth = mailsource.SecurityNone, true },
 			check: func(t *testing.T, _, sent string, err error) {
 				t.Helper()
 				if err != nil {
@@ -357,6 +358,21 @@ func TestDovecot_Append(t *testing.T) {
 				}
 				if !sentCommand(sent, "LOGIN") || sentCommand(sent, "AUTHENTICATE") {
 					t.Errorf("client sent %q, want LOGIN", sent)
+				}
+			}},
+		{name: "without TLS and allow_plaintext_auth the password stays off the wire: CRAM-MD5",
+			addr:      func() string { return srv.IMAPAddr },
+			configure: func(c *Config) { c.Security = mailsource.SecurityNone },
+			check: func(t *testing.T, user, sent string, err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatalf("Append() error = %v", err)
+				}
+				if !strings.Contains(sent, " AUTHENTICATE CRAM-MD5\r\n") || sentCommand(sent, "LOGIN") || sentCommand(sent, "AUTHENTICATE PLAIN") {
+					t.Errorf("client sent %q, want AUTHENTICATE CRAM-MD5 only", sent)
+				}
+				if diff := cmp.Diff([]string{"CRAM-MD5"}, loginMethods(srv.Log(), user)); diff != "" {
+					t.Errorf("Dovecot's login methods for %s (-want +got):\n%s", user, diff)
 				}
 			}},
 		{name: "implicit TLS trusting Dovecot's certificate through CACertPEM",

@@ -34,25 +34,29 @@ type session struct {
 
 	// folders known to exist (created or listed) in this session
 	existing map[string]bool
+	// uncreatable holds the refusal of folders CREATE failed for.
+	uncreatable map[string]error
 	// literalBroken: a FETCH literal failed mid-read; see abandon.
 	literalBroken bool
 	// leaked: the client could not be drained; Close would hang.
 	leaked bool
 	// refused collects NO replies that did not stop the poll.
 	refused []error
+	// unrouted holds FETCH responses go-imap could not route by UID.
+	unrouted *unrouted
 }
 
 // dial connects, waits for the greeting and logs in.
 func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	cfg := f.cfg
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	d := net.Dialer{Timeout: cfg.Timeout}
+	d := net.Dialer{Timeout: cfg.Timeout, Control: mailsource.DialControl(cfg.AllowAddr)}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("imapsource: connect %s: %w", addr, err)
 	}
 	wd, conn := watch(ctx, raw, cfg.Timeout)
-	s := &session{wd: wd, f: f, existing: map[string]bool{}}
+	s := &session{wd: wd, f: f, existing: map[string]bool{}, uncreatable: map[string]error{}, unrouted: newUnrouted()}
 	fail := func(err error) (*session, error) {
 		if s.c != nil {
 			_ = s.c.Close()
@@ -67,7 +71,8 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	opts := &imapclient.Options{TLSConfig: tlsCfg}
+	opts := &imapclient.Options{TLSConfig: tlsCfg,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Fetch: s.unrouted.handle}}
 	switch cfg.Security {
 	case mailsource.SecurityTLS:
 		tc := tls.Client(conn, tlsCfg)
@@ -93,8 +98,8 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// login authenticates as Config says; see Config.PreventPlainLogin and
-// Config.TokenSource.
+// login authenticates as Config says; see Config.PreventPlainLogin,
+// Config.TokenSource and Config.AllowPlaintextAuth.
 func (s *session) login(ctx context.Context) error {
 	cfg := s.f.cfg
 	if s.c.State() == imap.ConnStateAuthenticated {
@@ -105,8 +110,17 @@ func (s *session) login(ctx context.Context) error {
 	has := func(mech string) bool {
 		return slices.ContainsFunc(offered, func(m string) bool { return strings.EqualFold(m, mech) })
 	}
+	// Without TLS nothing but a CRAM-MD5 digest may cross, unless allowed.
+	exposed := cfg.Security == mailsource.SecurityNone && !cfg.AllowPlaintextAuth
 	var client sasl.Client
 	switch {
+	case cfg.TokenSource != nil && exposed:
+		return fmt.Errorf("%w: XOAUTH2 would send the access token in clear text", mailsource.ErrPlaintextAuth)
+	case exposed && has(saslclient.CRAMMD5):
+		client = saslclient.NewCRAMMD5Client(cfg.Username, cfg.Password)
+	case exposed:
+		return fmt.Errorf("%w: the server offers %s, and only CRAM-MD5 keeps the password off the wire",
+			mailsource.ErrPlaintextAuth, describeMechs(offered))
 	case cfg.TokenSource != nil:
 		if !has(saslclient.XOAuth2) {
 			return fmt.Errorf("%w: XOAUTH2 is needed for the OAuth2 login, the server offers %s", ErrNoMechanism, describeMechs(offered))

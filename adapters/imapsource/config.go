@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -49,6 +50,13 @@ type Config struct {
 	// AUTHENTICATE PLAIN (RFC 4616, carries UTF-8 intact) or as a CRAM-MD5
 	// digest (RFC 2195), whichever the server offers, in that order.
 	PreventPlainLogin bool
+	// AllowPlaintextAuth lets a password or token cross a connection
+	// without TLS (Security none); without it the login uses CRAM-MD5 or
+	// fails with mailsource.ErrPlaintextAuth.
+	AllowPlaintextAuth bool
+	// AllowAddr, when set, is asked about every address before it is
+	// dialled; an error refuses the connection (allowed_mail_hosts).
+	AllowAddr func(netip.Addr) error
 	// Folders are polled in order; nil means ["INBOX"].
 	Folders []string
 	// AfterImport is delete (default), move or keep.

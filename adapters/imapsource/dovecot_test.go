@@ -137,7 +137,7 @@ func TestDovecot_connectionCutMidMailLosesNothing(t *testing.T) {
 	srv.DeliverMany(t, "erin", mails)
 	proxy := faultproxy.Start(t, srv.IMAPAddr)
 	cfg := dovecotConfig(t, srv, proxy.Addr(), "erin", "pw-erin")
-	cfg.Security = mailsource.SecurityNone
+	cfg.Security, cfg.AllowPlaintextAuth = mailsource.SecurityNone, true // loopback Dovecot
 	cfg.BatchSize = 8
 	f := mustNew(t, cfg)
 	sink := newFakeSink()
@@ -224,7 +224,7 @@ func BenchmarkPoll(b *testing.B) {
 	srv := dovecottest.Start(b)
 	srv.AddUser(b, "bench", "pw-bench")
 	cfg := dovecotConfig(b, srv, srv.IMAPAddr, "bench", "pw-bench")
-	cfg.Security = mailsource.SecurityNone
+	cfg.Security, cfg.AllowPlaintextAuth = mailsource.SecurityNone, true // loopback Dovecot
 	mails := benchMails()
 	f := mustNew(b, cfg)
 	var total time.Duration

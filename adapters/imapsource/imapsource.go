@@ -81,9 +81,11 @@ func (f *Fetcher) Check(ctx context.Context) error {
 
 // Poll imports every mail of the configured folders that the sink does not
 // know yet and applies after_import to everything committed; see the
-// package comment. A folder the server refuses to select, or mails it
-// refuses to send, do not stop the rest; their *mailsource.ServerError
-// refusals are joined into the returned error, next to a valid result.
+// package comment. A folder the server refuses to select, mails it
+// refuses to send, and a delete or move it refuses after import (no right
+// to create the folder, quota exceeded) do not stop the rest; their
+// *mailsource.ServerError refusals are joined into the returned error,
+// next to a valid result, and the refused step is tried again next poll.
 func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.PollResult, error) {
 	var res mailsource.PollResult
 	s, err := f.dial(ctx)
@@ -104,7 +106,21 @@ func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.Po
 			return res, s.wrap(fmt.Errorf("imapsource: poll %q: %w", folder, err))
 		}
 	}
-	return res, errors.Join(append(refused, s.refused...)...)
+	return res, joinDistinct(append(refused, s.refused...))
+}
+
+// joinDistinct joins errs, each text once: a refusal met by every batch
+// (a folder that cannot be created) is reported once.
+func joinDistinct(errs []error) error {
+	seen := make(map[string]bool, len(errs))
+	var out []error
+	for _, err := range errs {
+		if msg := err.Error(); !seen[msg] {
+			seen[msg] = true
+			out = append(out, err)
+		}
+	}
+	return errors.Join(out...)
 }
 
 // noteUIDValidity logs when a folder's UIDVALIDITY changed since the last

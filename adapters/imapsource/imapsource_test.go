@@ -573,7 +573,7 @@ func TestCheck(t *testing.T) {
 			time.Sleep(5 * time.Second)
 		}()
 		cfg := Config{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, Security: mailsource.SecurityNone,
-			Username: "u", Password: "p", Timeout: 200 * time.Millisecond}
+			AllowPlaintextAuth: true, Username: "u", Password: "p", Timeout: 200 * time.Millisecond}
 
 		err = mustNew(t, cfg).Check(context.Background())
 
@@ -859,6 +859,223 @@ func TestLiteralGuard(t *testing.T) {
 			}
 			if !errors.Is(again, tc.wantErr) || lit.reads != reads {
 				t.Errorf("read after the end = %v with %d more reads of the literal; want %v and none", again, lit.reads-reads, tc.wantErr)
+			}
+		})
+	}
+}
+
+// A server may send a FETCH response's items in any order (RFC 9051
+// section 7.5.2): BODY[] before UID must import the mail all the same.
+func TestPoll_bodyBeforeUID(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{bodyFirst: true})
+	ts.deliver(t, "INBOX", testMails(3, "body first")...)
+	cfg := ts.config(t)
+	cfg.BatchSize = 2
+	f := mustNew(t, cfg)
+	sink := newFakeSink()
+
+	res := mustPoll(t, f, sink)
+
+	if diff := cmp.Diff(mailsource.PollResult{Fetched: 3, Deleted: 3}, res); diff != "" {
+		t.Errorf("Poll() (-want +got):\n%s", diff)
+	}
+	uv := uidValidity(t, ts, "INBOX")
+	for i := 1; i <= 3; i++ {
+		key := SourceKey("INBOX", uv, imap.UID(i))
+		if got, want := string(sink.bodies[key]), string(testMail(fmt.Sprintf("body first %d", i))); got != want {
+			t.Errorf("body of %s = %q, want %q", key, got, want)
+		}
+	}
+	if got := ts.count(t, "INBOX"); got != 0 {
+		t.Errorf("INBOX holds %d mails, want 0", got)
+	}
+
+	// A mail larger than what is spooled in memory goes through a file.
+	big := testMail("big " + strings.Repeat("x", 3*spoolMemory/2))
+	ts.deliver(t, "INBOX", big)
+	res = mustPoll(t, f, sink)
+	if diff := cmp.Diff(mailsource.PollResult{Fetched: 1, Deleted: 1}, res); diff != "" {
+		t.Errorf("Poll() of a big mail (-want +got):\n%s", diff)
+	}
+	if got := sink.bodies[SourceKey("INBOX", uv, 4)]; string(got) != string(big) {
+		t.Errorf("big mail arrived with %d bytes, want %d", len(got), len(big))
+	}
+}
+
+// A mail the server sends without any UID cannot be keyed: it stays on the
+// server and the poll says so instead of skipping it silently.
+func TestPoll_mailWithoutUIDIsReported(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverOptions{bodyFirst: true, omitUID: true})
+	ts.deliver(t, "INBOX", testMail("no uid"))
+	f := mustNew(t, ts.config(t))
+	sink := newFakeSink()
+
+	res, err := f.Poll(context.Background(), sink)
+
+	if !errors.Is(err, ErrNoUID) {
+		t.Errorf("Poll() error = %v, want ErrNoUID", err)
+	}
+	if diff := cmp.Diff(mailsource.PollResult{}, res); diff != "" {
+		t.Errorf("Poll() (-want +got):\n%s", diff)
+	}
+	if got := ts.count(t, "INBOX"); got != 1 {
+		t.Errorf("INBOX holds %d mails, want 1", got)
+	}
+}
+
+// An after-import step the server refuses (no right to create the error
+// folder, a full quota) leaves those mails where they are: new mail is
+// still imported, the step is tried again on every poll, and each poll
+// reports it with the server's words.
+func TestPoll_refusedAfterImportStepDoesNotBlockNewMail(t *testing.T) {
+	t.Parallel()
+	const noPerm = "NO [NOPERM] Permission denied"
+	const overQuota = "NO [OVERQUOTA] Quota exceeded (mailbox for user is full)"
+	tests := []struct {
+		name      string
+		opts      serverOptions
+		configure func(*Config)
+		first     []byte // besides a good mail
+		wantFirst mailsource.PollResult
+		reply     string
+		// wantLast is the poll after the server gives in.
+		wantLast mailsource.PollResult
+	}{
+		{
+			name:      "the error folder cannot be created",
+			opts:      serverOptions{refuseCreate: []string{DefaultErrorFolder}},
+			first:     testMail("GARBAGE 1"),
+			wantFirst: mailsource.PollResult{Fetched: 1, Failed: 1, Deleted: 1},
+			reply:     noPerm,
+			wantLast:  mailsource.PollResult{Skipped: 1, Deleted: 1},
+		},
+		{
+			name:      "the move folder is over quota",
+			opts:      serverOptions{preCreate: []string{"Done"}, refuseMove: []string{"Done"}},
+			configure: func(c *Config) { c.AfterImport, c.MoveFolder = mailsource.AfterImportMove, "Done" },
+			first:     testMail("good 0"),
+			wantFirst: mailsource.PollResult{Fetched: 2},
+			reply:     overQuota,
+			wantLast:  mailsource.PollResult{Skipped: 3, Deleted: 3},
+		},
+		{
+			name:      "the move folder is over quota, on a server without MOVE",
+			opts:      serverOptions{caps: imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}}, preCreate: []string{"Done"}, refuseMove: []string{"Done"}},
+			configure: func(c *Config) { c.AfterImport, c.MoveFolder = mailsource.AfterImportMove, "Done" },
+			first:     testMail("good 0"),
+			wantFirst: mailsource.PollResult{Fetched: 2},
+			reply:     overQuota,
+			wantLast:  mailsource.PollResult{Skipped: 3, Deleted: 3},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, tc.opts)
+			ts.deliver(t, "INBOX", tc.first, testMail("good 1"))
+			cfg := ts.config(t)
+			if tc.configure != nil {
+				tc.configure(&cfg)
+			}
+			f := mustNew(t, cfg)
+			sink := newFakeSink()
+
+			res, err := f.Poll(context.Background(), sink)
+			if diff := cmp.Diff(tc.wantFirst, res); diff != "" {
+				t.Errorf("first Poll() (-want +got):\n%s", diff)
+			}
+			if got := mailsource.ServerReply(err); got != tc.reply {
+				t.Errorf("first Poll() reply = %q (%v), want %q", got, err, tc.reply)
+			}
+
+			// when: new mail arrives while the server still refuses
+			ts.deliver(t, "INBOX", testMail("good 2"))
+			res, err = f.Poll(context.Background(), sink)
+			if res.Fetched != 1 {
+				t.Errorf("second Poll() = %+v (err %v), want the new mail fetched", res, err)
+			}
+			if got := mailsource.ServerReply(err); got != tc.reply {
+				t.Errorf("second Poll() reply = %q (%v), want %q", got, err, tc.reply)
+			}
+			if got := len(sink.received); got != 3 {
+				t.Errorf("sink received %d mails, want 3", got)
+			}
+
+			// then: once the server gives in, the next poll finishes the step
+			ts.refuse(nil, nil)
+			res, err = f.Poll(context.Background(), sink)
+			if err != nil {
+				t.Errorf("third Poll() error = %v", err)
+			}
+			if diff := cmp.Diff(tc.wantLast, res); diff != "" {
+				t.Errorf("third Poll() (-want +got):\n%s", diff)
+			}
+			if got := ts.count(t, "INBOX"); got != 0 {
+				t.Errorf("INBOX holds %d mails, want 0", got)
+			}
+		})
+	}
+}
+
+// Without TLS no password and no token crosses the wire unless the account
+// allows it; CRAM-MD5, which sends only a digest, is used when offered.
+func TestLogin_withoutTLS(t *testing.T) {
+	t.Parallel()
+	token := func(context.Context) (string, error) { return testToken, nil }
+	tests := []struct {
+		name      string
+		server    serverOptions
+		configure func(*Config)
+		wantCmd   string // "" when the login must be refused before any is sent
+	}{
+		{name: "LOGIN is refused", configure: func(*Config) {}},
+		{name: "prevent_plain_login's AUTHENTICATE PLAIN is refused", server: serverOptions{mechs: []string{"PLAIN"}},
+			configure: func(c *Config) { c.PreventPlainLogin = true }},
+		{name: "XOAUTH2 is refused", server: serverOptions{mechs: []string{"PLAIN", "XOAUTH2"}},
+			configure: func(c *Config) { c.Password, c.TokenSource = "", token }},
+		{name: "CRAM-MD5 is used when offered", server: serverOptions{mechs: []string{"PLAIN", "CRAM-MD5"}},
+			configure: func(*Config) {}, wantCmd: "AUTHENTICATE CRAM-MD5"},
+		{name: "CRAM-MD5 is used with prevent_plain_login too", server: serverOptions{mechs: []string{"PLAIN", "CRAM-MD5"}},
+			configure: func(c *Config) { c.PreventPlainLogin = true }, wantCmd: "AUTHENTICATE CRAM-MD5"},
+		{name: "allow_plaintext_auth allows LOGIN",
+			configure: func(c *Config) { c.AllowPlaintextAuth = true }, wantCmd: "LOGIN"},
+		{name: "allow_plaintext_auth allows XOAUTH2", server: serverOptions{mechs: []string{"XOAUTH2"}},
+			configure: func(c *Config) { c.AllowPlaintextAuth, c.Password, c.TokenSource = true, "", token }, wantCmd: "AUTHENTICATE XOAUTH2"},
+		{name: "STARTTLS needs no allowance", server: serverOptions{startTLS: true},
+			configure: func(c *Config) { c.Security, c.TLSSkipVerify = mailsource.SecurityStartTLS, true }, wantCmd: "LOGIN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, tc.server)
+			ts.deliver(t, "INBOX", testMail("plaintext"))
+			cfg := ts.config(t)
+			cfg.AllowPlaintextAuth = false
+			tc.configure(&cfg)
+
+			res, err := mustNew(t, cfg).Poll(context.Background(), newFakeSink())
+
+			if tc.wantCmd == "" {
+				if !errors.Is(err, mailsource.ErrPlaintextAuth) {
+					t.Fatalf("Poll() error = %v, want ErrPlaintextAuth", err)
+				}
+				for _, c := range ts.commands() {
+					if strings.HasPrefix(c, "LOGIN") || strings.HasPrefix(c, "AUTHENTICATE") {
+						t.Errorf("sent %q without TLS", c)
+					}
+				}
+				if strings.Contains(ts.trace.String(), testPassword) {
+					t.Error("the password crossed the wire in clear text")
+				}
+				return
+			}
+			if err != nil || res.Fetched != 1 {
+				t.Fatalf("Poll() = %+v, %v; want the mail fetched", res, err)
+			}
+			if cmds := ts.commands(); !slices.ContainsFunc(cmds, func(c string) bool { return strings.HasPrefix(c, tc.wantCmd) }) {
+				t.Errorf("commands %q lack %q", cmds, tc.wantCmd)
 			}
 		})
 	}

@@ -71,13 +71,11 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 				continue // flagged by us before; nothing more we may do
 			}
 			done = append(done, m.uid)
-			res.Skipped++
 		case mailsource.StatusFailed:
 			if m.deleted && !s.canUIDExpunge() {
 				continue
 			}
 			failed = append(failed, m.uid)
-			res.Skipped++
 		default:
 			if m.deleted {
 				ignored++ // someone else's mail, about to be expunged
@@ -89,15 +87,25 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 	if ignored > 0 {
 		log.Info("imap mails flagged \\Deleted by someone else are not imported", "count", ignored)
 	}
-	// In sets of BatchSize, so that no command line grows without bound.
+	// In sets of BatchSize, so that no command line grows without bound. A
+	// step the server refuses is retried on the next poll and does not keep
+	// the new mails below from being imported.
 	for chunk := range slices.Chunk(done, s.f.cfg.BatchSize) {
-		if err := s.afterImport(imap.UIDSetNum(chunk...), res); err != nil {
+		finished, err := s.step(s.afterImport(imap.UIDSetNum(chunk...), res))
+		if err != nil {
 			return err
+		}
+		if finished {
+			res.Skipped += len(chunk)
 		}
 	}
 	for chunk := range slices.Chunk(failed, s.f.cfg.BatchSize) {
-		if err := s.toErrorFolder(imap.UIDSetNum(chunk...), res); err != nil {
+		finished, err := s.step(s.toErrorFolder(imap.UIDSetNum(chunk...), res))
+		if err != nil {
 			return err
+		}
+		if finished {
+			res.Skipped += len(chunk)
 		}
 	}
 	// Each batch's commit runs while the next batch downloads (when the sink
@@ -219,7 +227,7 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			UID:         true,
 			BodySection: []*imap.FetchItemBodySection{{Peek: true}}, // BODY.PEEK[]: leaves \Seen alone
 		})
-		err := s.receive(ctx, sink, fc, byUID, func(uid imap.UID, out mailsource.Outcome) {
+		stage := func(uid imap.UID, out mailsource.Outcome) {
 			if out.Status == mailsource.StatusFailed {
 				failed.AddNum(uid)
 				nFailed++
@@ -227,16 +235,24 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			}
 			received.AddNum(uid)
 			nReceived++
-		})
+		}
+		err := s.receive(ctx, sink, fc, byUID, stage)
 		if err != nil {
+			s.unrouted.drop()
 			s.abandon(fc)
 			return nil, err
 		}
-		if err := fc.Close(); err != nil {
-			var ie *imap.Error
-			if !errors.As(err, &ie) {
-				return nil, fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", err)
-			}
+		closeErr := fc.Close()
+		var ie *imap.Error
+		if closeErr != nil && !errors.As(closeErr, &ie) {
+			s.unrouted.drop()
+			return nil, fmt.Errorf("imapsource: UID FETCH BODY.PEEK[]: %w", closeErr)
+		}
+		seen := func(uid imap.UID) bool { return received.Contains(uid) || failed.Contains(uid) }
+		if err := s.receiveUnrouted(ctx, sink, byUID, seen, stage); err != nil {
+			return nil, err
+		}
+		if closeErr != nil {
 			// The server refused some mails but sent the others whole: commit
 			// those, so that one mail the server cannot read never holds up
 			// the rest. The refused ones stay and are reported with the
@@ -244,7 +260,7 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			missing := unreceived(fetch, received, failed)
 			s.f.log.Warn("imap server refused to send some mails; the others are imported",
 				"reply", replyText(ie), "uids", missing.String())
-			s.refused = append(s.refused, serverError("UID FETCH "+missing.String()+" BODY.PEEK[]", err))
+			s.refused = append(s.refused, serverError("UID FETCH "+missing.String()+" BODY.PEEK[]", closeErr))
 		}
 	}
 
@@ -274,12 +290,34 @@ func (s *session) finishBatch(p *pendingBatch, res *mailsource.PollResult) error
 	res.Failed += p.nFailed
 	res.Oversize += p.nOversize
 
-	if err := s.afterImport(p.received, res); err != nil {
+	if _, err := s.step(s.afterImport(p.received, res)); err != nil {
 		return err
 	}
 	failed := p.failed
 	failed.AddSet(p.oversize)
-	return s.toErrorFolder(failed, res)
+	_, err = s.step(s.toErrorFolder(failed, res))
+	return err
+}
+
+// step takes the result of an after-import step (delete, move, the error
+// folder) and says whether the step finished. When the server refused it
+// (NO or BAD: no right to create the folder, quota exceeded), the mails
+// stay where they are, committed: the refusal is kept for the poll's
+// error and the poll goes on with new mail; the next poll finds the mails
+// committed and tries the step again. Any other error (the connection
+// broke) is returned and ends the poll.
+func (s *session) step(err error) (finished bool, _ error) {
+	if err == nil {
+		return true, nil
+	}
+	var se *mailsource.ServerError
+	if !errors.As(err, &se) || !errors.Is(err, ErrRefused) {
+		return false, err
+	}
+	s.f.log.Warn("imap server refused to delete or move imported mails; they stay and are retried on the next poll",
+		"op", se.Op, "reply", se.Reply)
+	s.refused = append(s.refused, err)
+	return false, nil
 }
 
 // receive streams each fetched literal into the sink; the literal is read
@@ -324,6 +362,47 @@ func (s *session) receive(ctx context.Context, sink mailsource.Sink, fc *imapcli
 				staged(uid, out)
 			}
 		}
+	}
+	return nil
+}
+
+// receiveUnrouted hands the sink the mails of the finished fetch whose
+// BODY[] came before their UID (see unrouted), in the order they came.
+func (s *session) receiveUnrouted(ctx context.Context, sink mailsource.Sink, byUID map[imap.UID]listed, seen func(imap.UID) bool,
+	staged func(imap.UID, mailsource.Outcome)) error {
+	mails := s.unrouted.take()
+	defer func() {
+		for _, m := range mails {
+			m.sp.close()
+		}
+	}()
+	for _, um := range mails {
+		if um.err != nil {
+			return fmt.Errorf("imapsource: receive message %d: %w", um.seq, s.wrap(um.err))
+		}
+		m, ok := byUID[um.uid]
+		switch {
+		case um.uid == 0:
+			s.refused = append(s.refused, fmt.Errorf("%w: message %d stays on the server", ErrNoUID, um.seq))
+			continue
+		case !ok || seen(um.uid):
+			continue // not asked for in this batch, or sent twice
+		}
+		size := m.size
+		if size < 0 {
+			size = um.sp.size
+		}
+		r, err := um.sp.reader()
+		if err != nil {
+			return err
+		}
+		resume := s.wd.pause() // the connection is idle meanwhile
+		out, err := sink.Receive(ctx, m.key, size, r)
+		resume()
+		if err != nil {
+			return fmt.Errorf("imapsource: receive %s: %w", m.key, err)
+		}
+		staged(um.uid, out)
 	}
 	return nil
 }
@@ -409,6 +488,9 @@ func (s *session) ensureFolder(folder string) error {
 	if s.existing[folder] {
 		return nil
 	}
+	if err := s.uncreatable[folder]; err != nil {
+		return err
+	}
 	boxes, err := s.c.List("", folder, nil).Collect()
 	if err != nil {
 		return serverError("LIST "+folder, err)
@@ -423,7 +505,9 @@ func (s *session) ensureFolder(folder string) error {
 		}
 	}
 	if err := s.c.Create(folder, nil).Wait(); err != nil && responseCode(err) != imap.ResponseCodeAlreadyExists {
-		return serverError("CREATE "+folder, err)
+		err = serverError("CREATE "+folder, err)
+		s.uncreatable[folder] = err // asked once per poll, not once per batch
+		return err
 	}
 	s.f.log.Info("imap folder created", "folder", folder)
 	s.existing[folder] = true

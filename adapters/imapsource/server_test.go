@@ -50,6 +50,17 @@ type serverOptions struct {
 	// unreadable makes UID FETCH of a body leave out this UID and end in NO,
 	// as Dovecot does for a mail file it cannot read.
 	unreadable imap.UID
+	// bodyFirst makes UID FETCH of a body send BODY[] before UID in each
+	// FETCH response, as RFC 9051 allows (items come in any order).
+	bodyFirst bool
+	// omitUID (with bodyFirst) leaves the UID out of those responses.
+	omitUID bool
+	// refuseCreate makes CREATE of these folders fail with NO, as a
+	// server does when the user may not create folders.
+	refuseCreate []string
+	// refuseMove makes UID MOVE and UID COPY into these folders fail
+	// with NO [OVERQUOTA].
+	refuseMove []string
 }
 
 type testServer struct {
@@ -57,6 +68,28 @@ type testServer struct {
 	user   *imapmemserver.User
 	certPE []byte // PEM of the self-signed certificate (tls/startTLS)
 	trace  *syncBuffer
+
+	mu           sync.Mutex
+	raws         map[string][]byte // delivered mails by folder + "/" + UID
+	refuseCreate []string
+	refuseMove   []string
+}
+
+// refuse sets the folders whose CREATE, and into which MOVE and COPY, the
+// server refuses from now on.
+func (ts *testServer) refuse(create, move []string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.refuseCreate, ts.refuseMove = create, move
+}
+
+func (ts *testServer) refuses(create bool, folder string) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if create {
+		return slices.Contains(ts.refuseCreate, folder)
+	}
+	return slices.Contains(ts.refuseMove, folder)
 }
 
 // startServer runs go-imap's in-memory server on 127.0.0.1:0 until the
@@ -78,7 +111,7 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 			tb.Fatalf("create %s: %v", f, err)
 		}
 	}
-	ts := &testServer{user: u, trace: &syncBuffer{}}
+	ts := &testServer{user: u, trace: &syncBuffer{}, refuseCreate: o.refuseCreate, refuseMove: o.refuseMove}
 	var tlsCfg *tls.Config
 	if o.tls || o.startTLS {
 		cert, pemBytes := selfSigned(tb)
@@ -91,7 +124,8 @@ func startServer(tb testing.TB, o serverOptions) *testServer {
 		DebugWriter:  ts.trace,
 		Logger:       discardLogger{},
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &testSession{user: u, password: o.password, mechs: o.mechs, unreadable: o.unreadable}, nil, nil
+			return &testSession{user: u, password: o.password, mechs: o.mechs, unreadable: o.unreadable,
+				bodyFirst: o.bodyFirst, omitUID: o.omitUID, ts: ts}, nil, nil
 		},
 	}
 	if o.startTLS {
@@ -123,7 +157,7 @@ func (ts *testServer) config(tb testing.TB) Config {
 		tb.Fatal(err)
 	}
 	return Config{
-		Host: host, Port: p, Security: mailsource.SecurityNone,
+		Host: host, Port: p, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, // loopback test server
 		Username: testUser, Password: testPassword,
 		Timeout: 10 * time.Second,
 	}
@@ -133,10 +167,25 @@ func (ts *testServer) config(tb testing.TB) Config {
 func (ts *testServer) deliver(tb testing.TB, folder string, raws ...[]byte) {
 	tb.Helper()
 	for _, raw := range raws {
-		if _, err := ts.user.Append(folder, literal{bytes.NewReader(raw), int64(len(raw))}, &imap.AppendOptions{}); err != nil {
+		data, err := ts.user.Append(folder, literal{bytes.NewReader(raw), int64(len(raw))}, &imap.AppendOptions{})
+		if err != nil {
 			tb.Fatalf("append to %s: %v", folder, err)
 		}
+		ts.mu.Lock()
+		if ts.raws == nil {
+			ts.raws = map[string][]byte{}
+		}
+		ts.raws[folder+"/"+fmt.Sprint(data.UID)] = raw
+		ts.mu.Unlock()
 	}
+}
+
+// raw returns what deliver put into folder under uid.
+func (ts *testServer) raw(folder string, uid imap.UID) ([]byte, bool) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	b, ok := ts.raws[folder+"/"+fmt.Sprint(uid)]
+	return b, ok
 }
 
 // count returns how many mails folder holds (expunged ones not), or -1
@@ -175,10 +224,83 @@ type testSession struct {
 	password   string
 	mechs      []string
 	unreadable imap.UID
+
+	bodyFirst bool
+	omitUID   bool
+	ts        *testServer
+	selected  string
+}
+
+func (s *testSession) Select(mailbox string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	data, err := s.UserSession.Select(mailbox, options)
+	if err == nil {
+		s.selected = mailbox
+	}
+	return data, err
+}
+
+func (s *testSession) Create(mailbox string, options *imap.CreateOptions) error {
+	if s.ts.refuses(true, mailbox) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNoPerm, Text: "Permission denied"}
+	}
+	return s.UserSession.Create(mailbox, options)
+}
+
+func (s *testSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	if s.ts.refuses(false, dest) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "Quota exceeded (mailbox for user is full)"}
+	}
+	return s.UserSession.Move(w, numSet, dest)
+}
+
+func (s *testSession) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
+	if s.ts.refuses(false, dest) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "Quota exceeded (mailbox for user is full)"}
+	}
+	return s.UserSession.Copy(numSet, dest)
+}
+
+// fetchBodyFirst answers a UID FETCH of bodies with each message's BODY[]
+// before its UID.
+func (s *testSession) fetchBodyFirst(w *imapserver.FetchWriter, uids imap.UIDSet, options *imap.FetchOptions) error {
+	all, err := s.Search(imapserver.NumKindUID, &imap.SearchCriteria{}, &imap.SearchOptions{ReturnAll: true})
+	if err != nil {
+		return err
+	}
+	inBox, _ := all.All.(imap.UIDSet).Nums()
+	for i, uid := range inBox {
+		if !uids.Contains(uid) {
+			continue
+		}
+		raw, ok := s.ts.raw(s.selected, uid)
+		if !ok {
+			return fmt.Errorf("test server: no raw mail for uid %d in %s", uid, s.selected)
+		}
+		m := w.CreateMessage(uint32(i + 1))
+		for _, bs := range options.BodySection {
+			wc := m.WriteBodySection(bs, int64(len(raw)))
+			if _, err := wc.Write(raw); err != nil {
+				return err
+			}
+			if err := wc.Close(); err != nil {
+				return err
+			}
+		}
+		if !s.omitUID {
+			m.WriteUID(uid)
+		}
+		if err := m.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *testSession) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	uids, ok := numSet.(imap.UIDSet)
+	if s.bodyFirst && ok && len(options.BodySection) > 0 {
+		return s.fetchBodyFirst(w, uids, options)
+	}
 	if s.unreadable == 0 || !ok || len(options.BodySection) == 0 || !uids.Contains(s.unreadable) {
 		return s.UserSession.Fetch(w, numSet, options)
 	}

@@ -36,12 +36,17 @@ type AccessTokens func(ctx context.Context, connectionID, protocol string) (stri
 // FetcherFor builds the fetcher of a stored account. An account with an
 // OAuth connection logs in with XOAUTH2 and a token from tokens; any other
 // with its password, opened with box (the plaintext lives only in the
-// fetcher).
+// fetcher). A host outside settings.AllowedMailHosts is refused here, and
+// an address outside it when the fetcher dials.
 func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, tokens AccessTokens, logger *slog.Logger) (mailsource.Fetcher, error) {
 	var (
 		password    string
 		tokenSource func(ctx context.Context) (string, error)
 	)
+	if err := settings.CheckMailHost(a.Host); err != nil {
+		return nil, fmt.Errorf("%w: account %s: %w", ErrCannotLogIn, a.ID, err)
+	}
+	allowAddr := settings.MailHostPolicy().AddrCheck(a.Host)
 	switch {
 	case a.Protocol != domain.ProtocolIMAP && a.Protocol != domain.ProtocolPOP3:
 		return nil, fmt.Errorf("%w: %s (account %s)", ErrProtocolUnsupported, a.Protocol, a.ID)
@@ -68,7 +73,8 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 		f, err := imapsource.New(imapsource.Config{
 			Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 			TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
-			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, Folders: folders,
+			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, AllowPlaintextAuth: a.AllowPlaintextAuth, AllowAddr: allowAddr,
+			Folders:     folders,
 			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder,
 			MaxMailSize: a.MaxMailSize, Timeout: fetchTimeout,
 		}, logger)
@@ -80,7 +86,8 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 	f, err := pop3source.New(pop3source.Config{
 		Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 		TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
-		TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, MaxMailSize: a.MaxMailSize,
+		TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, AllowPlaintextAuth: a.AllowPlaintextAuth,
+		AllowAddr: allowAddr, MaxMailSize: a.MaxMailSize,
 		AfterImport: mailsource.AfterImport(a.AfterImport), Timeout: fetchTimeout,
 	}, logger)
 	if err != nil {

@@ -51,7 +51,7 @@ func benchFetcher(tb testing.TB, protocol string, dv *dovecottest.Server) mailso
 	logger := slog.New(slog.DiscardHandler)
 	if protocol == "imap" {
 		h, p := hostPort(tb, dv.IMAPAddr)
-		f, err := imapsource.New(imapsource.Config{Host: h, Port: p, Security: mailsource.SecurityNone, Username: "bench",
+		f, err := imapsource.New(imapsource.Config{Host: h, Port: p, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, Username: "bench",
 			Password: "pw", Folders: []string{"INBOX"}, AfterImport: mailsource.AfterImportDelete, Timeout: time.Minute}, logger)
 		if err != nil {
 			tb.Fatal(err)
@@ -59,7 +59,7 @@ func benchFetcher(tb testing.TB, protocol string, dv *dovecottest.Server) mailso
 		return f
 	}
 	h, p := hostPort(tb, dv.POP3Addr)
-	f, err := pop3source.New(pop3source.Config{Host: h, Port: p, Security: mailsource.SecurityNone, Username: "bench",
+	f, err := pop3source.New(pop3source.Config{Host: h, Port: p, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, Username: "bench",
 		Password: "pw", AfterImport: mailsource.AfterImportDelete, Timeout: time.Minute}, logger)
 	if err != nil {
 		tb.Fatal(err)

@@ -52,12 +52,31 @@ type SchedulerConfig struct {
 
 // Scheduler polls every enabled account on its own interval, one fetch per
 // account at a time, with poll-now on demand and back-off on repeated
-// errors. Each poll's outcome is recorded as a MailboxPolled event.
+// errors. A poll's outcome is recorded as a MailboxPolled event when it
+// tells something new (see PollOnce); that every poll ran is kept in
+// memory (Liveness), so an idle account polled every second does not add
+// 86,400 events a day to the log.
 type Scheduler struct {
 	cfg SchedulerConfig
 
 	mu      sync.Mutex
 	workers map[string]*worker
+
+	liveMu   sync.Mutex
+	recorded map[string]domain.MailboxPolled // the last outcome recorded per account
+	live     map[string]Liveness
+}
+
+// Liveness is what the scheduler knows of an account's latest poll,
+// whether or not it was recorded as an event. It lives in memory: after a
+// restart an account has none until its first poll.
+type Liveness struct {
+	// CheckedAt is when the latest poll finished.
+	CheckedAt time.Time
+	// Failures counts the polls in a row that failed, the latest included;
+	// 0 after a good poll. A repeated failure is recorded once, so the
+	// events' count stops at the first one.
+	Failures int
 }
 
 type worker struct {
@@ -94,7 +113,8 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Minute
 	}
-	return &Scheduler{cfg: cfg, workers: map[string]*worker{}}, nil
+	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{},
+		live: map[string]Liveness{}}, nil
 }
 
 // Run polls until ctx is done, then waits for running polls to stop.
@@ -221,8 +241,12 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 	return max(interval, min(wait, maxWait))
 }
 
-// PollOnce runs one poll of a and records its outcome. failuresBefore is the
-// number of failed polls in a row before this one.
+// PollOnce runs one poll of a and records its outcome when it is worth
+// recording: the first poll of this process, a poll that committed,
+// finished or deleted mails, and a poll whose error (or success) differs
+// from the last recorded outcome. An idle poll, or the same failure again,
+// only updates Liveness. failuresBefore is the number of failed polls in
+// a row before this one.
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
@@ -243,9 +267,20 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 		ev.ServerReply = mailsource.ServerReply(pollErr)
 		ev.Failures = failuresBefore + 1
 	}
+	s.liveMu.Lock()
+	s.live[a.ID] = Liveness{CheckedAt: ev.FinishedAt, Failures: ev.Failures}
+	prev, seen := s.recorded[a.ID]
+	s.liveMu.Unlock()
+	if seen && !newsIn(prev, ev) {
+		return res, pollErr
+	}
 	if err := s.recordPoll(ctx, ev); err != nil {
 		s.cfg.Logger.Error("record poll outcome", "account", a.ID, "err", err)
+		return res, pollErr // tried again with the next poll
 	}
+	s.liveMu.Lock()
+	s.recorded[a.ID] = ev
+	s.liveMu.Unlock()
 	return res, pollErr
 }
 
@@ -263,6 +298,25 @@ func (s *Scheduler) pollRecovered(ctx context.Context, a Account, sink *Sink) (r
 		}
 	}()
 	return a.Fetcher.Poll(ctx, sink)
+}
+
+// newsIn says whether a poll's outcome tells something the last recorded
+// one does not: mails were committed, finished or removed, or the poll
+// failed differently, or recovered.
+func newsIn(prev, ev domain.MailboxPolled) bool {
+	if ev.Fetched+ev.Failed+ev.Oversize+ev.Skipped+ev.Deleted > 0 {
+		return true
+	}
+	return ev.Error != prev.Error || ev.ServerReply != prev.ServerReply
+}
+
+// Liveness returns what is known of the account's latest poll; false
+// before its first poll in this process.
+func (s *Scheduler) Liveness(accountID string) (Liveness, bool) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	l, ok := s.live[accountID]
+	return l, ok
 }
 
 // MailboxStream holds an account's poll outcomes.

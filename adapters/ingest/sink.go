@@ -180,6 +180,41 @@ func (s *Sink) Known(ctx context.Context, keys []string) (map[string]mailsource.
 	return out, nil
 }
 
+var _ mailsource.ContentDigests = (*Sink)(nil)
+
+// Digests implements mailsource.ContentDigests: the blob ref that each
+// key's MailReceived or MailFailed names, read from the mails' streams.
+func (s *Sink) Digests(ctx context.Context, keys []string) (map[string]string, error) {
+	out := make(map[string]string, len(keys))
+	for start := 0; start < len(keys); start += knownChunk {
+		chunk := keys[start:min(start+knownChunk, len(keys))]
+		streams := make([]string, len(chunk))
+		for i, k := range chunk {
+			streams[i] = MailStream(domain.MailIDFor(s.accountID, k))
+		}
+		evs, err := s.store.ReadStreams(ctx, streams)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: read the intake events of %d source keys of account %s: %w", len(chunk), s.accountID, err)
+		}
+		for _, re := range evs {
+			if re.Type != domain.MailReceivedName && re.Type != domain.MailFailedName {
+				continue
+			}
+			var e struct {
+				SourceKey string `json:"source_key"`
+				BlobRef   string `json:"blob_ref"`
+			}
+			if err := json.Unmarshal(re.Payload, &e); err != nil {
+				return nil, fmt.Errorf("ingest: decode %s of %s: %w", re.Type, re.Stream, err)
+			}
+			if ref, err := blobstore.ParseRef(e.BlobRef); err == nil && e.SourceKey != "" {
+				out[e.SourceKey] = ref.Hex()
+			}
+		}
+	}
+	return out, nil
+}
+
 // Receive implements mailsource.Sink. A small mail is read into memory,
 // parsed from there and packed with its batch at Commit; a larger one is
 // streamed to a loose blob file first and parsed from it, so a 50 MB mail

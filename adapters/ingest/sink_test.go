@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -473,5 +474,123 @@ func TestSink_EventKeepsABoundedBodyPrefix(t *testing.T) {
 		if m.TextBodySize < int64(len(m.TextBody))*10 || m.HTMLBodySize < int64(len(m.HTMLBody))*10 {
 			t.Errorf("whole sizes %d and %d, want those of the bodies parsed", m.TextBodySize, m.HTMLBodySize)
 		}
+	}
+}
+
+func TestSink_DigestsNameTheCommittedBytes(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, store eventstore.Store) {
+		ctx := context.Background()
+		sink, _ := newTestSink(t, store, "acc1")
+		small := testMail(1)
+		large := testMail(2) + strings.Repeat("x", 2*smallMail)
+		for key, raw := range map[string]string{"pop3/a": small, "pop3/b": large, "pop3/c": ""} {
+			if _, err := sink.Receive(ctx, key, -1, strings.NewReader(raw)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sink.Oversize(ctx, "pop3/d", 1<<30); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := sink.Digests(ctx, []string{"pop3/a", "pop3/b", "pop3/c", "pop3/d", "pop3/never"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hexOf := func(s string) string { return blobstore.RefFromDigest(sha256.Sum256([]byte(s))).Hex() }
+		want := map[string]string{"pop3/a": hexOf(small), "pop3/b": hexOf(large), "pop3/c": hexOf("")}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Digests() = %v, want %v", got, want)
+		}
+	})
+}
+
+// switchFetcher returns an empty result, or err when set.
+type switchFetcher struct{ err error }
+
+func (f *switchFetcher) Poll(context.Context, mailsource.Sink) (mailsource.PollResult, error) {
+	return mailsource.PollResult{}, f.err
+}
+
+func (f *switchFetcher) Check(context.Context) error { return nil }
+
+func TestScheduler_RecordsOnlyPollsThatTellSomethingNew(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	blobs, _ := blobstore.NewFS(t.TempDir())
+	clock := fixedNow()
+	now := func() time.Time { clock = clock.Add(time.Second); return clock }
+	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: now,
+		Accounts: func(context.Context) ([]Account, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetcher := &switchFetcher{}
+	acc := Account{ID: "idle", Fetcher: fetcher}
+	ctx := context.Background()
+	events := func() int64 {
+		t.Helper()
+		n, err := store.StreamVersion(ctx, MailboxStream("idle"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	failures := 0
+	poll := func(times int) {
+		t.Helper()
+		for range times {
+			if _, err := s.PollOnce(ctx, acc, failures); err != nil {
+				failures++
+			} else {
+				failures = 0
+			}
+		}
+	}
+
+	poll(50)
+	if n := events(); n != 1 {
+		t.Errorf("50 idle polls appended %d events, want 1", n)
+	}
+	live, ok := s.Liveness("idle")
+	if !ok || !live.CheckedAt.Equal(clock) || live.Failures != 0 {
+		t.Errorf("Liveness() = %+v, %v; want the last poll's time %v and no failures", live, ok, clock)
+	}
+
+	fetcher.err = &mailsource.ServerError{Op: "login", Reply: "NO [UNAVAILABLE] Maintenance", Err: errors.New("refused")}
+	poll(1)
+	if n := events(); n != 2 {
+		t.Errorf("a failing poll after them: %d events, want 2", n)
+	}
+	poll(10)
+	if n := events(); n != 2 {
+		t.Errorf("the same failure repeated: %d events, want still 2", n)
+	}
+	if live, _ := s.Liveness("idle"); live.Failures != 11 || !live.CheckedAt.Equal(clock) {
+		t.Errorf("Liveness() = %+v, want 11 failures in a row at %v", live, clock)
+	}
+
+	fetcher.err = &mailsource.ServerError{Op: "login", Reply: "NO [AUTHENTICATIONFAILED] Authentication failed.", Err: errors.New("refused")}
+	poll(1)
+	if n := events(); n != 3 {
+		t.Errorf("another failure: %d events, want 3", n)
+	}
+	fetcher.err = nil
+	poll(3)
+	if n := events(); n != 4 {
+		t.Errorf("recovery and idle polls: %d events, want 4", n)
+	}
+	evs, err := store.ReadStream(ctx, MailboxStream("idle"), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last domain.MailboxPolled
+	if err := json.Unmarshal(evs[len(evs)-1].Payload, &last); err != nil {
+		t.Fatal(err)
+	}
+	if last.Error != "" || last.Failures != 0 {
+		t.Errorf("last recorded outcome = %+v, want the recovery", last)
 	}
 }

@@ -20,7 +20,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"strings"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Status of a source key that was committed before.
@@ -79,6 +84,18 @@ type AsyncCommitter interface {
 	StartCommit(ctx context.Context) (wait func() error)
 }
 
+// ContentDigests is implemented by sinks that remember which bytes were
+// committed under a key. A fetcher whose server may give a key to another
+// mail later (a POP3 server reusing a UIDL) compares a mail's bytes with
+// them before it deletes a mail committed by an earlier poll.
+type ContentDigests interface {
+	// Digests returns the lower-case hex SHA-256 of the raw mail committed
+	// under each key whose bytes were stored (the blob ref without its
+	// "sha256:"); keys never committed, or committed without bytes (an
+	// oversize mail), are missing.
+	Digests(ctx context.Context, keys []string) (map[string]string, error)
+}
+
 // PollResult counts what one poll did; the mailbox-status view shows it.
 type PollResult struct {
 	Fetched  int // mails newly committed as received
@@ -100,18 +117,49 @@ func (e *ServerError) Error() string {
 	if e.Reply == "" {
 		return fmt.Sprintf("%s: %v", e.Op, e.Err)
 	}
-	return fmt.Sprintf("%s: server said %q: %v", e.Op, e.Reply, e.Err)
+	return fmt.Sprintf("%s: server said %q: %v", e.Op, Excerpt(e.Reply, MaxReplyLen), e.Err)
 }
 
 func (e *ServerError) Unwrap() error { return e.Err }
 
-// ServerReply returns the server's words from err, or "" when err carries none.
+// MaxReplyLen bounds the server's words as errors, ServerReply and so the
+// mailbox status and "check connection" show them. Mail servers answer in
+// one short line; an account may point at any service, though, and its
+// banner or page is not ours to relay.
+const MaxReplyLen = 200
+
+// ServerReply returns the server's words from err, or "" when err carries
+// none: the first line, without control characters, at most MaxReplyLen
+// characters (see Excerpt).
 func ServerReply(err error) string {
 	var se *ServerError
 	if errors.As(err, &se) {
-		return se.Reply
+		return Excerpt(se.Reply, MaxReplyLen)
 	}
 	return ""
+}
+
+// Excerpt returns the first line of s without control characters and
+// invalid UTF-8, cut to at most maxLen characters (an ellipsis marks a
+// cut).
+func Excerpt(s string, maxLen int) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			continue
+		}
+		if n == maxLen {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }
 
 // Security is how a connection is protected.
@@ -122,6 +170,28 @@ const (
 	SecurityStartTLS Security = "starttls" // upgrade after the greeting
 	SecurityNone     Security = "none"     // plain text (tests, local relays)
 )
+
+// ErrPlaintextAuth means a login would send a password or an OAuth token
+// over a connection without TLS (security none) and the account does not
+// allow that (allow_plaintext_auth). CRAM-MD5 sends neither and is used
+// when the server offers it.
+var ErrPlaintextAuth = errors.New("mailsource: no password or token is sent without TLS (security none) unless allow_plaintext_auth is set")
+
+// DialControl returns a net.Dialer Control function that asks allow about
+// the address about to be dialled (after name resolution, so DNS cannot
+// lead a connection past it); nil allow gives nil (no check).
+func DialControl(allow func(netip.Addr) error) func(network, address string, c syscall.RawConn) error {
+	if allow == nil {
+		return nil
+	}
+	return func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("mailsource: dial %s: %w", address, err)
+		}
+		return allow(ap.Addr().Unmap())
+	}
+}
 
 // AfterImport says what happens to a mail on the server once committed.
 type AfterImport string

@@ -123,7 +123,7 @@ func BenchmarkPoll(b *testing.B) {
 	h, p, _ := net.SplitHostPort(srv.addr)
 	var port int
 	_, _ = fmt.Sscan(p, &port)
-	f, err := New(Config{Host: h, Port: port, Security: mailsource.SecurityNone, Username: "bench", Password: "pw",
+	f, err := New(Config{Host: h, Port: port, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, Username: "bench", Password: "pw",
 		Timeout: time.Minute}, slog.New(slog.NewTextHandler(benchLog{b}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		b.Fatal(err)

@@ -218,7 +218,7 @@ type client struct {
 // It does not log in.
 func dial(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*client, error) {
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	d := net.Dialer{Timeout: cfg.Timeout}
+	d := net.Dialer{Timeout: cfg.Timeout, Control: mailsource.DialControl(cfg.AllowAddr)}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("pop3source: connect %s: %w", addr, err)
@@ -418,12 +418,21 @@ func (c *client) startTLS(ctx context.Context, tlsCfg *tls.Config) error {
 	return c.capa()
 }
 
-// login authenticates: XOAUTH2 with a token source; with plain login
-// prevented, CRAM-MD5 on a connection without TLS when the server offers
-// it (the password never crosses in clear), else AUTH PLAIN; AUTH PLAIN
-// when the server offers it; USER/PASS otherwise.
+// login authenticates: without TLS and AllowPlaintextAuth, only CRAM-MD5
+// (the password never crosses in clear) or nothing; else XOAUTH2 with a
+// token source; with plain login prevented, CRAM-MD5 on a connection
+// without TLS when the server offers it, else AUTH PLAIN; AUTH PLAIN when
+// the server offers it; USER/PASS otherwise.
 func (c *client) login(ctx context.Context, cfg Config) error {
+	exposed := !c.overTLS && !cfg.AllowPlaintextAuth
 	switch {
+	case cfg.TokenSource != nil && exposed:
+		return fmt.Errorf("%w: XOAUTH2 would send the access token in clear text", mailsource.ErrPlaintextAuth)
+	case exposed && c.saslMechanism(saslclient.CRAMMD5):
+		return c.authCRAMMD5(cfg.Username, cfg.Password)
+	case exposed:
+		return fmt.Errorf("%w: the server offers no AUTH CRAM-MD5, which alone keeps the password off the wire",
+			mailsource.ErrPlaintextAuth)
 	case cfg.TokenSource != nil:
 		token, err := cfg.TokenSource(ctx)
 		if err != nil {
@@ -550,6 +559,7 @@ type entry struct {
 	num  int
 	uidl string
 	size int64
+	key  string // the source key; set by the poll
 }
 
 // scan lists the maildrop with UIDL and LIST (pipelined when allowed) and

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -43,6 +44,13 @@ type Config struct {
 	// PreventPlainLogin forbids USER/PASS: the password only goes out inside
 	// AUTH PLAIN (RFC 5034), which also carries UTF-8 passwords intact.
 	PreventPlainLogin bool
+	// AllowPlaintextAuth lets a password or token cross a connection
+	// without TLS (Security none); without it the login uses CRAM-MD5 or
+	// fails with mailsource.ErrPlaintextAuth.
+	AllowPlaintextAuth bool
+	// AllowAddr, when set, is asked about every address before it is
+	// dialled; an error refuses the connection (allowed_mail_hosts).
+	AllowAddr func(netip.Addr) error
 	// MaxMailSize in octets as reported by LIST; 0 means unlimited. Larger
 	// mails are staged with Sink.Oversize and never downloaded.
 	MaxMailSize int64

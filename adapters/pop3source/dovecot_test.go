@@ -25,7 +25,7 @@ func dovecotFetcher(tb testing.TB, addr, user, pass string, change func(*Config)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := Config{Host: h, Port: port, Security: mailsource.SecurityNone, Username: user, Password: pass}
+	cfg := Config{Host: h, Port: port, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, Username: user, Password: pass}
 	if change != nil {
 		change(&cfg)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -498,6 +499,20 @@ func (s *fakeSink) Receive(_ context.Context, key string, _ int64, r io.Reader) 
 	return mailsource.Outcome{Status: st}, nil
 }
 
+// Digests implements mailsource.ContentDigests over the committed bodies.
+func (s *fakeSink) Digests(_ context.Context, keys []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, k := range keys {
+		if raw, ok := s.bodies[k]; ok {
+			sum := sha256.Sum256(raw)
+			out[k] = hex.EncodeToString(sum[:])
+		}
+	}
+	return out, nil
+}
+
+var _ mailsource.ContentDigests = (*fakeSink)(nil)
+
 func (s *fakeSink) Oversize(_ context.Context, key string, _ int64) error {
 	s.staged = append(s.staged, stagedMail{key: key, status: mailsource.StatusFailed})
 	return nil
@@ -573,7 +588,7 @@ func mail(id, body string) []byte {
 func fetcherFor(tb testing.TB, s *fakeServer, change func(*Config)) *Fetcher {
 	tb.Helper()
 	host, port := s.hostPort(tb)
-	cfg := Config{Host: host, Port: port, Security: mailsource.SecurityNone, Username: "alice", Password: "secret",
+	cfg := Config{Host: host, Port: port, Security: mailsource.SecurityNone, AllowPlaintextAuth: true, Username: "alice", Password: "secret",
 		Timeout: 10 * time.Second}
 	if change != nil {
 		change(&cfg)

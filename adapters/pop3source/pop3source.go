@@ -14,14 +14,26 @@
 // nothing and the next poll finds the mails committed and deletes them
 // without a second event. Failed mails are never deleted and never fetched
 // again.
+//
+// A UIDL is not proof: RFC 1939 only asks servers not to reuse one, and a
+// server whose counter restarts gives a new mail the UIDL of one imported
+// and deleted long ago. So a mail is DELEd only when this session imported
+// it, or when its bytes hash to those the sink committed under its key
+// (mailsource.ContentDigests). A mail whose bytes differ is a new mail: it
+// is imported under "pop3/"+uidl+"/"+its SHA-256, which the next poll
+// recognises the same way.
 package pop3source
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -168,7 +180,7 @@ func (p *poll) run(ctx context.Context) error {
 		return err
 	}
 	p.phase("list", &since)
-	var oversize, fetch []entry
+	var oversize, fetch, verify []entry
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		if seen[e.uidl] {
@@ -176,10 +188,10 @@ func (p *poll) run(ctx context.Context) error {
 			continue
 		}
 		seen[e.uidl] = true
-		switch known[KeyPrefix+e.uidl] {
+		switch known[e.key] {
 		case mailsource.StatusReceived:
 			if p.f.cfg.AfterImport == mailsource.AfterImportDelete {
-				p.deletable = append(p.deletable, toDelete{num: e.num, known: true})
+				verify = append(verify, e) // deleted once proven the committed mail
 			}
 		case mailsource.StatusFailed:
 			// Stays on the server, never fetched again (RULES.md 2.4).
@@ -194,6 +206,9 @@ func (p *poll) run(ctx context.Context) error {
 	stopErr := p.stageOversize(ctx, oversize)
 	if stopErr == nil {
 		stopErr = p.fetch(ctx, fetch)
+	}
+	if stopErr == nil && len(verify) > 0 {
+		stopErr = p.verify(ctx, verify)
 	}
 	if !p.poisoned && !p.commitFailed {
 		if err := p.commit(ctx); err != nil {
@@ -218,14 +233,20 @@ func (p *poll) run(ctx context.Context) error {
 	return errors.Join(append([]error{stopErr}, p.errs...)...)
 }
 
-// known asks the sink for the committed keys, in chunks.
+// known asks the sink for the committed keys, in chunks. Entries without a
+// key get the key of their UIDL.
 func (p *poll) known(ctx context.Context, entries []entry) (map[string]mailsource.Status, error) {
 	all := make(map[string]mailsource.Status, len(entries))
+	for i := range entries {
+		if entries[i].key == "" {
+			entries[i].key = KeyPrefix + entries[i].uidl
+		}
+	}
 	for start := 0; start < len(entries); start += knownChunk {
 		chunk := entries[start:min(start+knownChunk, len(entries))]
 		keys := make([]string, len(chunk))
 		for i, e := range chunk {
-			keys[i] = KeyPrefix + e.uidl
+			keys[i] = e.key
 		}
 		m, err := p.sink.Known(ctx, keys)
 		if err != nil {
@@ -238,9 +259,114 @@ func (p *poll) known(ctx context.Context, entries []entry) (map[string]mailsourc
 	return all, nil
 }
 
+// verify finds out whether mails committed by an earlier poll are still
+// those mails, so that a DELE never takes a mail nobody imported: it
+// downloads each one, compares its SHA-256 with what the sink committed
+// under the key, and marks it for DELE when they match. A mail that
+// differs got a reused UIDL: it is imported under a key naming its digest
+// (or, when an earlier poll did that already, deleted). A mail the sink
+// cannot vouch for stays on the server.
+func (p *poll) verify(ctx context.Context, committed []entry) error {
+	keys := make([]string, len(committed))
+	for i, e := range committed {
+		keys[i] = e.key
+	}
+	recorded := map[string]string{}
+	if cd, ok := p.sink.(mailsource.ContentDigests); ok {
+		for start := 0; start < len(keys); start += knownChunk {
+			m, err := cd.Digests(ctx, keys[start:min(start+knownChunk, len(keys))])
+			if err != nil {
+				return fmt.Errorf("pop3source: ask sink for committed digests: %w", err)
+			}
+			maps.Copy(recorded, m)
+		}
+	}
+	var check []entry
+	for _, e := range committed {
+		if recorded[e.key] == "" {
+			p.f.logger.Warn("pop3: mail committed before cannot be proven the same; left on the server", "uidl", e.uidl)
+			continue
+		}
+		check = append(check, e)
+	}
+	digests := make([]string, len(check))
+	window := 1
+	if p.c.has("PIPELINING") {
+		window = p.f.window
+	}
+	err := p.c.pipeline(len(check), window, true,
+		func(i int) string { return "RETR " + strconv.Itoa(check[i].num) },
+		func(i int) (err error) { digests[i], err = p.digest(check[i]); return err })
+	if err != nil {
+		return err
+	}
+	var reused []entry
+	for i, e := range check {
+		switch digests[i] {
+		case "": // RETR refused; tried again next poll
+		case recorded[e.key]:
+			p.deletable = append(p.deletable, toDelete{num: e.num, known: true})
+		default:
+			p.f.logger.Warn("pop3: the server gave a UIDL of an imported mail to another mail; importing that one under a key of its own",
+				"uidl", e.uidl, "msg", e.num)
+			e.key = KeyPrefix + e.uidl + "/" + digests[i]
+			reused = append(reused, e)
+		}
+	}
+	if len(reused) == 0 {
+		return nil
+	}
+	known, err := p.known(ctx, reused)
+	if err != nil {
+		return err
+	}
+	var oversize, fetch []entry
+	for _, e := range reused {
+		switch known[e.key] {
+		case mailsource.StatusReceived: // the key names the bytes just hashed
+			p.deletable = append(p.deletable, toDelete{num: e.num, known: true})
+		case mailsource.StatusFailed:
+		default:
+			if p.f.cfg.MaxMailSize > 0 && e.size > p.f.cfg.MaxMailSize {
+				oversize = append(oversize, e)
+			} else {
+				fetch = append(fetch, e)
+			}
+		}
+	}
+	if err := p.stageOversize(ctx, oversize); err != nil {
+		return err
+	}
+	return p.fetch(ctx, fetch)
+}
+
+// digest reads one RETR answer and returns the hex SHA-256 of the mail as
+// the sink would store it, or "" when the server refused the RETR.
+func (p *poll) digest(e entry) (string, error) {
+	rep, err := p.c.readReply("RETR")
+	if err != nil {
+		return "", err
+	}
+	if rep.kind != replyOK {
+		err := p.c.refused("RETR "+strconv.Itoa(e.num), rep)
+		if rep.kind == replyCont {
+			p.c.broken = err
+			return "", err
+		}
+		p.errs = append(p.errs, err)
+		return "", nil
+	}
+	h := sha256.New()
+	b := p.c.newBody()
+	if _, err := io.Copy(h, b); err != nil {
+		return "", p.c.fail("RETR "+strconv.Itoa(e.num), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
 func (p *poll) stageOversize(ctx context.Context, oversize []entry) error {
 	for _, e := range oversize {
-		if err := p.sink.Oversize(ctx, KeyPrefix+e.uidl, e.size); err != nil {
+		if err := p.sink.Oversize(ctx, e.key, e.size); err != nil {
 			return fmt.Errorf("pop3source: stage oversize mail %s: %w", e.uidl, err)
 		}
 		p.staged = append(p.staged, staged{e: e, status: mailsource.StatusFailed, over: true})
@@ -265,7 +391,7 @@ func (p *poll) fetch(ctx context.Context, fetch []entry) error {
 
 // receive reads one RETR answer into the sink.
 func (p *poll) receive(ctx context.Context, e entry) error {
-	key := KeyPrefix + e.uidl
+	key := e.key
 	rep, err := p.c.readReply("RETR")
 	if err != nil {
 		return err

@@ -545,8 +545,13 @@ func TestPoll_ConnectionDropMidDownload(t *testing.T) {
 			if got := sink.bodies["pop3/c"]; !bytes.Equal(got, mail("c", "body of c\r\n")) {
 				t.Errorf("mail c = %q, want it whole", got)
 			}
-			if got := srv.retrCount("a"); got != 1 {
-				t.Errorf("committed mail a downloaded %d times, want 1", got)
+			// Mail a is downloaded once more to prove it is the committed
+			// one before its DELE, but handed to the sink only once.
+			if got := sink.receives["pop3/a"]; got != 1 {
+				t.Errorf("committed mail a received %d times, want 1", got)
+			}
+			if got := srv.retrCount("a"); got != 2 {
+				t.Errorf("committed mail a downloaded %d times, want 2 (import, then proof)", got)
 			}
 			deletedAfterCommit(t, j.all())
 		})
@@ -736,5 +741,171 @@ func TestPoll_SinkThatIgnoresABrokenDownloadCommitsNothingOfThatBatch(t *testing
 	}
 	if diff := cmp.Diff([]string{"pop3/a", "pop3/b"}, slices.Sorted(maps.Keys(sink.committed))); diff != "" {
 		t.Errorf("committed (-want +got):\n%s", diff)
+	}
+}
+
+// A server that gives a new mail the UIDL of one imported and deleted
+// before (a counter that restarted) must not get the new mail deleted
+// unread: it is imported under a key of its own, then deleted.
+func TestPoll_ReusedUIDLIsImportedNotDeletedUnread(t *testing.T) {
+	t.Parallel()
+	j := &journal{}
+	srv := newFakeServer(t, j)
+	srv.add(fakeMail{uidl: "1", raw: mail("first", "the first mail\r\n")})
+	srv.start()
+	sink := newFakeSink(j)
+	f := fetcherFor(t, srv, nil)
+	if res, err := f.Poll(t.Context(), sink); err != nil || res.Fetched != 1 || res.Deleted != 1 {
+		t.Fatalf("first Poll() = %+v, %v; want the first mail fetched and deleted", res, err)
+	}
+
+	// when: the server hands out UIDL 1 again, to another mail
+	second := mail("second", "the second mail\r\n")
+	srv.add(fakeMail{uidl: "1", raw: second})
+	res, err := f.Poll(t.Context(), sink)
+
+	if err != nil {
+		t.Fatalf("second Poll() error = %v", err)
+	}
+	if diff := cmp.Diff(mailsource.PollResult{Fetched: 1, Deleted: 1}, res); diff != "" {
+		t.Errorf("second Poll() (-want +got):\n%s", diff)
+	}
+	var got []string
+	for _, body := range sink.bodies {
+		got = append(got, string(body))
+	}
+	slices.Sort(got)
+	if diff := cmp.Diff([]string{string(mail("first", "the first mail\r\n")), string(second)}, got); diff != "" {
+		t.Errorf("committed mails (-want +got):\n%s", diff)
+	}
+	if left := srv.uidls(); len(left) != 0 {
+		t.Errorf("server still holds %v", left)
+	}
+	// A third poll finds nothing to do.
+	if res, err := f.Poll(t.Context(), sink); err != nil || res != (mailsource.PollResult{}) {
+		t.Errorf("third Poll() = %+v, %v; want nothing done", res, err)
+	}
+}
+
+// A mail committed by an earlier poll but not deleted (the DELE or QUIT
+// failed, the process died) is deleted by the next poll only once its
+// content is proven to be the committed one; it is not imported again.
+func TestPoll_KnownMailIsDeletedOnlyWhenProvenCommitted(t *testing.T) {
+	t.Parallel()
+	j := &journal{}
+	srv := newFakeServer(t, j)
+	fiveMails(srv)
+	failQuit := true
+	srv.errOn = func(line string) (string, bool) {
+		if line == "QUIT" && failQuit {
+			failQuit = false
+			return "[SYS/TEMP] could not expunge", true
+		}
+		return "", false
+	}
+	srv.start()
+	sink := newFakeSink(j)
+	f := fetcherFor(t, srv, nil)
+	if res, _ := f.Poll(t.Context(), sink); res.Fetched != 5 || res.Deleted != 0 {
+		t.Fatalf("first Poll() = %+v, want 5 fetched and none deleted", res)
+	}
+
+	res, err := f.Poll(t.Context(), sink)
+
+	if err != nil {
+		t.Fatalf("second Poll() error = %v", err)
+	}
+	if diff := cmp.Diff(mailsource.PollResult{Skipped: 5, Deleted: 5}, res); diff != "" {
+		t.Errorf("second Poll() (-want +got):\n%s", diff)
+	}
+	for k, n := range sink.receives {
+		if n != 1 {
+			t.Errorf("%s handed to the sink %d times, want once", k, n)
+		}
+	}
+	if left := srv.uidls(); len(left) != 0 {
+		t.Errorf("server still holds %v", left)
+	}
+}
+
+// Without a way to prove what was committed under a key (a sink that
+// cannot say), a mail found committed is left on the server.
+func TestPoll_KnownMailWithoutProofIsNotDeleted(t *testing.T) {
+	t.Parallel()
+	j := &journal{}
+	srv := newFakeServer(t, j)
+	srv.add(fakeMail{uidl: "x", raw: mail("x", "a mail\r\n")})
+	srv.start()
+	sink := newFakeSink(j)
+	sink.committed["pop3/x"] = mailsource.StatusReceived // no bytes recorded
+	res, err := fetcherFor(t, srv, nil).Poll(t.Context(), sink)
+	if err != nil {
+		t.Fatalf("Poll() error = %v", err)
+	}
+	if diff := cmp.Diff(mailsource.PollResult{}, res); diff != "" {
+		t.Errorf("Poll() (-want +got):\n%s", diff)
+	}
+	if got := countPrefix(j.all(), "server DELE"); got != 0 {
+		t.Errorf("sent %d DELEs, want none", got)
+	}
+}
+
+// Without TLS no password and no token crosses the wire unless the account
+// allows it; CRAM-MD5, which sends only a digest, is used when offered.
+func TestCheck_LoginWithoutTLS(t *testing.T) {
+	t.Parallel()
+	token := func(context.Context) (string, error) { return "tok-123", nil }
+	tests := []struct {
+		name     string
+		server   func(*fakeServer)
+		change   func(*Config)
+		wantSent string // "" when the login must be refused before AUTH, USER or PASS
+	}{
+		{name: "USER/PASS is refused", server: func(s *fakeServer) { s.caps = []string{"USER", "UIDL"} }},
+		{name: "AUTH PLAIN is refused"},
+		{name: "prevent_plain_login's AUTH PLAIN is refused", change: func(c *Config) { c.PreventPlainLogin = true }},
+		{name: "XOAUTH2 is refused", server: func(s *fakeServer) { s.token = "tok-123" },
+			change: func(c *Config) { c.Password, c.TokenSource = "", token }},
+		{name: "CRAM-MD5 is used when offered", server: func(s *fakeServer) { s.caps = []string{"USER", "SASL PLAIN CRAM-MD5"} },
+			wantSent: "server AUTH CRAM-MD5"},
+		{name: "allow_plaintext_auth allows AUTH PLAIN", change: func(c *Config) { c.AllowPlaintextAuth = true },
+			wantSent: "server AUTH PLAIN"},
+		{name: "allow_plaintext_auth allows XOAUTH2", server: func(s *fakeServer) { s.token = "tok-123" },
+			change: func(c *Config) { c.AllowPlaintextAuth, c.Password, c.TokenSource = true, "", token }, wantSent: "server AUTH XOAUTH2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			j := &journal{}
+			srv := newFakeServer(t, j)
+			if tc.server != nil {
+				tc.server(srv)
+			}
+			srv.start()
+			err := fetcherFor(t, srv, func(c *Config) {
+				c.AllowPlaintextAuth = false
+				if tc.change != nil {
+					tc.change(c)
+				}
+			}).Check(t.Context())
+			entries := j.all()
+			if tc.wantSent == "" {
+				if !errors.Is(err, mailsource.ErrPlaintextAuth) {
+					t.Fatalf("Check() = %v, want ErrPlaintextAuth", err)
+				}
+				for _, p := range []string{"server AUTH", "server USER", "server PASS"} {
+					if slices.ContainsFunc(entries, prefixed(p)) {
+						t.Errorf("sent %q without TLS: %q", p, entries)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Check() = %v, want nil", err)
+			}
+			if !slices.ContainsFunc(entries, prefixed(tc.wantSent)) {
+				t.Errorf("sent %q, want a line starting %q", entries, tc.wantSent)
+			}
+		})
 	}
 }

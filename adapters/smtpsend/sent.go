@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -36,8 +37,14 @@ type SentFolder struct {
 	// PreventPlainLogin forbids IMAP LOGIN: the password only goes out in
 	// AUTHENTICATE PLAIN or as a CRAM-MD5 digest.
 	PreventPlainLogin bool
-	Folder            string        // e.g. "Sent"
-	Timeout           time.Duration // bounds dialing and every stretch without progress [30s]
+	// AllowPlaintextAuth lets the password or token cross a connection
+	// without TLS (the account's allow_plaintext_auth).
+	AllowPlaintextAuth bool
+	// AllowAddr, when set, is asked about every address before it is
+	// dialled (allowed_mail_hosts).
+	AllowAddr func(netip.Addr) error
+	Folder    string        // e.g. "Sent"
+	Timeout   time.Duration // bounds dialing and every stretch without progress [30s]
 }
 
 // AppendSent stores raw in the folder with the \Seen flag and date as its
@@ -66,6 +73,6 @@ func (f SentFolder) imapConfig() imapsource.Config {
 		Host: f.Host, Port: f.Port, Security: security,
 		TLSSkipVerify: f.TLSSkipVerify, TLSServerName: f.TLSServerName, RootCAs: f.RootCAs, CACertPEM: f.CACertPEM,
 		Username: f.Username, Password: f.Password, TokenSource: f.TokenSource, PreventPlainLogin: f.PreventPlainLogin,
-		Timeout: timeout,
+		AllowPlaintextAuth: f.AllowPlaintextAuth, AllowAddr: f.AllowAddr, Timeout: timeout,
 	}
 }

@@ -45,6 +45,21 @@ func TestAppendSent(t *testing.T) {
 				f.PreventPlainLogin = true
 			},
 			wantSent: "AUTHENTICATE PLAIN", neverSent: "LOGIN"},
+		{name: "without allow_plaintext_auth no password crosses in clear: CRAM-MD5",
+			addr: func() string { return srv.IMAPAddr },
+			configure: func(f *smtpsend.SentFolder) {
+				f.Security = smtpsend.SecurityNone
+				f.PreventPlainLogin, f.AllowPlaintextAuth = true, false
+			},
+			wantSent: "AUTHENTICATE CRAM-MD5", neverSent: "AUTHENTICATE PLAIN"},
+		{name: "without allow_plaintext_auth no token crosses in clear",
+			addr: func() string { return srv.IMAPAddr },
+			configure: func(f *smtpsend.SentFolder) {
+				f.Security, f.AllowPlaintextAuth = smtpsend.SecurityNone, false
+				f.TokenSource = func(context.Context) (string, error) { return "token", nil }
+			},
+			wantErr:   func(err error) bool { return errors.Is(err, mailsource.ErrPlaintextAuth) },
+			neverSent: "AUTHENTICATE"},
 		{name: "without prevent_plain_login the LOGIN command is sent",
 			addr:      func() string { return srv.IMAPAddr },
 			configure: func(f *smtpsend.SentFolder) { f.Security = smtpsend.SecurityNone },
@@ -95,8 +110,9 @@ func TestAppendSent(t *testing.T) {
 			proxy, sent := recordingProxy(t, tc.addr())
 			host, port, _ := net.SplitHostPort(proxy)
 			p, _ := strconv.Atoi(port)
+			// Loopback Dovecot; the cases that check the plaintext rule unset it.
 			f := smtpsend.SentFolder{Host: host, Port: p, Username: user, Password: "pw-" + user,
-				Folder: "Sent", Timeout: 30 * time.Second}
+				Folder: "Sent", Timeout: 30 * time.Second, AllowPlaintextAuth: true}
 			tc.configure(&f)
 
 			err := smtpsend.AppendSent(context.Background(), f, []byte("Subject: copy\r\n\r\nbody\r\n"), date)

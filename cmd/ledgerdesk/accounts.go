@@ -64,9 +64,10 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 // revision changes whenever anything the fetcher is built from changes.
 func revision(a domain.InboundAccount, s domain.Settings) string {
 	b, _ := json.Marshal(struct {
-		A           domain.InboundAccount
-		ErrorFolder string
-	}{a, s.ErrorFolder})
+		A                domain.InboundAccount
+		ErrorFolder      string
+		AllowedMailHosts []string
+	}{a, s.ErrorFolder, s.AllowedMailHosts})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
@@ -84,5 +85,14 @@ func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.Acce
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}
 		return f.Check(ctx)
+	}
+}
+
+// mailboxLiveness gives the API when the scheduler last polled an account:
+// idle polls are not recorded as events.
+func mailboxLiveness(sched *ingest.Scheduler) func(accountID string) (api.MailboxLiveness, bool) {
+	return func(accountID string) (api.MailboxLiveness, bool) {
+		l, ok := sched.Liveness(accountID)
+		return api.MailboxLiveness(l), ok
 	}
 }

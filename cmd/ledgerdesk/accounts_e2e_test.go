@@ -31,7 +31,7 @@ func TestAccounts_CheckPollNowAndMailboxesDisabled(t *testing.T) {
 	create := func(name, password string, interval int) string {
 		var created struct{ ID string }
 		raw := api.must(http.MethodPost, "/api/v1/inbound-accounts", map[string]any{"name": name, "protocol": "pop3",
-			"host": host, "port": port, "security": "none", "username": "support", "password": password,
+			"host": host, "port": port, "security": "none", "allow_plaintext_auth": true, "username": "support", "password": password,
 			"poll_interval_seconds": interval, "after_import": "delete", "enabled": true})
 		if err := json.Unmarshal(raw, &created); err != nil || created.ID == "" {
 			t.Fatalf("create account: %s", raw)

@@ -243,7 +243,7 @@ func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
 	_, _ = fmt.Sscanf(port, "%d", &portNum)
 	apiPost(t, base+"/api/v1/inbound-accounts", map[string]any{
 		"name": "support", "protocol": tc.protocol, "host": host, "port": portNum, "security": "none",
-		"username": "support", "password": "s3cret", "poll_interval_seconds": 1, "after_import": "delete", "enabled": true,
+		"allow_plaintext_auth": true, "username": "support", "password": "s3cret", "poll_interval_seconds": 1, "after_import": "delete", "enabled": true,
 	})
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))

@@ -160,7 +160,7 @@ func TestIntake_EndToEnd(t *testing.T) {
 	api.must(http.MethodPut, "/api/v1/settings", map[string]any{"reactivation_window_seconds": 3})
 	account := func(name, user, pw, address string, extra map[string]any) {
 		body := map[string]any{"name": name, "protocol": "imap", "host": host, "port": port, "security": "none",
-			"username": user, "password": pw, "poll_interval_seconds": 1, "after_import": "delete", "enabled": true,
+			"allow_plaintext_auth": true, "username": user, "password": pw, "poll_interval_seconds": 1, "after_import": "delete", "enabled": true,
 			"account_address": address, "sender_address": address}
 		for k, v := range extra {
 			body[k] = v

@@ -67,7 +67,7 @@ func TestOAuth_ConsentInABrowser(t *testing.T) {
 		"client_secret": oauthtest.DefaultClientSecret})
 	host, port := hostPort(t, dv.IMAPAddr)
 	api.must(http.MethodPost, "/api/v1/inbound-accounts", map[string]any{"name": "support", "protocol": "imap", "host": host,
-		"port": port, "security": "none", "username": "support", "oauth_connection_id": conn, "poll_interval_seconds": 1,
+		"port": port, "security": "none", "allow_plaintext_auth": true, "username": "support", "oauth_connection_id": conn, "poll_interval_seconds": 1,
 		"after_import": "delete", "enabled": true, "account_address": "support@desk.example", "create_unknown_users": true})
 	authorize := func() string {
 		var consent struct {

@@ -136,7 +136,7 @@ func TestOAuth_ShortLivedTokensRevocationAndReconnect(t *testing.T) {
 	popHost, popPort := hostPort(t, dv.POP3Addr)
 	account := func(body map[string]any) string {
 		base := map[string]any{"protocol": "imap", "host": imapHost, "port": imapPort, "security": "none",
-			"poll_interval_seconds": 1, "after_import": "delete", "enabled": true}
+			"allow_plaintext_auth": true, "poll_interval_seconds": 1, "after_import": "delete", "enabled": true}
 		for k, v := range body {
 			base[k] = v
 		}

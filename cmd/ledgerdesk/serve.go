@@ -108,7 +108,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
-			PollNow: sched.PollNow, Check: checkAccount(st, box, tokens.AccessToken, logger), OAuth: oauthPort(tokens),
+			PollNow: sched.PollNow, MailboxLiveness: mailboxLiveness(sched),
+			Check: checkAccount(st, box, tokens.AccessToken, logger), OAuth: oauthPort(tokens),
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:    ticketing.NewCommands(st, messageIDKey),
 			Bodies:      api.MailBodies{Blobs: blobs},
