@@ -82,6 +82,9 @@ func fieldErrors(err error) []FieldError {
 	}
 	var out []FieldError
 	for _, e := range errs {
+		if e == domain.ErrInvalid { //nolint:errorlint // the bare sentinel that marks the others, no field of its own
+			continue
+		}
 		if _, ok := e.(interface{ Unwrap() []error }); ok {
 			out = append(out, fieldErrors(e)...)
 			continue

@@ -54,7 +54,8 @@ var recipes = map[string]recipe{
 	"DELETE /api/v1/inbound-accounts/:id": withAccount(""),
 	"PUT /api/v1/inbound-accounts/:id": func(tb testing.TB, e *testEnv) (string, any) {
 		p, _ := withAccount("")(tb, e)
-		return p, map[string]any{"host": "mail.example.org"}
+		// another host needs the password again (domain/secretbinding.go)
+		return p, map[string]any{"host": "mail.example.org", "password": "s3cret"}
 	},
 	"GET /api/v1/inbound-accounts/:id/history": withAccount("/history"),
 	"POST /api/v1/inbound-accounts/:id/check":  withAccount("/check"),
