@@ -62,38 +62,64 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 	default:
 		return &configError{problems: []error{errors.New("--new-key: required unless the key lives in the data directory")}}
 	}
-	box, err := secretbox.New(newKey, oldKey)
-	if err != nil {
-		return err
-	}
 	st, err := openStore(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = st.Close() }()
-
-	n, err := resealInboundAccounts(ctx, st, box, time.Now)
-	if err != nil {
-		return err
-	}
-	m, err := resealOutboundAccounts(ctx, st, box, time.Now)
-	if err != nil {
-		return err
-	}
-	n += m
-	if m, err = resealOAuthConnections(ctx, st, box, time.Now); err != nil {
-		return err
-	}
-	n += m
+	r := keyRotation{store: st, now: time.Now, oldKey: oldKey, newKey: newKey}
 	if cfg.DatabaseURL == "" && cfg.SecretKey == "" {
-		if err := replaceKeyFile(cfg.DataDir, newKey); err != nil {
+		r.keyDir = cfg.DataDir
+	}
+	return r.run(ctx, stdout)
+}
+
+// keyRotation is one run of secrets rotate: every stored secret sealed
+// under oldKey is sealed again under newKey.
+type keyRotation struct {
+	store          eventstore.Store
+	now            func() time.Time
+	oldKey, newKey []byte
+	// keyDir is the data directory when the key lives in its key file
+	// (embedded mode without LEDGERDESK_SECRET_KEY); "" when the operator
+	// holds the key.
+	keyDir string
+}
+
+func (r keyRotation) run(ctx context.Context, stdout io.Writer) error {
+	box, err := secretbox.New(r.newKey, r.oldKey)
+	if err != nil {
+		return err
+	}
+	n, err := resealAll(ctx, r.store, box, r.now)
+	if err != nil {
+		return err
+	}
+	if r.keyDir != "" {
+		if err := replaceKeyFile(r.keyDir, r.newKey); err != nil {
 			return fmt.Errorf("all secrets are re-sealed but the key file could not be replaced; set %s to the new key: %w", envSecretKey, err)
 		}
-		fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s) and OAuth connection(s); the new key is in %s\n", n, filepath.Join(cfg.DataDir, secretKeyFile))
+		fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s) and OAuth connection(s); the new key is in %s\n", n, filepath.Join(r.keyDir, secretKeyFile))
 		return nil
 	}
 	fmt.Fprintf(stdout, "re-sealed the secrets of %d account(s) and OAuth connection(s); now set %s to the new key and restart\n", n, envSecretKey)
 	return nil
+}
+
+// resealAll re-seals the secrets of the inbound and outgoing accounts and
+// of the OAuth connections, each registry in one append.
+func resealAll(ctx context.Context, st eventstore.Store, box *secretbox.Box, now func() time.Time) (int, error) {
+	n, err := resealInboundAccounts(ctx, st, box, now)
+	if err != nil {
+		return n, err
+	}
+	m, err := resealOutboundAccounts(ctx, st, box, now)
+	n += m
+	if err != nil {
+		return n, err
+	}
+	m, err = resealOAuthConnections(ctx, st, box, now)
+	return n + m, err
 }
 
 // errHelpShown is returned after printing help for a command without a flag set.
