@@ -148,7 +148,7 @@ func problemHandler(logger *slog.Logger, bodyLimit string) echo.HTTPErrorHandler
 		p, internal := toProblem(err, bodyLimit)
 		if internal {
 			logger.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", p.Status, "err", err)
-		} else if p.Status != http.StatusNotFound && p.Status != http.StatusUnauthorized {
+		} else if p.Status != http.StatusNotFound && p.Status != http.StatusUnauthorized && p.Status != http.StatusTooManyRequests {
 			logger.Info("request refused", "method", c.Request().Method, "path", c.Path(), "status", p.Status, "err", err)
 		}
 		var werr error

@@ -108,7 +108,9 @@ func TestRoutes_EveryRoleOnEveryRoute(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, b)
+			// It sends wrong tokens to every route on purpose: no limit
+			// (TestAuth_FailedAttemptsPerAddressAreLimited tests it).
+			e := newEnv(t, b, withAuthFailureLimit(-1))
 			for _, r := range (&server{}).routes() {
 				key := r.Method + " " + r.Path
 				rec, ok := recipes[key]
