@@ -33,12 +33,14 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		return errUsage
 	}
 	fs := newFlagSet("secrets rotate", "Re-seal every stored secret (inbound and outgoing mailbox passwords, OAuth secrets and tokens) under a new key.\n"+
-		"The current key comes from "+envSecretKey+" (or, in embedded mode, the key file in the data directory);\n"+
-		"the new one from --new-key. In embedded mode a new key is generated when --new-key is omitted, and the key\n"+
-		"file is replaced once every secret is re-sealed. With PostgreSQL, set "+envSecretKey+" to the new key\n"+
-		"afterwards. Each re-sealed account gets an update event in its history, naming the rotation as the actor.", stderr)
+		"The current key comes from "+envSecretKey+" or "+envSecretKeyFile+" (or, in embedded mode, the key file in the\n"+
+		"data directory); the new one from --new-key-file. In embedded mode a new key is generated when none is given:\n"+
+		"the old key is kept in "+previousKeyFile+" and the new one written to "+secretKeyFile+" before anything is\n"+
+		"re-sealed, and the old one removed once every secret is; run the command again to finish a rotation that\n"+
+		"broke off. With PostgreSQL, set "+envSecretKey+" to the new key afterwards. Each re-sealed account gets an update\n"+
+		"event in its history, naming the rotation as the actor.", stderr)
 	cfg := bindConfig(fs, getenv, false)
-	newKeyText := fs.String("new-key", "", "the new 32-byte key, base64 or hex")
+	newKeyFile := fs.String("new-key-file", "", "file holding the new 32-byte key, base64 or hex; - reads it from standard input")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -47,10 +49,13 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	logger := newLogger(cfg.LogFormat, stderr)
 	var given []byte
-	if *newKeyText != "" {
-		var err error
-		if given, err = decodeSecretKey(*newKeyText); err != nil {
-			return &configError{problems: []error{fmt.Errorf("--new-key: %w", err)}}
+	if *newKeyFile != "" {
+		text, err := readSecretFile(*newKeyFile)
+		if err == nil {
+			given, err = decodeSecretKey(text)
+		}
+		if err != nil {
+			return &configError{problems: []error{fmt.Errorf("--new-key-file: %w", err)}}
 		}
 	}
 	r := keyRotation{now: time.Now, newKey: given}
@@ -65,7 +70,7 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		if prev != nil {
 			if given != nil && !bytes.Equal(given, cur) {
-				return &configError{problems: []error{fmt.Errorf("--new-key: a rotation to another key is not finished (%s is there); "+
+				return &configError{problems: []error{fmt.Errorf("--new-key-file: a rotation to another key is not finished (%s is there); "+
 					"run 'ledgerdesk secrets rotate' without a new key to finish it first", filepath.Join(cfg.DataDir, previousKeyFile))}}
 			}
 			r.oldKey, r.newKey, r.resume = prev, cur, true
@@ -86,7 +91,7 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 				return fmt.Errorf("generate a new key: %w", err)
 			}
 		default:
-			return &configError{problems: []error{errors.New("--new-key: required unless the key lives in the data directory")}}
+			return &configError{problems: []error{errors.New("--new-key-file: required unless the key lives in the data directory")}}
 		}
 	}
 	st, err := openStore(ctx, cfg, logger)
