@@ -175,14 +175,14 @@ func TestAccounts_ConcurrentChangeIsConflict(t *testing.T) {
 				t.Fatal("GET account has no ETag")
 			}
 			// when both write against it, the second loses with 409
-			e.mustJSON(t, http.MethodPut, path, admin, map[string]any{"host": "a.example.org"}, http.StatusOK, nil, "If-Match", etag)
-			p := e.problem(t, http.MethodPut, path, admin, map[string]any{"host": "b.example.org"}, http.StatusConflict, "If-Match", etag)
+			e.mustJSON(t, http.MethodPut, path, admin, map[string]any{"host": "a.example.org", "password": "pw-a"}, http.StatusOK, nil, "If-Match", etag)
+			p := e.problem(t, http.MethodPut, path, admin, map[string]any{"host": "b.example.org", "password": "pw-b"}, http.StatusConflict, "If-Match", etag)
 			if !strings.Contains(p.Detail, "changed") {
 				t.Errorf("409 detail %q, want it to say the resource changed", p.Detail)
 			}
 			e.problem(t, http.MethodDelete, path, admin, nil, http.StatusConflict, "If-Match", etag)
 			// and an unchanged write with a stale ETag is a conflict too
-			e.problem(t, http.MethodPut, path, admin, map[string]any{"host": "a.example.org"}, http.StatusConflict, "If-Match", etag)
+			e.problem(t, http.MethodPut, path, admin, map[string]any{"host": "a.example.org", "password": "pw-a"}, http.StatusConflict, "If-Match", etag)
 			var got accountOut
 			e.mustJSON(t, http.MethodGet, path, admin, nil, http.StatusOK, &got)
 			if got.Host != "a.example.org" {
@@ -329,7 +329,7 @@ func TestAccounts_CheckAndPoll(t *testing.T) {
 	admin := e.tokens[domain.RoleAdmin]
 	good := e.createAccount(t, "Good")
 	bad := e.createAccount(t, "Bad")
-	e.mustJSON(t, http.MethodPut, "/api/v1/inbound-accounts/"+bad, admin, map[string]any{"host": "bad.example.org", "enabled": false}, http.StatusOK, nil)
+	e.mustJSON(t, http.MethodPut, "/api/v1/inbound-accounts/"+bad, admin, map[string]any{"host": "bad.example.org", "password": "pw", "enabled": false}, http.StatusOK, nil)
 
 	var res checkResult
 	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts/"+good+"/check", admin, nil, http.StatusOK, &res)

@@ -29,7 +29,9 @@ import (
 type Options struct {
 	Logger *slog.Logger
 	// Ready reports whether the service can do its work: the store answers
-	// and its schema is current. /readyz answers 503 with the reason otherwise.
+	// and its schema is current. /readyz answers 503 "not ready" otherwise;
+	// the reason (a database's words, a host) goes to the log only, since
+	// /readyz needs no token.
 	Ready func(ctx context.Context) error
 	// BodyLimit caps request bodies, e.g. "1M" (the default).
 	BodyLimit string
@@ -67,6 +69,11 @@ type Options struct {
 	// OAuth runs the delegated consent and reports token health (oauth.go);
 	// nil functions answer 503 (Health: the state the events imply).
 	OAuth OAuth
+	// AuthFailureLimit is how many requests with an unknown, revoked or
+	// expired token one client address may make per minute; after that
+	// every request from it answers 429 until the minute is over. 0 takes
+	// DefaultAuthFailureLimit; negative: no limit.
+	AuthFailureLimit int
 }
 
 // Projections are the read models the API serves.
@@ -120,13 +127,20 @@ func New(opts Options) *echo.Echo {
 		if opts.Ready != nil {
 			if err := opts.Ready(ctx); err != nil {
 				opts.Logger.Warn("not ready", "err", err)
-				return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+				return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 			}
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 	if opts.Store != nil {
-		s := &server{opts: opts, store: opts.Store, auth: NewAuthenticator(opts.Store, opts.AdminToken), logger: opts.Logger}
+		auth := NewAuthenticator(opts.Store, opts.AdminToken)
+		auth.now, auth.logger = opts.Now, opts.Logger
+		limit := opts.AuthFailureLimit
+		if limit == 0 {
+			limit = DefaultAuthFailureLimit
+		}
+		auth.failures = newFailureLimiter(limit, time.Minute, opts.Now)
+		s := &server{opts: opts, store: opts.Store, auth: auth, logger: opts.Logger}
 		for _, r := range s.routes() {
 			e.Add(r.Method, r.Path, r.Handler, s.auth.requireRoles(r.Roles...))
 		}

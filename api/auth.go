@@ -9,9 +9,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +34,8 @@ type Principal struct {
 	TokenID string
 	Name    string
 	Role    domain.Role
+	// ExpiresAt is when the token stops authenticating; zero: never.
+	ExpiresAt time.Time
 }
 
 // Actor is how events name the principal.
@@ -41,6 +47,9 @@ func (p Principal) Actor() string { return "token:" + p.TokenID }
 type Authenticator struct {
 	store     eventstore.Store
 	adminHash []byte // SHA-256 of the bootstrap token; nil when none
+	now       func() time.Time
+	failures  *failureLimiter
+	logger    *slog.Logger
 
 	mu        sync.RWMutex
 	state     domain.Tokens
@@ -54,8 +63,12 @@ type Authenticator struct {
 const revalidateEvery = time.Second
 
 // NewAuthenticator returns an authenticator over the token stream of store.
+// Expiry goes by the wall clock, and failed attempts are limited to
+// DefaultAuthFailureLimit per minute and client address; New sets both
+// from its Options.
 func NewAuthenticator(store eventstore.Store, adminToken string) *Authenticator {
-	a := &Authenticator{store: store, byHash: map[string]Principal{}}
+	a := &Authenticator{store: store, byHash: map[string]Principal{}, now: time.Now, logger: slog.New(slog.DiscardHandler)}
+	a.failures = newFailureLimiter(DefaultAuthFailureLimit, time.Minute, func() time.Time { return a.now() })
 	if adminToken != "" {
 		h := sha256.Sum256([]byte(adminToken))
 		a.adminHash = h[:]
@@ -79,8 +92,22 @@ func NewToken() (string, error) {
 	return "ldt_" + base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// Authenticate returns the principal of a token, or ok=false.
+// Authenticate returns the principal of a token, or ok=false for a token
+// that is unknown, revoked or expired.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (Principal, bool, error) {
+	p, ok, err := a.lookup(ctx, token)
+	if !ok || err != nil || p.expired(a.now()) {
+		return Principal{}, false, err
+	}
+	return p, true, nil
+}
+
+func (p Principal) expired(now time.Time) bool {
+	return domain.APITokenIssued{ExpiresAt: p.ExpiresAt}.Expired(now)
+}
+
+// lookup returns the principal of an issued token, expired or not.
+func (a *Authenticator) lookup(ctx context.Context, token string) (Principal, bool, error) {
 	if token == "" {
 		return Principal{}, false, nil
 	}
@@ -150,7 +177,7 @@ func (a *Authenticator) refresh(ctx context.Context) error {
 	}
 	a.byHash = make(map[string]Principal, len(a.state.Active))
 	for _, t := range a.state.Active {
-		a.byHash[t.Hash] = Principal{TokenID: t.TokenID, Name: t.Name, Role: t.Role}
+		a.byHash[t.Hash] = Principal{TokenID: t.TokenID, Name: t.Name, Role: t.Role, ExpiresAt: t.ExpiresAt}
 	}
 	a.checkedAt = time.Now()
 	return nil
@@ -173,22 +200,38 @@ func decodeTokenEvent(re eventstore.RecordedEvent) (domain.Event, error) {
 const principalKey = "ledgerdesk.principal"
 
 // requireRoles authenticates the bearer token and allows the given roles:
-// no or unknown token is 401, a known token of another role 403.
+// no, unknown, revoked or expired token is 401, a known token of another
+// role 403. A client address that sent too many wrong tokens within a
+// minute gets 429 for every request until the minute is over, so tokens
+// cannot be guessed at speed (a right token would give itself away).
 func (a *Authenticator) requireRoles(roles ...domain.Role) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			addr := clientAddress(c.Request())
+			if wait := a.failures.retryAfter(addr); wait > 0 {
+				secs := int64((wait + time.Second - 1) / time.Second)
+				c.Response().Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+				return echo.NewHTTPError(http.StatusTooManyRequests,
+					fmt.Sprintf("too many requests with a wrong API token from this address; retry in %d s", secs))
+			}
 			// The scheme is case-insensitive (RFC 9110 section 11.1).
 			scheme, token, found := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 			if !found || !strings.EqualFold(scheme, "Bearer") {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ledgerdesk"`)
 				return echo.NewHTTPError(http.StatusUnauthorized, "this route needs an API token: send 'Authorization: Bearer <token>'")
 			}
-			p, ok, err := a.Authenticate(c.Request().Context(), strings.TrimSpace(token))
+			p, ok, err := a.lookup(c.Request().Context(), strings.TrimSpace(token))
 			if err != nil {
 				return err
 			}
-			if !ok {
+			if !ok || p.expired(a.now()) {
+				if a.failures.fail(addr) {
+					a.logger.Warn("too many wrong API tokens; refusing the address for a minute", "addr", addr)
+				}
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ledgerdesk", error="invalid_token"`)
+				if ok {
+					return echo.NewHTTPError(http.StatusUnauthorized, "the API token expired at "+p.ExpiresAt.UTC().Format(time.RFC3339))
+				}
 				return echo.NewHTTPError(http.StatusUnauthorized, "the API token is unknown or revoked")
 			}
 			if !slices.Contains(roles, p.Role) {
@@ -204,4 +247,101 @@ func (a *Authenticator) requireRoles(roles ...domain.Role) echo.MiddlewareFunc {
 func principal(c echo.Context) Principal {
 	p, _ := c.Get(principalKey).(Principal)
 	return p
+}
+
+// DefaultAuthFailureLimit is how many wrong tokens a client address may
+// send per minute (Options.AuthFailureLimit).
+const DefaultAuthFailureLimit = 10
+
+// maxFailureEntries bounds the addresses the limiter tracks; past it new
+// addresses go untracked (tokens are 256 random bits: the limit is a
+// second line, and memory must not grow with an attacker's addresses).
+const maxFailureEntries = 100_000
+
+// failureLimiter counts failed authentications per client address in
+// fixed windows: once an address reaches max failures, it is refused
+// until its window (begun by its first failure) is over.
+type failureLimiter struct {
+	max    int // < 0: no limit
+	window time.Duration
+	now    func() time.Time
+
+	mu      sync.Mutex
+	byAddr  map[string]*failureWindow
+	sweptAt time.Time
+}
+
+type failureWindow struct {
+	start time.Time
+	n     int
+}
+
+func newFailureLimiter(limit int, window time.Duration, now func() time.Time) *failureLimiter {
+	return &failureLimiter{max: limit, window: window, now: now, byAddr: map[string]*failureWindow{}}
+}
+
+// retryAfter is how long addr is still refused; 0 when it is not.
+func (l *failureLimiter) retryAfter(addr string) time.Duration {
+	if l.max < 0 {
+		return 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.byAddr[addr]
+	if !ok || w.n < l.max {
+		return 0
+	}
+	return max(w.start.Add(l.window).Sub(now), 0)
+}
+
+// fail counts a failed authentication of addr and reports whether addr is
+// refused from now on.
+func (l *failureLimiter) fail(addr string) bool {
+	if l.max < 0 {
+		return false
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.sweptAt) >= l.window || len(l.byAddr) >= maxFailureEntries {
+		for a, w := range l.byAddr {
+			if !now.Before(w.start.Add(l.window)) {
+				delete(l.byAddr, a)
+			}
+		}
+		l.sweptAt = now
+	}
+	w, ok := l.byAddr[addr]
+	switch {
+	case ok && now.Before(w.start.Add(l.window)):
+		w.n++
+	case len(l.byAddr) < maxFailureEntries || ok:
+		w = &failureWindow{start: now, n: 1}
+		l.byAddr[addr] = w
+	default:
+		return false
+	}
+	return w.n == l.max
+}
+
+// clientAddress is the address failures are counted by: the peer's IP as
+// the connection shows it (forwarding headers are the client's to forge),
+// IPv6 by its /64, which one host usually holds whole.
+func clientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -272,7 +273,7 @@ func (s *server) getEML(c echo.Context) error {
 		h.Set(echo.HeaderContentLength, strconv.FormatInt(m.Size, 10))
 	}
 	c.Response().WriteHeader(http.StatusOK)
-	if _, err := io.Copy(c.Response(), rc); err != nil {
+	if _, err := io.Copy(extendingDeadline(c.Response()), rc); err != nil {
 		s.logger.Warn("eml download broken off", "mail", m.MailID, "err", err)
 	}
 	return nil
@@ -308,7 +309,7 @@ func (s *server) servePart(c echo.Context, a projections.Article, m domain.MailR
 	if strings.HasPrefix(ct, "message/") {
 		ct = "message/rfc822"
 	}
-	w := &deferredWriter{res: c.Response(), ready: func(h http.Header) {
+	w := &deferredWriter{res: c.Response(), out: extendingDeadline(c.Response()), ready: func(h http.Header) {
 		downloadHeaders(h, ct, disposition, name)
 	}}
 	_, err = mimeparse.ExtractPart(rc, att.PartPath, w, mimeparse.DefaultLimits())
@@ -331,6 +332,7 @@ func (s *server) servePart(c echo.Context, a projections.Article, m domain.MailR
 // deferredWriter sends the status and headers with the first byte.
 type deferredWriter struct {
 	res     *echo.Response
+	out     io.Writer // the body goes here (res, its deadline extended)
 	ready   func(http.Header)
 	started bool
 }
@@ -345,7 +347,31 @@ func (w *deferredWriter) Write(b []byte) (int, error) {
 	if !w.started {
 		w.start()
 	}
-	return w.res.Write(b)
+	return w.out.Write(b)
+}
+
+// downloadIdle is how long a download may wait for the client to take its
+// next bytes. The server's WriteTimeout bounds an ordinary answer as a
+// whole; a large mail or attachment to a slow client takes longer, so each
+// write of a download moves the deadline on by downloadIdle instead.
+const downloadIdle = time.Minute
+
+// extendingDeadline writes to res, moving its write deadline on before
+// each write.
+func extendingDeadline(res *echo.Response) io.Writer {
+	return deadlineWriter{w: res, rc: http.NewResponseController(res)}
+}
+
+type deadlineWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(b []byte) (int, error) {
+	// ErrNotSupported (a writer without deadlines, as in some tests) leaves
+	// nothing to extend.
+	_ = d.rc.SetWriteDeadline(time.Now().Add(downloadIdle))
+	return d.w.Write(b)
 }
 
 // downloadHeaders sets the headers of a download of mail content. The

@@ -391,7 +391,8 @@ func TestArticleBodies_WholeBodyIsReadFromTheStoredMail(t *testing.T) {
 	var detail ticketDetailOut
 	e.mustJSON(t, http.MethodGet, fmt.Sprintf("/api/v1/tickets/%s?min_position=%d", m.ticketID, m.position), agent, nil,
 		http.StatusOK, &detail)
-	if len(detail.Articles) != 1 || !detail.Articles[0].BodyTruncated || !strings.HasPrefix(text, detail.Articles[0].TextBody) {
+	if len(detail.Articles) != 1 || !detail.Articles[0].BodyTruncated || detail.Articles[0].TextBody == nil ||
+		!strings.HasPrefix(text, *detail.Articles[0].TextBody) {
 		t.Errorf("ticket articles = %d, first truncated %v", len(detail.Articles), len(detail.Articles) > 0 && detail.Articles[0].BodyTruncated)
 	}
 }

@@ -36,6 +36,32 @@ type eventItem struct {
 	RecordedAt    time.Time           `json:"recorded_at"`
 	Metadata      eventstore.Metadata `json:"metadata"`
 	Payload       json.RawMessage     `json:"payload"`
+	// Omitted names the payload's fields left out of this answer (see
+	// withoutRawHTML); the stored event has them.
+	Omitted []string `json:"omitted,omitempty"`
+}
+
+// withoutRawHTML leaves the HTML of a received mail out of its event's
+// payload: it may carry script, and GET .../articles/{seq}/body serves it
+// sanitised (the .eml download has the mail as received). It returns the
+// payload and the fields it left out.
+func withoutRawHTML(typ string, payload json.RawMessage) (json.RawMessage, []string, error) {
+	if typ != domain.MailReceivedName {
+		return payload, nil, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &fields); err != nil {
+		return nil, nil, fmt.Errorf("api: payload of %s: %w", typ, err)
+	}
+	if _, ok := fields["html_body"]; !ok {
+		return payload, nil, nil
+	}
+	delete(fields, "html_body")
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return nil, nil, fmt.Errorf("api: payload of %s: %w", typ, err)
+	}
+	return out, []string{"html_body"}, nil
 }
 
 // listEvents pages through the global log in its order: ?after=<cursor>
@@ -83,9 +109,13 @@ func (s *server) listEvents(c echo.Context) error {
 			if len(types) > 0 && !slices.Contains(types, re.Type) {
 				continue
 			}
+			payload, omitted, err := withoutRawHTML(re.Type, payloadOrNull(re.Payload))
+			if err != nil {
+				return err
+			}
 			items = append(items, eventItem{Position: re.Position, ID: re.ID, Type: re.Type, SchemaVersion: re.SchemaVersion,
 				Stream: re.Stream, StreamVersion: re.StreamVersion, RecordedAt: re.RecordedAt.UTC(), Metadata: re.Metadata,
-				Payload: payloadOrNull(re.Payload)})
+				Payload: payload, Omitted: omitted})
 			if len(items) == int(limit) {
 				more = more || i < len(evs)-1
 				break

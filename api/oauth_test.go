@@ -67,7 +67,7 @@ func TestOAuthConnections_CreateReadUpdateDelete(t *testing.T) {
 			if got["token_state"] != domain.TokenStateNotConnected || got["login_base_url"] != domain.DefaultMicrosoftLoginBaseURL {
 				t.Errorf("token_state %v, login_base_url %v", got["token_state"], got["login_base_url"])
 			}
-			e.mustJSON(t, http.MethodPut, "/api/v1/oauth-connections/"+id, bootstrapToken, map[string]any{"tenant_id": "fabrikam.example"}, http.StatusOK, nil)
+			e.mustJSON(t, http.MethodPut, "/api/v1/oauth-connections/"+id, bootstrapToken, map[string]any{"tenant_id": "fabrikam.example", "client_secret": "fabrikam-secret"}, http.StatusOK, nil)
 
 			// an account names it; deleting it is then refused with the list
 			acc := account("Support")

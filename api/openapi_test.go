@@ -146,7 +146,7 @@ func TestOpenAPI_IsWellFormed(t *testing.T) {
 					t.Errorf("%s: x-roles names unknown role %q", name, r)
 				}
 			}
-			for _, code := range []string{"401", "403"} {
+			for _, code := range []string{"401", "403", "429"} {
 				if _, ok := op.Responses[code]; !ok {
 					t.Errorf("%s: no %s response", name, code)
 				}

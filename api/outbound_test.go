@@ -46,7 +46,7 @@ func init() {
 	recipes["DELETE /api/v1/outbound-accounts/:id"] = withOutbound
 	recipes["PUT /api/v1/outbound-accounts/:id"] = func(tb testing.TB, e *testEnv) (string, any) {
 		p, _ := withOutbound(tb, e)
-		return p, map[string]any{"port": 465, "security": "tls"}
+		return p, map[string]any{"port": 465, "security": "tls", "password": "s3cret"}
 	}
 	recipes["GET /api/v1/templates"] = func(testing.TB, *testEnv) (string, any) { return "/api/v1/templates", nil }
 	recipes["GET /api/v1/templates/:name"] = func(testing.TB, *testEnv) (string, any) { return "/api/v1/templates/default", nil }

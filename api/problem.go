@@ -82,6 +82,9 @@ func fieldErrors(err error) []FieldError {
 	}
 	var out []FieldError
 	for _, e := range errs {
+		if e == domain.ErrInvalid { //nolint:errorlint // the bare sentinel that marks the others, no field of its own
+			continue
+		}
 		if _, ok := e.(interface{ Unwrap() []error }); ok {
 			out = append(out, fieldErrors(e)...)
 			continue
@@ -145,7 +148,7 @@ func problemHandler(logger *slog.Logger, bodyLimit string) echo.HTTPErrorHandler
 		p, internal := toProblem(err, bodyLimit)
 		if internal {
 			logger.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", p.Status, "err", err)
-		} else if p.Status != http.StatusNotFound && p.Status != http.StatusUnauthorized {
+		} else if p.Status != http.StatusNotFound && p.Status != http.StatusUnauthorized && p.Status != http.StatusTooManyRequests {
 			logger.Info("request refused", "method", c.Request().Method, "path", c.Path(), "status", p.Status, "err", err)
 		}
 		var werr error

@@ -96,17 +96,57 @@ const (
 // articles.
 type ticketDetail struct {
 	projections.Ticket
-	Articles []listedArticle `json:"articles"`
+	Articles []articleView `json:"articles"`
 	// ArticlesNextCursor continues the articles (articles_cursor); "" when
 	// this page has the last one.
 	ArticlesNextCursor string `json:"articles_next_cursor"`
 }
 
-// listedArticle is an article as a ticket lists it: its bodies cut to
-// listedBodyBytes (BodyTruncated then says so) and where to read them whole.
-type listedArticle struct {
-	projections.Article
-	BodyURL string `json:"body_url"`
+// articleView is an article as the API shows it. A mail's HTML as received
+// never leaves: it may carry script, and a client that shows it would run
+// it. HasHTML says there is HTML, which BodyURL serves sanitised. Bodies go
+// to the roles that may read the body routes, cut to listedBodyBytes
+// (BodyTruncated then says so); an analyst sees the articles without their
+// bodies, everywhere.
+type articleView struct {
+	Seq           int64     `json:"seq"`
+	Kind          string    `json:"kind"`
+	MailID        string    `json:"mail_id,omitempty"`
+	MessageID     string    `json:"message_id,omitempty"`
+	From          string    `json:"from"`
+	To            string    `json:"to"`
+	Subject       string    `json:"subject"`
+	TextBody      *string   `json:"text_body,omitempty"`
+	HasHTML       *bool     `json:"has_html,omitempty"`
+	BodyTruncated bool      `json:"body_truncated,omitempty"`
+	BodyURL       string    `json:"body_url,omitempty"`
+	BlobRef       string    `json:"blob_ref,omitempty"`
+	Actor         string    `json:"actor,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// mayReadBodies says whether a role may read article bodies: the roles of
+// the body routes (routes.go), so that the ticket and the body routes
+// follow one rule.
+func mayReadBodies(r domain.Role) bool { return slices.Contains(rolesReaders, r) }
+
+// articleViews shows the articles of ticket id to role.
+func articleViews(id string, arts []projections.Article, role domain.Role) []articleView {
+	out := make([]articleView, len(arts))
+	bodies := mayReadBodies(role)
+	for i, a := range arts {
+		v := articleView{Seq: a.Seq, Kind: a.Kind, MailID: a.MailID, MessageID: a.MessageID, From: a.From, To: a.To,
+			Subject: a.Subject, BlobRef: a.BlobRef, Actor: a.Actor, CreatedAt: a.CreatedAt}
+		if bodies {
+			text, textCut := domain.BodyPrefix(a.TextBody, listedBodyBytes)
+			hasHTML := a.HTMLBody != ""
+			v.TextBody, v.HasHTML = &text, &hasHTML
+			v.BodyTruncated = a.BodyTruncated || textCut
+			v.BodyURL = fmt.Sprintf("%s/tickets/%s/articles/%d/body", Prefix, url.PathEscape(id), a.Seq)
+		}
+		out[i] = v
+	}
+	return out
 }
 
 func (s *server) getTicket(c echo.Context) error {
@@ -137,15 +177,7 @@ func (s *server) getTicket(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := ticketDetail{Ticket: t, Articles: make([]listedArticle, len(arts))}
-	for i, a := range arts {
-		var textCut, htmlCut bool
-		a.TextBody, textCut = domain.BodyPrefix(a.TextBody, listedBodyBytes)
-		a.HTMLBody, htmlCut = domain.BodyPrefix(a.HTMLBody, listedBodyBytes)
-		a.BodyTruncated = a.BodyTruncated || textCut || htmlCut
-		out.Articles[i] = listedArticle{Article: a,
-			BodyURL: fmt.Sprintf("%s/tickets/%s/articles/%d/body", Prefix, url.PathEscape(id), a.Seq)}
-	}
+	out := ticketDetail{Ticket: t, Articles: articleViews(id, arts, principal(c).Role)}
 	if next > 0 {
 		out.ArticlesNextCursor = strconv.FormatInt(next, 10)
 	}

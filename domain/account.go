@@ -309,11 +309,19 @@ func DecideCreateInboundAccount(s InboundAccounts, a InboundAccount, actor strin
 }
 
 // DecideUpdateInboundAccount replaces an account's configuration. Secrets
-// left empty in next keep their stored value (they are write-only).
+// left empty in next keep their stored value (they are write-only), but
+// only while the fields that say where and how they are sent stay as they
+// are (secretbinding.go): otherwise the update is refused with a
+// SecretRequiredError naming the secret.
 func DecideUpdateInboundAccount(s InboundAccounts, next InboundAccount, actor string) ([]Event, error) {
 	cur, ok := s.ByID[next.ID]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrAccountNotFound, next.ID)
+	}
+	kept := []keptSecret{
+		{"password", next.Password == "" && cur.Password != "", inboundPasswordBinding},
+		{"oauth_client_secret", next.OAuthClientSecret == "" && cur.OAuthClientSecret != "", legacyInlineOAuthBinding},
+		{"oauth_refresh_token", next.OAuthRefreshToken == "" && cur.OAuthRefreshToken != "", legacyInlineOAuthBinding},
 	}
 	if next.Password == "" {
 		next.Password = cur.Password
@@ -334,6 +342,9 @@ func DecideUpdateInboundAccount(s InboundAccounts, next InboundAccount, actor st
 	changed := changedFields(cur, next)
 	if len(changed) == 0 {
 		return nil, nil
+	}
+	if err := secretsRequired(changed, kept...); err != nil {
+		return nil, err
 	}
 	return []Event{InboundAccountUpdated{Account: next, Changed: changed, Actor: actor}}, nil
 }

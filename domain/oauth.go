@@ -428,12 +428,15 @@ func DecideCreateOAuthConnection(s OAuthConnections, c OAuthConnection, actor st
 }
 
 // DecideUpdateOAuthConnection replaces a connection's configuration; a
-// client secret left empty keeps the stored one (it is write-only).
+// client secret left empty keeps the stored one (it is write-only) while
+// the token endpoint and the client stay as they are (secretbinding.go;
+// otherwise a SecretRequiredError names client_secret).
 func DecideUpdateOAuthConnection(s OAuthConnections, next OAuthConnection, actor string) ([]Event, error) {
 	cur, ok := s.ByID[next.ID]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrOAuthConnectionNotFound, next.ID)
 	}
+	kept := keptSecret{"client_secret", next.ClientSecret == "" && cur.ClientSecret != "", clientSecretBinding}
 	if next.ClientSecret == "" {
 		next.ClientSecret = cur.ClientSecret
 	}
@@ -447,6 +450,9 @@ func DecideUpdateOAuthConnection(s OAuthConnections, next OAuthConnection, actor
 	changed := changedConnectionFields(cur, next)
 	if len(changed) == 0 {
 		return nil, nil
+	}
+	if err := secretsRequired(changed, kept); err != nil {
+		return nil, err
 	}
 	return []Event{OAuthConnectionUpdated{Connection: next, Changed: changed, Actor: actor}}, nil
 }

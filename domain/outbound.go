@@ -301,13 +301,20 @@ func DecideCreateOutboundAccount(s OutboundAccounts, a OutboundAccount, actor st
 }
 
 // DecideUpdateOutboundAccount replaces an account's configuration; secrets
-// left empty keep their stored value. Making an account the default demotes
-// the old one; the default cannot be un-defaulted directly (make another
-// account the default instead).
+// left empty keep their stored value while the fields that say where and
+// how they are sent stay as they are (secretbinding.go; otherwise a
+// SecretRequiredError names the secret). Making an account the default
+// demotes the old one; the default cannot be un-defaulted directly (make
+// another account the default instead).
 func DecideUpdateOutboundAccount(s OutboundAccounts, next OutboundAccount, actor string) ([]Event, error) {
 	cur, ok := s.ByID[next.ID]
 	if !ok {
 		return nil, fmt.Errorf("update outgoing account %s: %w", next.ID, ErrNotFound)
+	}
+	kept := []keptSecret{
+		{"password", next.Password == "" && cur.Password != "", outboundPasswordBinding},
+		{"oauth_client_secret", next.OAuthClientSecret == "" && cur.OAuthClientSecret != "", legacyInlineOAuthBinding},
+		{"oauth_refresh_token", next.OAuthRefreshToken == "" && cur.OAuthRefreshToken != "", legacyInlineOAuthBinding},
 	}
 	if next.Password == "" {
 		next.Password = cur.Password
@@ -329,13 +336,16 @@ func DecideUpdateOutboundAccount(s OutboundAccounts, next OutboundAccount, actor
 	if strings.TrimSpace(actor) == "" {
 		errs = append(errs, errors.New("actor: is empty"))
 	}
+	changed := outboundChanged(cur, next)
+	if err := secretsRequired(changed, kept...); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("update outgoing account %s: %w: %w", next.ID, ErrInvalid, err)
 	}
 	if s.nameTaken(next.Name, next.ID) {
 		return nil, fmt.Errorf("update outgoing account: name %q: %w", next.Name, ErrNameTaken)
 	}
-	changed := outboundChanged(cur, next)
 	if len(changed) == 0 {
 		return nil, nil
 	}

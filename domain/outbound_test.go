@@ -131,15 +131,14 @@ func TestDecideOutboundAccounts(t *testing.T) {
 		t.Parallel()
 		s := registry(t, domain.OutboundAccountCreated{Account: o1d})
 		next := o1d
-		next.Password, next.Port = "", 465
-		next.Security = domain.SecurityTLS
+		next.Password, next.SenderName, next.MaxSize = "", "Helpdesk", 10<<20
 		got, err := domain.DecideUpdateOutboundAccount(s, next, "admin")
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := next
 		want.Password = o1d.Password
-		diffEvents(t, "DecideUpdateOutboundAccount()", []domain.Event{domain.OutboundAccountUpdated{Account: want, Changed: []string{"port", "security"}, Actor: "admin"}}, got)
+		diffEvents(t, "DecideUpdateOutboundAccount()", []domain.Event{domain.OutboundAccountUpdated{Account: want, Changed: []string{"sender_name", "max_size"}, Actor: "admin"}}, got)
 	})
 	t.Run("the default cannot be un-defaulted directly", func(t *testing.T) {
 		t.Parallel()

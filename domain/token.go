@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Role is what an API token may do. The set only grows.
@@ -20,14 +21,16 @@ const (
 // Roles lists every role, for validation and documentation.
 var Roles = []Role{RoleAdmin, RoleAgent, RoleAuditor, RoleAnalyst}
 
-// ParseRole accepts a role name as stored or sent by a client.
+// ParseRole accepts a role name exactly as stored. Nothing is trimmed or
+// folded: the route table compares roles byte for byte, so " agent " would
+// be stored as a role no route allows.
 func ParseRole(s string) (Role, error) {
 	for _, r := range Roles {
-		if string(r) == strings.TrimSpace(s) {
+		if string(r) == s {
 			return r, nil
 		}
 	}
-	return "", fmt.Errorf("role %q is not one of admin, agent, auditor, analyst", s)
+	return "", fmt.Errorf("%q is not one of admin, agent, auditor, analyst", s)
 }
 
 // Stored names and schema versions of the API token events.
@@ -47,10 +50,20 @@ type APITokenIssued struct {
 	Role     Role   `json:"role"`
 	Hash     string `json:"hash"` // hex SHA-256 of the token
 	IssuedBy string `json:"issued_by"`
+	// IssuedAt is when the token was issued (zero in tokens issued before
+	// it was recorded).
+	IssuedAt time.Time `json:"issued_at,omitzero"`
+	// ExpiresAt is when the token stops authenticating; zero: never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // EventName implements Event.
 func (APITokenIssued) EventName() string { return APITokenIssuedName }
+
+// Expired reports whether the token no longer authenticates at now.
+func (t APITokenIssued) Expired(now time.Time) bool {
+	return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt)
+}
 
 // APITokenRevoked records that a token no longer authenticates.
 type APITokenRevoked struct {
@@ -84,7 +97,8 @@ func EvolveTokens(s Tokens, e Event) Tokens {
 	return s
 }
 
-// DecideIssueToken validates a new token's name and role.
+// DecideIssueToken validates a new token's name, role (exactly as listed in
+// Roles) and expiry (after IssuedAt; zero: never).
 func DecideIssueToken(s Tokens, issued APITokenIssued) ([]Event, error) {
 	var errs []error
 	if strings.TrimSpace(issued.Name) == "" {
@@ -92,6 +106,15 @@ func DecideIssueToken(s Tokens, issued APITokenIssued) ([]Event, error) {
 	}
 	if _, err := ParseRole(string(issued.Role)); err != nil {
 		errs = append(errs, fmt.Errorf("role: %w", err))
+	}
+	if !issued.ExpiresAt.IsZero() {
+		switch {
+		case issued.IssuedAt.IsZero():
+			errs = append(errs, errors.New("issued_at: must be set when the token expires"))
+		case !issued.ExpiresAt.After(issued.IssuedAt):
+			errs = append(errs, fmt.Errorf("expires_at: %s is not after the time of issue %s",
+				issued.ExpiresAt.UTC().Format(time.RFC3339), issued.IssuedAt.UTC().Format(time.RFC3339)))
+		}
 	}
 	if len(issued.Hash) != 64 {
 		errs = append(errs, errors.New("hash: want a hex SHA-256"))

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -21,17 +23,24 @@ const (
 	envPublicURL   = "LEDGERDESK_PUBLIC_URL"
 	envSecretKey   = "LEDGERDESK_SECRET_KEY"
 	envLogFormat   = "LEDGERDESK_LOG_FORMAT"
+
+	// The secrets may also come from a file (a mounted container or
+	// systemd secret): the variable names the file.
+	envSecretKeyFile  = envSecretKey + "_FILE"
+	envAdminTokenFile = envAdminToken + "_FILE"
 )
 
 // config is what every subcommand that touches the store needs.
 type config struct {
-	DatabaseURL string // empty: the embedded SQLite store under DataDir
-	DataDir     string
-	HTTPAddr    string
-	AdminToken  string
-	PublicURL   string
-	SecretKey   string // as given; decoded by secretKeyBytes
-	LogFormat   string // json | text | auto
+	DatabaseURL    string // empty: the embedded SQLite store under DataDir
+	DataDir        string
+	HTTPAddr       string
+	AdminToken     string // from the environment, or read from AdminTokenFile by validate
+	AdminTokenFile string
+	PublicURL      string
+	SecretKey      string // as given (decoded by decodeSecretKey), or read from SecretKeyFile by validate
+	SecretKeyFile  string
+	LogFormat      string // json | text | auto
 }
 
 // configError is an invalid setting: the program stops with exit code 2.
@@ -46,9 +55,11 @@ func (e *configError) Error() string {
 }
 
 // bindConfig registers the flags that mirror the environment variables; a
-// flag given on the command line wins over the variable.
+// flag given on the command line wins over the variable. Secrets have no
+// flag (the command line is visible to every user of the machine); they
+// come from the environment or from a file whose path a flag may give.
 func bindConfig(fs *flag.FlagSet, getenv func(string) string, withHTTP bool) *config {
-	c := &config{}
+	c := &config{SecretKey: getenv(envSecretKey)}
 	def := func(name, fallback string) string {
 		if v := getenv(name); v != "" {
 			return v
@@ -56,18 +67,19 @@ func bindConfig(fs *flag.FlagSet, getenv func(string) string, withHTTP bool) *co
 		return fallback
 	}
 	fs.StringVar(&c.DatabaseURL, "database-url", def(envDatabaseURL, ""),
-		"PostgreSQL URL (postgres://...); empty uses the embedded store ["+envDatabaseURL+"]")
+		"PostgreSQL URL (postgres://...) without a password (use the variable, PGPASSWORD or ~/.pgpass); empty uses the embedded store ["+envDatabaseURL+"]")
 	fs.StringVar(&c.DataDir, "data-dir", def(envDataDir, "./data"),
 		"directory for the embedded database, mail blobs and the generated secret key ["+envDataDir+"]")
-	fs.StringVar(&c.SecretKey, "secret-key", def(envSecretKey, ""),
-		"32-byte key (base64 or hex) that encrypts secrets at rest; required with PostgreSQL ["+envSecretKey+"]")
+	fs.StringVar(&c.SecretKeyFile, "secret-key-file", def(envSecretKeyFile, ""),
+		"file holding the 32-byte key (base64 or hex) that encrypts secrets at rest, instead of "+envSecretKey+" ["+envSecretKeyFile+"]")
 	fs.StringVar(&c.LogFormat, "log-format", def(envLogFormat, "auto"),
 		"log format: json, text, or auto (json unless on a terminal) ["+envLogFormat+"]")
 	if withHTTP {
+		c.AdminToken = getenv(envAdminToken)
 		fs.StringVar(&c.HTTPAddr, "http-addr", def(envHTTPAddr, "127.0.0.1:8080"),
 			"address the HTTP API listens on ["+envHTTPAddr+"]")
-		fs.StringVar(&c.AdminToken, "admin-token", def(envAdminToken, ""),
-			"bootstrap API token of the first admin ["+envAdminToken+"]")
+		fs.StringVar(&c.AdminTokenFile, "admin-token-file", def(envAdminTokenFile, ""),
+			"file holding the bootstrap API token of the first admin, instead of "+envAdminToken+" ["+envAdminTokenFile+"]")
 		fs.StringVar(&c.PublicURL, "public-url", def(envPublicURL, ""),
 			"URL where browsers reach this service; OAuth consents return to it + /oauth/callback [http://<http-addr>] ["+envPublicURL+"]")
 	}
@@ -79,6 +91,28 @@ func (c *config) validate(withHTTP bool) error {
 	var problems []error
 	bad := func(env, format string, args ...any) {
 		problems = append(problems, fmt.Errorf("%s: %s", env, fmt.Sprintf(format, args...)))
+	}
+	for _, s := range []struct {
+		env, fileEnv string
+		value        *string
+		file         string
+	}{
+		{envSecretKey, envSecretKeyFile, &c.SecretKey, c.SecretKeyFile},
+		{envAdminToken, envAdminTokenFile, &c.AdminToken, c.AdminTokenFile},
+	} {
+		if s.file == "" {
+			continue
+		}
+		if *s.value != "" {
+			bad(s.fileEnv, "set, and so is %s: give the secret one way", s.env)
+			continue
+		}
+		v, err := readSecretFile(s.file)
+		if err != nil {
+			bad(s.fileEnv, "%v", err)
+			continue
+		}
+		*s.value = v
 	}
 	if c.DatabaseURL != "" {
 		u, err := url.Parse(c.DatabaseURL)
@@ -130,6 +164,78 @@ func (c *config) validate(withHTTP bool) error {
 		return &configError{problems: problems}
 	}
 	return nil
+}
+
+// readSecretFile reads a secret from a file ("-": standard input), without
+// the line end an editor or echo adds.
+func readSecretFile(path string) (string, error) {
+	var raw []byte
+	var err error
+	if path == "-" {
+		raw, err = io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
+	} else {
+		raw, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the secret: %w", err)
+	}
+	s := strings.TrimSpace(string(raw))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// secretFlags are flags that would carry a secret, refused by parseFlags
+// with where the secret goes instead.
+var secretFlags = map[string]string{
+	"secret-key":  envSecretKey + " or " + envSecretKeyFile + " (--secret-key-file)",
+	"admin-token": envAdminToken + " or " + envAdminTokenFile + " (--admin-token-file)",
+	"new-key":     "--new-key-file (a file, or - for standard input)",
+}
+
+// refuseSecretFlags refuses a secret on the command line, which every user
+// of the machine sees (ps, /proc/<pid>/cmdline); the secret is not echoed.
+func refuseSecretFlags(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if instead, ok := secretFlags[name]; ok {
+			return &configError{problems: []error{fmt.Errorf("--%s: refused: a secret on the command line is visible to every user "+
+				"of the machine (ps); use %s", name, instead)}}
+		}
+	}
+	return nil
+}
+
+// refuseDatabasePassword refuses a --database-url that holds a password,
+// for the same reason; the environment variable may hold one.
+func refuseDatabasePassword(fs *flag.FlagSet) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "database-url" && urlHasPassword(f.Value.String()) {
+			err = &configError{problems: []error{fmt.Errorf("--database-url: refused: it holds a password, which every user of the "+
+				"machine sees on the command line (ps); give the URL in %s, or the password in PGPASSWORD or ~/.pgpass", envDatabaseURL)}}
+		}
+	})
+	return err
+}
+
+func urlHasPassword(s string) bool {
+	if strings.Contains(strings.ToLower(s), "password=") {
+		return true
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, set := u.User.Password()
+	return set
 }
 
 // redactURLError drops the URL text from a parse error: it may hold a password.

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -101,5 +105,117 @@ func TestRun_UnknownCommandAndHelp(t *testing.T) {
 	out.Reset()
 	if code := run(context.Background(), []string{"version"}, envOf(nil), &out, &errb); code != exitOK || !strings.HasPrefix(out.String(), "ledgerdesk ") {
 		t.Errorf("version printed %q (code %d)", out.String(), code)
+	}
+}
+
+// Secrets given as flags show in ps and /proc/<pid>/cmdline to every user
+// of the machine: they are refused, without echoing them, and pointed at
+// the environment or a file.
+func TestRun_SecretsAreRefusedAsFlags(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2-hunter2-hunter2-hunter2"
+	key := strings.Repeat("ab", 32)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "the secret key", args: []string{"serve", "--secret-key", key}, want: envSecretKey + "_FILE"},
+		{name: "the secret key with =", args: []string{"serve", "-secret-key=" + key}, want: envSecretKey + "_FILE"},
+		{name: "the admin token", args: []string{"serve", "--admin-token", secret}, want: envAdminToken + "_FILE"},
+		{name: "the new key of a rotation", args: []string{"secrets", "rotate", "--new-key", key}, want: "--new-key-file"},
+		{name: "a database URL with a password", args: []string{"serve", "--database-url", "postgres://u:" + secret + "@127.0.0.1:1/db"}, want: envDatabaseURL},
+		{name: "a database URL with a password parameter", args: []string{"migrate", "--database-url", "postgres://u@127.0.0.1:1/db?password=" + secret}, want: envDatabaseURL},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			// bounded: a serve that accepted the flag would run until stopped
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			code := run(ctx, tc.args, envOf(map[string]string{envDataDir: t.TempDir(), envHTTPAddr: "127.0.0.1:0"}), &stdout, &stderr)
+			if code != exitUsage {
+				t.Fatalf("run(%q) = %d, want %d; stderr:\n%s", tc.args, code, exitUsage, stderr.String())
+			}
+			out := stdout.String() + stderr.String()
+			if !strings.Contains(out, tc.want) || !strings.Contains(out, "ps") {
+				t.Errorf("run(%q) printed %q, want it to point to %s and say why", tc.args, out, tc.want)
+			}
+			if strings.Contains(out, secret) || strings.Contains(out, key) {
+				t.Errorf("run(%q) printed the secret: %q", tc.args, out)
+			}
+		})
+	}
+}
+
+func TestConfig_SecretsFromFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := strings.Repeat("cd", 32)
+	token := "admin-token-from-a-file-0123456789"
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyFile, tokenFile := write("key", key+"\n"), write("token", token+"\r\n")
+	load := func(env map[string]string, args ...string) (*config, error) {
+		fs := newFlagSet("serve", "", io.Discard)
+		cfg := bindConfig(fs, envOf(env), true)
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		return cfg, cfg.validate(true)
+	}
+
+	// the files' contents, without the line end, are the secrets
+	cfg, err := load(map[string]string{envSecretKey + "_FILE": keyFile, envAdminToken + "_FILE": tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SecretKey != key || cfg.AdminToken != token {
+		t.Errorf("secret key %q, admin token %q; want the files' contents", cfg.SecretKey, cfg.AdminToken)
+	}
+	// as flags the paths are no secret
+	cfg, err = load(nil, "--secret-key-file", keyFile, "--admin-token-file", tokenFile)
+	if err != nil || cfg.SecretKey != key || cfg.AdminToken != token {
+		t.Errorf("from flags: %+v, %v", cfg, err)
+	}
+	// both ways at once, or a file that is not there, name the variable
+	for _, env := range []map[string]string{
+		{envSecretKey: key, envSecretKey + "_FILE": keyFile},
+		{envSecretKey + "_FILE": filepath.Join(dir, "missing")},
+		{envAdminToken + "_FILE": write("empty", "\n")},
+	} {
+		if _, err := load(env); err == nil {
+			t.Errorf("load(%v) = nil error, want one", env)
+		} else if !strings.Contains(err.Error(), "_FILE") {
+			t.Errorf("load(%v) = %v, want it to name the _FILE variable", env, err)
+		}
+	}
+}
+
+func TestSecretsRotate_NewKeyFromAFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	newKey := strings.Repeat("ef", 32)
+	keyFile := filepath.Join(t.TempDir(), "new.key")
+	if err := os.WriteFile(keyFile, []byte(newKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"secrets", "rotate", "--new-key-file", keyFile}, envOf(map[string]string{envDataDir: dir}),
+		&stdout, &stderr); code != exitOK {
+		t.Fatalf("rotate --new-key-file = %d: %s", code, stderr.String())
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, secretKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := decodeSecretKey(string(raw)); !bytes.Equal(got, bytes.Repeat([]byte{0xef}, 32)) {
+		t.Errorf("key file holds %x, want the new key", got)
 	}
 }

@@ -118,6 +118,9 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := refuseSecretFlags(args); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -128,7 +131,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
 		return errUsage
 	}
-	return nil
+	return refuseDatabasePassword(fs)
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) error {

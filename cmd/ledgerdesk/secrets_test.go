@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +22,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 func TestSecretsRotate_ResealsEveryPasswordUnderTheNewKey(t *testing.T) {
@@ -141,4 +147,133 @@ func appendSealedRefreshToken(t *testing.T, dir string, keyText []byte, connecti
 		ExpectedVersion: eventstore.NoStream, Events: []eventstore.NewEvent{{Type: name, SchemaVersion: v, Payload: payload}}}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// appendFailing is a store whose appends fail once they touch stream: a
+// commit that breaks off in the middle of a rotation.
+type appendFailing struct {
+	eventstore.Store
+	stream string
+}
+
+func (s appendFailing) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (eventstore.AppendResult, error) {
+	for _, r := range reqs {
+		if r.Stream == s.stream {
+			return eventstore.AppendResult{}, errors.New("simulated failure of the commit")
+		}
+	}
+	return s.Store.Append(ctx, reqs...)
+}
+
+func TestSecretsRotate_AFailedCommitLosesNoSecret(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := startServe(t, map[string]string{envDataDir: dir, envAdminToken: e2eToken})
+	client := apiClient{tb: t, base: srv.URL}
+	client.must(http.MethodPost, "/api/v1/inbound-accounts", map[string]any{"name": "support", "protocol": "imap",
+		"host": "imap.example.com", "username": "support", "password": "inbound-pw", "enabled": false})
+	client.must(http.MethodPost, "/api/v1/outbound-accounts", map[string]any{"name": "smtp", "default": true,
+		"host": "smtp.example.com", "port": 587, "security": "starttls", "auth": "plain", "username": "support",
+		"password": "outbound-pw", "sender_address": "support@example.com"})
+	client.must(http.MethodPost, "/api/v1/oauth-connections", map[string]any{"name": "m365",
+		"provider": "microsoft365", "tenant_id": "contoso.example", "client_id": "cid", "client_secret": "client-secret"})
+	if code := srv.Stop(t); code != exitOK {
+		t.Fatalf("serve exit %d", code)
+	}
+	ctx := context.Background()
+	cfg := &config{DataDir: dir, LogFormat: "json"}
+	logger := slog.New(slog.DiscardHandler)
+	oldKey, err := loadSecretKey(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := bytes.Repeat([]byte{0x42}, 32)
+
+	// when the commit fails after the inbound accounts were re-sealed
+	st, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := keyRotation{store: appendFailing{Store: st, stream: ticketing.OutboundAccountsStream}, now: time.Now,
+		oldKey: oldKey, newKey: newKey, keyDir: dir}
+	err = r.run(ctx, io.Discard)
+	_ = st.Close()
+	if err == nil {
+		t.Fatal("rotation with a failing commit = nil error, want the failure")
+	}
+
+	// then every secret opens with the keys on disk
+	openAll := func(when string) {
+		t.Helper()
+		var keys [][]byte
+		for _, name := range []string{secretKeyFile, secretKeyFile + ".previous"} {
+			raw, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				continue
+			}
+			k, err := decodeSecretKey(string(raw))
+			if err != nil {
+				t.Fatalf("%s: %s: %v", when, name, err)
+			}
+			keys = append(keys, k)
+		}
+		box, err := secretbox.New(keys[0], keys[1:]...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := openStore(ctx, cfg, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = st.Close() }()
+		in, _, err := api.LoadInboundAccounts(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := api.LoadOutboundAccounts(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns, _, err := api.LoadOAuthConnections(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sealed []string
+		for _, a := range in.ByID {
+			sealed = append(sealed, a.Password)
+		}
+		for _, a := range out.ByID {
+			sealed = append(sealed, a.Password)
+		}
+		for _, c := range conns.ByID {
+			sealed = append(sealed, c.ClientSecret)
+		}
+		var got []string
+		for _, s := range sealed {
+			plain, err := box.Open(s)
+			if err != nil {
+				t.Errorf("%s: a secret does not open with the %d key(s) on disk: %v", when, len(keys), err)
+			}
+			got = append(got, plain)
+		}
+		sort.Strings(got)
+		if want := []string{"client-secret", "inbound-pw", "outbound-pw"}; !slices.Equal(got, want) {
+			t.Errorf("%s: secrets = %q, want %q", when, got, want)
+		}
+	}
+	openAll("after the failed commit")
+	// and serve does not start on half a rotation; it says how to finish
+	if _, err := loadSecretKey(cfg, logger); err == nil || !strings.Contains(err.Error(), "ledgerdesk secrets rotate") {
+		t.Errorf("loadSecretKey() during an unfinished rotation = %v, want it to say to run secrets rotate", err)
+	}
+
+	// and running the rotation again finishes it: one key opens everything
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"secrets", "rotate"}, envOf(map[string]string{envDataDir: dir}), &stdout, &stderr); code != exitOK {
+		t.Fatalf("rotate again = %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, secretKeyFile+".previous")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the previous key is still kept after a finished rotation: %v", err)
+	}
+	openAll("after the rotation finished")
 }

@@ -115,7 +115,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Bodies:      api.MailBodies{Blobs: blobs},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// A request body is at most the body limit (1 MiB).
+		ReadTimeout: 1 * time.Minute,
+		// Longer than a connection check (up to a minute) and its answer;
+		// downloads move their own deadline on as they write (api/bodies.go).
+		WriteTimeout: 2 * time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
 	// The background parts stop with ctx; Shutdown below waits for them.

@@ -126,18 +126,63 @@ func openEmbedded(ctx context.Context, cfg *config, logger *slog.Logger) (*store
 	}, nil
 }
 
-// secretKeyFile holds the generated key in embedded mode.
-const secretKeyFile = "secret.key"
+// secretKeyFile holds the generated key in embedded mode;
+// previousKeyFile the key before it while secrets rotate runs (see
+// keyRotation).
+const (
+	secretKeyFile   = "secret.key"
+	previousKeyFile = "secret.key.previous"
+)
+
+// readKeyFiles reads the key files of dataDir: the key, and the previous
+// key an unfinished rotation left (nil when there is none). A missing key
+// file is no error (nil).
+func readKeyFiles(dataDir string) (cur, prev []byte, err error) {
+	read := func(name string) ([]byte, error) {
+		path := filepath.Join(dataDir, name)
+		raw, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read secret key file %s: %w", path, err)
+		}
+		key, err := decodeSecretKey(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("secret key file %s: %w", path, err)
+		}
+		return key, nil
+	}
+	if cur, err = read(secretKeyFile); err != nil {
+		return nil, nil, err
+	}
+	if prev, err = read(previousKeyFile); err != nil {
+		return nil, nil, err
+	}
+	if prev != nil && cur == nil {
+		return nil, nil, fmt.Errorf("%s is there without %s; restore the key file from the backup",
+			filepath.Join(dataDir, previousKeyFile), filepath.Join(dataDir, secretKeyFile))
+	}
+	return cur, prev, nil
+}
 
 // loadSecretKey returns the key that encrypts secrets at rest. With
 // PostgreSQL it must be configured; in embedded mode it is generated once
-// into the data directory, readable by its owner only.
+// into the data directory, readable by its owner only. A key file beside
+// the previous key of an unfinished rotation is refused: some secrets may
+// still be sealed under that one, and 'secrets rotate' finishes the job.
 func loadSecretKey(cfg *config, logger *slog.Logger) ([]byte, error) {
 	if cfg.SecretKey != "" {
 		return decodeSecretKey(cfg.SecretKey)
 	}
 	if cfg.DatabaseURL != "" {
 		return nil, &configError{problems: []error{fmt.Errorf("%s: required with PostgreSQL", envSecretKey)}}
+	}
+	if _, prev, err := readKeyFiles(cfg.DataDir); err != nil {
+		return nil, err
+	} else if prev != nil {
+		return nil, fmt.Errorf("a key rotation did not finish (%s is there): run 'ledgerdesk secrets rotate' to finish it",
+			filepath.Join(cfg.DataDir, previousKeyFile))
 	}
 	path := filepath.Join(cfg.DataDir, secretKeyFile)
 	raw, err := os.ReadFile(path)
