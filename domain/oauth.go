@@ -318,8 +318,12 @@ func (OAuthConnectionDeleted) EventName() string { return OAuthConnectionDeleted
 // OAuthConnectionAuthorized records a completed consent (or a reconnect):
 // the new refresh token, sealed, replaces any earlier one.
 type OAuthConnectionAuthorized struct {
-	ConnectionID         string    `json:"connection_id"`
-	RefreshToken         string    `json:"refresh_token"` // sealed
+	ConnectionID string `json:"connection_id"`
+	RefreshToken string `json:"refresh_token"` // sealed
+	// TokenURL and ClientID are those the consent was given to: the
+	// refresh token is never sent to another endpoint or client.
+	TokenURL             string    `json:"token_url,omitempty"`
+	ClientID             string    `json:"client_id,omitempty"`
 	Scopes               []string  `json:"scopes,omitempty"`
 	AccessTokenExpiresAt time.Time `json:"access_token_expires_at,omitzero"`
 	At                   time.Time `json:"at"`
@@ -501,6 +505,18 @@ type OAuthTokenState struct {
 	LastError            string
 	ConnectedAt          time.Time
 	ConnectedBy          string
+	// ConsentTokenURL and ConsentClientID are where the refresh token was
+	// issued (empty for consents recorded before they were).
+	ConsentTokenURL string
+	ConsentClientID string
+}
+
+// ConsentMoved says whether the connection's token endpoint or client is
+// no longer the one the refresh token was issued to: it must not be sent
+// there, and only a new consent helps.
+func (s OAuthTokenState) ConsentMoved(c OAuthConnection) bool {
+	_, tokenURL := c.Endpoints()
+	return s.RefreshToken != "" && s.ConsentTokenURL != "" && (s.ConsentTokenURL != tokenURL || s.ConsentClientID != c.ClientID)
 }
 
 // EvolveOAuthToken folds one token-stream event.
@@ -510,6 +526,7 @@ func EvolveOAuthToken(s OAuthTokenState, e Event) OAuthTokenState {
 		s.RefreshToken, s.State, s.LastError = e.RefreshToken, TokenStateOK, ""
 		s.AccessTokenExpiresAt, s.LastRefreshAt = e.AccessTokenExpiresAt, e.At
 		s.ConnectedAt, s.ConnectedBy = e.At, e.Actor
+		s.ConsentTokenURL, s.ConsentClientID = e.TokenURL, e.ClientID
 	case OAuthTokenRefreshed:
 		if e.RefreshToken != "" {
 			s.RefreshToken = e.RefreshToken

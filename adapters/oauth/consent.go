@@ -157,7 +157,9 @@ func (m *Manager) Callback(ctx context.Context, query url.Values) (CallbackResul
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := m.o.Now().UTC()
-	ev := domain.OAuthConnectionAuthorized{ConnectionID: cfg.ID, RefreshToken: sealed, Scopes: cfg.ConsentScopes(),
+	_, tokenURL := cfg.Endpoints()
+	ev := domain.OAuthConnectionAuthorized{ConnectionID: cfg.ID, RefreshToken: sealed, TokenURL: tokenURL, ClientID: cfg.ClientID,
+		Scopes: cfg.ConsentScopes(),
 		AccessTokenExpiresAt: tok.Expiry.UTC(), At: now, Actor: p.actor}
 	if err := m.appendToken(ctx, c, ev); err != nil {
 		return res, err

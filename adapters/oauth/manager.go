@@ -309,6 +309,8 @@ func (m *Manager) refresh(ctx context.Context, c *connection, scopes []string) (
 		return nil, fmt.Errorf("%w: %s", ErrNeedsReconnect, c.state.LastError)
 	case cfg.Flow == domain.OAuthFlowDelegated && c.state.RefreshToken == "":
 		return nil, ErrNotConnected
+	case cfg.Flow == domain.OAuthFlowDelegated && c.state.ConsentMoved(cfg):
+		return nil, fmt.Errorf("%w: the token endpoint or client id changed since the consent; the refresh token is not sent there", ErrNeedsReconnect)
 	case !c.nextTry.IsZero() && m.o.Now().Before(c.nextTry):
 		return nil, fmt.Errorf("%w (until %s): %s", ErrBackingOff, c.nextTry.UTC().Format(time.RFC3339), c.state.LastError)
 	}
@@ -545,6 +547,9 @@ func (m *Manager) Health(ctx context.Context, connectionID string) (Health, erro
 	c.liveMu.Unlock()
 	if refreshed.After(s.LastRefreshAt) {
 		s.LastRefreshAt, s.AccessTokenExpiresAt = refreshed, expires
+	}
+	if cfg.Flow == domain.OAuthFlowDelegated && s.ConsentMoved(cfg) {
+		s.State, s.LastError = domain.TokenStateNeedsReconnect, "the token endpoint or client id changed since the consent"
 	}
 	h := Health{State: s.State, LastError: s.LastError, AccessTokenExpiresAt: timePtr(s.AccessTokenExpiresAt),
 		LastRefreshAt: timePtr(s.LastRefreshAt), ConnectedAt: timePtr(s.ConnectedAt)}

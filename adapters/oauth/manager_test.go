@@ -1008,3 +1008,35 @@ func TestManager_Consent(t *testing.T) {
 		wantErr(t, "Authorize() without RedirectURL", err, oauth.ErrNoPublicURL)
 	})
 }
+
+// TestManager_AccessToken_refreshTokenStaysWithItsEndpoint: an admin who
+// points a connection at another token endpoint (or client) does not get
+// the stored refresh token sent there; the connection needs a new consent.
+func TestManager_AccessToken_refreshTokenStaysWithItsEndpoint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, oauthtest.Options{})
+	c := e.createConnection("c1", domain.OAuthFlowDelegated, clientSecret)
+	_, tokenURL := c.Endpoints()
+	e.append(domain.OAuthTokenStream("c1"), domain.OAuthConnectionAuthorized{ConnectionID: "c1",
+		RefreshToken: e.seal(e.provider.IssueRefreshToken("")), TokenURL: tokenURL, ClientID: c.ClientID,
+		At: e.clock.Now().UTC(), Actor: "admin"})
+	m := e.manager(nil)
+	mustToken(t, m, "c1", domain.ProtocolIMAP)
+
+	moved := c
+	moved.LoginBaseURL = "http://127.0.0.1:1"
+	evs, err := domain.DecideUpdateOAuthConnection(domain.OAuthConnections{ByID: map[string]domain.OAuthConnection{"c1": c}}, moved, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.append(domain.OAuthConnectionsStream, evs[0])
+	requests := e.provider.TokenRequests()
+	_, err = m.AccessToken(t.Context(), "c1", domain.ProtocolIMAP)
+	wantErr(t, "AccessToken() after the endpoint moved", err, oauth.ErrNeedsReconnect, "changed since the consent")
+	if h := mustHealth(t, m, "c1"); h.State != domain.TokenStateNeedsReconnect {
+		t.Errorf("Health() = %+v, want needs_reconnect", h)
+	}
+	if n := e.provider.TokenRequests() - requests; n != 0 {
+		t.Errorf("%d token requests after the move, want none", n)
+	}
+}
