@@ -11,6 +11,7 @@ import (
 
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // MailboxStatusName is the subscriber name of the mailbox-status projection.
@@ -50,7 +51,7 @@ func (p *MailboxStatus) Name() string { return MailboxStatusName }
 // Run keeps the table up to date until ctx ends; it returns ctx.Err() then,
 // or the store's error when the subscription cannot go on.
 func (p *MailboxStatus) Run(ctx context.Context) error {
-	err := p.store.Subscribe(ctx, MailboxStatusName, p.Handle, p.Options)
+	err := p.store.Subscribe(ctx, MailboxStatusName, p.Handle, ticketing.WithSetAside(p.Options))
 	if err != nil && !errors.Is(err, ctx.Err()) {
 		return fmt.Errorf("projections: %s: %w", MailboxStatusName, err)
 	}
