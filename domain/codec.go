@@ -76,6 +76,9 @@ var registry = map[string]eventType{
 	OAuthTokenRefreshedName:       {version: OAuthTokenRefreshedSchemaVersion, decode: decoder[OAuthTokenRefreshed]()},
 	OAuthTokenRefreshFailedName:   {version: OAuthTokenRefreshFailedSchemaVersion, decode: decoder[OAuthTokenRefreshFailed]()},
 	OAuthRefreshTokenResealedName: {version: OAuthRefreshTokenResealedSchemaVersion, decode: decoder[OAuthRefreshTokenResealed]()},
+
+	SubscriberEventSetAsideName: {version: SubscriberEventSetAsideSchemaVersion, decode: decoder[SubscriberEventSetAside]()},
+	SubscriberEventRetriedName:  {version: SubscriberEventRetriedSchemaVersion, decode: decoder[SubscriberEventRetried]()},
 }
 
 // EventNames lists every registered stored name (unordered).

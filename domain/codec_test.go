@@ -81,6 +81,10 @@ func sampleEvents() []domain.Event {
 		domain.OAuthTokenRefreshed{ConnectionID: "c1", RefreshToken: "sealed", Scopes: []string{"s"}, AccessTokenExpiresAt: at, At: at},
 		domain.OAuthRefreshTokenResealed{ConnectionID: "c1", RefreshToken: "sealed", At: at, Actor: "system:secret-key-rotation"},
 		domain.OAuthTokenRefreshFailed{ConnectionID: "c1", ErrorCode: "invalid_grant", Error: "AADSTS70008: expired", NeedsReconnect: true, At: at},
+		domain.SubscriberEventSetAside{Subscriber: "process.mail-intake.v1", Position: 42, EventID: "e1", EventType: domain.MailReceivedName,
+			Stream: "mail-m1", AccountID: accID, Attempts: 5, Error: "index row size exceeds maximum", At: at},
+		domain.SubscriberEventRetried{Subscriber: "process.mail-intake.v1", Position: 42, EventID: "e1", EventType: domain.MailReceivedName,
+			AccountID: accID, Actor: "admin:cli", At: at},
 	}
 }
 

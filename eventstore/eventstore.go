@@ -191,7 +191,8 @@ type Tx interface {
 // Handler processes one event of a subscription. It runs inside the
 // transaction that also advances the subscriber's checkpoint, so writes made
 // through tx commit exactly when the event counts as processed. A returned
-// error rolls that transaction back and the event is delivered again.
+// error rolls that transaction back and the event is delivered again, until
+// it is set aside (SubscribeOptions.MaxAttempts).
 // Handlers must honour ctx and keep their work short.
 type Handler func(ctx context.Context, tx Tx, event RecordedEvent) error
 
@@ -200,7 +201,9 @@ type Handler func(ctx context.Context, tx Tx, event RecordedEvent) error
 // checkpoint past the last of them. It lets a subscriber write a batch with
 // one statement instead of one per event. A returned error rolls back all of
 // the batch's writes, and its events are delivered again (the next batch
-// starts at the same event but may hold a different number of events).
+// starts at the same event but may hold a different number of events); a
+// batch that keeps failing is delivered one event at a time, and the event
+// that fails alone is set aside (SubscribeOptions.MaxAttempts).
 // Handlers must honour ctx and keep their work short.
 type BatchHandler func(ctx context.Context, tx Tx, events []RecordedEvent) error
 
@@ -216,7 +219,23 @@ type SubscribeOptions struct {
 	// by the database: a subscriber that needs few of the log's events
 	// is not handed the others. Its checkpoint still moves past them, so
 	// no poll reads them again and Checkpoint and Reached work as usual.
+	// Retry requests (SetAsideCodec.RetryType) are read whatever Types
+	// says; the original event is delivered when its type is in Types.
 	Types []string
+	// MaxAttempts is how many times the handler may fail on one event
+	// before the event is set aside (a batch handler: on one batch, and
+	// then on each of its events alone): SetAside records it in the
+	// transaction that moves the checkpoint past it, and the subscription
+	// goes on with the next event. Only the handler's failures while the
+	// store is healthy count: not those the store causes (a lost
+	// connection, a serialization failure, a busy database), nor any
+	// after which the store does not answer Ping, nor those of a
+	// subscription that is stopping. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+	// SetAside records set-aside events and reads the requests to retry
+	// them. Without it nothing is set aside: an event the store could not
+	// record as skipped is delivered again for ever rather than dropped.
+	SetAside SetAsideCodec
 }
 
 // Store is the event store contract. Implementations are safe for
@@ -249,9 +268,12 @@ type Store interface {
 	ReadAll(ctx context.Context, after int64, limit int) ([]RecordedEvent, error)
 	// Subscribe delivers every event, in global order, once per successful
 	// handler run, starting after the subscriber's checkpoint (from the
-	// first event for a new name). It blocks until ctx is done or the
-	// handler fails in a way the store cannot retry, and returns ctx.Err()
-	// on cancellation.
+	// first event for a new name). A failing event is delivered again
+	// after a back-off, and set aside after opts.MaxAttempts failures (see
+	// SubscribeOptions.SetAside), so that no single event stops the
+	// subscriber for ever. It blocks until ctx is done or the handler
+	// fails in a way the store cannot retry, and returns ctx.Err() on
+	// cancellation.
 	Subscribe(ctx context.Context, name string, h Handler, opts SubscribeOptions) error
 	// SubscribeBatch is Subscribe with a handler that takes each batch of
 	// up to opts.BatchSize events whole. A subscriber name is used with

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // view is what the ticket, user and location projections share: a durable
@@ -34,9 +35,11 @@ func newView(short, name string, store eventstore.Store, reader Reader, logger *
 func (v *view) Name() string { return v.name }
 
 // run subscribes h until ctx ends; it returns ctx.Err() then, or the
-// store's error when the subscription cannot go on.
+// store's error when the subscription cannot go on. An event h keeps
+// failing on is set aside (ticketing.SetAsideRecorder) rather than holding
+// the view back for ever.
 func (v *view) run(ctx context.Context, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
-	err := v.store.Subscribe(ctx, v.name, h, opts)
+	err := v.store.Subscribe(ctx, v.name, h, ticketing.WithSetAside(opts))
 	if err != nil && !errors.Is(err, ctx.Err()) {
 		return fmt.Errorf("projections: %s: %w", v.name, err)
 	}

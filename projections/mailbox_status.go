@@ -11,6 +11,7 @@ import (
 
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // MailboxStatusName is the subscriber name of the mailbox-status projection.
@@ -21,12 +22,17 @@ const MailboxStatusName = "projection.mailbox_status.v1"
 // MailboxStatus projects, per inbound account, the last poll and its outcome
 // (the server's exact words on failure) and the totals fetched, failed,
 // oversize, skipped and deleted, into the table mailbox_status. It handles
-// MailboxPolled and InboundAccountCreated/Updated/Deleted (for the name).
+// MailboxPolled and InboundAccountCreated/Updated/Deleted (for the name),
+// and SubscriberEventSetAside/SubscriberEventRetried of a mail's event: the
+// account's mails that a subscriber set aside and nobody retried since
+// (table mailbox_set_aside) and the last reason.
 //
 // Idempotence: each row keeps the last applied version of the account's
 // stream "mailbox-<id>" (poll_version) and of "inbound-accounts"
 // (account_version); an event at or below them changes nothing, so a
-// redelivered batch never counts twice.
+// redelivered batch never counts twice. mailbox_set_aside is keyed by the
+// subscriber and the event's position, and the last reason only moves
+// forward in time.
 type MailboxStatus struct {
 	store  eventstore.Store
 	reader Reader
@@ -50,7 +56,7 @@ func (p *MailboxStatus) Name() string { return MailboxStatusName }
 // Run keeps the table up to date until ctx ends; it returns ctx.Err() then,
 // or the store's error when the subscription cannot go on.
 func (p *MailboxStatus) Run(ctx context.Context) error {
-	err := p.store.Subscribe(ctx, MailboxStatusName, p.Handle, p.Options)
+	err := p.store.Subscribe(ctx, MailboxStatusName, p.Handle, ticketing.WithSetAside(p.Options))
 	if err != nil && !errors.Is(err, ctx.Err()) {
 		return fmt.Errorf("projections: %s: %w", MailboxStatusName, err)
 	}
@@ -84,6 +90,18 @@ func (p *MailboxStatus) Handle(ctx context.Context, tx eventstore.Tx, ev eventst
 			return p.skip(ev, err)
 		}
 		return p.applyAccount(ctx, tx, e.AccountID, "", true, ev.StreamVersion)
+	case domain.SubscriberEventSetAsideName:
+		var e domain.SubscriberEventSetAside
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applySetAside(ctx, tx, e)
+	case domain.SubscriberEventRetriedName:
+		var e domain.SubscriberEventRetried
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applyRetried(ctx, tx, e)
 	}
 	return nil
 }
@@ -145,6 +163,46 @@ func (p *MailboxStatus) applyAccount(ctx context.Context, tx eventstore.Tx, id, 
 	return nil
 }
 
+const (
+	upsertSetAside = `INSERT INTO mailbox_set_aside (subscriber, position, account_id, event_id, error, set_aside_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (subscriber, position) DO UPDATE SET
+	account_id = excluded.account_id,
+	event_id = excluded.event_id,
+	error = excluded.error,
+	set_aside_at = excluded.set_aside_at`
+	upsertLastSetAside = `INSERT INTO mailbox_status (account_id, last_set_aside_error, last_set_aside_at)
+VALUES ($1, $2, $3)
+ON CONFLICT (account_id) DO UPDATE SET
+	last_set_aside_error = excluded.last_set_aside_error,
+	last_set_aside_at = excluded.last_set_aside_at
+WHERE mailbox_status.last_set_aside_at IS NULL OR mailbox_status.last_set_aside_at <= excluded.last_set_aside_at`
+)
+
+// applySetAside counts a mail's event set aside on its account's row.
+func (p *MailboxStatus) applySetAside(ctx context.Context, tx eventstore.Tx, e domain.SubscriberEventSetAside) error {
+	if e.AccountID == "" {
+		return nil // not a mail's event
+	}
+	at := nullTime(e.At)
+	if _, err := tx.Exec(ctx, upsertSetAside, e.Subscriber, e.Position, e.AccountID, e.EventID, e.Error, at); err != nil {
+		return fmt.Errorf("projections: mailbox status of %s: set-aside event %d: %w", e.AccountID, e.Position, err)
+	}
+	if _, err := tx.Exec(ctx, upsertLastSetAside, e.AccountID, e.Error, at); err != nil {
+		return fmt.Errorf("projections: mailbox status of %s: %w", e.AccountID, err)
+	}
+	return nil
+}
+
+// applyRetried stops counting a set-aside event that was asked to be
+// handled again (if it fails again, it is set aside again).
+func (p *MailboxStatus) applyRetried(ctx context.Context, tx eventstore.Tx, e domain.SubscriberEventRetried) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM mailbox_set_aside WHERE subscriber = $1 AND position = $2`, e.Subscriber, e.Position); err != nil {
+		return fmt.Errorf("projections: mailbox status: retried event %d of %s: %w", e.Position, e.Subscriber, err)
+	}
+	return nil
+}
+
 // nullTime stores the zero time as NULL and others in UTC.
 func nullTime(t time.Time) sql.NullTime {
 	if t.IsZero() {
@@ -171,13 +229,21 @@ type MailboxStatusRow struct {
 	Oversize            int64  `json:"oversize"`
 	Skipped             int64  `json:"skipped"`
 	Deleted             int64  `json:"deleted"`
+	// SetAside counts the account's mails a subscriber (the intake, a view)
+	// gave up on after its handler kept failing, and that were not retried
+	// since (ledgerdesk events retry); LastSetAsideError is the reason of
+	// the last one set aside, LastSetAsideAt when.
+	SetAside          int64      `json:"set_aside"`
+	LastSetAsideError string     `json:"last_set_aside_error"`
+	LastSetAsideAt    *time.Time `json:"last_set_aside_at"`
 }
 
 // List returns the rows of accounts that exist, by name then id.
 func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
-	rows, err := p.reader.Query(ctx, `SELECT account_id, name, last_poll_at, last_finished_at, last_error, server_reply,
-		consecutive_failures, polls, fetched, failed, oversize, skipped, deleted
-		FROM mailbox_status WHERE NOT account_deleted ORDER BY name, account_id`)
+	rows, err := p.reader.Query(ctx, `SELECT m.account_id, m.name, m.last_poll_at, m.last_finished_at, m.last_error, m.server_reply,
+		m.consecutive_failures, m.polls, m.fetched, m.failed, m.oversize, m.skipped, m.deleted,
+		(SELECT count(*) FROM mailbox_set_aside s WHERE s.account_id = m.account_id), m.last_set_aside_error, m.last_set_aside_at
+		FROM mailbox_status m WHERE NOT m.account_deleted ORDER BY m.name, m.account_id`)
 	if err != nil {
 		return nil, fmt.Errorf("projections: list mailbox status: %w", err)
 	}
@@ -187,12 +253,14 @@ func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 		var (
 			r             MailboxStatusRow
 			poll, finish  sql.NullTime
+			asideAt       sql.NullTime
 			failures      int64
 			counts        [6]int64
 			lastErr, repl string
 		)
 		if err := rows.Scan(&r.AccountID, &r.Name, &poll, &finish, &lastErr, &repl, &failures,
-			&counts[0], &counts[1], &counts[2], &counts[3], &counts[4], &counts[5]); err != nil {
+			&counts[0], &counts[1], &counts[2], &counts[3], &counts[4], &counts[5],
+			&r.SetAside, &r.LastSetAsideError, &asideAt); err != nil {
 			return nil, fmt.Errorf("projections: list mailbox status: %w", err)
 		}
 		r.LastError, r.ServerReply, r.ConsecutiveFailures = lastErr, repl, failures
@@ -204,6 +272,10 @@ func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 		if finish.Valid {
 			t := finish.Time.UTC()
 			r.LastFinishedAt = &t
+		}
+		if asideAt.Valid {
+			t := asideAt.Time.UTC()
+			r.LastSetAsideAt = &t
 		}
 		out = append(out, r)
 	}

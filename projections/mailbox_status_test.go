@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -176,5 +177,89 @@ func BenchmarkMailboxStatus_Handle(b *testing.B) {
 		if err := store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error { return p.Handle(ctx, tx, ev) }); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestMailboxStatus_ShowsSetAsideMails: a mail a subscriber set aside
+// counts on its account's row, with the last reason, until it is retried.
+func TestMailboxStatus_ShowsSetAsideMails(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			p := projections.NewMailboxStatus(store, reader, nil)
+			p.Options.PollInterval = 20 * time.Millisecond
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+
+			// given two accounts, three of a1's mails set aside (one by
+			// another subscriber), an event without an account set aside,
+			// and the first mail retried
+			mustAppend(t, store, "inbound-accounts",
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a1", Name: "Support"}, Actor: "token:x"},
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a2", Name: "Sales"}, Actor: "token:x"})
+			aside := func(sub string, pos int64, account, reason string, at time.Time) domain.SubscriberEventSetAside {
+				return domain.SubscriberEventSetAside{Subscriber: sub, Position: pos, EventID: fmt.Sprintf("m%d", pos),
+					EventType: domain.MailReceivedName, Stream: fmt.Sprintf("mail-m%d", pos), AccountID: account, Attempts: 5,
+					Error: reason, At: at}
+			}
+			mustAppend(t, store, domain.SubscriberStream("intake"),
+				aside("intake", 42, "a1", "index row size 2720 exceeds maximum 2704", t0),
+				aside("intake", 43, "a1", "invalid byte sequence for encoding \"UTF8\": 0x00", t0.Add(time.Minute)),
+				aside("intake", 44, "", "not a mail", t0.Add(2*time.Minute)))
+			mustAppend(t, store, domain.SubscriberStream("projection.tickets.v1"),
+				aside("projection.tickets.v1", 43, "a1", "older reason of another subscriber", t0.Add(-time.Hour)))
+			last := mustAppend(t, store, domain.SubscriberStream("intake"),
+				domain.SubscriberEventRetried{Subscriber: "intake", Position: 42, EventID: "m42", EventType: domain.MailReceivedName,
+					AccountID: "a1", Actor: "admin", At: t0.Add(3 * time.Minute)})
+
+			// when the projection has caught up
+			ok, err := projections.WaitReached(ctx, store, p.Name(), last, 10*time.Second)
+			if err != nil || !ok {
+				t.Fatalf("WaitReached() = %v, %v, want true, nil", ok, err)
+			}
+
+			// then a1 shows the two mails still set aside and the last reason
+			want := []projections.MailboxStatusRow{
+				{AccountID: "a2", Name: "Sales"},
+				{AccountID: "a1", Name: "Support", SetAside: 2, LastSetAsideError: "invalid byte sequence for encoding \"UTF8\": 0x00",
+					LastSetAsideAt: ptr(t0.Add(time.Minute))},
+			}
+			got, err := p.List(ctx)
+			if err != nil {
+				t.Fatalf("List() error = %v", err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("List() (-want +got):\n%s", diff)
+			}
+
+			// and redelivering every event changes nothing
+			cancel()
+			if err := <-done; err == nil {
+				t.Errorf("Run() = nil after cancel, want an error")
+			}
+			all := storetest.ReadAllPaged(t, store, 100)
+			err = store.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+				for _, ev := range all {
+					if err := p.Handle(ctx, tx, ev); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("redeliver: %v", err)
+			}
+			if got, err = p.List(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("List() after redelivery (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

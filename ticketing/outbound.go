@@ -358,7 +358,7 @@ func toQueued(ev domain.Event) (queued, bool) {
 // takeOnOptions are the saga subscription's: only the queued-mail events
 // (the database skips the rest of the log), TakeOnBatch at a time.
 func (s *Outbound) takeOnOptions() eventstore.SubscribeOptions {
-	return eventstore.SubscribeOptions{BatchSize: s.o.TakeOnBatch, Types: queuedTypes}
+	return WithSetAside(eventstore.SubscribeOptions{BatchSize: s.o.TakeOnBatch, Types: queuedTypes})
 }
 
 // queuedTypes are the events the saga takes on; its subscription reads

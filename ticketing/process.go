@@ -58,9 +58,11 @@ func NewProcessManager(store eventstore.Store, now func() time.Time, key domain.
 	}
 }
 
-// Run decides mails until ctx is done.
+// Run decides mails until ctx is done. A mail the intake keeps failing on
+// is set aside (SetAsideRecorder) so that the next mails still become
+// tickets.
 func (pm *ProcessManager) Run(ctx context.Context) error {
-	return pm.store.Subscribe(ctx, IntakeSubscriber, pm.Handle, eventstore.SubscribeOptions{BatchSize: 100})
+	return pm.store.Subscribe(ctx, IntakeSubscriber, pm.Handle, WithSetAside(eventstore.SubscribeOptions{BatchSize: 100}))
 }
 
 // Handle is the subscription handler: it decides MailReceived events and

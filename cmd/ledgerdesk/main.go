@@ -54,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runProjections(ctx, rest, getenv, stdout, stderr)
 	case "secrets":
 		err = runSecrets(ctx, rest, getenv, stdout, stderr)
+	case "events":
+		err = runEvents(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		err = runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -98,6 +100,8 @@ Usage:
   ledgerdesk projections rebuild [NAME]
                        rebuild the ticket, user and location views from the first event
   ledgerdesk secrets rotate   re-seal stored secrets under a new key
+  ledgerdesk events retry --subscriber NAME (--position P | --all)
+                       have a subscriber handle again the events it set aside
   ledgerdesk version   print the version
 
 Run 'ledgerdesk <command> --help' for a command's flags. Every flag can also

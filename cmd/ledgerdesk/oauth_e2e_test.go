@@ -26,6 +26,9 @@ type mailboxRow struct {
 	Fetched    int    `json:"fetched"`
 	TokenState string `json:"token_state"`
 	TokenError string `json:"token_error"`
+	// SetAside and LastSetAsideError: see events_test.go.
+	SetAside          int    `json:"set_aside"`
+	LastSetAsideError string `json:"last_set_aside_error"`
 }
 
 func (c apiClient) mailboxes() map[string]mailboxRow {

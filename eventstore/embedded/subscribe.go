@@ -8,17 +8,23 @@ import (
 	"strings"
 	"time"
 
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
 
-// handlerError marks a handler's failure, which Subscribe retries.
+// handlerError marks a handler's failure, which Subscribe retries and, once
+// it has failed often enough, sets aside.
 type handlerError struct {
-	position int64
+	position int64                    // cursor of the delivery (its first event)
+	event    eventstore.RecordedEvent // the event the handler failed on
+	batch    []int64                  // a batch's cursors, nil for one event
 	err      error
 }
 
 func (e *handlerError) Error() string {
-	return fmt.Sprintf("handler failed on event %d: %v", e.position, e.err)
+	return fmt.Sprintf("handler failed on event %d: %v", e.event.Position, e.err)
 }
 
 func (e *handlerError) Unwrap() error { return e.err }
@@ -29,13 +35,15 @@ func (e *handlerError) Unwrap() error { return e.err }
 // events after it, runs the handler on each inside a savepoint and moves the
 // checkpoint to the last event whose handler succeeded. A failing handler's
 // writes roll back to its savepoint, the events before it in the batch
-// commit, and the failed event is delivered again after a back-off. The
+// commit, and the failed event is delivered again after a back-off, until
+// it is set aside (eventstore.SubscribeOptions.MaxAttempts). The
 // transaction holds the write lock, so appenders wait for the batch: keep
 // handlers short, and do all database work through the handler's tx (the
 // Store's own Append or Update from a handler waits until ctx ends).
 //
 // Subscribe returns ctx.Err() when ctx ends and ErrClosed when the Store is
-// closed. Database errors are logged and retried like handler errors.
+// closed. Database errors are logged and retried like handler errors, but
+// never count as attempts.
 func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
 	if h == nil {
 		return fmt.Errorf("embedded: subscribe %q: handler is nil", name)
@@ -45,7 +53,9 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 
 // SubscribeBatch implements eventstore.Store. It is Subscribe with one
 // savepoint around the whole batch: a failing handler rolls back the
-// batch's writes and the batch is delivered again after a back-off.
+// batch's writes and the batch is delivered again after a back-off. A batch
+// that failed MaxAttempts times is delivered one event per batch up to its
+// last event, and the event that fails alone is set aside.
 func (s *Store) SubscribeBatch(ctx context.Context, name string, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
 	if h == nil {
 		return fmt.Errorf("embedded: subscribe %q: handler is nil", name)
@@ -53,39 +63,96 @@ func (s *Store) SubscribeBatch(ctx context.Context, name string, h eventstore.Ba
 	return s.subscribe(ctx, name, wholeBatch(h), opts)
 }
 
-// applier runs a subscriber's handler on the events of a batch inside t
-// and returns how many of them (from the first) were handled; failure is
-// the handler's error (*handlerError), err one of the database.
-type applier func(ctx context.Context, s *Store, t *txn, evs []eventstore.RecordedEvent) (handled int, failure, err error)
+// unit is one step of a delivery: the event at cursor, past which the
+// checkpoint moves, and the events the handler gets for it. That is the
+// event itself; for a request to retry a set-aside event of this
+// subscriber, the original event and then the request; none for an event
+// the subscriber's Types exclude (read only to move past it).
+type unit struct {
+	cursor eventstore.RecordedEvent
+	events []eventstore.RecordedEvent
+}
 
-// perEvent runs h on each event inside a savepoint of its own, stopping
-// at the first failure: the events before it commit.
+// applier runs a subscriber's handler on the units of a batch inside t
+// and returns how many of them (from the first) were handled; failure is
+// the handler's error (*handlerError), err one of the database. skip sets
+// a unit aside instead when it is due and reports whether it did.
+type applier func(ctx context.Context, s *Store, t *txn, units []unit, skip func(unit) (bool, error)) (handled int, failure, err error)
+
+// perEvent runs h on each unit inside a savepoint of its own, stopping at
+// the first failure: the units before it commit.
 func perEvent(h eventstore.Handler) applier {
-	return func(ctx context.Context, s *Store, t *txn, evs []eventstore.RecordedEvent) (int, error, error) {
-		for i, e := range evs {
-			failure, err := s.inSavepoint(ctx, t, e.Position, func() error { return h(ctx, t, e) })
-			if failure != nil || err != nil {
-				return i, failure, err
+	return func(ctx context.Context, s *Store, t *txn, units []unit, skip func(unit) (bool, error)) (int, error, error) {
+		for i, u := range units {
+			if skipped, err := skip(u); err != nil || skipped {
+				if err != nil {
+					return i, nil, err
+				}
+				continue
+			}
+			var failed eventstore.RecordedEvent
+			failure, err := s.inSavepoint(ctx, t, func() error {
+				for _, e := range u.events {
+					if err := h(ctx, t, e); err != nil {
+						failed = e
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return i, nil, err
+			}
+			if failure != nil {
+				return i, &handlerError{position: u.cursor.Position, event: failed, err: failure}, nil
 			}
 		}
-		return len(evs), nil, nil
+		return len(units), nil, nil
 	}
 }
 
-// wholeBatch runs h once on all events inside one savepoint.
+// wholeBatch runs h once on the events of all units inside one savepoint,
+// after setting aside the units at the front that are due.
 func wholeBatch(h eventstore.BatchHandler) applier {
-	return func(ctx context.Context, s *Store, t *txn, evs []eventstore.RecordedEvent) (int, error, error) {
-		failure, err := s.inSavepoint(ctx, t, evs[0].Position, func() error { return h(ctx, t, evs) })
-		if failure != nil || err != nil {
-			return 0, failure, err
+	return func(ctx context.Context, s *Store, t *txn, units []unit, skip func(unit) (bool, error)) (int, error, error) {
+		first := 0
+		for ; first < len(units); first++ {
+			skipped, err := skip(units[first])
+			if err != nil {
+				return first, nil, err
+			}
+			if !skipped {
+				break
+			}
 		}
-		return len(evs), nil, nil
+		rest := units[first:]
+		var evs []eventstore.RecordedEvent
+		for _, u := range rest {
+			evs = append(evs, u.events...)
+		}
+		if len(evs) == 0 {
+			return len(units), nil, nil
+		}
+		failure, err := s.inSavepoint(ctx, t, func() error { return h(ctx, t, evs) })
+		if err != nil {
+			return first, nil, err
+		}
+		if failure != nil {
+			he := &handlerError{position: rest[0].cursor.Position, event: evs[0], err: failure}
+			if len(rest) > 1 {
+				for _, u := range rest {
+					he.batch = append(he.batch, u.cursor.Position)
+				}
+			}
+			return first, he, nil
+		}
+		return len(units), nil, nil
 	}
 }
 
 // inSavepoint runs fn inside a savepoint and rolls its writes back when it
-// fails; failure is then fn's error as a *handlerError at position.
-func (s *Store) inSavepoint(ctx context.Context, t *txn, position int64, fn func() error) (failure, err error) {
+// fails; failure is then fn's error.
+func (s *Store) inSavepoint(ctx context.Context, t *txn, fn func() error) (failure, err error) {
 	run := s.run(t.tx)
 	if _, err := run.exec(ctx, `SAVEPOINT ledgerdesk_event`); err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
@@ -93,10 +160,10 @@ func (s *Store) inSavepoint(ctx context.Context, t *txn, position int64, fn func
 	appendedBefore := t.appended
 	if herr := fn(); herr != nil {
 		if _, err := run.exec(ctx, `ROLLBACK TO ledgerdesk_event`); err != nil {
-			return nil, fmt.Errorf("roll back event %d: %w", position, err)
+			return nil, fmt.Errorf("roll back the handler's writes: %w", err)
 		}
 		t.appended = appendedBefore
-		failure = &handlerError{position: position, err: herr}
+		failure = herr
 	}
 	if _, err := run.exec(ctx, `RELEASE ledgerdesk_event`); err != nil {
 		return nil, fmt.Errorf("release savepoint: %w", err)
@@ -117,6 +184,7 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 		batch = DefaultBatchSize
 	}
 	log := s.logger.With("subscriber", name)
+	failures := eventstore.NewFailures(opts)
 	// Since Go 1.23 Reset discards a stale tick, so no draining is needed.
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
@@ -125,7 +193,11 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 		// Take the wake-up channel before looking, so that a commit after
 		// the look still wakes this loop.
 		wake := s.woken()
-		n, err := s.deliver(ctx, name, apply, batch, opts.Types)
+		limit := batch
+		if failures.Singles() {
+			limit = 1
+		}
+		n, err := s.deliver(ctx, name, apply, limit, opts, failures)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -137,13 +209,19 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 		case err != nil:
 			delay = min(max(2*delay, 10*time.Millisecond), maxRetryDelay)
 			var he *handlerError
-			if errors.As(err, &he) {
-				log.Warn("handler failed, will deliver the event again", "position", he.position, "retry_in", delay, "error", he.err)
-			} else {
+			switch {
+			case !errors.As(err, &he):
 				log.Error("delivery failed, will retry", "retry_in", delay, "error", err)
+			case s.storeFault(ctx, he.err):
+				log.Warn("handler failed while the database did not answer; not counted as an attempt",
+					"position", he.event.Position, "retry_in", delay, "error", he.err)
+			default:
+				attempts := failures.Failed(he.position, he.event, he.err, he.batch)
+				log.Warn("handler failed, will deliver the event again", "position", he.event.Position, "type", he.event.Type,
+					"attempt", attempts, "batch", len(he.batch), "retry_in", delay, "error", he.err)
 			}
 			timer.Reset(delay)
-		case n == batch:
+		case n == limit:
 			delay = 0
 			continue // more may be waiting
 		default:
@@ -161,6 +239,30 @@ func (s *Store) subscribe(ctx context.Context, name string, apply applier, opts 
 		}
 	}
 }
+
+// storeFault reports whether a handler's failure is the database's rather
+// than the handler's on its event: SQLite could not lock, read or write,
+// the store is closing, or it does not answer a ping now. Such failures
+// are retried but never set an event aside.
+func (s *Store) storeFault(ctx context.Context, err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+			sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CORRUPT:
+			return true
+		}
+	}
+	if errors.Is(err, eventstore.ErrClosed) || s.closed.Load() {
+		return true
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+	defer cancel()
+	return s.Ping(pctx) != nil
+}
+
+// pingTimeout bounds the health check after a handler's failure.
+const pingTimeout = 5 * time.Second
 
 // pending reports whether an event follows name's checkpoint, without taking
 // the write lock: an idle subscriber must not block appenders.
@@ -189,25 +291,31 @@ func typeFilter(types []string, first int) (string, []any) {
 	return " AND type IN (" + strings.Join(marks, ", ") + ")", args
 }
 
-// deliver runs one batch and returns how many events were handled
-// successfully. A handler failure is returned as *handlerError after the events
-// before it have committed.
-func (s *Store) deliver(ctx context.Context, name string, apply applier, batch int, types []string) (int, error) {
+// deliver runs one batch and returns how many events it read and passed
+// (handled or set aside). A handler failure is returned as *handlerError
+// after the events before it have committed.
+func (s *Store) deliver(ctx context.Context, name string, apply applier, batch int, opts eventstore.SubscribeOptions,
+	failures *eventstore.Failures,
+) (int, error) {
 	if ok, err := s.pending(ctx, name); err != nil || !ok {
 		if err != nil {
 			return 0, s.fail(fmt.Sprintf("subscribe %q: look for events", name), err)
 		}
 		return 0, nil
 	}
-	var handled int
-	var failure error
+	var (
+		handled int
+		failure error
+		passed  []int64
+	)
 	err := s.write(ctx, fmt.Sprintf("subscribe %q", name), func(t *txn) error {
+		handled, failure, passed = 0, nil, nil
 		run := s.run(t.tx)
 		cp, err := checkpoint(ctx, run, name)
 		if err != nil {
 			return fmt.Errorf("embedded: subscribe %q: read checkpoint: %w", name, err)
 		}
-		filter, args := typeFilter(types, 3)
+		filter, args := typeFilter(opts.SelectTypes(), 3)
 		evs, err := scanEvents(run.query(ctx, `SELECT `+eventColumns+` FROM events
 			WHERE position > $1`+filter+` ORDER BY position LIMIT $2`, append([]any{cp, batch}, args...)...))
 		if err != nil {
@@ -215,15 +323,23 @@ func (s *Store) deliver(ctx context.Context, name string, apply applier, batch i
 		}
 		last := cp
 		if len(evs) > 0 {
-			handled, failure, err = apply(ctx, s, t, evs)
+			units, err := s.units(ctx, run, name, evs, opts)
 			if err != nil {
 				return fmt.Errorf("embedded: subscribe %q: %w", name, err)
 			}
+			skip := func(u unit) (bool, error) { return s.setAside(ctx, t, name, u, opts, failures) }
+			handled, failure, err = apply(ctx, s, t, units, skip)
+			if err != nil {
+				return fmt.Errorf("embedded: subscribe %q: %w", name, err)
+			}
+			for _, u := range units[:handled] {
+				passed = append(passed, u.cursor.Position)
+			}
 			if handled > 0 {
-				last = evs[handled-1].Position
+				last = units[handled-1].cursor.Position
 			}
 		}
-		if len(types) > 0 && len(evs) < batch && failure == nil {
+		if len(opts.Types) > 0 && len(evs) < batch && failure == nil {
 			// Every wanted event up to the end of the log was delivered:
 			// the checkpoint passes the other types' events as well.
 			var end int64
@@ -247,5 +363,63 @@ func (s *Store) deliver(ctx context.Context, name string, apply applier, batch i
 	if err != nil {
 		return 0, err
 	}
+	for _, p := range passed {
+		failures.Passed(p)
+	}
 	return handled, failure
+}
+
+// units turns the events read into the units of a delivery; a request to
+// retry one of this subscriber's set-aside events brings the original
+// event, read again by its position.
+func (s *Store) units(ctx context.Context, run runner, name string, evs []eventstore.RecordedEvent,
+	opts eventstore.SubscribeOptions,
+) ([]unit, error) {
+	units := make([]unit, 0, len(evs))
+	for _, e := range evs {
+		u := unit{cursor: e}
+		if opts.SetAside != nil && e.Type == opts.SetAside.RetryType() {
+			r, err := opts.SetAside.DecodeRetry(e)
+			switch {
+			case err != nil:
+				s.logger.Warn("undecodable retry request delivered as an event", "subscriber", name, "position", e.Position, "error", err)
+			case r.Subscriber == name:
+				orig, err := scanEvents(run.query(ctx, `SELECT `+eventColumns+` FROM events WHERE position = $1`, r.Position))
+				switch {
+				case err != nil:
+					return nil, fmt.Errorf("read event %d to retry: %w", r.Position, err)
+				case len(orig) == 0:
+					s.logger.Warn("retry request names no event", "subscriber", name, "position", r.Position)
+				case opts.Wants(orig[0].Type):
+					u.events = append(u.events, orig[0])
+				}
+			}
+		}
+		if opts.Wants(e.Type) {
+			u.events = append(u.events, e)
+		}
+		units = append(units, u)
+	}
+	return units, nil
+}
+
+// setAside appends the record of u's set-aside event in t when u is due,
+// and reports whether it did.
+func (s *Store) setAside(ctx context.Context, t *txn, name string, u unit, opts eventstore.SubscribeOptions,
+	failures *eventstore.Failures,
+) (bool, error) {
+	sa, due := failures.Due(name, u.cursor.Position, s.now().UTC())
+	if !due {
+		return false, nil
+	}
+	req, err := opts.SetAside.SetAsideEvent(sa)
+	if err != nil {
+		return false, fmt.Errorf("record event %d as set aside: %w", sa.Event.Position, err)
+	}
+	if _, err := t.Append(ctx, req); err != nil {
+		return false, fmt.Errorf("record event %d as set aside: %w", sa.Event.Position, err)
+	}
+	s.logger.Error("event set aside: its handler kept failing", "subscriber", name, "position", sa.Event.Position,
+		"type", sa.Event.Type, "stream", sa.Event.Stream, "attempts", sa.Attempts, "error", sa.Err)
+	return true, nil
 }

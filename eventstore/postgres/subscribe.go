@@ -5,7 +5,9 @@ import (
 	stdsql "database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +18,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
@@ -181,7 +185,11 @@ func (s prependScanner) Scan(dest ...any) error {
 // When h fails, the whole batch is rolled back (h's writes for earlier
 // events of the batch included) and delivered again after a growing pause;
 // the failure is logged. Watermill's Nack is not used: it would resend in the
-// same transaction, keeping the failed handler's writes.
+// same transaction, keeping the failed handler's writes. After
+// opts.MaxAttempts failures on one event while the database answers, the
+// next delivery sets the event aside instead of handing it to h: the record
+// is appended in the batch's transaction, which also moves the offset past
+// the event.
 //
 // A subscription holds one pool connection while a batch runs (and briefly
 // for each empty poll). h must do its database work through tx: a handler
@@ -197,7 +205,7 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 	each := func(ctx context.Context, tx eventstore.Tx, evs []eventstore.RecordedEvent) error {
 		for _, e := range evs {
 			if err := h(ctx, tx, e); err != nil {
-				return err
+				return &eventError{event: e, err: err}
 			}
 		}
 		return nil
@@ -210,7 +218,9 @@ func (s *Store) Subscribe(ctx context.Context, name string, h eventstore.Handler
 // batch's last event. The events before it are acked to watermill as they
 // arrive, which only lets it offer the next one: nothing commits before
 // the batch's end, and a failing h or a stop in mid-batch rolls the whole
-// batch back.
+// batch back. A batch that failed opts.MaxAttempts times is delivered
+// again in batches of one event up to its last, so that the event that
+// fails it is set aside alone.
 func (s *Store) SubscribeBatch(ctx context.Context, name string, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
 	if h == nil {
 		return fmt.Errorf("eventstore/postgres: subscribe %q: handler is nil", name)
@@ -245,12 +255,13 @@ func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHa
 	defer stop()
 
 	logger := s.logger.With("subscriber", name)
+	failures := eventstore.NewFailures(opts)
 	var (
 		backoff    time.Duration
-		lastFailed string
+		lastFailed int64
 	)
 	for {
-		failedAt, err := s.runSubscriber(runCtx, name, h, whole, opts, logger)
+		f, err := s.runSubscriber(runCtx, name, h, whole, opts, failures, logger)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -258,6 +269,21 @@ func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHa
 			return eventstore.ErrClosed
 		case err != nil:
 			return fmt.Errorf("eventstore/postgres: subscribe %q: %w", name, err)
+		}
+		var failedAt int64
+		if f != nil {
+			failedAt = f.key
+			switch {
+			case f.store:
+			case s.storeFault(runCtx, f.err):
+				logger.Warn("event handler failed while the database was in trouble; the batch is rolled back and not counted as an attempt",
+					"position", f.event.Position, "type", f.event.Type, "err", f.err)
+			default:
+				attempts := failures.Failed(f.key, f.event, f.err, f.batch)
+				logger.Error("event handler failed; the batch is rolled back and will be delivered again",
+					"event_id", f.event.ID, "position", f.event.Position, "type", f.event.Type, "attempt", attempts,
+					"events", f.events, "err", f.err)
+			}
 		}
 		// The pause grows while the same event keeps failing.
 		if failedAt != lastFailed || backoff == 0 {
@@ -273,9 +299,65 @@ func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHa
 	}
 }
 
+// failure is why a run of the subscriber ended early.
+type failure struct {
+	key    int64                    // position of the failed delivery's first event
+	event  eventstore.RecordedEvent // the event the handler failed on
+	batch  []int64                  // a batch delivery's cursors, nil for one event
+	events int                      // how many events h was given
+	err    error
+	store  bool // the store failed, not the handler: logged already, never counted
+}
+
+// eventError names the event a per-event handler failed on.
+type eventError struct {
+	event eventstore.RecordedEvent
+	err   error
+}
+
+func (e *eventError) Error() string { return e.err.Error() }
+func (e *eventError) Unwrap() error { return e.err }
+
+// storeFault reports whether a handler's failure is the database's rather
+// than the handler's on its event: the connection was lost or refused,
+// the server is shutting down, short of resources or failing on I/O, the
+// transaction lost a serialization or deadlock race, or the database does
+// not answer a ping now. Such failures are retried but never set an event
+// aside.
+func (s *Store) storeFault(ctx context.Context, err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == codeSerializationFailure, pgErr.Code == codeDeadlock, pgErr.Code == codeLockNotAvailable,
+			strings.HasPrefix(pgErr.Code, "08"),  // connection exception
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention: shutdown, cannot connect now
+			strings.HasPrefix(pgErr.Code, "58"),  // system error (I/O)
+			strings.HasPrefix(pgErr.Code, "XX"):  // internal error
+			return true
+		}
+	}
+	var netErr net.Error
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, eventstore.ErrClosed) {
+		return true
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+	defer cancel()
+	return s.Ping(pctx) != nil
+}
+
+// SQLSTATEs of lost races that storeFault does not count.
+const (
+	codeDeadlock         = "40P01"
+	codeLockNotAvailable = "55P03"
+)
+
+// pingTimeout bounds the health check after a handler's failure.
+const pingTimeout = 5 * time.Second
+
 // runSubscriber runs one watermill Subscriber until ctx ends or a handler
-// fails; failedAt is then the id of the failed event ("?" when the
-// subscriber could not start).
+// fails; f then says how (f.store when the failure was the store's).
 //
 // The two ways of stopping differ on purpose:
 //   - A handler failure aborts: watermill's own context is cancelled before
@@ -290,12 +372,21 @@ func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHa
 //
 // Events that arrived but were not handled yet (whole batches) must not
 // commit: a stop then rolls the batch back instead.
+//
+// While failures takes a failing batch apart, batches hold one event; the
+// run ends gracefully after the batch's last event, so that the next one
+// reads full batches again.
 func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.BatchHandler, whole bool, opts eventstore.SubscribeOptions,
-	logger *slog.Logger) (failedAt string, err error) {
+	failures *eventstore.Failures, logger *slog.Logger) (f *failure, err error) {
 	wmCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
 	state := &batchState{ended: make(chan struct{}, 1)}
 	zero := time.Duration(0)
+	batchSize := opts.BatchSize
+	singles := failures.Singles()
+	if singles {
+		batchSize = 1
+	}
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(s.pool), wsql.SubscriberConfig{
 		ConsumerGroup: name,
 		// No ack deadline: when it fires watermill commits the batch so far
@@ -305,22 +396,22 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Bat
 		ResendInterval: opts.PollInterval,
 		RetryInterval:  opts.PollInterval,
 		BackoffManager: backoffManager{ctx: wmCtx, poll: opts.PollInterval, logger: logger, state: state},
-		SchemaAdapter:  schemaAdapter{batchSize: opts.BatchSize, state: state, types: opts.Types},
+		SchemaAdapter:  schemaAdapter{batchSize: batchSize, state: state, types: opts.SelectTypes()},
 		OffsetsAdapter: offsetsAdapter,
 	}, watermillLogger(logger, func() bool { return wmCtx.Err() != nil }))
 	if err != nil {
-		return "", fmt.Errorf("watermill subscriber: %w", err)
+		return nil, fmt.Errorf("watermill subscriber: %w", err)
 	}
 	msgs, err := sub.Subscribe(wmCtx, topic)
 	if err != nil {
 		_ = sub.Close()
 		if ctx.Err() != nil {
-			return "", nil
+			return nil, nil
 		}
 		// Registering the group failed (e.g. the database is down): retry
 		// like a failed batch rather than give up.
 		logger.Warn("subscriber could not start", "err", err)
-		return "?", nil
+		return &failure{err: err, store: true}, nil
 	}
 	// stop ends the subscriber and waits for it; gracefully unless aborted
 	// or it takes too long.
@@ -342,36 +433,41 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Bat
 		for range msgs { // watermill closes it after its consumer returned
 		}
 	}
+	// stopAfterAck stops gracefully once watermill has taken in the last
+	// ack: it ended the batch, or it offers the next message (left
+	// unhandled).
+	stopAfterAck := func() {
+		select {
+		case <-state.ended:
+		case <-msgs:
+		case <-time.After(gracefulStopTimeout):
+			stop(false)
+			return
+		}
+		stop(true)
+	}
 
 	var (
 		held    bool                       // a message was received and will not be handled
 		pending []eventstore.RecordedEvent // acked to watermill, not yet handled
+		cursors []int64                    // positions of the messages whose events are pending
 	)
 	for !held {
 		select {
 		case <-ctx.Done():
 			if !state.inBatch.Load() {
 				stop(true) // between batches: nothing to commit
-				return "", nil
+				return nil, nil
 			}
 			if len(pending) > 0 {
 				stop(false)
-				return "", nil
+				return nil, nil
 			}
-			// Wait until watermill has taken in the last ack: it ended
-			// the batch, or it offers the next message (left unhandled).
-			select {
-			case <-state.ended:
-			case <-msgs:
-			case <-time.After(gracefulStopTimeout):
-				stop(false)
-				return "", nil
-			}
-			stop(true)
-			return "", nil
+			stopAfterAck()
+			return nil, nil
 		case msg, ok := <-msgs:
 			if !ok {
-				return "", nil
+				return nil, nil
 			}
 			// An end-of-batch signal still pending is from an earlier batch.
 			select {
@@ -386,32 +482,123 @@ func (s *Store) runSubscriber(ctx context.Context, name string, h eventstore.Bat
 			if err != nil {
 				stop(false)
 				logger.Error("subscription out of step with watermill; the batch is rolled back", "event_id", msg.UUID, "err", err)
-				return msg.UUID, nil
+				return &failure{err: err, store: true}, nil
 			}
 			if first {
-				pending = nil // an earlier batch that watermill ended early rolled back
+				pending, cursors = nil, nil // an earlier batch that watermill ended early rolled back
 			}
-			if len(opts.Types) == 0 || slices.Contains(opts.Types, e.Type) {
-				pending = append(pending, e)
-			} // else the log's last event, which only moves the offset
+			setAside, evs, err := s.unit(ctx, msg, name, e, opts, failures, logger)
+			if err != nil {
+				stop(false)
+				if ctx.Err() != nil {
+					return nil, nil
+				}
+				logger.Error("event could not be prepared for delivery; the batch is rolled back", "position", e.Position, "err", err)
+				return &failure{key: e.Position, event: e, err: err, store: true}, nil
+			}
+			if len(evs) > 0 {
+				pending = append(pending, evs...)
+				cursors = append(cursors, e.Position)
+			} // else set aside, or an event only read to move the offset
 			if len(pending) > 0 && (!whole || last) {
 				if err := s.handle(ctx, msg, h, pending); err != nil {
 					stop(false)
 					if ctx.Err() != nil {
-						return "", nil // stopping: the handler saw its context end
+						return nil, nil // stopping: the handler saw its context end
 					}
-					logger.Error("event handler failed; the batch is rolled back and will be delivered again",
-						"event_id", msg.UUID, "position", msg.Metadata.Get(mdPosition), "type", msg.Metadata.Get(mdType),
-						"events", len(pending), "err", err)
-					return pending[0].ID, nil
+					return failed(cursors, pending, whole, err), nil
 				}
-				pending = nil // h may keep the slice
+				for _, c := range cursors {
+					failures.Passed(c)
+				}
+				pending, cursors = nil, nil // h may keep the slice
+			}
+			if setAside {
+				failures.Passed(e.Position)
 			}
 			msg.Ack()
+			if singles && !failures.Singles() {
+				stopAfterAck() // the failing batch is taken apart: read full batches again
+				return nil, nil
+			}
 		}
 	}
 	stop(len(pending) == 0)
-	return "", nil
+	return nil, nil
+}
+
+// failed describes a handler's failure on the pending events of the
+// deliveries at cursors.
+func failed(cursors []int64, pending []eventstore.RecordedEvent, whole bool, err error) *failure {
+	f := &failure{key: cursors[0], event: pending[0], events: len(pending), err: err}
+	var ef *eventError
+	if errors.As(err, &ef) {
+		// Subscribe: the handler failed on one event; the delivery is the
+		// message it came with (the last one).
+		f.key, f.event, f.err = cursors[len(cursors)-1], ef.event, ef.err
+	}
+	if whole && len(cursors) > 1 {
+		f.batch = cursors
+	}
+	return f
+}
+
+// unit returns the events a message brings the handler: the event itself
+// when the subscriber takes its type; for a request to retry an event this
+// subscriber set aside, the original event (read again by its position)
+// first. When the event is due to be set aside instead, it appends the
+// record in the message's transaction and says so.
+func (s *Store) unit(ctx context.Context, msg *message.Message, name string, e eventstore.RecordedEvent, opts eventstore.SubscribeOptions,
+	failures *eventstore.Failures, logger *slog.Logger) (setAside bool, evs []eventstore.RecordedEvent, err error) {
+	if sa, due := failures.Due(name, e.Position, time.Now().UTC()); due {
+		tx, err := txOf(msg)
+		if err != nil {
+			return false, nil, err
+		}
+		req, err := opts.SetAside.SetAsideEvent(sa)
+		if err != nil {
+			return false, nil, fmt.Errorf("record event %d as set aside: %w", sa.Event.Position, err)
+		}
+		if _, err := tx.Append(ctx, req); err != nil {
+			return false, nil, fmt.Errorf("record event %d as set aside: %w", sa.Event.Position, err)
+		}
+		logger.Error("event set aside: its handler kept failing", "position", sa.Event.Position, "type", sa.Event.Type,
+			"stream", sa.Event.Stream, "attempts", sa.Attempts, "err", sa.Err)
+		return true, nil, nil
+	}
+	if opts.SetAside != nil && e.Type == opts.SetAside.RetryType() {
+		r, err := opts.SetAside.DecodeRetry(e)
+		switch {
+		case err != nil:
+			logger.Warn("undecodable retry request delivered as an event", "position", e.Position, "err", err)
+		case r.Subscriber == name:
+			tx, err := txOf(msg)
+			if err != nil {
+				return false, nil, err
+			}
+			orig, err := readStreamRows(tx.tx.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE position = $1`, r.Position))
+			switch {
+			case err != nil:
+				return false, nil, fmt.Errorf("read event %d to retry: %w", r.Position, err)
+			case len(orig) == 0:
+				logger.Warn("retry request names no event", "position", r.Position)
+			case opts.Wants(orig[0].Type):
+				evs = append(evs, orig[0])
+			}
+		}
+	}
+	if opts.Wants(e.Type) {
+		evs = append(evs, e)
+	}
+	return false, evs, nil
+}
+
+// readStreamRows collects the events of a query's rows.
+func readStreamRows(rows pgx.Rows, err error) ([]eventstore.RecordedEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	return collectEvents(rows, 0)
 }
 
 // gracefulStopTimeout bounds how long a stopping subscription waits for
@@ -462,22 +649,31 @@ func (b *batchState) take(id string) (e eventstore.RecordedEvent, first, last bo
 
 // handle runs h on evs in the transaction that delivered msg.
 func (s *Store) handle(ctx context.Context, msg *message.Message, h eventstore.BatchHandler, evs []eventstore.RecordedEvent) error {
-	wtx, ok := wsql.TxFromContext(msg.Context())
-	if !ok {
-		return errors.New("watermill delivered a message without its transaction")
-	}
-	// Never Commit or Rollback watermill's wrapper (its context is nil for
-	// TxFromPgx); the subscriber ends the transaction itself.
-	ptx, ok := wtx.(*wsql.PgxTx)
-	if !ok {
-		return fmt.Errorf("watermill transaction is a %T, want *sql.PgxTx", wtx)
+	tx, err := txOf(msg)
+	if err != nil {
+		return err
 	}
 	// The handler's context carries the transaction and ends with the
 	// subscription.
 	hctx, cancel := context.WithCancel(msg.Context())
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()
-	return h(hctx, &pgTx{tx: ptx.Tx}, evs)
+	return h(hctx, tx, evs)
+}
+
+// txOf returns the transaction watermill delivered msg in.
+func txOf(msg *message.Message) (*pgTx, error) {
+	wtx, ok := wsql.TxFromContext(msg.Context())
+	if !ok {
+		return nil, errors.New("watermill delivered a message without its transaction")
+	}
+	// Never Commit or Rollback watermill's wrapper (its context is nil for
+	// TxFromPgx); the subscriber ends the transaction itself.
+	ptx, ok := wtx.(*wsql.PgxTx)
+	if !ok {
+		return nil, fmt.Errorf("watermill transaction is a %T, want *sql.PgxTx", wtx)
+	}
+	return &pgTx{tx: ptx.Tx}, nil
 }
 
 // backoffManager paces watermill's polling and keeps it quiet about the

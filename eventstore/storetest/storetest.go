@@ -58,6 +58,9 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"a subscriber resumes after its checkpoint and a new one starts from the first event", testResume},
 		{"Checkpoint and Reached follow what a subscriber has processed", testCheckpointReached},
 		{"a handler can append events in its transaction", testProcessManager},
+		{"an event whose handler keeps failing is set aside after MaxAttempts and the subscriber goes on", testSetAside},
+		{"a batch that keeps failing is taken apart and only its failing event is set aside", testSetAsideBatch},
+		{"a retry request redelivers a set-aside event to its subscriber only", testRetrySetAside},
 		{"a closed store returns ErrClosed", testClosed},
 	}
 	for _, tc := range tests {
