@@ -36,7 +36,7 @@ func TestProcessManager_SetsAsideAMailItCannotStore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			store, _ := storetest.Postgres(t)
-			pm := NewProcessManager(store, func() time.Time { return t0.Add(24 * time.Hour) }, nil)
+			pm := NewProcessManager(store, func() time.Time { return t0.Add(24 * time.Hour) }, testKey, nil)
 			account := domain.InboundAccount{ID: "acc", Name: "support", Enabled: true, Protocol: "imap", Host: "mail.example",
 				Username: "support", AccountAddress: "support@desk.example", CreateUnknownUsers: true}.WithDefaults()
 			appendEvent(t, store, InboundAccountsStream, eventstore.NoStream, "acc-1", domain.InboundAccountCreated{Account: account, Actor: "test"})
