@@ -159,7 +159,7 @@ func (m *Manager) Callback(ctx context.Context, query url.Values) (CallbackResul
 	now := m.o.Now().UTC()
 	_, tokenURL := cfg.Endpoints()
 	ev := domain.OAuthConnectionAuthorized{ConnectionID: cfg.ID, RefreshToken: sealed, TokenURL: tokenURL, ClientID: cfg.ClientID,
-		Scopes: cfg.ConsentScopes(),
+		Scopes:               cfg.ConsentScopes(),
 		AccessTokenExpiresAt: tok.Expiry.UTC(), At: now, Actor: p.actor}
 	if err := m.appendToken(ctx, c, ev); err != nil {
 		return res, err
