@@ -115,9 +115,11 @@ func (s *server) articleBody(c echo.Context) error {
 	if htmlBody != "" {
 		base := fmt.Sprintf("%s/tickets/%s/articles/%d/inline/", Prefix, url.PathEscape(c.Param("id")), a.Seq)
 		res, err := s.sanitizer().Sanitize(c.Request().Context(), htmlBody, base)
+		var panicked *htmlsafe.PanicError
 		switch {
-		case errors.Is(err, htmlsafe.ErrTimeout):
-			s.logger.Warn("article HTML not sanitised in time; text shown", "ticket", c.Param("id"), "seq", a.Seq,
+		case errors.Is(err, htmlsafe.ErrTimeout), errors.As(err, &panicked):
+			// The text is still worth showing; the sanitiser logged a panic's stack.
+			s.logger.Warn("article HTML not sanitised; text shown", "ticket", c.Param("id"), "seq", a.Seq,
 				"bytes", len(htmlBody), "err", err)
 			out.HTML, out.HTMLFallback = "<pre>"+html.EscapeString(text)+"</pre>", true
 		case err != nil:
