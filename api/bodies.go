@@ -119,7 +119,7 @@ func (s *server) articleBody(c echo.Context) error {
 		switch {
 		case errors.Is(err, htmlsafe.ErrTimeout), errors.As(err, &panicked):
 			// The text is still worth showing; the sanitiser logged a panic's stack.
-			s.logger.Warn("article HTML not sanitised; text shown", "ticket", c.Param("id"), "seq", a.Seq,
+			s.logger.Warn("article HTML not sanitised in time or at all; text shown", "ticket", c.Param("id"), "seq", a.Seq,
 				"bytes", len(htmlBody), "err", err)
 			out.HTML, out.HTMLFallback = "<pre>"+html.EscapeString(text)+"</pre>", true
 		case err != nil:

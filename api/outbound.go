@@ -57,6 +57,7 @@ type outboundBody struct {
 	Resources           []string `json:"resources,omitempty"`
 	Categories          []string `json:"categories,omitempty"`
 	OAuthConnectionID   string   `json:"oauth_connection_id,omitempty"`
+	Mailbox             string   `json:"mailbox,omitempty"`
 	// Preset (microsoft365, google) fills host, port, security and auth
 	// left empty when an account is created; it is not stored.
 	Preset string `json:"preset,omitempty"`
@@ -73,7 +74,7 @@ func outboundBodyOf(a domain.OutboundAccount) outboundBody {
 		OAuthTenantID: a.OAuthTenantID, OAuthClientID: a.OAuthClientID, OAuthClientSecret: a.OAuthClientSecret,
 		OAuthRefreshToken: a.OAuthRefreshToken, SenderAddress: a.SenderAddress, SenderName: a.SenderName,
 		BodyEncoding: a.BodyEncoding, MaxMailSize: a.MaxSize, SentFolderAccountID: a.SentFolderAccountID,
-		SentFolder: a.SentFolder, Resources: a.Resources, Categories: a.Categories, OAuthConnectionID: a.OAuthConnectionID}
+		SentFolder: a.SentFolder, Resources: a.Resources, Categories: a.Categories, OAuthConnectionID: a.OAuthConnectionID, Mailbox: a.Mailbox}
 }
 
 func (b outboundBody) account() domain.OutboundAccount {
@@ -83,7 +84,7 @@ func (b outboundBody) account() domain.OutboundAccount {
 		OAuthTenantID: b.OAuthTenantID, OAuthClientID: b.OAuthClientID, OAuthClientSecret: b.OAuthClientSecret,
 		OAuthRefreshToken: b.OAuthRefreshToken, SenderAddress: b.SenderAddress, SenderName: b.SenderName,
 		BodyEncoding: b.BodyEncoding, MaxSize: b.MaxMailSize, SentFolderAccountID: b.SentFolderAccountID,
-		SentFolder: b.SentFolder, Resources: b.Resources, Categories: b.Categories, OAuthConnectionID: b.OAuthConnectionID}
+		SentFolder: b.SentFolder, Resources: b.Resources, Categories: b.Categories, OAuthConnectionID: b.OAuthConnectionID, Mailbox: b.Mailbox}
 }
 
 // outboundView redacts the secrets.

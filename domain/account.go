@@ -91,6 +91,13 @@ type InboundAccount struct {
 	// (security none). Without it such a login is refused; CRAM-MD5, which
 	// sends no password, stays allowed.
 	AllowPlaintextAuth bool `json:"allow_plaintext_auth,omitempty"`
+
+	// Mailbox is the Graph mailbox an account reads: a user's address or
+	// id, shared mailboxes included (/users/{mailbox}).
+	Mailbox string `json:"mailbox,omitempty"`
+	// PermanentDelete makes a Graph account's after_import delete purge the
+	// mail instead of moving it to Deleted Items.
+	PermanentDelete bool `json:"permanent_delete,omitempty"`
 }
 
 // HasInlineOAuth says whether the account still carries the OAuth fields
@@ -118,8 +125,11 @@ func (a InboundAccount) WithDefaults() InboundAccount {
 	if a.Security == "" {
 		a.Security = SecurityTLS
 	}
-	if a.Folder == "" && a.Protocol != ProtocolPOP3 {
+	if a.Folder == "" && a.Protocol == ProtocolIMAP {
 		a.Folder = "INBOX"
+	}
+	if a.Folder == "" && a.Protocol == ProtocolGraph {
+		a.Folder = "Inbox" // Graph's well-known name
 	}
 	if a.PollIntervalSeconds == 0 {
 		a.PollIntervalSeconds = 300
@@ -196,8 +206,17 @@ func (a InboundAccount) Validate() error {
 			}
 		}
 	}
-	if a.Protocol == ProtocolGraph && a.OAuthConnectionID == "" && !a.HasInlineOAuth() {
-		bad("oauth_connection_id", "graph accounts log in through an OAuth connection; name one")
+	if a.Protocol == ProtocolGraph {
+		if a.OAuthConnectionID == "" && !a.HasInlineOAuth() {
+			bad("oauth_connection_id", "graph accounts log in through an OAuth connection; name one")
+		}
+		if strings.TrimSpace(a.Mailbox) == "" {
+			bad("mailbox", "must name the mailbox to read (an address or a user id)")
+		} else if strings.ContainsAny(a.Mailbox, " /\\?#\r\n") {
+			bad("mailbox", "%q is not an address or a user id", a.Mailbox)
+		}
+	} else if a.Mailbox != "" || a.PermanentDelete {
+		bad("mailbox", "mailbox and permanent_delete are for graph accounts")
 	}
 	return errors.Join(errs...)
 }
@@ -404,6 +423,8 @@ func changedFields(a, b InboundAccount) []string {
 	add("priority", a.Priority != b.Priority)
 	add("oauth_connection_id", a.OAuthConnectionID != b.OAuthConnectionID)
 	add("allow_plaintext_auth", a.AllowPlaintextAuth != b.AllowPlaintextAuth)
+	add("mailbox", a.Mailbox != b.Mailbox)
+	add("permanent_delete", a.PermanentDelete != b.PermanentDelete)
 	return out
 }
 

@@ -42,6 +42,8 @@ const (
 	// DefaultMicrosoftLoginBaseURL is Entra ID's global cloud; national
 	// clouds have their own (login.microsoftonline.us, ...).
 	DefaultMicrosoftLoginBaseURL = "https://login.microsoftonline.com"
+	// DefaultGraphBaseURL is Microsoft Graph in the global cloud.
+	DefaultGraphBaseURL = "https://graph.microsoft.com"
 
 	googleAuthorizationURL = "https://accounts.google.com/o/oauth2/v2/auth"
 	googleTokenURL         = "https://oauth2.googleapis.com/token"
@@ -85,6 +87,9 @@ type OAuthConnection struct {
 	ClientSecret string `json:"client_secret,omitempty"` // sealed
 	// LoginBaseURL is Entra ID's login host (national clouds) [global].
 	LoginBaseURL string `json:"login_base_url,omitempty"`
+	// GraphBaseURL is Microsoft Graph's host in the connection's cloud
+	// [https://graph.microsoft.com].
+	GraphBaseURL string `json:"graph_base_url,omitempty"`
 	// AuthorizationURL, TokenURL and Scopes are a custom provider's.
 	AuthorizationURL string   `json:"authorization_url,omitempty"`
 	TokenURL         string   `json:"token_url,omitempty"`
@@ -99,7 +104,11 @@ func (c OAuthConnection) WithDefaults() OAuthConnection {
 	if c.Provider == OAuthProviderMicrosoft365 && c.LoginBaseURL == "" {
 		c.LoginBaseURL = DefaultMicrosoftLoginBaseURL
 	}
+	if c.Provider == OAuthProviderMicrosoft365 && c.GraphBaseURL == "" {
+		c.GraphBaseURL = DefaultGraphBaseURL
+	}
 	c.LoginBaseURL = strings.TrimRight(c.LoginBaseURL, "/")
+	c.GraphBaseURL = strings.TrimRight(c.GraphBaseURL, "/")
 	return c
 }
 
@@ -135,6 +144,9 @@ func (c OAuthConnection) Validate() error {
 		}
 		if msg := urlProblem(c.LoginBaseURL); msg != "" {
 			bad("login_base_url", "%s", msg)
+		}
+		if msg := urlProblem(c.GraphBaseURL); c.GraphBaseURL != "" && msg != "" {
+			bad("graph_base_url", "%s", msg)
 		}
 	case OAuthProviderGoogle:
 		if c.Flow == OAuthFlowAppOnly {
@@ -172,6 +184,9 @@ func (c OAuthConnection) Validate() error {
 		}
 		if c.LoginBaseURL != "" {
 			bad("login_base_url", "is Microsoft 365's only")
+		}
+		if c.GraphBaseURL != "" {
+			bad("graph_base_url", "is Microsoft 365's only")
 		}
 	}
 	for _, s := range c.Scopes {
@@ -488,6 +503,7 @@ func changedConnectionFields(a, b OAuthConnection) []string {
 	add("client_id", a.ClientID != b.ClientID)
 	add("client_secret", a.ClientSecret != b.ClientSecret)
 	add("login_base_url", a.LoginBaseURL != b.LoginBaseURL)
+	add("graph_base_url", a.GraphBaseURL != b.GraphBaseURL)
 	add("authorization_url", a.AuthorizationURL != b.AuthorizationURL)
 	add("token_url", a.TokenURL != b.TokenURL)
 	add("scopes", !slices.Equal(a.Scopes, b.Scopes))

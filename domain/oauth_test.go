@@ -31,7 +31,7 @@ func msConnection(id string) domain.OAuthConnection {
 	return domain.OAuthConnection{
 		ID: id, Name: "Contoso " + id, Provider: domain.OAuthProviderMicrosoft365, Flow: domain.OAuthFlowDelegated,
 		TenantID: "contoso.onmicrosoft.com", ClientID: "client-1", ClientSecret: "sealed:secret",
-		LoginBaseURL: domain.DefaultMicrosoftLoginBaseURL,
+		LoginBaseURL: domain.DefaultMicrosoftLoginBaseURL, GraphBaseURL: domain.DefaultGraphBaseURL,
 	}
 }
 
@@ -95,7 +95,7 @@ func TestOAuthConnection_Validate(t *testing.T) {
 			change: func(c *domain.OAuthConnection) { c.LoginBaseURL = "https://login.microsoftonline.us" }},
 
 		{name: "an unknown provider is refused", given: msConnection("c1"),
-			change: func(c *domain.OAuthConnection) { c.Provider, c.TenantID, c.LoginBaseURL = "okta", "", "" },
+			change: func(c *domain.OAuthConnection) { c.Provider, c.TenantID, c.LoginBaseURL, c.GraphBaseURL = "okta", "", "", "" },
 			fields: []string{"provider"}},
 		{name: "an unknown flow is refused", given: msConnection("c1"),
 			change: func(c *domain.OAuthConnection) { c.Flow = "implicit" }, fields: []string{"flow"}},
@@ -394,7 +394,7 @@ func TestDecideOAuthConnections(t *testing.T) {
 			given: []domain.Event{domain.OAuthConnectionCreated{Connection: c1}},
 			when: func(s domain.OAuthConnections) ([]domain.Event, error) {
 				c := c1
-				c.ClientSecret, c.LoginBaseURL, c.Flow = "", "", "" // write-only and defaulted fields left out
+				c.ClientSecret, c.LoginBaseURL, c.GraphBaseURL, c.Flow = "", "", "", "" // write-only and defaulted fields left out
 				return domain.DecideUpdateOAuthConnection(s, c, "admin")
 			},
 		},
@@ -833,7 +833,7 @@ func TestMigrateInlineOAuth(t *testing.T) {
 	ms := func(id, name, flow, tenant, client, secret string) domain.OAuthConnectionCreated {
 		return domain.OAuthConnectionCreated{Actor: actor, Connection: domain.OAuthConnection{
 			ID: id, Name: name, Provider: domain.OAuthProviderMicrosoft365, Flow: flow, TenantID: tenant, ClientID: client,
-			ClientSecret: secret, LoginBaseURL: domain.DefaultMicrosoftLoginBaseURL,
+			ClientSecret: secret, LoginBaseURL: domain.DefaultMicrosoftLoginBaseURL, GraphBaseURL: domain.DefaultGraphBaseURL,
 		}}
 	}
 	inlineChanged := []string{"oauth_tenant_id", "oauth_client_id", "oauth_client_secret", "oauth_refresh_token", "oauth_connection_id"}

@@ -65,6 +65,9 @@ type OutboundAccount struct {
 	// OAuthConnectionID selects the OAuth connection of auth xoauth2 (and
 	// of Graph).
 	OAuthConnectionID string `json:"oauth_connection_id,omitempty"`
+	// Mailbox is the Graph mailbox a graph account sends as (an address or
+	// a user id); the copy goes to its Sent Items.
+	Mailbox string `json:"mailbox,omitempty"`
 }
 
 // HasInlineOAuth says whether the account still carries the OAuth fields
@@ -152,6 +155,11 @@ func (a OutboundAccount) Validate() error {
 	case OutboundGraph:
 		if a.OAuthConnectionID == "" && !a.HasInlineOAuth() {
 			bad("oauth_connection_id", "graph accounts send through an OAuth connection; name one")
+		}
+		if strings.TrimSpace(a.Mailbox) == "" {
+			bad("mailbox", "must name the mailbox to send as (an address or a user id)")
+		} else if strings.ContainsAny(a.Mailbox, " /\\?#\r\n") {
+			bad("mailbox", "%q is not an address or a user id", a.Mailbox)
 		}
 	default:
 		bad("protocol", "%q is not one of smtp, graph", a.Protocol)
@@ -395,6 +403,7 @@ func outboundChanged(a, b OutboundAccount) []string {
 	add("oauth_client_secret", a.OAuthClientSecret != b.OAuthClientSecret)
 	add("oauth_refresh_token", a.OAuthRefreshToken != b.OAuthRefreshToken)
 	add("oauth_connection_id", a.OAuthConnectionID != b.OAuthConnectionID)
+	add("mailbox", a.Mailbox != b.Mailbox)
 	add("sender_address", a.SenderAddress != b.SenderAddress)
 	add("sender_name", a.SenderName != b.SenderName)
 	add("body_encoding", a.BodyEncoding != b.BodyEncoding)

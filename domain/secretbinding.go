@@ -56,7 +56,7 @@ var (
 	// clientSecretBinding: where a connection's client secret is sent (the
 	// token endpoint, derived from provider, tenant and login base or
 	// given), and the client it belongs to.
-	clientSecretBinding = []string{"provider", "tenant_id", "client_id", "login_base_url", "authorization_url", "token_url"}
+	clientSecretBinding = []string{"provider", "tenant_id", "client_id", "login_base_url", "graph_base_url", "authorization_url", "token_url"}
 )
 
 // keptSecret is one secret of an update: whether the stored value is kept

@@ -148,10 +148,10 @@ func TestDecideUpdateOAuthConnection_StoredClientSecretOnlyGoesWhereItWasGiven(t
 			change: func(c *domain.OAuthConnection) { c.AuthorizationURL = "https://attacker.example/auth" }, wantChanged: []string{"authorization_url"}},
 		{name: "another provider needs it", stored: msConnection("c1"),
 			change: func(c *domain.OAuthConnection) {
-				c.Provider, c.TenantID, c.LoginBaseURL = domain.OAuthProviderCustom, "", ""
+				c.Provider, c.TenantID, c.LoginBaseURL, c.GraphBaseURL = domain.OAuthProviderCustom, "", "", ""
 				c.TokenURL, c.AuthorizationURL, c.Scopes = "https://attacker.example/token", "https://attacker.example/auth", []string{"mail"}
 			},
-			wantChanged: []string{"provider", "tenant_id", "login_base_url", "authorization_url", "token_url"}},
+			wantChanged: []string{"provider", "tenant_id", "login_base_url", "graph_base_url", "authorization_url", "token_url"}},
 		{name: "a new name keeps the stored client secret", stored: msConnection("c1"),
 			change: func(c *domain.OAuthConnection) { c.Name = "Renamed" }},
 		{name: "a connection without a stored client secret may move", stored: customConnection("c1"),
