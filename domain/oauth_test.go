@@ -95,7 +95,9 @@ func TestOAuthConnection_Validate(t *testing.T) {
 			change: func(c *domain.OAuthConnection) { c.LoginBaseURL = "https://login.microsoftonline.us" }},
 
 		{name: "an unknown provider is refused", given: msConnection("c1"),
-			change: func(c *domain.OAuthConnection) { c.Provider, c.TenantID, c.LoginBaseURL, c.GraphBaseURL = "okta", "", "", "" },
+			change: func(c *domain.OAuthConnection) {
+				c.Provider, c.TenantID, c.LoginBaseURL, c.GraphBaseURL = "okta", "", "", ""
+			},
 			fields: []string{"provider"}},
 		{name: "an unknown flow is refused", given: msConnection("c1"),
 			change: func(c *domain.OAuthConnection) { c.Flow = "implicit" }, fields: []string{"flow"}},
