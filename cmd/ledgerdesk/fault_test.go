@@ -330,12 +330,12 @@ func TestFault_BlobStoreFull(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		mails    int
-		bigEvery int    // every bigEvery-th mail is 100 KB, stored as a loose blob
+		bigEvery int    // every bigEvery-th mail (if > 0) is 100 KB, stored as a loose blob
 		fails    string // the write that runs out of space first
 	}{
-		// 495 small mails (1.8 MB, one pack) and 5 large ones a batch:
-		// the fourth batch's loose blobs fit, its pack does not.
-		{name: "pack file", mails: 3000, bigEvery: 100, fails: "write pack"},
+		// Small mails only, 1.8 MB a batch's pack: the fifth pack does
+		// not fit.
+		{name: "pack file", mails: 3000, fails: "write pack"},
 		// 450 small and 50 large a batch: the second batch's loose blobs
 		// fill the file system while they download.
 		{name: "loose blob", mails: 2000, bigEvery: 10, fails: "write blob"},
@@ -384,10 +384,8 @@ func runDiskFull(t *testing.T, total, bigEvery int, fails string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	fullAfter := time.Since(began).Round(time.Millisecond)
-	// Later polls may fail on the other write: the blobs of a batch whose
-	// pack did not fit stay behind (unnamed, as garbage) and fill the rest.
-	if first := r.pollErrors("no space left on device"); len(first) == 0 || !strings.Contains(first[0], fails) {
-		t.Errorf("polls failed for lack of space with %q, want the first in %q", first, fails)
+	if full := r.pollErrors("no space left on device"); len(full) == 0 || !strings.Contains(full[0], fails) {
+		t.Errorf("polls failed for lack of space with %q, want the first in %q", full, fails)
 	}
 	var st syscall.Statfs_t
 	_ = syscall.Statfs(dataDir, &st)
@@ -460,10 +458,14 @@ func runDiskFull(t *testing.T, total, bigEvery int, fails string) {
 	r.c.stop(t)
 	tl := r.checkExactlyOnce()
 	intactEnd := r.checkBlobsIntact(tl)
+	big := 0
+	if bigEvery > 0 {
+		big = total / bigEvery
+	}
 	t.Logf("figures: %d mails (%d of 100 KB) over IMAP into a %s blob store: full after %v with %d committed (raw mail of all %d intact), "+
 		"%d neither committed nor in the mailbox, %d bytes free; first failure in %q; last_error %q; "+
 		"grown to %s after %d failed polls: import resumed after %v; %d lost, %d duplicated, %d raw mails intact, mailbox empty; wall %v",
-		total, total/bigEvery, fullSmall, fullAfter, committedFull, intact, gone, free, fails, lastError,
+		total, big, fullSmall, fullAfter, committedFull, intact, gone, free, fails, lastError,
 		fullLarge, failuresAtFree, resumedAfter, tl.lost, tl.dup, intactEnd, wall)
 }
 
