@@ -87,7 +87,7 @@ func TestFault_PostgresRestartsDuringImport(t *testing.T) {
 	t.Parallel()
 	pg := startPrivatePostgres(t)
 	dbURL := pg.createDatabase(t, "ledgerdesk")
-	runRestartScenario(t, dbURL, func(tb testing.TB, n int, w *readyWatch) (string, time.Time) {
+	runRestartScenario(t, dbURL, restartPlan{restart: func(tb testing.TB, n int, w *readyWatch) (string, time.Time) {
 		tb.Helper()
 		mode, sig := "fast", syscall.SIGINT
 		if n%2 == 0 {
@@ -102,7 +102,7 @@ func TestFault_PostgresRestartsDuringImport(t *testing.T) {
 		}
 		pg.start(tb)
 		return mode, time.Now()
-	})
+	}})
 }
 
 // envFaultCluster names the Debian cluster ("15/main", as pg_lsclusters
@@ -111,9 +111,9 @@ func TestFault_PostgresRestartsDuringImport(t *testing.T) {
 // 127.0.0.1:5432); unset, it is the one cluster named main.
 const envFaultCluster = "LEDGERDESK_FAULT_PG_CLUSTER"
 
-// TestFault_SharedPostgresRestartsDuringImport is the same import, but
-// restarts the machine's cluster with pg_ctlcluster, the one every other
-// test's database lives on: it runs only when LEDGERDESK_FAULT_TESTS=1,
+// TestFault_SharedPostgresRestartsDuringImport is the same import (read at
+// 768 KB/s, see below), but restarts the machine's cluster with
+// pg_ctlcluster, the one every other test's database lives on: it runs only when LEDGERDESK_FAULT_TESTS=1,
 // and never in parallel with this package's other tests (tests of other
 // packages running at the same time are still disturbed).
 func TestFault_SharedPostgresRestartsDuringImport(t *testing.T) {
@@ -138,9 +138,12 @@ func TestFault_SharedPostgresRestartsDuringImport(t *testing.T) {
 		t.Fatalf("%s=%q: want version/name, e.g. 15/main", envFaultCluster, cluster)
 	}
 	dbURL := pgtest.NewDatabase(t)
-	// pg_ctlcluster restart returns a second or two after the server is up
-	// again (it polls), so it runs in the background and the scenario
-	// watches /readyz; the next restart waits for the last command.
+	// pg_ctlcluster restart returns about two seconds after the server is
+	// up again (it polls every half second, then checks), longer than the
+	// rest of a 5,000-mail import from a local Dovecot takes. So it runs in
+	// the background while the scenario watches /readyz, and the mails
+	// come over a link of 768 KB/s: 5,000 mails take about 25 s, and the
+	// restarts, 800 mails apart, about 4 s.
 	var pending chan error
 	finish := func(tb testing.TB) {
 		tb.Helper()
@@ -152,7 +155,7 @@ func TestFault_SharedPostgresRestartsDuringImport(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { finish(t) })
-	runRestartScenario(t, dbURL, func(tb testing.TB, _ int, _ *readyWatch) (string, time.Time) {
+	runRestartScenario(t, dbURL, restartPlan{throttle: 768 << 10, restart: func(tb testing.TB, _ int, _ *readyWatch) (string, time.Time) {
 		tb.Helper()
 		finish(tb)
 		done := make(chan error, 1)
@@ -165,7 +168,7 @@ func TestFault_SharedPostgresRestartsDuringImport(t *testing.T) {
 			done <- err
 		}()
 		return "pg_ctlcluster restart", time.Time{}
-	})
+	}})
 	finish(t)
 }
 
@@ -174,13 +177,30 @@ func TestFault_SharedPostgresRestartsDuringImport(t *testing.T) {
 // it does not know).
 type restartFunc func(tb testing.TB, n int, w *readyWatch) (mode string, upAt time.Time)
 
-func runRestartScenario(t *testing.T, dbURL string, restart restartFunc) {
+// restartPlan says how the mails meet the restarts.
+type restartPlan struct {
+	restart restartFunc
+	// throttle, when above 0, is the bytes per second at which the mail
+	// server sends, for a restart that takes longer to finish
+	// (pg_ctlcluster) than an import from a local Dovecot lasts.
+	throttle int
+}
+
+func runRestartScenario(t *testing.T, dbURL string, plan restartPlan) {
 	t.Helper()
 	total := restartMails * faultScale(t)
 	r := newFaultRig(t, dbURL, t.TempDir())
+	// All mails are in the mailbox before the account exists: a poll
+	// during the delivery would import a first part while the rest is
+	// still being written, which on a loaded machine is most of it.
+	r.deliver(total, 0)
 	r.start()
 	w := watchReady(t, r.base)
-	r.addAccount("imap", r.dv.IMAPAddr, 1)
+	mailAddr := r.dv.IMAPAddr
+	if plan.throttle > 0 {
+		mailAddr = startSlowProxy(t, mailAddr, plan.throttle)
+	}
+	r.addAccount("imap", mailAddr, 1)
 
 	// committed counts the mails the store holds. The pool's connections
 	// die with the server: a query on a dead one fails once and the pool
@@ -224,39 +244,50 @@ func runRestartScenario(t *testing.T, dbURL string, restart restartFunc) {
 	}
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 14))
-	r.deliver(total, 0)
-	began := time.Now()
+	var began time.Time // the import's start: the scheduler picks a new account up within 10 s
 	var unready, readyAfterUp, resumedAfter []time.Duration
-	hit := 0 // restarts that came while mails were left to import
+	hit := 0 // restarts that came while mails were left to commit
 	// The fetcher commits 500 mails at a time while it downloads the next
-	// 500, a few hundred milliseconds a batch. Restart n comes once a share
-	// of (2n-1)/(2*restarts) of the mails has committed, plus up to 100 ms:
-	// in the download or the commit of the following batch, and after the
-	// import has resumed from restart n-1.
+	// 500, a few hundred milliseconds a batch. Restart n comes once n/5 of
+	// all but the last two batches have committed, plus up to 50 ms: in the
+	// download or the commit of a following batch, after the import has
+	// resumed from restart n-1, and with mail left for restart 5 to hit.
 	for n := 1; n <= restartCount; n++ {
-		threshold := total * (2*n - 1) / (2 * restartCount)
+		threshold := (total - 1000) * n / restartCount
 		waitCommitted(fmt.Sprintf("before restart %d, %d mails committed", n, threshold), func(c int) bool { return c >= threshold })
-		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+		if began.IsZero() {
+			began = time.Now()
+		}
+		time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
 		before := committed()
+		if before < r.mails {
+			hit++
+		}
 		t0 := time.Now()
-		mode, upAt := restart(t, n, w)
+		mode, upAt := plan.restart(t, n, w)
 		downAt, ok := w.waitFor(t0, http.StatusServiceUnavailable, 30*time.Second)
 		if !ok {
 			downAt = t0 // counted below: /readyz must have answered 503 at least once
 		}
-		readyAt, ok := w.waitFor(later(downAt, upAt), http.StatusOK, time.Minute)
+		var readyAt time.Time
+		if upAt.IsZero() {
+			// While a shutdown begins, a pooled connection may still answer
+			// the ping between refused new ones: wait for 200 to last.
+			readyAt, ok = w.waitForSteady(downAt, http.StatusOK, 500*time.Millisecond, time.Minute)
+		} else {
+			readyAt, ok = w.waitFor(later(downAt, upAt), http.StatusOK, time.Minute)
+		}
 		if !ok {
 			t.Fatalf("restart %d: /readyz not 200 within a minute of PostgreSQL accepting connections; log tail:\n%s",
 				n, tail(r.c.log.String(), 5000))
 		}
 		unready = append(unready, readyAt.Sub(downAt).Round(time.Millisecond))
-		line := fmt.Sprintf("restart %d (%s) with %d of %d mails committed: /readyz 503 for %v", n, mode, before, total, unready[n-1])
+		line := fmt.Sprintf("restart %d (%s) with %d of %d mails committed: /readyz 503 for %v", n, mode, before, r.mails, unready[n-1])
 		if !upAt.IsZero() {
 			readyAfterUp = append(readyAfterUp, readyAt.Sub(upAt).Round(time.Millisecond))
 			line += fmt.Sprintf(", 200 %v after PostgreSQL accepted connections", readyAfterUp[n-1])
 		}
-		if atReady := committed(); atReady < total {
-			hit++
+		if atReady := committed(); atReady < r.mails {
 			resumedAt := waitCommitted(fmt.Sprintf("import resumes after restart %d", n), func(c int) bool { return c > atReady })
 			resumedAfter = append(resumedAfter, resumedAt.Sub(readyAt).Round(time.Millisecond))
 			line += fmt.Sprintf("; the next batch committed %v after /readyz 200", resumedAfter[len(resumedAfter)-1])
@@ -277,6 +308,9 @@ func runRestartScenario(t *testing.T, dbURL string, restart restartFunc) {
 	if n503 == 0 {
 		t.Errorf("/readyz never answered 503 in %d restarts", restartCount)
 	}
+	if hit != restartCount {
+		t.Errorf("%d of %d restarts came while mails were left to commit, want all", hit, restartCount)
+	}
 	fig := fmt.Sprintf("figures: %d mails over IMAP, PostgreSQL restarted %d times (%d during the import): %d lost, %d duplicated, "+
 		"mailbox empty, /readyz 200 at the end; wall %v; /readyz 503 in %d samples, for %v per restart",
 		total, restartCount, hit, tl.lost, tl.dup, wall, n503, unready)
@@ -292,6 +326,76 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// startSlowProxy forwards 127.0.0.1:<port> to target, sending the
+// server's bytes at about bytesPerSec per connection, until the test ends;
+// it returns the address.
+func startSlowProxy(tb testing.TB, target string, bytesPerSec int) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	const chunk = 16 << 10
+	pause := time.Duration(float64(time.Second) * chunk / float64(bytesPerSec))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = client.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, client, server)
+			mu.Unlock()
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(server, client)
+				_ = server.Close()
+			}()
+			go func() {
+				defer wg.Done()
+				defer func() { _ = client.Close() }()
+				buf := make([]byte, chunk)
+				for {
+					n, err := server.Read(buf)
+					if n > 0 {
+						if _, werr := client.Write(buf[:n]); werr != nil {
+							_ = server.Close()
+							return
+						}
+						time.Sleep(pause * time.Duration(n) / chunk)
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 func readyzCode(tb testing.TB, base string) int {
@@ -1049,6 +1153,37 @@ func (w *readyWatch) count(code int) int {
 		}
 	}
 	return n
+}
+
+// waitForSteady waits up to limit for a sample at or after since with
+// code that every sample in the hold after it repeats, and returns its time.
+func (w *readyWatch) waitForSteady(since time.Time, code int, hold, limit time.Duration) (time.Time, bool) {
+	deadline := time.Now().Add(limit)
+	for {
+		w.mu.Lock()
+		var start time.Time
+		for _, s := range w.samples {
+			switch {
+			case s.at.Before(since):
+			case s.code != code:
+				start = time.Time{}
+			case start.IsZero():
+				start = s.at
+			}
+		}
+		last := time.Time{}
+		if n := len(w.samples); n > 0 {
+			last = w.samples[n-1].at
+		}
+		w.mu.Unlock()
+		if !start.IsZero() && last.Sub(start) >= hold {
+			return start, true
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // waitFor waits up to limit for a sample at or after since with code.
