@@ -207,13 +207,12 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 			return
 		}
 		wait := interval
+		failures = failureStreak(failures, res, err)
 		if err != nil {
-			failures++
 			wait = backoff(interval, failures, s.cfg.MaxBackoff)
 			s.cfg.Logger.Warn("poll failed", "account", a.ID, "name", a.Name, "failures", failures,
 				"retry_in", wait, "err", err, "server_reply", mailsource.ServerReply(err))
 		} else {
-			failures = 0
 			if res.Fetched+res.Failed+res.Oversize > 0 {
 				s.cfg.Logger.Info("poll", "account", a.ID, "fetched", res.Fetched, "failed", res.Failed,
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
@@ -229,6 +228,23 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 		case <-timer.C:
 		}
 	}
+}
+
+// failureStreak returns how many polls in a row have failed after a poll
+// that ended with err, given the count before it. A poll that committed or
+// removed mail before it failed starts a new streak: the back-off is for a
+// mailbox that gets nowhere, not for one whose import a restarted database
+// or a cut connection interrupted after progress (a large mailbox would
+// otherwise wait up to MaxBackoff between polls that each import
+// thousands of mails).
+func failureStreak(before int, res mailsource.PollResult, err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case res.Fetched+res.Failed+res.Oversize+res.Deleted > 0:
+		return 1
+	}
+	return before + 1
 }
 
 // backoff doubles the wait with every failure in a row, from the interval
@@ -265,7 +281,7 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 	if pollErr != nil {
 		ev.Error = pollErr.Error()
 		ev.ServerReply = mailsource.ServerReply(pollErr)
-		ev.Failures = failuresBefore + 1
+		ev.Failures = failureStreak(failuresBefore, res, pollErr)
 	}
 	s.liveMu.Lock()
 	s.live[a.ID] = Liveness{CheckedAt: ev.FinishedAt, Failures: ev.Failures}

@@ -290,6 +290,66 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+func TestFailureStreak(t *testing.T) {
+	t.Parallel()
+	cut := errors.New("connection reset by peer")
+	for _, tc := range []struct {
+		name   string
+		before int
+		res    mailsource.PollResult
+		err    error
+		want   int
+	}{
+		{"a poll that succeeds ends the streak", 5, mailsource.PollResult{}, nil, 0},
+		{"a poll that fails without progress lengthens it", 3, mailsource.PollResult{}, cut, 4},
+		{"a poll that committed mail before failing starts a new one", 5, mailsource.PollResult{Fetched: 500}, cut, 1},
+		{"so does one that committed unparseable mail", 5, mailsource.PollResult{Failed: 1}, cut, 1},
+		{"or finished the deletes of an earlier poll", 5, mailsource.PollResult{Skipped: 500, Deleted: 500}, cut, 1},
+		{"mails it only found committed, without deleting any, are no progress", 2, mailsource.PollResult{Skipped: 500}, cut, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := failureStreak(tc.before, tc.res, tc.err); got != tc.want {
+				t.Errorf("failureStreak(%d, %+v, %v) = %d, want %d", tc.before, tc.res, tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// A poll that imports mail and then fails (a restarted database, a cut
+// connection) records one failure, whatever failed before it.
+func TestScheduler_PollThatImportedBeforeFailingRecordsOneFailure(t *testing.T) {
+	t.Parallel()
+	store := openBenchStore(t, "embedded")
+	blobs, _ := blobstore.NewFS(t.TempDir())
+	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: fixedNow, Accounts: func(context.Context) ([]Account, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Account{ID: "big", PollInterval: time.Second, Fetcher: progressThenFail{}}
+	if _, err := s.PollOnce(context.Background(), a, 6); err == nil {
+		t.Fatal("PollOnce() = nil error, want the fetcher's")
+	}
+	evs, err := store.ReadStream(context.Background(), MailboxStream("big"), 1, 0)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("poll outcomes: %d, %v", len(evs), err)
+	}
+	var polled domain.MailboxPolled
+	_ = json.Unmarshal(evs[0].Payload, &polled)
+	if polled.Failures != 1 || polled.Fetched != 500 {
+		t.Errorf("recorded outcome = %+v, want 500 fetched and failures=1", polled)
+	}
+}
+
+// progressThenFail commits 500 mails (as far as its result says) and fails.
+type progressThenFail struct{}
+
+func (progressThenFail) Poll(context.Context, mailsource.Sink) (mailsource.PollResult, error) {
+	return mailsource.PollResult{Fetched: 500, Deleted: 500}, errors.New("imapsource: UID FETCH: connection reset by peer")
+}
+
+func (progressThenFail) Check(context.Context) error { return nil }
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
