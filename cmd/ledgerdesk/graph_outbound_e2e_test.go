@@ -23,7 +23,7 @@ import (
 // TestServe_GraphOutgoingAccountSendsAReply: serve wires the outbound saga
 // to Graph. An agent's reply on a ticket leaves a graph outgoing account
 // through sendMail at the connection's graph_base_url, with an app-only
-// token from the connection's identity provider.
+// token for that Graph from the connection's identity provider.
 func TestServe_GraphOutgoingAccountSendsAReply(t *testing.T) {
 	t.Parallel()
 	idp := oauthtest.Start(t, oauthtest.Options{})
@@ -84,7 +84,8 @@ func TestServe_GraphOutgoingAccountSendsAReply(t *testing.T) {
 	if subject != "Re: [Ticket#1001] Printer 0" || len(irt) != 1 || irt[0] != "uid-0@example.org" {
 		t.Errorf("posted mail: subject %q, In-Reply-To %v; want the ticket's reference and thread", subject, irt)
 	}
-	// the token is the identity provider's, issued for Graph
+	// the token is the identity provider's, issued for the Graph at
+	// graph_base_url (as for a national cloud)
 	resp, err := http.PostForm(idp.URL+"/introspect", url.Values{"token": {r.auth[len("Bearer "):]}})
 	if err != nil {
 		t.Fatal(err)
@@ -97,8 +98,8 @@ func TestServe_GraphOutgoingAccountSendsAReply(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&intro); err != nil {
 		t.Fatal(err)
 	}
-	if !intro.Active || intro.Scope != "https://graph.microsoft.com/.default" {
-		t.Errorf("Authorization token introspects as %+v, want an active Graph app-only token", intro)
+	if !intro.Active || intro.Scope != graph.URL+"/.default" {
+		t.Errorf("Authorization token introspects as %+v, want an active app-only token for %s", intro, graph.URL)
 	}
 	var sent []domain.OutboundMailSent
 	for _, e := range api.events(domain.OutboundMailSentName) {
