@@ -250,13 +250,23 @@ func (c OAuthConnection) ScopesFor(protocol string) []string {
 	case OAuthProviderGoogle:
 		return []string{scopeGoogleMail}
 	case OAuthProviderMicrosoft365:
+		// Graph's scopes name the resource of the connection's cloud
+		// (graph_base_url): a token for graph.microsoft.com is refused by
+		// graph.microsoft.us as the wrong audience.
+		graph := strings.TrimRight(c.GraphBaseURL, "/")
 		if c.Flow == OAuthFlowAppOnly {
 			if protocol == ProtocolGraph {
+				if graph != "" && graph != DefaultGraphBaseURL {
+					return []string{graph + "/.default"}
+				}
 				return []string{scopeGraphAppOnly}
 			}
 			return []string{scopeOutlookAppOnly}
 		}
 		if protocol == ProtocolGraph {
+			if graph != "" && graph != DefaultGraphBaseURL {
+				return []string{graph + "/Mail.ReadWrite", graph + "/Mail.Send", scopeOfflineAccess}
+			}
 			return []string{scopeGraphMailRW, scopeGraphMailSend, scopeOfflineAccess}
 		}
 		// IMAP, POP and SMTP are one resource (outlook.office.com): one

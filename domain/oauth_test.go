@@ -233,6 +233,22 @@ func TestOAuthConnection_ScopesFor(t *testing.T) {
 		{"app-only Microsoft POP3", msAppOnlyConnection("c1"), domain.ProtocolPOP3, []string{scopeOutlookApp}},
 		{"app-only Microsoft SMTP", msAppOnlyConnection("c1"), domain.ProtocolSMTP, []string{scopeOutlookApp}},
 		{"app-only Microsoft Graph", msAppOnlyConnection("c1"), domain.ProtocolGraph, []string{scopeGraphApp}},
+		{"app-only Graph in a national cloud asks for that cloud's Graph", func() domain.OAuthConnection {
+			c := msAppOnlyConnection("c1")
+			c.LoginBaseURL, c.GraphBaseURL = "https://login.microsoftonline.us", "https://graph.microsoft.us"
+			return c
+		}(), domain.ProtocolGraph, []string{"https://graph.microsoft.us/.default"}},
+		{"delegated Graph in a national cloud asks for that cloud's Graph", func() domain.OAuthConnection {
+			c := msConnection("c1")
+			c.GraphBaseURL = "https://microsoftgraph.chinacloudapi.cn/"
+			return c
+		}(), domain.ProtocolGraph, []string{"https://microsoftgraph.chinacloudapi.cn/Mail.ReadWrite",
+			"https://microsoftgraph.chinacloudapi.cn/Mail.Send", scopeOffline}},
+		{"a connection stored before graph_base_url existed asks for the global Graph", func() domain.OAuthConnection {
+			c := msAppOnlyConnection("c1")
+			c.GraphBaseURL = ""
+			return c
+		}(), domain.ProtocolGraph, []string{scopeGraphApp}},
 		{"Google IMAP", googleConnection("g1"), domain.ProtocolIMAP, []string{scopeGmail}},
 		{"Google SMTP", googleConnection("g1"), domain.ProtocolSMTP, []string{scopeGmail}},
 		{"a custom provider's own scopes", customConnection("k1"), domain.ProtocolSMTP, []string{"openid", "mail"}},

@@ -16,25 +16,29 @@ package ticketing
 //     the per-recipient counter in outbound_recipients is consistent with
 //     the log: a suppressed mail gets OutboundMailSuppressed with the reason.
 //   - The sender (Run's workers) claims a batch of due rows, committing
-//     state "sending" and the attempt count before it talks SMTP; then for
-//     each mail it renders the template, builds the message and submits it
-//     over the account's pooled connection; then it commits the batch's
+//     state "sending" and the attempt count before it talks SMTP or Graph;
+//     then for each mail it renders the template, builds the message and
+//     submits it: over the account's pooled SMTP connection, or for a
+//     graph account as raw MIME to Graph's sendMail (adapters/graphsend),
+//     the same bytes either way; then it commits the batch's
 //     OutboundMailSent (with the server's reply) and OutboundMailFailed
 //     events in one transaction, which also claims the worker's next batch
 //     (one durable write per batch besides the take-on). Workers claim one
 //     at a time. Temporary failures are retried with exponential back-off
-//     up to MaxAttempts.
+//     up to MaxAttempts, and not before the server's Retry-After when it
+//     gave one (Graph's 429 and 503).
 //
 // Delivery guarantee. The Message-ID is decided when the mail is queued
 // (domain.OutgoingMessageID) and stored in the queued event before any
 // attempt, so every attempt of one mail carries the same Message-ID, and a
 // re-delivered queued event never sends again (outbound_mails is keyed by
 // the OutgoingMailID). A mail is sent twice only when the process dies
-// after the server's 250 reply to DATA and before its batch's records are
-// committed: rows found in "sending" when the sender starts are sent again
-// (at least once, never lost). That window is bounded in time by one batch
-// (its submissions, which stop being started after BatchTime [100ms], plus
-// one local transaction) and in size by Workers * BatchSize mails [4 * 128];
+// after the server's 250 reply to DATA (Graph's 202 Accepted) and before
+// its batch's records are committed: rows found in "sending" when the
+// sender starts are sent again (at least once, never lost). That window
+// is bounded in time by one batch (its submissions, which stop being
+// started after BatchTime [100ms], plus one local transaction) and in size
+// by Workers * BatchSize mails [4 * 128];
 // the second copy is the same mail with the same Message-ID, which
 // receiving systems and mail clients fold into one. A broken connection
 // after the 250 (QUIT failing, say) is not in the window: the send counts
@@ -59,6 +63,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/graphsend"
 	"github.com/ledgerdesk/ledgerdesk/adapters/smtpsend"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
@@ -112,6 +117,9 @@ type OutboundOptions struct {
 	Logger  *slog.Logger
 	// Sender submits mail [a new smtpsend.Sender, closed by Run].
 	Sender *smtpsend.Sender
+	// GraphSender posts the mail of graph accounts to sendMail [a new
+	// graphsend.Sender].
+	GraphSender *graphsend.Sender
 	// Workers send in parallel [4]; BatchSize rows are claimed at once [128].
 	Workers   int
 	BatchSize int
@@ -135,6 +143,15 @@ type OutboundOptions struct {
 	// for the Sent folder's IMAP login. Nil: such accounts fail with a
 	// reason.
 	AccessToken func(ctx context.Context, connectionID, protocol string) (string, error)
+	// RenewAccessToken gets another token after a server refused rejected
+	// (adapters/oauth.Manager.RenewAccessToken): Graph's 401 is retried
+	// once with it. Nil: a 401 is recorded without a retry.
+	RenewAccessToken func(ctx context.Context, connectionID, protocol, rejected string) (string, error)
+	// GraphBaseURL returns the Microsoft Graph root of the OAuth
+	// connection a graph account sends through (adapters/oauth.Manager.
+	// GraphBaseURL; graph_base_url, for national clouds). Nil: graph
+	// accounts fail with a reason.
+	GraphBaseURL func(ctx context.Context, connectionID string) (string, error)
 	// LocalName is the EHLO name [the Message-ID domain, else localhost].
 	LocalName string
 	// TakeOnBatch is how many queued mails the subscription takes on in
@@ -210,6 +227,9 @@ func NewOutbound(o OutboundOptions) *Outbound {
 	}
 	if o.TakeOnBatch <= 0 {
 		o.TakeOnBatch = 100
+	}
+	if o.GraphSender == nil {
+		o.GraphSender = graphsend.NewSender()
 	}
 	return &Outbound{
 		o: o, wake: make(chan struct{}, 1),
@@ -854,11 +874,13 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 	return out, err
 }
 
-// prepared is a mail ready for SMTP.
+// prepared is a mail ready to send.
 type prepared struct {
-	q        queued
-	account  domain.OutboundAccount
-	smtp     smtpsend.Account
+	q       queued
+	account domain.OutboundAccount
+	// send submits raw over the account's protocol and returns the
+	// server's reply.
+	send     func(ctx context.Context) (string, error)
 	env      smtpsend.Envelope
 	raw      []byte
 	subject  string
@@ -871,6 +893,8 @@ type failure struct {
 	code      int
 	reply     string
 	temporary bool
+	// retryAfter is the server's Retry-After, 0 when it gave none.
+	retryAfter time.Duration
 }
 
 // outcome is one attempt's result, recorded with the rest of its batch.
@@ -1107,24 +1131,19 @@ func (s *Outbound) sendOne(ctx context.Context, c claimed, snap *snapshot) outco
 	if f != nil {
 		return s.failed(c, q, p.account.ID, nil, *f)
 	}
-	res, err := s.o.Sender.Send(ctx, p.smtp, p.env, p.raw)
+	reply, err := p.send(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{} // shutdown: the row stays "sending" and is retried on start
 		}
-		var se *smtpsend.Error
-		f := failure{stage: "send", reply: err.Error(), temporary: true}
-		if errors.As(err, &se) {
-			f = failure{stage: se.Stage, code: se.Code, reply: strings.TrimSpace(se.Enhanced + " " + se.Reply), temporary: se.Temporary}
-		}
-		return s.failed(c, q, p.account.ID, p.env.To, f)
+		return s.failed(c, q, p.account.ID, p.env.To, sendFailure(err))
 	}
 	if s.crashAfterAccept != nil && s.crashAfterAccept(c.id) {
 		return outcome{}
 	}
 	now := s.o.Now().UTC()
 	sent := domain.OutboundMailSent{OutgoingMailID: q.OutgoingMailID, MessageID: q.MessageID, TicketID: q.TicketID, Kind: q.Kind,
-		AccountID: p.account.ID, From: p.env.From, To: p.env.To, Subject: p.subject, Attempt: c.attempts, Reply: res.Reply, SentAt: now}
+		AccountID: p.account.ID, From: p.env.From, To: p.env.To, Subject: p.subject, Attempt: c.attempts, Reply: reply, SentAt: now}
 	return outcome{c: c, event: sent, state: stateSent, next: now, copy: p.sentCopy, raw: p.raw, at: now}
 }
 
@@ -1140,13 +1159,36 @@ func (s *Outbound) failed(c claimed, q queued, accountID string, to []string, f 
 	o := outcome{c: c, state: stateFailed}
 	if !permanent {
 		o.state = stateRetry
-		o.next = now.Add(s.backoff(c.attempts))
+		o.next = now.Add(s.pause(c.attempts, f.retryAfter))
 		ev.NextAttemptAt = o.next
 	}
 	o.event = ev
 	s.o.Logger.Warn("outbound: send failed", "outgoing_mail_id", c.id, "attempt", c.attempts, "stage", f.stage, "code", f.code,
 		"reply", reply, "permanent", permanent)
 	return o
+}
+
+// sendFailure is how a sender's error is recorded, alike for SMTP and
+// Graph: the stage, the server's code and words (SMTP's enhanced code and
+// reply; Graph's error.code and error.message), whether another attempt
+// may succeed, and the server's Retry-After. An error of neither kind is
+// temporary.
+func sendFailure(err error) failure {
+	var se *smtpsend.Error
+	var ge *graphsend.Error
+	switch {
+	case errors.As(err, &se):
+		return failure{stage: se.Stage, code: se.Code, reply: strings.TrimSpace(se.Enhanced + " " + se.Reply), temporary: se.Temporary}
+	case errors.As(err, &ge):
+		return failure{stage: ge.Stage, code: ge.Code, reply: ge.Reply, temporary: ge.Temporary, retryAfter: ge.RetryAfter}
+	}
+	return failure{stage: "send", reply: err.Error(), temporary: true}
+}
+
+// pause is the wait after a temporary failure of attempt n: the back-off,
+// or the server's Retry-After when that is longer, capped at MaxBackoff.
+func (s *Outbound) pause(n int, retryAfter time.Duration) time.Duration {
+	return max(s.backoff(n), min(retryAfter, s.o.MaxBackoff))
 }
 
 // backoff is the pause after attempt n: Backoff * 2^(n-1), capped.
@@ -1178,8 +1220,8 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 		return fail("settings", "no enabled outgoing account applies (resource, category or default)", true)
 	}
 	p.account = acc
-	if acc.Protocol != domain.OutboundSMTP {
-		return fail("settings", fmt.Sprintf("outgoing account %s: protocol %s is not supported by the SMTP saga", acc.ID, acc.Protocol), false)
+	if acc.Protocol != domain.OutboundSMTP && acc.Protocol != domain.OutboundGraph {
+		return fail("settings", fmt.Sprintf("outgoing account %s: protocol %q is not one of smtp, graph", acc.ID, acc.Protocol), false)
 	}
 	tpl, ok := stored.ByName[q.Template]
 	if !ok {
@@ -1233,6 +1275,9 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 		return fail("build", err.Error(), false)
 	}
 	p.raw = raw
+	if acc.Protocol == domain.OutboundGraph {
+		return s.prepareGraph(ctx, p)
+	}
 	password, err := s.open(acc.Password)
 	if err != nil {
 		return fail("settings", "open the account's password: "+err.Error(), false)
@@ -1241,11 +1286,16 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 	if localName == "" {
 		localName = settings.MessageIDDomain
 	}
-	p.smtp = smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
+	server := smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
 		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
 		MaxSize: acc.MaxSize, LocalName: localName}
 	if acc.Auth == domain.AuthXOAuth2 {
-		p.smtp.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
+		server.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
+	}
+	env := p.env
+	p.send = func(ctx context.Context) (string, error) {
+		res, err := s.o.Sender.Send(ctx, server, env, raw)
+		return res.Reply, err
 	}
 	if acc.SentFolderAccountID != "" {
 		if in, ok := inbound.ByID[acc.SentFolderAccountID]; ok && in.Protocol == domain.ProtocolIMAP && s.mailHostAllowed(settings, in) {
@@ -1269,6 +1319,40 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 			}
 		}
 	}
+	return p, nil
+}
+
+// prepareGraph readies the send of a graph account: Graph's root in the
+// connection's cloud and a token source that renews a refused token. There
+// is no Sent-folder copy of our own: sendMail saves the message in the
+// mailbox's Sent Items.
+func (s *Outbound) prepareGraph(ctx context.Context, p prepared) (prepared, *failure) {
+	acc := p.account
+	fail := func(reply string, temporary bool) (prepared, *failure) {
+		return p, &failure{stage: graphsend.StageSettings, reply: reply, temporary: temporary}
+	}
+	switch {
+	case acc.OAuthConnectionID == "":
+		return fail("graph accounts send through an OAuth connection; name one (oauth_connection_id)", false)
+	case s.o.GraphBaseURL == nil:
+		return fail("Graph sending is not wired in this process", true)
+	}
+	base, err := s.o.GraphBaseURL(ctx, acc.OAuthConnectionID)
+	if err != nil {
+		// A deleted connection can be fixed while the mail waits, as a
+		// token that cannot be had can.
+		return fail("graph base URL: "+err.Error(), true)
+	}
+	token := s.tokenSource(acc.OAuthConnectionID, domain.ProtocolGraph)
+	account := graphsend.Account{BaseURL: base, Mailbox: acc.Mailbox, MaxSize: acc.MaxSize,
+		TokenSource: func(ctx context.Context, rejected string) (string, error) {
+			if rejected == "" || s.o.RenewAccessToken == nil {
+				return token(ctx)
+			}
+			return s.o.RenewAccessToken(ctx, acc.OAuthConnectionID, domain.ProtocolGraph, rejected)
+		}}
+	raw := p.raw
+	p.send = func(ctx context.Context) (string, error) { return s.o.GraphSender.Send(ctx, account, raw) }
 	return p, nil
 }
 

@@ -171,6 +171,44 @@ func (m *Manager) AccessToken(ctx context.Context, connectionID, protocol string
 	return tok.AccessToken, nil
 }
 
+// RenewAccessToken returns another access token after a server refused
+// rejected (an HTTP 401 from Graph): the cached token is dropped when it
+// is still rejected, and AccessToken gets a new one. Callers that were
+// refused the same token at once cause one refresh: the first drops it,
+// the others find its successor.
+func (m *Manager) RenewAccessToken(ctx context.Context, connectionID, protocol, rejected string) (string, error) {
+	c, err := m.connection(ctx, connectionID)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	scopes := c.config.ScopesFor(protocol)
+	c.mu.Unlock()
+	st := c.source(scopes)
+	st.mu.Lock()
+	if st.token != nil && st.token.AccessToken == rejected {
+		st.token = nil
+	}
+	st.mu.Unlock()
+	return m.AccessToken(ctx, connectionID, protocol)
+}
+
+// GraphBaseURL returns the Microsoft Graph root of a connection's cloud
+// (domain.OAuthConnection.GraphBaseURL, the global cloud when unset).
+func (m *Manager) GraphBaseURL(ctx context.Context, connectionID string) (string, error) {
+	cfg, err := m.config(ctx, connectionID)
+	if err != nil {
+		return "", err
+	}
+	if cfg.Provider != domain.OAuthProviderMicrosoft365 {
+		return "", fmt.Errorf("oauth: OAuth connection %q is a %s connection; Graph needs a microsoft365 one", cfg.Name, cfg.Provider)
+	}
+	if base := cfg.WithDefaults().GraphBaseURL; base != "" {
+		return base, nil
+	}
+	return domain.DefaultGraphBaseURL, nil
+}
+
 func (st *scopedToken) live(now time.Time) string {
 	st.mu.Lock()
 	defer st.mu.Unlock()

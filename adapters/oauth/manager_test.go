@@ -1040,3 +1040,55 @@ func TestManager_AccessToken_refreshTokenStaysWithItsEndpoint(t *testing.T) {
 		t.Errorf("%d token requests after the move, want none", n)
 	}
 }
+
+func TestManager_RenewAccessToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, oauthtest.Options{AccessTokenTTL: time.Hour})
+	e.createConnection("app", domain.OAuthFlowAppOnly, clientSecret)
+	m := e.manager(nil)
+	refused := mustToken(t, m, "app", domain.ProtocolGraph)
+	before := e.provider.TokenRequests()
+
+	// when Graph refuses the cached token, a new one is fetched
+	fresh, err := m.RenewAccessToken(t.Context(), "app", domain.ProtocolGraph, refused)
+	if err != nil {
+		t.Fatalf("RenewAccessToken() error = %v", err)
+	}
+	if fresh == refused || !e.mustIntrospect(fresh).Active {
+		t.Errorf("RenewAccessToken() = %q, want a live token other than the refused %q", fresh, refused)
+	}
+	// a second caller refused the same old token gets the new one, with no
+	// further token request
+	again, err := m.RenewAccessToken(t.Context(), "app", domain.ProtocolGraph, refused)
+	if err != nil || again != fresh {
+		t.Errorf("RenewAccessToken() again = %q, %v; want %q", again, err, fresh)
+	}
+	if n := e.provider.TokenRequests() - before; n != 1 {
+		t.Errorf("token requests for two renewals of one refused token = %d, want 1", n)
+	}
+	if got := mustToken(t, m, "app", domain.ProtocolGraph); got != fresh {
+		t.Errorf("AccessToken() after the renewal = %q, want the new token %q", got, fresh)
+	}
+}
+
+func TestManager_GraphBaseURL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, oauthtest.Options{})
+	e.createConnection("app", domain.OAuthFlowAppOnly, clientSecret)
+	gov := domain.OAuthConnection{ID: "gov", Name: "Contoso GCC High", Provider: domain.OAuthProviderMicrosoft365,
+		Flow: domain.OAuthFlowAppOnly, TenantID: tenant, ClientID: oauthtest.DefaultClientID, ClientSecret: e.seal(clientSecret),
+		LoginBaseURL: "https://login.microsoftonline.us", GraphBaseURL: "https://graph.microsoft.us/"}.WithDefaults()
+	evs, err := domain.DecideCreateOAuthConnection(domain.OAuthConnections{}, gov, "admin")
+	if err != nil {
+		t.Fatalf("DecideCreateOAuthConnection() error = %v", err)
+	}
+	e.append(domain.OAuthConnectionsStream, evs[0])
+	m := e.manager(nil)
+	for id, want := range map[string]string{"app": domain.DefaultGraphBaseURL, "gov": "https://graph.microsoft.us"} {
+		if got, err := m.GraphBaseURL(t.Context(), id); err != nil || got != want {
+			t.Errorf("GraphBaseURL(%s) = %q, %v; want %q", id, got, err, want)
+		}
+	}
+	_, err = m.GraphBaseURL(t.Context(), "nope")
+	wantErr(t, "GraphBaseURL()", err, oauth.ErrUnknownConnection, "nope")
+}

@@ -103,7 +103,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		takeOn = ticketing.TakeOnBatchPostgres
 	}
 	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn,
-		AccessToken: tokens.AccessToken})
+		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL})
 
 	srv := &http.Server{
 		Handler: api.New(api.Options{
