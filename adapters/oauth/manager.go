@@ -215,7 +215,7 @@ func (st *scopedToken) live(now time.Time) string {
 	return st.liveLocked(now)
 }
 
-// liveLocked returns the token while it has more than a quarter of its
+// liveLocked returns the token while it has more than a tenth of its
 // lifetime (at most a minute) left, so a login never starts with a token
 // about to expire; x/oauth2's fixed 10 s would never reuse a short token.
 func (st *scopedToken) liveLocked(now time.Time) string {
@@ -225,7 +225,7 @@ func (st *scopedToken) liveLocked(now time.Time) string {
 	if st.token.Expiry.IsZero() {
 		return st.token.AccessToken
 	}
-	margin := min(st.token.Expiry.Sub(st.issued)/4, time.Minute)
+	margin := min(st.token.Expiry.Sub(st.issued)/10, time.Minute)
 	if now.Add(margin).Before(st.token.Expiry) {
 		return st.token.AccessToken
 	}

@@ -346,7 +346,7 @@ func TestManager_AccessToken_reusesTheTokenWhileItLives(t *testing.T) {
 			t.Fatalf("AccessToken() = a new token within the first's life")
 		}
 	}
-	// A quarter of the lifetime, but at most a minute, is kept in reserve.
+	// A tenth of the lifetime, but at most a minute, is kept in reserve.
 	e.clock.Advance(58 * time.Minute)
 	if got := mustToken(t, m, "c1", domain.ProtocolIMAP); got != first {
 		t.Errorf("AccessToken() 58 min into a 60 min token = a new token, want the cached one")
@@ -454,7 +454,7 @@ func TestManager_AccessToken_shortLivedTokens(t *testing.T) {
 
 	refreshes := e.provider.Refreshes()
 	t.Logf("%d calls over %v, %d refreshes, %d distinct tokens", calls, run, refreshes, len(seen))
-	// A 1 s token is used for 3/4 s: one refresh per window, 4 at most in 3 s.
+	// A 1 s token is used for 9/10 s: one refresh per window, 4 at most in 3 s.
 	if refreshes < 2 || refreshes > 4 {
 		t.Errorf("provider Refreshes() = %d over %v of 1 s tokens, want 2 to 4", refreshes, run)
 	}
