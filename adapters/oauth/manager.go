@@ -39,6 +39,8 @@ var (
 	ErrNeedsReconnect    = errors.New("oauth: the connection needs a reconnect")
 	ErrBackingOff        = errors.New("oauth: the last token request failed; waiting before the next")
 	ErrTokenRequest      = errors.New("oauth: token request failed")
+	// ErrNoGraph means a connection's provider has no Microsoft Graph.
+	ErrNoGraph = errors.New("oauth: the connection is not for Microsoft Graph")
 )
 
 // Secrets seals and opens stored secrets (adapters/secretbox.Box).
@@ -169,6 +171,47 @@ func (m *Manager) AccessToken(ctx context.Context, connectionID, protocol string
 	}
 	st.token, st.issued = tok, m.o.Now()
 	return tok.AccessToken, nil
+}
+
+// ForgetAccessToken drops the cached access token of the connection for
+// protocol if it is token, so that the next AccessToken gets a fresh one
+// from the provider. A fetcher calls it when the server answered 401 to
+// token (revoked early, or the server's clock ahead of ours). A token
+// already replaced, by a refresh or another caller's Forget, is left
+// alone: concurrent 401s cause one refresh.
+func (m *Manager) ForgetAccessToken(connectionID, protocol, token string) {
+	m.mu.Lock()
+	c, ok := m.conns[connectionID]
+	m.mu.Unlock()
+	if !ok || token == "" {
+		return
+	}
+	c.mu.Lock()
+	scopes := c.config.ScopesFor(protocol)
+	c.mu.Unlock()
+	st := c.source(scopes)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.token != nil && st.token.AccessToken == token {
+		st.token = nil
+		m.o.Logger.Info("access token refused by the server; the next use gets a fresh one",
+			"connection", connectionID, "protocol", protocol)
+	}
+}
+
+// GraphBaseURL returns the Microsoft Graph root of a connection's cloud
+// (its graph_base_url, https://graph.microsoft.com by default), read from
+// the stored configuration on every call so that a change applies to the
+// next poll.
+func (m *Manager) GraphBaseURL(ctx context.Context, connectionID string) (string, error) {
+	c, err := m.config(ctx, connectionID)
+	if err != nil {
+		return "", err
+	}
+	if u := c.WithDefaults().GraphBaseURL; u != "" {
+		return u, nil
+	}
+	return "", fmt.Errorf("%w: OAuth connection %q (provider %s) has no graph_base_url", ErrNoGraph, c.Name, c.Provider)
 }
 
 func (st *scopedToken) live(now time.Time) string {
