@@ -26,8 +26,8 @@ const knownChunk = 1000
 // comes.
 const (
 	prefetchSize   = 256 << 10
-	prefetchCap    = 1 << 20
-	prefetchWindow = 2 * MaxConcurrency
+	prefetchCap    = 2 * prefetchSize
+	prefetchWindow = 4 * MaxConcurrency
 )
 
 // sizeProperty asks Graph for PidTagMessageSize (0x0E08, PtypInteger32),
