@@ -26,6 +26,10 @@ type Request struct {
 	Token string
 	// Status is the answer's HTTP status.
 	Status int
+	// Batch is the id, within its JSON batch, of a request that came in a
+	// batch; "" for a request of its own. The batch itself is recorded too,
+	// as POST /v1.0/$batch.
+	Batch string
 }
 
 // Download says whether the request fetched a message's raw MIME.

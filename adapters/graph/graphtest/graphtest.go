@@ -10,6 +10,9 @@
 //     paging by $skip, the size as the extended property PidTagMessageSize
 //     ("Integer 0x0E08") through $expand, the raw MIME from /$value,
 //     move, delete (to Deleted Items) and permanentDelete;
+//   - JSON batching (POST /v1.0/$batch): up to 20 requests, all parallel or
+//     all serial (dependsOn the one before; 424 after a failure), each
+//     recorded, scripted and counted like a request of its own;
 //   - ids: a message has an immutable id, sent and accepted when a request
 //     carries Prefer: IdType="ImmutableId", and a default id that changes
 //     whenever the message moves, sent otherwise (see

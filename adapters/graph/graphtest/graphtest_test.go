@@ -283,3 +283,98 @@ func TestServer_concurrencyLimit(t *testing.T) {
 			throttled, srv.PeakConcurrency(box), srv.RequestCount())
 	}
 }
+
+type batchAnswer struct {
+	Responses []struct {
+		ID      string            `json:"id"`
+		Status  int               `json:"status"`
+		Headers map[string]string `json:"headers"`
+		Body    json.RawMessage   `json:"body"`
+	} `json:"responses"`
+}
+
+func (c client) batch(requests []map[string]any) (int, batchAnswer) {
+	c.t.Helper()
+	a := c.do(http.MethodPost, c.srv.URL+"/v1.0/$batch", map[string]any{"requests": requests})
+	var out batchAnswer
+	if a.status == http.StatusOK {
+		if err := json.Unmarshal(a.body, &out); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	return a.status, out
+}
+
+func deleteRequest(id, msg string, dependsOn ...string) map[string]any {
+	r := map[string]any{"id": id, "method": "DELETE", "url": "/users/" + box + "/messages/" + url.PathEscape(msg),
+		"headers": map[string]string{"Prefer": `IdType="ImmutableId"`}}
+	if len(dependsOn) > 0 {
+		r["dependsOn"] = dependsOn
+	}
+	return r
+}
+
+// TestServer_batch: a serial JSON batch runs its requests one after the
+// other, each recorded with its own headers; after a failure the rest are
+// answered 424 without running; a parallel batch above 4 requests draws
+// 429s; more than 20 requests are refused.
+func TestServer_batch(t *testing.T) {
+	t.Parallel()
+	srv := graphtest.Start(t, graphtest.Options{Latency: 20 * time.Millisecond})
+	ids := srv.AddMessages(box, "Inbox", mails(12))
+	c := client{t: t, srv: srv, token: "t", immutable: true}
+
+	status, got := c.batch([]map[string]any{deleteRequest("a", ids[0]), deleteRequest("b", ids[1], "a"), deleteRequest("c", ids[2], "b")})
+	if status != http.StatusOK || len(got.Responses) != 3 {
+		t.Fatalf("serial batch = %d %+v", status, got)
+	}
+	for _, r := range got.Responses {
+		if r.Status != http.StatusNoContent {
+			t.Errorf("request %s = %d, want 204", r.ID, r.Status)
+		}
+	}
+	if srv.Count(box, "deleteditems") != 3 || srv.PeakConcurrency(box) != 1 {
+		t.Errorf("Deleted Items %d, peak %d; want 3 and the serial requests one at a time", srv.Count(box, "deleteditems"), srv.PeakConcurrency(box))
+	}
+	inner := 0
+	for _, r := range srv.Requests() {
+		if r.Batch != "" {
+			inner++
+		}
+	}
+	if inner != 3 || len(srv.WithoutImmutableID()) != 0 {
+		t.Errorf("%d batch requests recorded, %d without the header; want 3 and 0", inner, len(srv.WithoutImmutableID()))
+	}
+
+	_, got = c.batch([]map[string]any{deleteRequest("a", "no-such-id"), deleteRequest("b", ids[3], "a")})
+	statuses := map[string]int{}
+	for _, r := range got.Responses {
+		statuses[r.ID] = r.Status
+	}
+	if statuses["a"] != http.StatusNotFound || statuses["b"] != http.StatusFailedDependency || srv.Count(box, "Inbox") != 9 {
+		t.Errorf("after a failure: %v with %d in the Inbox, want 404, 424 and nothing more deleted", statuses, srv.Count(box, "Inbox"))
+	}
+
+	var parallel []map[string]any
+	for i := range 6 {
+		parallel = append(parallel, deleteRequest(fmt.Sprint(i), ids[4+i]))
+	}
+	_, got = c.batch(parallel)
+	throttled := 0
+	for _, r := range got.Responses {
+		if r.Status == http.StatusTooManyRequests && r.Headers["Retry-After"] != "" {
+			throttled++
+		}
+	}
+	if throttled != 2 {
+		t.Errorf("6 parallel requests: %d throttled, want the 2 beyond 4", throttled)
+	}
+
+	var tooMany []map[string]any
+	for i := range 21 {
+		tooMany = append(tooMany, deleteRequest(fmt.Sprint(i), ids[0]))
+	}
+	if status, _ := c.batch(tooMany); status != http.StatusBadRequest {
+		t.Errorf("21 requests = %d, want 400", status)
+	}
+}

@@ -94,23 +94,29 @@ func splitPath(escaped string) ([]string, bool) {
 	return parts, true
 }
 
-func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
+func (s *Server) serve(rw http.ResponseWriter, r *http.Request) { s.handle(rw, r, "") }
+
+// handle serves one request: a request over HTTP, or (batch set to the
+// batch's id) one request of a JSON batch, which is recorded, counted and
+// scripted like any other.
+func (s *Server) handle(rw http.ResponseWriter, r *http.Request, batch string) {
 	w := &statusWriter{ResponseWriter: rw}
 	segs, ok := splitPath(r.URL.EscapedPath())
 	req := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Prefer: strings.Join(r.Header.Values("Prefer"), ", "),
-		ImmutableID: immutablePreferred(r.Header), Token: bearer(r.Header)}
+		ImmutableID: immutablePreferred(r.Header), Token: bearer(r.Header), Batch: batch}
 
 	s.mu.Lock()
 	var mb *mailbox
 	if ok && len(segs) >= 3 && segs[0] == "v1.0" && segs[1] == "users" {
 		mb = s.mailboxes[strings.ToLower(segs[2])]
 	}
+	over := false // more requests in flight for the mailbox than it serves
 	if mb != nil {
 		req.Mailbox = strings.ToLower(mb.address)
 		s.inflight[req.Mailbox]++
-		if n := s.inflight[req.Mailbox]; n > s.peak[req.Mailbox] {
-			s.peak[req.Mailbox] = n
-		}
+		n := s.inflight[req.Mailbox]
+		s.peak[req.Mailbox] = max(s.peak[req.Mailbox], n)
+		over = s.opts.ConcurrencyLimit > 0 && n > s.opts.ConcurrencyLimit
 	}
 	idx := len(s.requests)
 	s.requests = append(s.requests, req)
@@ -152,6 +158,10 @@ func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	if ok && batch == "" && len(segs) == 2 && segs[0] == "v1.0" && segs[1] == "$batch" && r.Method == http.MethodPost {
+		s.batch(w, r)
+		return
+	}
 	if !ok || len(segs) < 3 || segs[0] != "v1.0" || segs[1] != "users" {
 		writeError(w, errNoRoute)
 		return
@@ -161,8 +171,6 @@ func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	limit := s.opts.ConcurrencyLimit
-	over := limit > 0 && s.inflight[req.Mailbox] > limit
 	denied, isDenied := s.denied[req.Mailbox]
 	s.mu.Unlock()
 	if over {
@@ -302,14 +310,15 @@ func (s *Server) listFolders(w http.ResponseWriter, r *http.Request, mb *mailbox
 	if parent == nil {
 		parent = mb.root
 	}
-	var all []map[string]any
+	var all []*folder
 	for _, f := range mb.sortedFolders() {
 		if f.parent == parent && (!filtered || strings.EqualFold(f.display, name)) {
-			all = append(all, mb.folderJSON(f))
+			all = append(all, f)
 		}
 	}
+	page := pageOf(all, top, skip, mb.folderJSON)
 	s.mu.Unlock()
-	s.writePage(w, r, all, top, skip)
+	s.writePage(w, r, page, len(all), top, skip)
 }
 
 func (s *Server) createFolder(w http.ResponseWriter, r *http.Request, mb *mailbox, parent *folder) {
@@ -357,16 +366,21 @@ func paging(q url.Values) (top, skip int, _ *graphError) {
 	return top, skip, nil
 }
 
-// writePage answers one page of all and, when more follow, an
+// pageOf renders the items of one page.
+func pageOf[T any](all []T, top, skip int, render func(T) map[string]any) []map[string]any {
+	page := []map[string]any{}
+	for i := skip; i < len(all) && i < skip+top; i++ {
+		page = append(page, render(all[i]))
+	}
+	return page
+}
+
+// writePage answers one page of total items and, when more follow, an
 // @odata.nextLink that repeats the request's query with the next $skip,
 // as Graph does for messages.
-func (s *Server) writePage(w http.ResponseWriter, r *http.Request, all []map[string]any, top, skip int) {
-	page := []map[string]any{}
-	if skip < len(all) {
-		page = all[skip:min(skip+top, len(all))]
-	}
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, page []map[string]any, total, top, skip int) {
 	out := map[string]any{"@odata.context": s.URL + "/v1.0/$metadata#users('x')/mailFolders", "value": page}
-	if skip+top < len(all) {
+	if skip+top < total {
 		q := r.URL.Query()
 		q.Set("$top", strconv.Itoa(top))
 		q.Set("$skip", strconv.Itoa(skip+top))
@@ -423,12 +437,9 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, mb *mailbo
 	if desc {
 		slices.Reverse(msgs)
 	}
-	all := make([]map[string]any, len(msgs))
-	for i, m := range msgs {
-		all[i] = messageJSON(m, fields, withSize, immutable)
-	}
+	page := pageOf(msgs, top, skip, func(m *message) map[string]any { return messageJSON(m, fields, withSize, immutable) })
 	s.mu.Unlock()
-	s.writePage(w, r, all, top, skip)
+	s.writePage(w, r, page, len(msgs), top, skip)
 }
 
 func messageJSON(m *message, fields []string, withSize, immutable bool) map[string]any {
