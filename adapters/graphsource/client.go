@@ -103,6 +103,13 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 	return tok, nil
 }
 
+// current is the token in use, "" when none.
+func (t *tokenCache) current() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tok
+}
+
 // renew drops rejected (unless another request renewed it already) and
 // returns a fresh token.
 func (t *tokenCache) renew(ctx context.Context, rejected string) (string, error) {

@@ -17,7 +17,9 @@
 //     MailboxConcurrency), across every fetcher sharing a Limiter. Mails
 //     download in parallel into memory (small ones) while the sink takes
 //     them one by one in listing order; a large mail streams from the
-//     answer into the sink.
+//     answer into the sink. Deletes and moves go 20 to a serial JSON
+//     batch, which Graph runs one request after the other: one slot per
+//     batch, a twentieth of the round trips.
 //   - 429 and 503 wait for Retry-After (bounded) and retry; a 401 asks for
 //     a fresh token once; every other error carries Graph's error.code and
 //     error.message verbatim as the server's reply.

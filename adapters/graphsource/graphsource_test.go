@@ -596,3 +596,42 @@ func TestPoll_bigMailIsStreamed(t *testing.T) {
 		t.Errorf("Poll allocated %d bytes for a %d-byte mail, want under a fifth of it", allocated, len(raw))
 	}
 }
+
+// TestPoll_deletesGoInBatches: the deletes travel 20 to a JSON batch, each
+// with the ImmutableId header; a request of a batch that Graph throttles
+// is sent again after its Retry-After, with those the throttling kept
+// from running (424), and every mail is deleted exactly once.
+func TestPoll_deletesGoInBatches(t *testing.T) {
+	t.Parallel()
+	srv, cfg, _ := setup(t, graphtest.Options{})
+	srv.AddMessages(box, "Inbox", testMails(45, "batched"))
+	srv.FailNext(1, func(r graphtest.Request) bool { return r.Batch != "" && r.Method == http.MethodDelete },
+		graphtest.Fault{Status: http.StatusTooManyRequests, RetryAfter: "1", Code: "ApplicationThrottled",
+			Message: "Application is over its MailboxConcurrency limit."})
+	start := time.Now()
+	res := mustPoll(t, mustNew(t, cfg), newFakeSink(t))
+	if res.Fetched != 45 || res.Deleted != 45 {
+		t.Errorf("Poll() = %+v, want 45 fetched and deleted", res)
+	}
+	if d, p := srv.Count(box, "deleteditems"), srv.Purged(box); d != 45 || p != 0 {
+		t.Errorf("Deleted Items %d, purged %d; want 45 and 0 (each mail deleted once)", d, p)
+	}
+	batches, deletes := 0, 0
+	for _, r := range srv.Requests() {
+		switch {
+		case r.Path == "/v1.0/$batch":
+			batches++
+		case r.Method == http.MethodDelete && r.Batch == "":
+			t.Errorf("a delete outside a batch: %s", r.Path)
+		case r.Method == http.MethodDelete && r.Status == http.StatusNoContent:
+			deletes++
+		}
+	}
+	if deletes != 45 || batches < 3 || batches > 5 {
+		t.Errorf("%d deletes in %d batches, want 45 in 3 (and one or two sent again)", deletes, batches)
+	}
+	if time.Since(start) < time.Second {
+		t.Error("the throttled request was sent again before its Retry-After")
+	}
+	noRequestWithoutImmutableID(t, srv)
+}

@@ -410,13 +410,14 @@ func (s *session) afterImport(ctx context.Context, ids []string, res *mailsource
 	}
 	switch s.f.cfg.AfterImport {
 	case mailsource.AfterImportDelete:
-		rq := func(id string) request {
-			if s.f.cfg.PermanentDelete {
+		if s.f.cfg.PermanentDelete {
+			return s.each(ctx, "delete imported mails for good", ids, res, func(id string) request {
 				return request{op: "delete imported mail for good", method: http.MethodPost, url: s.c.path("", "messages", id, "permanentDelete")}
-			}
-			return request{op: "delete imported mail", method: http.MethodDelete, url: s.c.path("", "messages", id)}
+			}, nil)
 		}
-		return s.each(ctx, ids, res, func(ctx context.Context, id string) error { return s.c.callJSON(ctx, rq(id), nil) })
+		return s.each(ctx, "delete imported mails", ids, res, func(id string) request {
+			return request{op: "delete imported mail", method: http.MethodDelete, url: s.c.path("", "messages", id)}
+		}, nil)
 	case mailsource.AfterImportMove:
 		return s.moveAll(ctx, ids, s.f.cfg.MoveFolder, "move imported mail to ", res)
 	default:
@@ -446,28 +447,29 @@ func (s *session) moveAll(ctx context.Context, ids []string, path, op string, re
 	if err != nil {
 		return 0, fmt.Errorf("graphsource: %s%s: %w", op, path, err)
 	}
-	return s.each(ctx, ids, res, func(ctx context.Context, id string) error {
+	build := func(id string) request {
+		return request{op: op + path, method: http.MethodPost, url: s.c.path("", "messages", id, "move"), body: body}
+	}
+	check := func(id string, answer json.RawMessage) {
 		var moved struct {
 			ID string `json:"id"`
 		}
-		rq := request{op: op + path, method: http.MethodPost, url: s.c.path("", "messages", id, "move"), body: body}
-		if err := s.c.callJSON(ctx, rq, &moved); err != nil {
-			return err
-		}
-		if moved.ID != "" && moved.ID != id {
+		if json.Unmarshal(answer, &moved) == nil && moved.ID != "" && moved.ID != id {
 			s.f.log.Error("graph gave a moved mail a new id: the immutable id was not honoured", "old", id, "new", moved.ID)
 		}
-		return nil
-	})
+	}
+	return s.each(ctx, op+path, ids, res, build, check)
 }
 
-// each runs step for every id, Concurrency at a time, and returns how many
-// finished. A mail gone from the server counts as finished (someone else
-// removed it). A step Graph refuses (a 4xx: no right, quota) stops the
-// rest, which stay committed where they are; the refusal is kept for the
-// poll's error, and the next poll tries again. Any other error ends the
-// poll.
-func (s *session) each(parent context.Context, ids []string, res *mailsource.PollResult, step func(ctx context.Context, id string) error) (int, error) {
+// each sends build(id) for every id, in JSON batches of batchMax,
+// Concurrency batches at a time, and returns how many finished; check,
+// when set, sees each success's answer. A mail gone from the server counts
+// as finished (someone else removed it). A step Graph refuses (a 4xx: no
+// right, quota) stops the rest, which stay committed where they are; the
+// refusal is kept for the poll's error, and the next poll tries again.
+// Any other error ends the poll.
+func (s *session) each(parent context.Context, op string, ids []string, res *mailsource.PollResult,
+	build func(id string) request, check func(id string, answer json.RawMessage)) (int, error) {
 	ctx, stop := context.WithCancel(parent)
 	defer stop()
 	var (
@@ -477,40 +479,53 @@ func (s *session) each(parent context.Context, ids []string, res *mailsource.Pol
 		firstErr error
 		refusal  error
 	)
-	queue := make(chan string)
+	note := func(id string, o batchOutcome) {
+		switch err := o.err; {
+		case err == nil:
+			finished++
+			moved++
+			if check != nil {
+				check(id, o.body)
+			}
+		case isNotFound(err):
+			finished++
+		case isRefusal(err):
+			if refusal == nil {
+				refusal = err
+			}
+			stop()
+		default:
+			if firstErr == nil && ctx.Err() == nil {
+				firstErr = err
+			}
+			stop()
+		}
+	}
+	queue := make(chan []string)
 	var wg sync.WaitGroup
 	for range s.f.cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range queue {
-				err := step(ctx, id)
+		wg.Go(func() {
+			for chunk := range queue {
+				rqs := make([]request, len(chunk))
+				for i, id := range chunk {
+					rqs[i] = build(id)
+				}
+				outs, err := s.c.batch(ctx, op, rqs)
 				mu.Lock()
-				switch {
-				case err == nil:
-					finished++
-					moved++
-				case isNotFound(err):
-					finished++
-				case isRefusal(err):
-					if refusal == nil {
-						refusal = err
-					}
-					stop()
-				default:
-					if firstErr == nil && ctx.Err() == nil {
-						firstErr = err
-					}
-					stop()
+				if err != nil {
+					note("", batchOutcome{err: err})
+				}
+				for i, o := range outs {
+					note(chunk[i], o)
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 feed:
-	for _, id := range ids {
+	for chunk := range slices.Chunk(ids, batchMax) {
 		select {
-		case queue <- id:
+		case queue <- chunk:
 		case <-ctx.Done():
 			break feed
 		}
