@@ -209,14 +209,23 @@ func (c Config) withDefaults() Config {
 		c.Limiter = NewLimiter()
 	}
 	if c.HTTPClient == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.ResponseHeaderTimeout = c.Timeout
-		// Keep a connection per concurrent request: the default of 2 idle
-		// connections per host would dial anew for every third request.
-		t.MaxIdleConnsPerHost = MaxConcurrency * 2
-		c.HTTPClient = &http.Client{Transport: t}
+		c.HTTPClient = NewHTTPClient(c.Timeout)
 	}
 	return c
+}
+
+// NewHTTPClient returns the client a fetcher uses when Config.HTTPClient is
+// nil: Go's default transport, waiting at most timeout for an answer's
+// headers, keeping an idle connection per concurrent request. Fetchers
+// built often (one per account change or check) should share one, so that
+// their idle connections do not pile up.
+func NewHTTPClient(timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = timeout
+	// The default of 2 idle connections per host would dial anew for every
+	// third of 4 concurrent requests.
+	t.MaxIdleConnsPerHost = MaxConcurrency * 2
+	return &http.Client{Transport: t}
 }
 
 // folderSegments splits a folder path at "/", trimming blanks; nil when it

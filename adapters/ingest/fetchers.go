@@ -49,6 +49,11 @@ type GraphConnections interface {
 // and two accounts may read two folders of one mailbox.
 var graphLimiter = graphsource.NewLimiter()
 
+// graphHTTP is the HTTP client of every Graph fetcher: fetchers are built
+// anew for every account change and every check, and one client keeps
+// their idle connections in one pool.
+var graphHTTP = graphsource.NewHTTPClient(fetchTimeout)
+
 // FetcherFor builds the fetcher of a stored account. An account with an
 // OAuth connection logs in with XOAUTH2 and a token from tokens; any other
 // with its password, opened with box (the plaintext lives only in the
@@ -156,7 +161,7 @@ func graphFetcher(a domain.InboundAccount, settings domain.Settings, tokens Acce
 		RejectToken:    func(token string) { graph.ForgetAccessToken(connection, domain.ProtocolGraph, token) },
 		Folders:        folders, AfterImport: mailsource.AfterImport(a.AfterImport), PermanentDelete: a.PermanentDelete,
 		MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize,
-		Timeout: fetchTimeout, Limiter: graphLimiter,
+		Timeout: fetchTimeout, Limiter: graphLimiter, HTTPClient: graphHTTP,
 	}, logger.With("account", a.ID))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
