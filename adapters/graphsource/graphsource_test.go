@@ -635,3 +635,37 @@ func TestPoll_deletesGoInBatches(t *testing.T) {
 	}
 	noRequestWithoutImmutableID(t, srv)
 }
+
+// TestPoll_aMailGraphRefusesToSendDoesNotHoldUpTheOthers: the refused one
+// stays on the server with Graph's words in the poll's error, the others
+// are imported; a 5xx instead stops the poll and imports nothing of the
+// batch.
+func TestPoll_aMailGraphRefusesToSendDoesNotHoldUpTheOthers(t *testing.T) {
+	t.Parallel()
+	srv, cfg, _ := setup(t, graphtest.Options{})
+	ids := srv.AddMessages(box, "Inbox", testMails(5, "corrupt"))
+	srv.FailNext(1, func(r graphtest.Request) bool { return r.Download() && strings.Contains(r.Path, ids[2]) },
+		graphtest.Fault{Status: http.StatusBadRequest, Code: "ErrorCorruptData", Message: "Data is corrupt., Invalid MIME content."})
+	f := mustNew(t, cfg)
+	sink := newFakeSink(t)
+	res, err := f.Poll(context.Background(), sink)
+	if reply := mailsource.ServerReply(err); reply != "ErrorCorruptData: Data is corrupt., Invalid MIME content." {
+		t.Errorf("Poll() error = %v, want Graph's words about the refused mail", err)
+	}
+	if res.Fetched != 4 || srv.Count(box, "Inbox") != 1 {
+		t.Errorf("Poll() = %+v with %d left, want the other 4 imported and the refused one left", res, srv.Count(box, "Inbox"))
+	}
+	if res := mustPoll(t, f, sink); res.Fetched != 1 {
+		t.Errorf("next Poll() = %+v, want the mail imported once Graph sends it", res)
+	}
+
+	srv.AddMessages(box, "Inbox", testMails(3, "outage"))
+	srv.FailNext(1, func(r graphtest.Request) bool { return r.Download() },
+		graphtest.Fault{Status: http.StatusInternalServerError, Code: "UnknownError", Message: ""})
+	if _, err := f.Poll(context.Background(), sink); mailsource.ServerReply(err) != "UnknownError: " {
+		t.Errorf("Poll() during an outage = %v, want Graph's 500", err)
+	}
+	if n := srv.Count(box, "Inbox"); n != 3 {
+		t.Errorf("%d mails left after the failed poll, want all 3", n)
+	}
+}

@@ -216,7 +216,7 @@ type prefetched struct {
 // receiveBatch downloads a batch into the sink in listing order and starts
 // its commit. Oversize mails are staged without a download; a mail gone
 // since the listing is skipped.
-func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch []listed) (_ *pendingBatch, err error) {
+func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch []listed) (*pendingBatch, error) {
 	maxSize := s.f.cfg.MaxMailSize
 	oversize := func(m listed) bool { return maxSize > 0 && m.size > maxSize }
 	ahead := make([]*prefetched, len(batch))
@@ -272,44 +272,27 @@ func (s *session) receiveBatch(ctx context.Context, sink mailsource.Sink, batch 
 			p.nOversize++
 			continue
 		}
-		var out mailsource.Outcome
-		var staged bool
 		if pf := ahead[i]; pf != nil {
 			select {
 			case <-pf.done:
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, fmt.Errorf("graphsource: receive %s: %w", m.key, ctx.Err())
 			}
 			<-window
-			switch {
-			case pf.err != nil:
-				return nil, pf.err
-			case pf.gone:
-				s.f.log.Info("graph mail deleted on the server since the listing; skipped", "id", m.id)
-				continue
-			case !pf.tooBig:
-				out, err = sink.Receive(ctx, m.key, m.size, bytes.NewReader(pf.data))
-				pf.data = nil
-				if err != nil {
-					return nil, fmt.Errorf("graphsource: receive %s: %w", m.key, err)
-				}
-				staged = true
-			}
 		}
-		if !staged {
-			var skip bool
-			out, skip, err = s.stream(ctx, sink, m)
-			if err != nil {
-				return nil, err
-			}
-			if skip {
-				continue
-			}
+		out, kind, err := s.take(ctx, sink, m, ahead[i])
+		if err != nil {
+			return nil, err
 		}
-		if out.Status == mailsource.StatusFailed {
+		switch {
+		case kind == tookOversize:
+			p.failed = append(p.failed, m.id)
+			p.nOversize++
+		case kind == tookNothing:
+		case out.Status == mailsource.StatusFailed:
 			p.failed = append(p.failed, m.id)
 			p.nFailed++
-		} else {
+		default:
 			p.received = append(p.received, m.id)
 			p.nReceived++
 		}
@@ -356,17 +339,34 @@ func (s *session) prefetch(ctx context.Context, m listed, pf *prefetched) {
 	}
 }
 
-// stream downloads a mail straight into the sink. A mail of unknown size
-// is checked against MaxMailSize by the answer's Content-Length, when
+// took says what became of a mail handed to the sink.
+type took int
+
+const (
+	tookStaged   took = iota // Receive staged it (received or failed)
+	tookNothing              // gone since the listing, or refused by Graph
+	tookOversize             // staged with Oversize
+)
+
+// take hands one mail to the sink: the bytes a worker fetched ahead (pf),
+// or else a download streamed straight into the sink. A mail of unknown
+// size is checked against MaxMailSize by the answer's Content-Length, when
 // Graph sends one, before it is read.
-func (s *session) stream(ctx context.Context, sink mailsource.Sink, m listed) (_ mailsource.Outcome, skip bool, _ error) {
-	resp, gone, err := s.download(ctx, m)
-	if err != nil {
-		return mailsource.Outcome{}, false, err
+func (s *session) take(ctx context.Context, sink mailsource.Sink, m listed, pf *prefetched) (mailsource.Outcome, took, error) {
+	if pf != nil && !pf.tooBig {
+		if pf.err != nil || pf.gone {
+			return mailsource.Outcome{}, tookNothing, s.skip(m, pf.gone, pf.err)
+		}
+		out, err := sink.Receive(ctx, m.key, m.size, bytes.NewReader(pf.data))
+		pf.data = nil
+		if err != nil {
+			return out, tookStaged, fmt.Errorf("graphsource: receive %s: %w", m.key, err)
+		}
+		return out, tookStaged, nil
 	}
-	if gone {
-		s.f.log.Info("graph mail deleted on the server since the listing; skipped", "id", m.id)
-		return mailsource.Outcome{}, true, nil
+	resp, gone, err := s.download(ctx, m)
+	if err != nil || gone {
+		return mailsource.Outcome{}, tookNothing, s.skip(m, gone, err)
 	}
 	defer resp.Body.Close()
 	size := m.size
@@ -375,15 +375,36 @@ func (s *session) stream(ctx context.Context, sink mailsource.Sink, m listed) (_
 	}
 	if maxSize := s.f.cfg.MaxMailSize; maxSize > 0 && size > maxSize {
 		if err := sink.Oversize(ctx, m.key, size); err != nil {
-			return mailsource.Outcome{}, false, fmt.Errorf("graphsource: stage oversize %s: %w", m.key, err)
+			return mailsource.Outcome{}, tookOversize, fmt.Errorf("graphsource: stage oversize %s: %w", m.key, err)
 		}
-		return mailsource.Outcome{Status: mailsource.StatusFailed}, false, nil
+		return mailsource.Outcome{Status: mailsource.StatusFailed}, tookOversize, nil
 	}
 	out, err := sink.Receive(ctx, m.key, size, resp.Body)
 	if err != nil {
-		return mailsource.Outcome{}, false, fmt.Errorf("graphsource: receive %s: %w", m.key, err)
+		return out, tookStaged, fmt.Errorf("graphsource: receive %s: %w", m.key, err)
 	}
-	return out, false, nil
+	return out, tookStaged, nil
+}
+
+// skip decides about a mail that could not be downloaded: one deleted
+// since the listing is skipped; one Graph refuses to send (a 4xx other
+// than a refused token or throttling, such as corrupt item data) is left
+// on the server and reported with Graph's words, so that one mail Graph
+// cannot read never holds up the rest; any other error stops the poll.
+func (s *session) skip(m listed, gone bool, err error) error {
+	var ge *Error
+	switch {
+	case gone:
+		s.f.log.Info("graph mail deleted on the server since the listing; skipped", "id", m.id)
+		return nil
+	case errors.As(err, &ge) && ge.Status >= 400 && ge.Status < 500 &&
+		ge.Status != http.StatusUnauthorized && ge.Status != http.StatusTooManyRequests:
+		s.f.log.Warn("graph refused to send a mail; it stays on the server and is tried again next poll",
+			"id", m.id, "reply", mailsource.ServerReply(err))
+		s.refused = append(s.refused, err)
+		return nil
+	}
+	return err
 }
 
 // finishBatch waits for a batch's commit and only then deletes or moves its
