@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/graphsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/imapsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/pop3source"
@@ -33,16 +34,41 @@ type Opener interface {
 // (adapters/oauth.Manager.AccessToken).
 type AccessTokens func(ctx context.Context, connectionID, protocol string) (string, error)
 
+// GraphConnections is what a Graph fetcher needs of its account's OAuth
+// connection besides tokens (adapters/oauth.Manager).
+type GraphConnections interface {
+	// GraphBaseURL is the connection's Graph root (graph_base_url); it is
+	// asked at every poll, so a changed one applies without a restart.
+	GraphBaseURL(ctx context.Context, connectionID string) (string, error)
+	// ForgetAccessToken drops a cached token that Graph answered 401 to.
+	ForgetAccessToken(connectionID, protocol, token string)
+}
+
+// graphLimiter keeps every Graph fetcher of the process within Exchange's
+// 4 concurrent requests per mailbox: the limit is per app and mailbox,
+// and two accounts may read two folders of one mailbox.
+var graphLimiter = graphsource.NewLimiter()
+
+// graphHTTP is the HTTP client of every Graph fetcher: fetchers are built
+// anew for every account change and every check, and one client keeps
+// their idle connections in one pool.
+var graphHTTP = graphsource.NewHTTPClient(fetchTimeout)
+
 // FetcherFor builds the fetcher of a stored account. An account with an
 // OAuth connection logs in with XOAUTH2 and a token from tokens; any other
 // with its password, opened with box (the plaintext lives only in the
 // fetcher). A host outside settings.AllowedMailHosts is refused here, and
-// an address outside it when the fetcher dials.
-func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, tokens AccessTokens, logger *slog.Logger) (mailsource.Fetcher, error) {
+// an address outside it when the fetcher dials. A Graph account reads the
+// mailbox through its connection's Graph (see graphFetcher).
+func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, tokens AccessTokens, graph GraphConnections,
+	logger *slog.Logger) (mailsource.Fetcher, error) {
 	var (
 		password    string
 		tokenSource func(ctx context.Context) (string, error)
 	)
+	if a.Protocol == domain.ProtocolGraph {
+		return graphFetcher(a, settings, tokens, graph, logger)
+	}
 	if err := settings.CheckMailHost(a.Host); err != nil {
 		return nil, fmt.Errorf("%w: account %s: %w", ErrCannotLogIn, a.ID, err)
 	}
@@ -108,3 +134,37 @@ func (u UnusableAccount) Poll(context.Context, mailsource.Sink) (mailsource.Poll
 
 // Check implements mailsource.Fetcher.
 func (u UnusableAccount) Check(context.Context) error { return u.Reason }
+
+// graphFetcher builds the fetcher of a Graph account: the mailbox and
+// folders of the account, the token and the Graph root of its OAuth
+// connection. allowed_mail_hosts does not apply: the account names no
+// host, and the connection's graph_base_url, where its tokens go, cannot
+// be changed without its client secret.
+func graphFetcher(a domain.InboundAccount, settings domain.Settings, tokens AccessTokens, graph GraphConnections,
+	logger *slog.Logger) (mailsource.Fetcher, error) {
+	switch {
+	case a.OAuthConnectionID == "":
+		return nil, fmt.Errorf("%w: graph account %s has no OAuth connection", ErrCannotLogIn, a.ID)
+	case tokens == nil || graph == nil:
+		return nil, fmt.Errorf("%w: account %s: Graph logins are not wired in this process", ErrCannotLogIn, a.ID)
+	}
+	connection := a.OAuthConnectionID
+	var folders []string
+	if a.Folder != "" {
+		folders = append(folders, a.Folder)
+	}
+	folders = append(folders, a.Subfolders...)
+	f, err := graphsource.New(graphsource.Config{
+		ResolveBaseURL: func(ctx context.Context) (string, error) { return graph.GraphBaseURL(ctx, connection) },
+		Mailbox:        a.Mailbox,
+		TokenSource:    func(ctx context.Context) (string, error) { return tokens(ctx, connection, domain.ProtocolGraph) },
+		RejectToken:    func(token string) { graph.ForgetAccessToken(connection, domain.ProtocolGraph, token) },
+		Folders:        folders, AfterImport: mailsource.AfterImport(a.AfterImport), PermanentDelete: a.PermanentDelete,
+		MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize,
+		Timeout: fetchTimeout, Limiter: graphLimiter, HTTPClient: graphHTTP,
+	}, logger.With("account", a.ID))
+	if err != nil {
+		return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
+	}
+	return f, nil
+}

@@ -71,7 +71,7 @@ func TestFetcherFor_AllowedMailHosts(t *testing.T) {
 			}
 			a := domain.InboundAccount{ID: "acc", Protocol: protocol, Host: tc.host, Port: port, Folder: "INBOX",
 				Security: domain.SecurityNone, AllowPlaintextAuth: true, Username: "u", Password: "p", AfterImport: domain.AfterImportDelete}
-			f, err := FetcherFor(a, settings, plainOpener{}, nil, slog.New(slog.DiscardHandler))
+			f, err := FetcherFor(a, settings, plainOpener{}, nil, nil, slog.New(slog.DiscardHandler))
 			if tc.wantBuild {
 				if !errors.Is(err, domain.ErrMailHostNotAllowed) {
 					t.Fatalf("FetcherFor() error = %v, want ErrMailHostNotAllowed", err)

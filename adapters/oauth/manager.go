@@ -39,6 +39,8 @@ var (
 	ErrNeedsReconnect    = errors.New("oauth: the connection needs a reconnect")
 	ErrBackingOff        = errors.New("oauth: the last token request failed; waiting before the next")
 	ErrTokenRequest      = errors.New("oauth: token request failed")
+	// ErrNoGraph means a connection's provider has no Microsoft Graph.
+	ErrNoGraph = errors.New("oauth: the connection is not for Microsoft Graph")
 )
 
 // Secrets seals and opens stored secrets (adapters/secretbox.Box).
@@ -171,42 +173,53 @@ func (m *Manager) AccessToken(ctx context.Context, connectionID, protocol string
 	return tok.AccessToken, nil
 }
 
-// RenewAccessToken returns another access token after a server refused
-// rejected (an HTTP 401 from Graph): the cached token is dropped when it
-// is still rejected, and AccessToken gets a new one. Callers that were
-// refused the same token at once cause one refresh: the first drops it,
-// the others find its successor.
-func (m *Manager) RenewAccessToken(ctx context.Context, connectionID, protocol, rejected string) (string, error) {
-	c, err := m.connection(ctx, connectionID)
-	if err != nil {
-		return "", err
+// ForgetAccessToken drops the cached access token of the connection for
+// protocol if it is token, so that the next AccessToken gets a fresh one
+// from the provider. A fetcher calls it when the server answered 401 to
+// token (revoked early, or the server's clock ahead of ours). A token
+// already replaced, by a refresh or another caller's Forget, is left
+// alone: concurrent 401s cause one refresh.
+func (m *Manager) ForgetAccessToken(connectionID, protocol, token string) {
+	m.mu.Lock()
+	c, ok := m.conns[connectionID]
+	m.mu.Unlock()
+	if !ok || token == "" {
+		return
 	}
 	c.mu.Lock()
 	scopes := c.config.ScopesFor(protocol)
 	c.mu.Unlock()
 	st := c.source(scopes)
 	st.mu.Lock()
-	if st.token != nil && st.token.AccessToken == rejected {
+	defer st.mu.Unlock()
+	if st.token != nil && st.token.AccessToken == token {
 		st.token = nil
+		m.o.Logger.Info("access token refused by the server; the next use gets a fresh one",
+			"connection", connectionID, "protocol", protocol)
 	}
-	st.mu.Unlock()
+}
+
+// RenewAccessToken returns another access token after a server refused
+// rejected (an HTTP 401 from Graph): ForgetAccessToken, then AccessToken.
+// Callers refused the same token at once cause one refresh.
+func (m *Manager) RenewAccessToken(ctx context.Context, connectionID, protocol, rejected string) (string, error) {
+	m.ForgetAccessToken(connectionID, protocol, rejected)
 	return m.AccessToken(ctx, connectionID, protocol)
 }
 
 // GraphBaseURL returns the Microsoft Graph root of a connection's cloud
-// (domain.OAuthConnection.GraphBaseURL, the global cloud when unset).
+// (its graph_base_url, https://graph.microsoft.com by default), read from
+// the stored configuration on every call so that a change applies to the
+// next poll.
 func (m *Manager) GraphBaseURL(ctx context.Context, connectionID string) (string, error) {
-	cfg, err := m.config(ctx, connectionID)
+	c, err := m.config(ctx, connectionID)
 	if err != nil {
 		return "", err
 	}
-	if cfg.Provider != domain.OAuthProviderMicrosoft365 {
-		return "", fmt.Errorf("oauth: OAuth connection %q is a %s connection; Graph needs a microsoft365 one", cfg.Name, cfg.Provider)
+	if u := c.WithDefaults().GraphBaseURL; u != "" {
+		return u, nil
 	}
-	if base := cfg.WithDefaults().GraphBaseURL; base != "" {
-		return base, nil
-	}
-	return domain.DefaultGraphBaseURL, nil
+	return "", fmt.Errorf("%w: OAuth connection %q (provider %s) has no graph_base_url", ErrNoGraph, c.Name, c.Provider)
 }
 
 func (st *scopedToken) live(now time.Time) string {

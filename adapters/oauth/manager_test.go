@@ -1071,7 +1071,7 @@ func TestManager_RenewAccessToken(t *testing.T) {
 	}
 }
 
-func TestManager_GraphBaseURL(t *testing.T) {
+func TestManager_GraphBaseURL_nationalCloud(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, oauthtest.Options{})
 	e.createConnection("app", domain.OAuthFlowAppOnly, clientSecret)

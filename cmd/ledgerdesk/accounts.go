@@ -23,7 +23,10 @@ const accountRefresh = 2 * time.Second
 
 // enabledAccounts gives the scheduler the accounts to poll: none while the
 // global mailboxes_disabled setting is on (e.g. on a cloned test system).
-func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.AccessTokens, logger *slog.Logger) func(ctx context.Context) ([]ingest.Account, error) {
+// Graph accounts also need graph (the OAuth manager): their connection's
+// Graph root and the dropping of a refused token.
+func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.AccessTokens, graph ingest.GraphConnections,
+	logger *slog.Logger) func(ctx context.Context) ([]ingest.Account, error) {
 	return func(ctx context.Context) ([]ingest.Account, error) {
 		settings, err := api.LoadSettings(ctx, store)
 		if err != nil {
@@ -47,7 +50,7 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 			if !a.Enabled {
 				continue
 			}
-			f, err := ingest.FetcherFor(a, settings, box, tokens, logger)
+			f, err := ingest.FetcherFor(a, settings, box, tokens, graph, logger)
 			if err != nil {
 				// Polled all the same, so that every poll records the reason
 				// in the mailbox status.
@@ -72,15 +75,16 @@ func revision(a domain.InboundAccount, s domain.Settings) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// checkAccount is "check connection" for the API: connect, log in, select,
-// import nothing.
-func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.AccessTokens, logger *slog.Logger) func(ctx context.Context, a domain.InboundAccount) error {
+// checkAccount is "check connection" for the API: connect, log in, select
+// (for Graph: read the mailbox's folders), import nothing.
+func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.AccessTokens, graph ingest.GraphConnections,
+	logger *slog.Logger) func(ctx context.Context, a domain.InboundAccount) error {
 	return func(ctx context.Context, a domain.InboundAccount) error {
 		settings, err := api.LoadSettings(ctx, store)
 		if err != nil {
 			return err
 		}
-		f, err := ingest.FetcherFor(a, settings, box, tokens, logger)
+		f, err := ingest.FetcherFor(a, settings, box, tokens, graph, logger)
 		if err != nil {
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}
