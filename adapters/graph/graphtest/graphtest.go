@@ -105,6 +105,7 @@ type Server struct {
 	onRequest func(Request)
 
 	requests []Request
+	sent     map[string][][]byte // raw MIME sent through sendMail, by mailbox address
 	inflight map[string]int
 	peak     map[string]int
 }
@@ -151,6 +152,7 @@ func Start(tb testing.TB, opts Options) *Server {
 		rejected:  map[string]bool{},
 		inflight:  map[string]int{},
 		peak:      map[string]int{},
+		sent:      map[string][][]byte{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
@@ -400,4 +402,15 @@ func newGUID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// Sent returns the raw messages a mailbox sent through sendMail, in order.
+func (s *Server) Sent(address string) [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb := s.mailboxes[strings.ToLower(address)]
+	if mb == nil {
+		return nil
+	}
+	return append([][]byte(nil), s.sent[mb.address]...)
 }

@@ -2,6 +2,7 @@ package graphtest
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -253,6 +254,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, mb *mailbox, rest
 		}
 	case len(rest) >= 2 && rest[0] == "messages":
 		s.message(w, r, mb, nil, rest[1], rest[2:], immutable)
+	case len(rest) == 1 && rest[0] == "sendMail" && m == http.MethodPost:
+		s.sendMail(w, r, mb)
 	default:
 		writeError(w, errNoRoute)
 	}
@@ -543,4 +546,30 @@ func (s *Server) message(w http.ResponseWriter, r *http.Request, mb *mailbox, f 
 	default:
 		writeError(w, errNoRoute)
 	}
+}
+
+// sendMail takes a raw MIME message as Graph does (Content-Type text/plain,
+// the message base64-encoded), answers 202 and keeps a copy in Sent Items,
+// which Graph does for every raw MIME send.
+func (s *Server) sendMail(w http.ResponseWriter, r *http.Request, mb *mailbox) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		writeError(w, graphError{http.StatusBadRequest, "ErrorMimeContentInvalid", "The MIME content must be sent as base64 text/plain, not " + ct + "."})
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 150<<20))
+	if err != nil {
+		writeError(w, graphError{http.StatusBadRequest, "ErrorMimeContentInvalid", err.Error()})
+		return
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(body)))
+	if err != nil {
+		writeError(w, graphError{http.StatusBadRequest, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."})
+		return
+	}
+	s.mu.Lock()
+	s.sent[mb.address] = append(s.sent[mb.address], raw)
+	s.mu.Unlock()
+	s.AddMessages(mb.address, "SentItems", [][]byte{raw})
+	w.Header().Set("request-id", newID("req"))
+	w.WriteHeader(http.StatusAccepted)
 }
