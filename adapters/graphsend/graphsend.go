@@ -21,17 +21,16 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
 )
 
 // Stages of a send, named in errors (the saga records them as
@@ -46,10 +45,6 @@ const (
 // DefaultBaseURL is Graph in Microsoft's global cloud
 // (domain.DefaultGraphBaseURL); national clouds have their own.
 const DefaultBaseURL = "https://graph.microsoft.com"
-
-// PreferImmutableID is sent on every Graph request: ids then survive moves
-// between folders (LIBRARIES.md section 6).
-const PreferImmutableID = `IdType="ImmutableId"`
 
 // Account is the mailbox a message is sent as.
 type Account struct {
@@ -103,9 +98,9 @@ var _ error = (*Error)(nil)
 type Sender struct {
 	// Client makes the requests [30 s timeout, redirects not followed].
 	Client *http.Client
-	// MaxConcurrent bounds the requests in flight per mailbox [4, Graph's
-	// MailboxConcurrency limit].
-	MaxConcurrent int
+	// Limiter bounds the requests in flight per mailbox
+	// [graph.DefaultMailboxLimiter, shared with the inbound fetchers].
+	Limiter *graph.MailboxLimiter
 	// MaxRetryAfter caps a server's Retry-After [1 h].
 	MaxRetryAfter time.Duration
 	// Now is the clock of the Retry-After bookkeeping [time.Now].
@@ -115,10 +110,9 @@ type Sender struct {
 	mailboxes map[string]*mailbox
 }
 
-// mailbox is the per-mailbox state: a semaphore of MaxConcurrent slots
-// and the time before which Graph asked not to be called.
+// mailbox is the per-mailbox state: the time before which Graph asked not
+// to be called.
 type mailbox struct {
-	slots     chan struct{}
 	waitUntil time.Time
 }
 
@@ -139,6 +133,13 @@ func (s *Sender) client() *http.Client {
 var defaultClient = &http.Client{
 	Timeout:       30 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func (s *Sender) limiter() *graph.MailboxLimiter {
+	if s.Limiter != nil {
+		return s.Limiter
+	}
+	return graph.DefaultMailboxLimiter
 }
 
 func (s *Sender) now() time.Time {
@@ -163,11 +164,7 @@ func (s *Sender) mailbox(key string) *mailbox {
 	}
 	m, ok := s.mailboxes[key]
 	if !ok {
-		n := s.MaxConcurrent
-		if n <= 0 {
-			n = 4
-		}
-		m = &mailbox{slots: make(chan struct{}, n)}
+		m = &mailbox{}
 		s.mailboxes[key] = m
 	}
 	return m
@@ -208,12 +205,11 @@ func (s *Sender) Send(ctx context.Context, a Account, raw []byte) (string, error
 		return "", &Error{Stage: StageSend, Code: http.StatusTooManyRequests, Temporary: true, RetryAfter: wait,
 			Reply: fmt.Sprintf("not sent: Graph asked to wait %s more before the next request to mailbox %s (Retry-After)", wait.Round(time.Second), a.Mailbox)}
 	}
-	select {
-	case m.slots <- struct{}{}:
-		defer func() { <-m.slots }()
-	case <-ctx.Done():
-		return "", &Error{Stage: StageSend, Reply: "waiting for a free request slot of the mailbox: " + ctx.Err().Error(), Temporary: true, Err: ctx.Err()}
+	release, err := s.limiter().Acquire(ctx, baseURL(a.BaseURL), a.Mailbox)
+	if err != nil {
+		return "", &Error{Stage: StageSend, Reply: "waiting for a free request slot of the mailbox: " + err.Error(), Temporary: true, Err: err}
 	}
+	defer release()
 	body := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
 	base64.StdEncoding.Encode(body, raw)
 
@@ -272,12 +268,17 @@ func (a Account) validate() error {
 	return nil
 }
 
+// baseURL is Graph's root of the account, DefaultBaseURL when unset.
+func baseURL(base string) string {
+	if base == "" {
+		return DefaultBaseURL
+	}
+	return base
+}
+
 // sendMailURL is {base}/v1.0/users/{mailbox}/sendMail.
 func sendMailURL(base, mailbox string) string {
-	if base == "" {
-		base = DefaultBaseURL
-	}
-	return strings.TrimRight(base, "/") + "/v1.0/users/" + url.PathEscape(mailbox) + "/sendMail"
+	return strings.TrimRight(baseURL(base), "/") + "/v1.0/users/" + url.PathEscape(mailbox) + "/sendMail"
 }
 
 // maxErrorBody bounds how much of an error answer is read.
@@ -292,7 +293,7 @@ func (s *Sender) post(ctx context.Context, endpoint, token string, body []byte) 
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "text/plain")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Prefer", PreferImmutableID)
+	req.Header.Set("Prefer", graph.PreferImmutableID)
 	resp, err := s.client().Do(req)
 	if err != nil {
 		return "", networkError(ctx, err)
@@ -324,22 +325,12 @@ func networkError(ctx context.Context, err error) *Error {
 	return &Error{Stage: StageSend, Reply: err.Error(), Temporary: true, Err: err}
 }
 
-// graphError is Graph's error answer, {"error":{"code","message"}}.
-type graphError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // answerError turns an answer other than 202 into an *Error.
 func (s *Sender) answerError(resp *http.Response, data []byte, requestID string) *Error {
 	e := &Error{Stage: StageSend, Code: resp.StatusCode, Temporary: temporaryStatus(resp.StatusCode)}
-	var ge graphError
-	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if (mediaType == "" || strings.HasSuffix(mediaType, "json")) && json.Unmarshal(data, &ge) == nil && ge.Error.Code != "" {
-		e.GraphCode = ge.Error.Code
-		e.Reply = ge.Error.Code + ": " + ge.Error.Message
+	if ge, ok := graph.DecodeError(resp.Header.Get("Content-Type"), data); ok {
+		e.GraphCode = ge.Code
+		e.Reply = ge.Code + ": " + ge.Message
 	} else {
 		e.Reply = fmt.Sprintf("%s from %s, not a Graph answer (%s): %s", resp.Status, resp.Request.URL.Host,
 			orNone(resp.Header.Get("Content-Type")), excerpt(data))
@@ -357,7 +348,8 @@ func (s *Sender) answerError(resp *http.Response, data []byte, requestID string)
 		e.Reply += " (request-id " + requestID + ")"
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		e.RetryAfter = min(retryAfter(resp.Header.Get("Retry-After"), s.now()), s.maxRetryAfter())
+		wait, _ := graph.ParseRetryAfter(resp.Header.Get("Retry-After"), s.now())
+		e.RetryAfter = min(wait, s.maxRetryAfter())
 	}
 	return e
 }
@@ -369,25 +361,6 @@ func temporaryStatus(code int) bool {
 	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500
 }
 
-// retryAfter parses a Retry-After header: delay-seconds or an HTTP-date
-// (RFC 9110 section 10.2.3); 0 when absent or unparsable.
-func retryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		return time.Duration(min(n, int64(24*time.Hour/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return 0
-}
-
 func orNone(ct string) string {
 	if ct == "" {
 		return "no content type"
@@ -395,31 +368,15 @@ func orNone(ct string) string {
 	return ct
 }
 
+// maxExcerpt is how many characters of an answer that is not Graph's
+// an error quotes.
+const maxExcerpt = 200
+
 // excerpt is the start of an answer as one line of text, tags dropped, so
 // an HTML error page reads as its words.
 func excerpt(body []byte) string {
-	var b strings.Builder
-	inTag := false
-	for _, r := range string(body) {
-		switch {
-		case r == '<':
-			inTag = true
-		case r == '>':
-			inTag = false
-			b.WriteByte(' ')
-		case inTag:
-		case r < ' ' || r == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteRune(r)
-		}
+	if s := graph.Excerpt(body, maxExcerpt); s != "" {
+		return s
 	}
-	s := strings.Join(strings.Fields(b.String()), " ")
-	if s == "" {
-		return "an empty body"
-	}
-	if len(s) > 200 {
-		s = strings.ToValidUTF8(s[:200], "") + "…"
-	}
-	return s
+	return "an empty body"
 }

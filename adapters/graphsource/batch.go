@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
 
@@ -64,7 +65,7 @@ func (c *client) batch(ctx context.Context, op string, rqs []request) ([]batchOu
 		for k, i := range pending {
 			rq := rqs[i]
 			in := inner{ID: strconv.Itoa(i), Method: rq.method, URL: strings.TrimPrefix(rq.url, prefix),
-				Headers: map[string]string{"Prefer": preferImmutableID}, Body: rq.body}
+				Headers: map[string]string{"Prefer": graph.PreferImmutableID}, Body: rq.body}
 			if rq.body != nil {
 				in.Headers["Content-Type"] = "application/json"
 			}
@@ -102,7 +103,7 @@ func (c *client) batch(ctx context.Context, op string, rqs []request) ([]batchOu
 			case r.Status == http.StatusUnauthorized && !renewed:
 				refusedToken = true
 			case r.Status == http.StatusTooManyRequests || r.Status == http.StatusServiceUnavailable:
-				d, ok := parseRetryAfter(r.Headers["Retry-After"], time.Now())
+				d, ok := graph.ParseRetryAfter(r.Headers["Retry-After"], time.Now())
 				if !ok {
 					d = min(time.Second<<attempt, c.maxRetryAfter)
 				}
@@ -148,17 +149,11 @@ func (c *client) batch(ctx context.Context, op string, rqs []request) ([]batchOu
 // innerFailure is the error of one request of a batch, as failure makes it
 // for a request of its own.
 func innerFailure(op string, status int, headers map[string]string, body json.RawMessage) error {
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
-		ge := &Error{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+	ct := headers["Content-Type"]
+	if e, ok := graph.DecodeError(ct, body); ok {
+		ge := &Error{Status: status, Code: e.Code, Message: e.Message}
 		return &mailsource.ServerError{Op: op, Reply: ge.reply(), Err: ge}
 	}
-	ct := headers["Content-Type"]
 	if ct == "" {
 		ct = "no content type"
 	}

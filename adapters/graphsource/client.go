@@ -8,16 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
 
@@ -66,11 +65,6 @@ func isRefusal(err error) bool {
 	var ge *Error
 	return errors.As(err, &ge) && ge.Status >= 400 && ge.Status < 500
 }
-
-// preferImmutableID makes Graph name messages by ids that survive a move.
-// It applies only to the request that carries it, so every request does.
-// See https://learn.microsoft.com/graph/outlook-immutable-id.
-const preferImmutableID = `IdType="ImmutableId"`
 
 // tokenMaxAge is how long a token from TokenSource is reused before it is
 // asked again (cheaply: it caches); a 401 asks at once.
@@ -130,7 +124,7 @@ type client struct {
 	users         string   // BaseURL + "/v1.0/users/" + escaped mailbox
 	mailbox       string
 	http          *http.Client
-	limiter       *Limiter
+	limiter       *graph.MailboxLimiter
 	tokens        *tokenCache
 	timeout       time.Duration
 	maxRetries    int
@@ -214,7 +208,7 @@ func (c *client) do(ctx context.Context, rq request) (*http.Response, error) {
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 			return resp, nil
 		}
-		retryAfter, hasRetryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		retryAfter, hasRetryAfter := graph.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		failure := c.failure(rq, resp)
 		release()
 		switch {
@@ -248,7 +242,7 @@ func (c *client) do(ctx context.Context, rq request) (*http.Response, error) {
 // it when nothing moves for the timeout. On success the answer's Body
 // frees all of that when closed; release frees it at once otherwise.
 func (c *client) send(ctx context.Context, rq request, tok string) (_ *http.Response, release func(), _ error) {
-	free, err := c.limiter.acquire(ctx, c.root.String(), c.mailbox)
+	free, err := c.limiter.Acquire(ctx, c.root.String(), c.mailbox)
 	if err != nil {
 		return nil, nil, fmt.Errorf("graphsource: %s: %w", rq.op, err)
 	}
@@ -270,7 +264,7 @@ func (c *client) send(ctx context.Context, rq request, tok string) (_ *http.Resp
 		return nil, nil, fmt.Errorf("graphsource: %s: %w", rq.op, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Prefer", preferImmutableID)
+	req.Header.Set("Prefer", graph.PreferImmutableID)
 	req.Header.Set("User-Agent", "ledgerdesk")
 	if rq.body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -327,17 +321,9 @@ const maxErrorBody = 64 << 10
 func (c *client) failure(rq request, resp *http.Response) error {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	if isJSON(resp.Header.Get("Content-Type")) {
-		var e struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
-			ge := &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-			return &mailsource.ServerError{Op: rq.op, Reply: ge.reply(), Err: ge}
-		}
+	if e, ok := graph.DecodeError(resp.Header.Get("Content-Type"), raw); ok {
+		ge := &Error{Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+		return &mailsource.ServerError{Op: rq.op, Reply: ge.reply(), Err: ge}
 	}
 	return notGraph(rq, resp, raw)
 }
@@ -358,41 +344,14 @@ func notGraph(rq request, resp *http.Response, raw []byte) error {
 		Err: fmt.Errorf("%w: HTTP %d with %s", ErrNotGraph, resp.StatusCode, ct)}
 }
 
-var (
-	htmlTitle = regexp.MustCompile(`(?is)<title[^>]*>(.*?)</title>`)
-	htmlTag   = regexp.MustCompile(`(?s)<[^>]*>`)
-)
+var htmlTitle = regexp.MustCompile(`(?is)<title[^>]*>(.*?)</title>`)
 
-// pageWords returns an HTML page's title, else its first text, bounded.
+// pageWords returns an HTML page's title, else its first words, bounded.
 func pageWords(raw []byte) string {
-	s := string(raw)
-	if m := htmlTitle.FindStringSubmatch(s); m != nil {
-		s = m[1]
-	} else {
-		s = htmlTag.ReplaceAllString(s, " ")
+	if m := htmlTitle.FindSubmatch(raw); m != nil {
+		raw = m[1]
 	}
-	return mailsource.Excerpt(strings.Join(strings.Fields(s), " "), 120)
-}
-
-func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
-}
-
-// parseRetryAfter reads Retry-After as seconds or an HTTP date (RFC 9110
-// section 10.2.3).
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
+	return graph.Excerpt(raw, 120)
 }
 
 // maxJSON bounds a JSON answer (a page of 1000 listed messages is about
@@ -415,7 +374,7 @@ func (c *client) callJSON(ctx context.Context, rq request, out any) error {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxJSON))
 		return nil
 	}
-	if !isJSON(resp.Header.Get("Content-Type")) {
+	if !graph.IsJSON(resp.Header.Get("Content-Type")) {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		return notGraph(rq, resp, raw)
 	}

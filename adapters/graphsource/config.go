@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
 
@@ -21,9 +22,9 @@ const (
 	// DefaultPageSize is the $top of a listing; Graph answers at most 1000
 	// messages a page.
 	DefaultPageSize = 500
-	// MaxConcurrency is Exchange Online's MailboxConcurrency limit: at most
-	// 4 concurrent requests per app and mailbox, more are answered 429.
-	MaxConcurrency = 4
+	// MaxConcurrency is Exchange Online's MailboxConcurrency limit
+	// (graph.MailboxConcurrency).
+	MaxConcurrency = graph.MailboxConcurrency
 	// DefaultMaxRetries is how often a request answered 429 or 503 is
 	// tried again.
 	DefaultMaxRetries = 4
@@ -83,10 +84,11 @@ type Config struct {
 	// Concurrency is how many requests run at once for the mailbox, at most
 	// MaxConcurrency (the default).
 	Concurrency int
-	// Limiter, when set, is shared by every fetcher of the process so that
-	// accounts reading one mailbox (two folders, say) stay within
-	// Concurrency together; nil gives the fetcher a limiter of its own.
-	Limiter *Limiter
+	// Limiter bounds the requests in flight per mailbox across every
+	// fetcher and sender holding it, so that accounts reading one mailbox
+	// (two folders, say) and the replies sent from it stay within
+	// Exchange's limit together [graph.DefaultMailboxLimiter].
+	Limiter *graph.MailboxLimiter
 	// MaxRetries and MaxRetryAfter bound the retries of 429 and 503.
 	MaxRetries    int
 	MaxRetryAfter time.Duration
@@ -206,7 +208,7 @@ func (c Config) withDefaults() Config {
 		c.MaxRetryAfter = DefaultMaxRetryAfter
 	}
 	if c.Limiter == nil {
-		c.Limiter = NewLimiter()
+		c.Limiter = graph.DefaultMailboxLimiter
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = NewHTTPClient(c.Timeout)

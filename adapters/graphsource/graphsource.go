@@ -14,7 +14,8 @@
 //     PidTagMessageSize, "Integer 0x0E08"), so max_mail_size holds
 //     without downloading.
 //   - At most MaxConcurrency requests run at once per mailbox (Exchange's
-//     MailboxConcurrency), across every fetcher sharing a Limiter. Mails
+//     MailboxConcurrency), across every fetcher and graphsend sender
+//     sharing a graph.MailboxLimiter (the process's by default). Mails
 //     download in parallel into memory (small ones) while the sink takes
 //     them one by one in listing order; a large mail streams from the
 //     answer into the sink. Deletes and moves go 20 to a serial JSON

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
 	"github.com/ledgerdesk/ledgerdesk/adapters/graph/graphtest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/graphsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
@@ -447,15 +448,14 @@ func TestPoll_commitFailureDeletesNothing(t *testing.T) {
 // TestPoll_atMostFourConcurrentRequests: with 80 mails and some latency
 // the fetcher works in parallel, but never above Exchange's 4 per
 // mailbox, also when two fetchers read two folders of one mailbox through
-// one Limiter; the fake answers 429 beyond 4, and none came.
+// one MailboxLimiter; the fake answers 429 beyond 4, and none came.
 func TestPoll_atMostFourConcurrentRequests(t *testing.T) {
 	t.Parallel()
 	srv, cfg, _ := setup(t, graphtest.Options{Latency: 3 * time.Millisecond})
 	srv.AddMessages(box, "Inbox", testMails(80, "parallel"))
 	srv.AddMessages(box, "Inbox/Other", testMails(80, "other"))
 	cfg.BatchSize = 30
-	limiter := graphsource.NewLimiter()
-	cfg.Limiter = limiter
+	cfg.Limiter = graph.NewMailboxLimiter(graph.MailboxConcurrency)
 	other := cfg
 	other.Folders = []string{"Inbox/Other"}
 	var wg sync.WaitGroup

@@ -44,11 +44,6 @@ type GraphConnections interface {
 	ForgetAccessToken(connectionID, protocol, token string)
 }
 
-// graphLimiter keeps every Graph fetcher of the process within Exchange's
-// 4 concurrent requests per mailbox: the limit is per app and mailbox,
-// and two accounts may read two folders of one mailbox.
-var graphLimiter = graphsource.NewLimiter()
-
 // graphHTTP is the HTTP client of every Graph fetcher: fetchers are built
 // anew for every account change and every check, and one client keeps
 // their idle connections in one pool.
@@ -161,7 +156,7 @@ func graphFetcher(a domain.InboundAccount, settings domain.Settings, tokens Acce
 		RejectToken:    func(token string) { graph.ForgetAccessToken(connection, domain.ProtocolGraph, token) },
 		Folders:        folders, AfterImport: mailsource.AfterImport(a.AfterImport), PermanentDelete: a.PermanentDelete,
 		MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize,
-		Timeout: fetchTimeout, Limiter: graphLimiter, HTTPClient: graphHTTP,
+		Timeout: fetchTimeout, HTTPClient: graphHTTP, // Limiter: graph.DefaultMailboxLimiter, shared with graphsend
 	}, logger.With("account", a.ID))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
