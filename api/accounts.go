@@ -144,7 +144,7 @@ func (s *server) createAccount(c echo.Context) error {
 			return unprocessable(err)
 		}
 	}
-	if err := s.checkConnectionRef(ctx, in.OAuthConnectionID, in.HasInlineOAuth()); err != nil {
+	if err := s.checkConnectionRef(ctx, in.OAuthConnectionID, in.Host, in.HasInlineOAuth()); err != nil {
 		return err
 	}
 	if err := s.checkMailHost(ctx, in.Host); err != nil {
@@ -247,7 +247,7 @@ func (s *server) updateAccount(c echo.Context) error {
 	}
 	inlineNew := next.OAuthTenantID != cur.OAuthTenantID || next.OAuthClientID != cur.OAuthClientID ||
 		next.OAuthClientSecret != "" || next.OAuthRefreshToken != ""
-	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, inlineNew); err != nil {
+	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, next.Host, inlineNew); err != nil {
 		return err
 	}
 	if next.Host != cur.Host {

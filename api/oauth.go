@@ -522,8 +522,9 @@ func (s *server) listPresets(c echo.Context) error {
 }
 
 // checkConnectionRef refuses an account that names a connection that does
-// not exist, or the inline OAuth fields that connections replaced.
-func (s *server) checkConnectionRef(ctx context.Context, connectionID string, inlineNew bool) error {
+// not exist, a host its provider's tokens must not go to, or the inline
+// OAuth fields that connections replaced.
+func (s *server) checkConnectionRef(ctx context.Context, connectionID, host string, inlineNew bool) error {
 	if inlineNew {
 		return invalid("oauth_client_id", "inline OAuth fields are replaced by OAuth connections: create one at %s/oauth-connections and set oauth_connection_id", Prefix)
 	}
@@ -534,9 +535,16 @@ func (s *server) checkConnectionRef(ctx context.Context, connectionID string, in
 	if err != nil {
 		return err
 	}
-	if _, ok := conns.ByID[connectionID]; !ok {
+	conn, ok := conns.ByID[connectionID]
+	if !ok {
 		p := newProblem(http.StatusUnprocessableEntity, "oauth_connection_id: there is no OAuth connection %q", connectionID)
 		p.fields = []FieldError{{Field: "oauth_connection_id", Detail: "names no OAuth connection"}}
+		return p
+	}
+	if host != "" && !conn.TokensMayGoTo(host) {
+		detail := fmt.Sprintf("%q is not a %s mail server; the connection's access tokens are not sent there", host, conn.Provider)
+		p := newProblem(http.StatusUnprocessableEntity, "host: %s", detail)
+		p.fields = []FieldError{{Field: "host", Detail: detail}}
 		return p
 	}
 	return nil

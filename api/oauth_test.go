@@ -72,6 +72,7 @@ func TestOAuthConnections_CreateReadUpdateDelete(t *testing.T) {
 			// an account names it; deleting it is then refused with the list
 			acc := account("Support")
 			acc["oauth_connection_id"] = id
+			acc["host"] = "outlook.office365.com"
 			delete(acc, "password")
 			accID := ""
 			{
@@ -159,6 +160,24 @@ func TestOAuthConnections_BadInputIsRefusedInWords(t *testing.T) {
 		!strings.Contains(string(raw), "oauth_connection_id") {
 		t.Errorf("inline oauth: %d %s, want 400 pointing at oauth_connection_id", resp.StatusCode, raw)
 	}
+	// a Microsoft 365 connection's tokens go to Microsoft's servers only,
+	// also when an account's host changes later
+	m365 := e.createConnection(t, connection("Tokens stay home"))
+	acc = account("Elsewhere")
+	acc["oauth_connection_id"], acc["host"] = m365, "imap.attacker.example"
+	delete(acc, "password")
+	if resp, raw := e.do(t, http.MethodPost, "/api/v1/inbound-accounts", bootstrapToken, acc); resp.StatusCode != http.StatusUnprocessableEntity ||
+		!strings.Contains(string(raw), `"field":"host"`) {
+		t.Errorf("an OAuth account on a foreign host: %d %s, want 422 naming host", resp.StatusCode, raw)
+	}
+	acc["host"] = "outlook.office365.com"
+	var home struct {
+		ID string `json:"id"`
+	}
+	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", bootstrapToken, acc, http.StatusCreated, &home)
+	if resp, raw := e.do(t, http.MethodPut, "/api/v1/inbound-accounts/"+home.ID, bootstrapToken, map[string]any{"host": "imap.attacker.example"}); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("moving an OAuth account to a foreign host: %d %s, want 422", resp.StatusCode, raw)
+	}
 	// app-only connections have no consent
 	c := connection("App")
 	c["flow"] = "app_only"
@@ -180,9 +199,13 @@ func TestPresets_FillTheServer(t *testing.T) {
 		presets.Items[1].Protocols["pop3"].Scopes["delegated"][0] != "https://mail.google.com/" {
 		t.Fatalf("presets = %+v", presets.Items)
 	}
-	id := e.createConnection(t, connection("Google-ish"))
+	gmail := connection("Gmail")
+	gmail["provider"] = "google"
+	delete(gmail, "tenant_id")
+	google := e.createConnection(t, gmail)
+	id := e.createConnection(t, connection("M365"))
 	acc := map[string]any{"name": "Gmail", "protocol": "pop3", "preset": "google", "username": "help@example.com",
-		"oauth_connection_id": id}
+		"oauth_connection_id": google}
 	var out accountView
 	e.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", bootstrapToken, acc, http.StatusCreated, &out)
 	if out.Host != "pop.gmail.com" || out.Port != 995 || out.Security != "tls" {

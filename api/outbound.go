@@ -145,7 +145,7 @@ func (s *server) createOutbound(c echo.Context) error {
 			return unprocessable(err)
 		}
 	}
-	if err := s.checkConnectionRef(c.Request().Context(), in.OAuthConnectionID, in.HasInlineOAuth()); err != nil {
+	if err := s.checkConnectionRef(c.Request().Context(), in.OAuthConnectionID, in.Host, in.HasInlineOAuth()); err != nil {
 		return err
 	}
 	if err := s.sealOutbound(&in, domain.OutboundAccount{}); err != nil {
@@ -246,7 +246,7 @@ func (s *server) updateOutbound(c echo.Context) error {
 	}
 	inlineNew := next.OAuthTenantID != cur.OAuthTenantID || next.OAuthClientID != cur.OAuthClientID ||
 		next.OAuthClientSecret != "" || next.OAuthRefreshToken != ""
-	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, inlineNew); err != nil {
+	if err := s.checkConnectionRef(c.Request().Context(), next.OAuthConnectionID, next.Host, inlineNew); err != nil {
 		return err
 	}
 	if err := s.sealOutbound(&next, cur); err != nil {

@@ -580,3 +580,31 @@ func InitialTokenState(c OAuthConnection) OAuthTokenState {
 	}
 	return OAuthTokenState{State: TokenStateNotConnected}
 }
+
+// providerMailHosts are the host suffixes where a provider's access tokens
+// may be sent over IMAP, POP3 and SMTP (its presets' servers and their
+// siblings). An account on a Microsoft 365 or Google connection of the
+// global cloud may name no other host: a changed host would otherwise
+// receive a live token with the next login.
+var providerMailHosts = map[string][]string{
+	OAuthProviderMicrosoft365: {".office365.com", ".outlook.com", ".office.com"},
+	OAuthProviderGoogle:       {".gmail.com", ".googlemail.com", ".google.com"},
+}
+
+// TokensMayGoTo says whether an account of this connection may log in to
+// host with its access tokens. Custom providers, and Microsoft connections
+// to another login host (a national cloud, a test identity provider),
+// leave the choice to the admin.
+func (c OAuthConnection) TokensMayGoTo(host string) bool {
+	suffixes, ok := providerMailHosts[c.Provider]
+	if !ok || (c.Provider == OAuthProviderMicrosoft365 && c.WithDefaults().LoginBaseURL != DefaultMicrosoftLoginBaseURL) {
+		return true
+	}
+	h := "." + strings.TrimSuffix(strings.ToLower(host), ".")
+	for _, s := range suffixes {
+		if strings.HasSuffix(h, s) {
+			return true
+		}
+	}
+	return false
+}

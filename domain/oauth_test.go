@@ -934,3 +934,31 @@ func TestMigrateInlineOAuth(t *testing.T) {
 		}
 	})
 }
+
+func TestOAuthConnection_TokensMayGoTo(t *testing.T) {
+	t.Parallel()
+	ms, google := msConnection("c1"), googleConnection("g1")
+	national := msConnection("c2")
+	national.LoginBaseURL = "https://login.microsoftonline.us"
+	custom := domain.OAuthConnection{Provider: domain.OAuthProviderCustom}
+	for _, tc := range []struct {
+		conn domain.OAuthConnection
+		host string
+		want bool
+	}{
+		{ms, "outlook.office365.com", true},
+		{ms, "smtp.office365.com", true},
+		{ms, "SMTP.Office365.COM.", true},
+		{ms, "imap.gmail.com", false},
+		{ms, "office365.com.attacker.example", false},
+		{ms, "evil-office365.com", false},
+		{google, "imap.gmail.com", true},
+		{google, "outlook.office365.com", false},
+		{national, "outlook.office365.us", true},
+		{custom, "mail.example.org", true},
+	} {
+		if got := tc.conn.TokensMayGoTo(tc.host); got != tc.want {
+			t.Errorf("%s connection, host %q: TokensMayGoTo = %v, want %v", tc.conn.Provider, tc.host, got, tc.want)
+		}
+	}
+}
