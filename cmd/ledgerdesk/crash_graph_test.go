@@ -108,6 +108,12 @@ func runGraphCrashScenario(t *testing.T, postgres bool) {
 		}
 		t.Logf("wave %d: killed serve after %d downloads of the wave, with %d mails left in the Inbox, %d in Deleted Items",
 			wave+1, downloads.Load()-before, left, graph.Count(mailbox, "deleteditems"))
+		// The killed process's requests stay in flight at the fake until
+		// their handlers notice; the next process must not be counted
+		// against them (Graph would answer it 429, which it honours).
+		for wait := time.Now().Add(5 * time.Second); graph.InFlight(mailbox) > 0 && time.Now().Before(wait); {
+			time.Sleep(time.Millisecond)
+		}
 		c = startChild(t, bin, env)
 		waitReady(t, base, c)
 	}

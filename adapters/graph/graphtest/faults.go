@@ -161,6 +161,14 @@ func (s *Server) PeakConcurrency(address string) int {
 	return s.peak[strings.ToLower(address)]
 }
 
+// InFlight is the number of requests of a mailbox being served now; a
+// client killed mid-request still counts until its handler notices.
+func (s *Server) InFlight(address string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight[strings.ToLower(address)]
+}
+
 // ResetCounters forgets the recorded requests and concurrency peaks.
 func (s *Server) ResetCounters() {
 	s.mu.Lock()
