@@ -43,36 +43,3 @@ func IsJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
-
-// Excerpt is the start of an answer that is not Graph's JSON (an HTML
-// error page of a proxy or portal) as one line of its words: tags dropped,
-// control characters and runs of space as one space, at most maxLen
-// characters and then "…". It is "" when the answer has no words; never
-// quote the page itself, which may be large or hold markup.
-func Excerpt(body []byte, maxLen int) string {
-	var b strings.Builder
-	inTag := false
-	for _, r := range string(body) {
-		switch {
-		case r == '<':
-			inTag = true
-		case r == '>':
-			inTag = false
-			b.WriteByte(' ')
-		case inTag:
-		case r < ' ' || r == 0x7f || r == '\uFFFD':
-			b.WriteByte(' ')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	s := strings.Join(strings.Fields(b.String()), " ")
-	n := 0
-	for i := range s {
-		if n == maxLen {
-			return s[:i] + "…"
-		}
-		n++
-	}
-	return s
-}

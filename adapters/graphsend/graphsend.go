@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
+	"github.com/ledgerdesk/ledgerdesk/adapters/httpreply"
 )
 
 // Stages of a send, named in errors (the saga records them as
@@ -375,7 +376,7 @@ const maxExcerpt = 200
 // excerpt is the start of an answer as one line of text, tags dropped, so
 // an HTML error page reads as its words.
 func excerpt(body []byte) string {
-	if s := graph.Excerpt(body, maxExcerpt); s != "" {
+	if s := httpreply.Excerpt(body, maxExcerpt); s != "" {
 		return s
 	}
 	return "an empty body"

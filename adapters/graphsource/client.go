@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/graph"
+	"github.com/ledgerdesk/ledgerdesk/adapters/httpreply"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
 
@@ -351,7 +352,7 @@ func pageWords(raw []byte) string {
 	if m := htmlTitle.FindSubmatch(raw); m != nil {
 		raw = m[1]
 	}
-	return graph.Excerpt(raw, 120)
+	return httpreply.Excerpt(raw, 120)
 }
 
 // maxJSON bounds a JSON answer (a page of 1000 listed messages is about

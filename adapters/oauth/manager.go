@@ -27,6 +27,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/httpreply"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
@@ -454,7 +455,7 @@ func describeTokenError(err error, secrets ...string) tokenFailure {
 			ct = re.Response.Header.Get("Content-Type")
 		}
 		f.words = fmt.Sprintf("token endpoint answered %s (%s), not an OAuth JSON answer: %s", status(re), orUnknown(ct),
-			excerpt(string(re.Body)))
+			httpreply.Excerpt(re.Body, 200))
 	default:
 		f.words = err.Error()
 	}
@@ -483,31 +484,6 @@ func orUnknown(s string) string {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(s)
-}
-
-// excerpt is the start of a body as one line of plain text.
-func excerpt(body string) string {
-	var b strings.Builder
-	inTag := false
-	for _, r := range body {
-		switch {
-		case r == '<':
-			inTag = true
-		case r == '>':
-			inTag = false
-			b.WriteByte(' ')
-		case inTag:
-		case r < ' ' || r == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	s := strings.Join(strings.Fields(b.String()), " ")
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
 }
 
 // failed records a failed token request (only when what an admin sees
