@@ -299,13 +299,19 @@ func EvolveInboundAccounts(s InboundAccounts, e Event) InboundAccounts {
 	return s
 }
 
-func (s InboundAccounts) nameTaken(name, exceptID string) bool {
-	for id, a := range s.ByID {
-		if id != exceptID && strings.EqualFold(a.Name, name) {
+// nameTaken says whether a registry entry other than exceptID has name, in
+// any letter case: the one rule of unique names for every registry.
+func nameTaken[T any](byID map[string]T, name, exceptID string, nameOf func(T) string) bool {
+	for id, v := range byID {
+		if id != exceptID && strings.EqualFold(nameOf(v), name) {
 			return true
 		}
 	}
 	return false
+}
+
+func (s InboundAccounts) nameTaken(name, exceptID string) bool {
+	return nameTaken(s.ByID, name, exceptID, func(a InboundAccount) string { return a.Name })
 }
 
 // DecideCreateInboundAccount validates a new account (defaults applied) and

@@ -430,12 +430,7 @@ func EvolveOAuthConnections(s OAuthConnections, e Event) OAuthConnections {
 }
 
 func (s OAuthConnections) nameTaken(name, exceptID string) bool {
-	for id, c := range s.ByID {
-		if id != exceptID && strings.EqualFold(c.Name, name) {
-			return true
-		}
-	}
-	return false
+	return nameTaken(s.ByID, name, exceptID, func(c OAuthConnection) string { return c.Name })
 }
 
 // DecideCreateOAuthConnection validates a new connection (defaults applied).

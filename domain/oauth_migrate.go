@@ -4,7 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -77,14 +78,14 @@ func MigrateInlineOAuth(in InboundAccounts, out OutboundAccounts, conns OAuthCon
 		}
 		*tenant, *client, *secret, *refresh = "", "", "", ""
 	}
-	for _, id := range sortedKeys(in.ByID) {
+	for _, id := range slices.Sorted(maps.Keys(in.ByID)) {
 		if a := in.ByID[id]; a.HasInlineOAuth() {
 			n := a
 			move(a.Name, &n.OAuthConnectionID, &n.OAuthTenantID, &n.OAuthClientID, &n.OAuthClientSecret, &n.OAuthRefreshToken)
 			m.Inbound = append(m.Inbound, InboundAccountUpdated{Account: n, Changed: changedFields(a, n), Actor: actor})
 		}
 	}
-	for _, id := range sortedKeys(out.ByID) {
+	for _, id := range slices.Sorted(maps.Keys(out.ByID)) {
 		if a := out.ByID[id]; a.HasInlineOAuth() {
 			n := a
 			move(a.Name, &n.OAuthConnectionID, &n.OAuthTenantID, &n.OAuthClientID, &n.OAuthClientSecret, &n.OAuthRefreshToken)
@@ -92,13 +93,4 @@ func MigrateInlineOAuth(in InboundAccounts, out OutboundAccounts, conns OAuthCon
 		}
 	}
 	return m
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

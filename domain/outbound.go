@@ -255,12 +255,7 @@ func EvolveOutboundAccounts(s OutboundAccounts, e Event) OutboundAccounts {
 }
 
 func (s OutboundAccounts) nameTaken(name, exceptID string) bool {
-	for id, a := range s.ByID {
-		if id != exceptID && strings.EqualFold(a.Name, name) {
-			return true
-		}
-	}
-	return false
+	return nameTaken(s.ByID, name, exceptID, func(a OutboundAccount) string { return a.Name })
 }
 
 // demoteDefault returns the event that makes the current default (other

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -236,7 +238,7 @@ func resealOAuthConnections(ctx context.Context, store eventstore.Store, box *se
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range sortedIDs(conns.ByID) {
+	for _, id := range slices.Sorted(maps.Keys(conns.ByID)) {
 		stream := domain.OAuthTokenStream(id)
 		evs, err := store.ReadStream(ctx, stream, 1, 0)
 		if err != nil {
@@ -268,15 +270,6 @@ func resealOAuthConnections(ctx context.Context, store eventstore.Store, box *se
 		reqs = append(reqs, eventstore.AppendRequest{Stream: stream, ExpectedVersion: tokenVersion, Events: ne})
 	}
 	return reqs, nil
-}
-
-func sortedIDs[V any](m map[string]V) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // reseal re-seals the secrets of every account of one registry stream and
