@@ -71,34 +71,32 @@ type accountWritten struct {
 // equal to the one cur holds keeps cur's sealed value, so re-sending the
 // same password is no change.
 func (s *server) sealSecrets(a *domain.InboundAccount, cur domain.InboundAccount) error {
-	fields := []struct {
-		name     string
-		val, cur *string
-	}{
-		{"password", &a.Password, &cur.Password},
-		{"oauth_client_secret", &a.OAuthClientSecret, &cur.OAuthClientSecret},
-		{"oauth_refresh_token", &a.OAuthRefreshToken, &cur.OAuthRefreshToken},
+	return errors.Join(s.sealSecret("password", &a.Password, cur.Password),
+		s.sealSecret("oauth_client_secret", &a.OAuthClientSecret, cur.OAuthClientSecret),
+		s.sealSecret("oauth_refresh_token", &a.OAuthRefreshToken, cur.OAuthRefreshToken))
+}
+
+// sealSecret replaces the plaintext secret *val (API field name) with its
+// sealed form; one equal to the stored cur keeps cur's sealed value.
+func (s *server) sealSecret(name string, val *string, cur string) error {
+	if *val == "" {
+		return nil
 	}
-	for _, f := range fields {
-		if *f.val == "" {
-			continue
-		}
-		if s.opts.Secrets == nil {
-			return newProblem(http.StatusServiceUnavailable,
-				"%s cannot be stored: this server has no secret key (LEDGERDESK_SECRET_KEY)", f.name)
-		}
-		if *f.cur != "" {
-			if plain, err := s.opts.Secrets.Open(*f.cur); err == nil && plain == *f.val {
-				*f.val = *f.cur
-				continue
-			}
-		}
-		sealed, err := s.opts.Secrets.Seal(*f.val)
-		if err != nil {
-			return fmt.Errorf("api: seal %s: %w", f.name, err)
-		}
-		*f.val = sealed
+	if s.opts.Secrets == nil {
+		return newProblem(http.StatusServiceUnavailable,
+			"%s cannot be stored: this server has no secret key (LEDGERDESK_SECRET_KEY)", name)
 	}
+	if cur != "" {
+		if plain, err := s.opts.Secrets.Open(cur); err == nil && plain == *val {
+			*val = cur
+			return nil
+		}
+	}
+	sealed, err := s.opts.Secrets.Seal(*val)
+	if err != nil {
+		return fmt.Errorf("api: seal %s: %w", name, err)
+	}
+	*val = sealed
 	return nil
 }
 

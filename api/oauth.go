@@ -140,12 +140,7 @@ func (s *server) connectionViewOf(ctx context.Context, c domain.OAuthConnection,
 // sealClientSecret seals a plaintext client secret; one equal to cur's
 // keeps cur's sealed value.
 func (s *server) sealClientSecret(c *domain.OAuthConnection, cur domain.OAuthConnection) error {
-	holder := domain.InboundAccount{OAuthClientSecret: c.ClientSecret}
-	if err := s.sealSecrets(&holder, domain.InboundAccount{OAuthClientSecret: cur.ClientSecret}); err != nil {
-		return err
-	}
-	c.ClientSecret = holder.OAuthClientSecret
-	return nil
+	return s.sealSecret("client_secret", &c.ClientSecret, cur.ClientSecret)
 }
 
 // connectionError maps a refused connection decision.

@@ -104,13 +104,9 @@ type outboundWritten struct {
 // sealOutbound seals the plaintext secrets of a; one equal to cur's keeps
 // cur's sealed value.
 func (s *server) sealOutbound(a *domain.OutboundAccount, cur domain.OutboundAccount) error {
-	in := domain.InboundAccount{Password: a.Password, OAuthClientSecret: a.OAuthClientSecret, OAuthRefreshToken: a.OAuthRefreshToken}
-	old := domain.InboundAccount{Password: cur.Password, OAuthClientSecret: cur.OAuthClientSecret, OAuthRefreshToken: cur.OAuthRefreshToken}
-	if err := s.sealSecrets(&in, old); err != nil {
-		return err
-	}
-	a.Password, a.OAuthClientSecret, a.OAuthRefreshToken = in.Password, in.OAuthClientSecret, in.OAuthRefreshToken
-	return nil
+	return errors.Join(s.sealSecret("password", &a.Password, cur.Password),
+		s.sealSecret("oauth_client_secret", &a.OAuthClientSecret, cur.OAuthClientSecret),
+		s.sealSecret("oauth_refresh_token", &a.OAuthRefreshToken, cur.OAuthRefreshToken))
 }
 
 // outboundError maps a refused decision to its answer.
