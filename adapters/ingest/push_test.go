@@ -122,7 +122,9 @@ func startPushRig(t *testing.T, cfg SchedulerConfig, accounts ...Account) *pushR
 	go func() { done <- r.s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run() = %v, want context.Canceled", err)
+		}
 	})
 	return r
 }
