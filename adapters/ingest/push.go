@@ -23,7 +23,7 @@ const pushStable = time.Minute
 // account's delivery mode: polled when push is off or impossible, pushed
 // once every folder's watch runs. The watches end with ctx; watches.Wait
 // waits for them.
-func (s *Scheduler) startPush(ctx context.Context, a Account, pollNow chan<- struct{}, watches *sync.WaitGroup) {
+func (s *Scheduler) startPush(ctx context.Context, a Account, newMail chan<- struct{}, watches *sync.WaitGroup) {
 	watcher, ok := a.Fetcher.(mailsource.Watcher)
 	if !a.Push || !ok {
 		s.noteDelivery(ctx, a.ID, domain.DeliveryPolled, "")
@@ -31,10 +31,10 @@ func (s *Scheduler) startPush(ctx context.Context, a Account, pollNow chan<- str
 	}
 	folders := watcher.WatchFolders()
 	p := &accountPush{s: s, accountID: a.ID, folders: len(folders), up: map[string]bool{}}
-	// Coalesced: one poll-now pending at most, however many mails come.
+	// Coalesced: one poll pending at most, however many mails come.
 	poke := func() {
 		select {
-		case pollNow <- struct{}{}:
+		case newMail <- struct{}{}:
 		default:
 		}
 	}

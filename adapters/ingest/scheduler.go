@@ -100,6 +100,7 @@ type Liveness struct {
 type worker struct {
 	revision string
 	pollNow  chan struct{}
+	newMail  chan struct{} // a push watch saw new mail; see loop
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -229,14 +230,15 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), newMail: make(chan struct{}, 1), cancel: cancel,
+			done: make(chan struct{})}
 		s.workers[id] = w
 		go func() {
 			defer close(w.done)
 			var watches sync.WaitGroup
 			defer watches.Wait()
-			s.startPush(wctx, a, w.pollNow, &watches)
-			s.loop(wctx, a, w.pollNow)
+			s.startPush(wctx, a, w.newMail, &watches)
+			s.loop(wctx, a, w.pollNow, w.newMail)
 		}()
 	}
 	return nil
@@ -269,8 +271,12 @@ func (s *Scheduler) PollNow(accountID string) error {
 }
 
 // loop is one account's worker: poll at once, then every interval, sooner
-// on PollNow, later after failures.
-func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}) {
+// on PollNow or new mail, later after failures. After a failed poll new
+// mail polls again no sooner than a back-off of its own (doubling from
+// PushRetry, never longer than the regular wait), so a mailbox or store
+// that keeps failing is not polled at the pace mail arrives; PollNow is
+// always at once.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan struct{}) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
@@ -293,14 +299,36 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
 			}
 		}
-		timer := time.NewTimer(wait)
+		if !s.waitForPoll(ctx, wait, failures, pollNow, newMail) {
+			return
+		}
+	}
+}
+
+// waitForPoll waits until the next poll is due (see loop); false when ctx
+// ended.
+func (s *Scheduler) waitForPoll(ctx context.Context, wait time.Duration, failures int, pollNow, newMail <-chan struct{}) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	mail := newMail
+	var cooled <-chan time.Time
+	if failures > 0 {
+		cool := time.NewTimer(backoff(s.cfg.PushRetry, failures, wait))
+		defer cool.Stop()
+		mail, cooled = nil, cool.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return
+			return false
 		case <-pollNow:
-			timer.Stop()
+			return true
+		case <-mail:
+			return true
+		case <-cooled:
+			mail, cooled = newMail, nil
 		case <-timer.C:
+			return true
 		}
 	}
 }
