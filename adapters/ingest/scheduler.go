@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -443,14 +442,5 @@ func MailboxStream(accountID string) string { return "mailbox-" + accountID }
 
 // recordPoll appends the outcome to the account's mailbox stream.
 func (s *Scheduler) recordPoll(ctx context.Context, ev domain.MailboxPolled) error {
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = s.cfg.Store.Append(ctx, eventstore.AppendRequest{
-		Stream: MailboxStream(ev.AccountID), ExpectedVersion: eventstore.AnyVersion,
-		Events: []eventstore.NewEvent{{Type: ev.EventName(), SchemaVersion: domain.MailboxPolledSchemaVersion,
-			Payload: payload, Metadata: eventstore.Metadata{Actor: "mailbox:" + ev.AccountID, OccurredAt: ev.FinishedAt}}},
-	})
-	return err
+	return s.recordMailboxEvent(ctx, MailboxStream(ev.AccountID), ev.AccountID, ev, ev.FinishedAt)
 }
