@@ -1,6 +1,7 @@
 package mimeparse
 
 import (
+	"encoding/base64"
 	"io"
 	"mime"
 	"net/mail"
@@ -68,12 +69,17 @@ func (p *parser) parseAddressList(v string) []Address {
 	if v == "" {
 		return nil
 	}
+	// net/mail decodes each encoded word of a display name on its own, so
+	// a character split across two words (RFC 2047 section 5 forbids it,
+	// GBK and ISO-2022-JP mailers do it) would be lost. Its decoder hands
+	// the word's bytes back re-encoded instead; net/mail joins adjacent
+	// encoded words, and p.text decodes the joined words in one go.
 	ap := mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(cs string, in io.Reader) (io.Reader, error) {
 		raw, err := io.ReadAll(in)
 		if err != nil {
 			return nil, err
 		}
-		return strings.NewReader(p.decodeWord(strings.ToLower(cs), raw)), nil
+		return strings.NewReader("=?" + cs + "?B?" + base64.StdEncoding.EncodeToString(raw) + "?="), nil
 	}}}
 	if list, err := ap.ParseList(v); err == nil {
 		out := make([]Address, 0, len(list))

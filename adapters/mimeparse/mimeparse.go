@@ -267,7 +267,10 @@ type parser struct {
 	topType   string
 	report    string
 	bounceID  string
-	fallback  string // charset for raw 8-bit header bytes
+	// fallback is the charset for raw 8-bit header bytes: the one declared
+	// for the mail's first text part, once fallbackFound.
+	fallback      string
+	fallbackFound bool
 	// ext, when set, makes the walk copy one part to a writer and stop
 	// there (ExtractPart, FindContentID) instead of summarising the mail.
 	ext *extraction
@@ -329,11 +332,16 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 		p.warn("header: dropped %d malformed line(s)", blk.skipped)
 	}
 	h := &blk.h
-	_, params := parseMediaType(h.get("Content-Type"))
-	p.fallback = params["charset"]
-	if h.repair(p.fallback) {
-		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
+	// Raw 8-bit header bytes are read in the charset the message declares
+	// for its first text part. A single-part mail declares it up front; in
+	// a multipart that part comes later, so the header is repaired again
+	// from its raw copy once the walk has found it.
+	raw := h.clone()
+	mt, params := parseMediaType(h.get("Content-Type"))
+	if !strings.HasPrefix(mt, "multipart/") {
+		p.fallback, p.fallbackFound = params["charset"], true
 	}
+	repaired := h.repair(p.fallback)
 	if h.has("Content-Type") && !h.has("Mime-Version") {
 		p.warn("header: MIME-Version missing; Content-Type honoured anyway")
 	}
@@ -345,6 +353,11 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 	segs, err := p.walk(h, body, "", true, 0, "", false)
 	if err != nil {
 		return nil, nil, err
+	}
+	if repaired {
+		h.fields = raw.fields
+		h.repair(p.fallback)
+		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
 	}
 	return h, segs, nil
 }
@@ -717,6 +730,9 @@ func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]st
 			return nil, nil
 		}
 		label := params["charset"]
+		if !p.fallbackFound {
+			p.fallback, p.fallbackFound = label, true
+		}
 		if label == "" && mt == "text/html" {
 			label = metaCharset(data)
 		}
