@@ -165,7 +165,7 @@ func decodeCharset(cs string, b []byte) (string, int) {
 	s := strings.ToValidUTF8(string(out), "\uFFFD")
 	if err != nil || strings.ContainsRune(s, utf8.RuneError) {
 		for _, enc := range mislabelledAs[normCharset(cs)] {
-			if g, err := enc.NewDecoder().Bytes(b); err == nil && !bytes.ContainsRune(g, utf8.RuneError) {
+			if g, err := enc.NewDecoder().Bytes(b); err == nil && !bytes.ContainsRune(g, utf8.RuneError) && !latinInfix(string(g)) {
 				return string(g), charsetMislabelled
 			}
 		}
@@ -174,6 +174,20 @@ func decodeCharset(cs string, b []byte) (string, int) {
 		}
 	}
 	return s, charsetAsDeclared
+}
+
+// latinInfix reports whether a non-ASCII character stands between two
+// ASCII letters, as an accented letter does inside a Latin word and a
+// kanji read from Latin bytes ("Dij蛎t") does, but Japanese text does not.
+func latinInfix(s string) bool {
+	rs := []rune(s)
+	isLetter := func(r rune) bool { return r < 0x80 && unicode.IsLetter(r) }
+	for i := 1; i+1 < len(rs); i++ {
+		if rs[i] >= 0x80 && isLetter(rs[i-1]) && isLetter(rs[i+1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // mislabelledAs lists, for a label, the charsets that text carrying it but
