@@ -138,6 +138,9 @@ func (p *parser) lenientAddresses(v string) []Address {
 			continue
 		}
 		if !strings.Contains(piece, "@") {
+			if rest, _ := splitComments(piece); strings.ContainsAny(rest, ":;") && strings.TrimSpace(stripGroup(rest)) == "" {
+				continue // an empty group ("Undisclosed recipients:;"), RFC 5322 section 3.4
+			}
 			if carry.Len() > 0 {
 				carry.WriteByte(',')
 			}

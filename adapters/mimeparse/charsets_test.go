@@ -18,8 +18,9 @@ type charsetCase struct {
 	subject     string
 	from        mimeparse.Address
 	attachments []string
-	text        string // when set, the text body
-	warning     string // when set, a warning must contain it
+	to, cc      []mimeparse.Address // compared when set
+	text        string              // when set, the text body
+	warning     string              // when set, a warning must contain it
 }
 
 // genMail builds a single-part text mail from header lines.
@@ -80,6 +81,12 @@ var charsetCases = []charsetCase{
 		"Content-Disposition: attachment; filename==?iso-8859-1?Q?Gr=FC=DFe.pdf?="),
 		subject: "x", from: mimeparse.Address{Email: "j@example.com"}, attachments: []string{"Grüße.txt", "Grüße.pdf"}},
 
+	{name: "filename-raw8-before-text-part", raw: "From: j@example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"\xb3\xf3d\xbc.pdf\"\r\n\r\ndata\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=iso-8859-2\r\n\r\nbody\r\n--b--\r\n",
+		subject: "x", from: mimeparse.Address{Email: "j@example.com"}, attachments: []string{"łódź.pdf"}},
+
 	// 4. Charset labels found in the wild.
 	{name: "label-ks_c_5601-1987", raw: genMail("From: j@example.com", "Subject: =?ks_c_5601-1987?B?vsiz5w==?="),
 		subject: "안녕", from: mimeparse.Address{Email: "j@example.com"}},
@@ -94,6 +101,9 @@ var charsetCases = []charsetCase{
 	{name: "label-iso-2022-jp-folded", raw: genMail("From: j@example.com",
 		"Subject: =?iso-2022-jp?B?GyRCRnxLXDhs?=\r\n =?iso-2022-jp?B?JE4lRiUtJTklSBsoQg==?="),
 		subject: "日本語のテキスト", from: mimeparse.Address{Email: "j@example.com"}},
+	{name: "raw-iso-2022-jp", raw: genMail("From: \x1b$B;3ED\x1b(B <j@example.com>",
+		"Subject: \x1b$BF|K\\8l$N\x1b(B\r\n \x1b$B%F%-%9%H\x1b(B und\r\n \x1b$B%F%9\r\n %H\x1b(B"),
+		subject: "日本語のテキスト und テスト", from: mimeparse.Address{Name: "山田", Email: "j@example.com"}},
 	{name: "label-utf8-latin1-cp", raw: genMail("From: =?utf8?Q?J=C3=B6rg?= <j@example.com>",
 		"Subject: =?latin1?Q?Fr=F6sche?= =?cp1251?Q?=CF=F0=E8=E2=E5=F2?= =?cp850?Q?=81?="),
 		subject: "FröscheПриветü", from: jörg},
@@ -106,6 +116,12 @@ var charsetCases = []charsetCase{
 		subject: "Die Hasen und die Frösche", from: mimeparse.Address{Email: "j@example.com"}},
 	{name: "fold-display-name", raw: genMail("From: \"Doe,\r\n\t  John\" <j@example.com>", "Subject: x"),
 		subject: "x", from: mimeparse.Address{Name: "Doe, John", Email: "j@example.com"}},
+	{name: "address-comments-and-route", raw: genMail("From: Pete(A wonderful \\) chap) <pete(his account)@silly.test(his host)>",
+		"To: A Group(Some people)\r\n     :Chris Jones <c@(Chris's host.)public.example>,\r\n  John <@relay.test:jdoe@one.test> (my dear friend); (the end)",
+		"Cc: (Empty list)(start)Undisclosed recipients  :(nobody(that I know))  ;, jdoe@test   . example", "Subject: x"),
+		subject: "x", from: mimeparse.Address{Name: "Pete", Email: "pete@silly.test"},
+		to: []mimeparse.Address{{Name: "Chris Jones", Email: "c@public.example"}, {Name: "John", Email: "jdoe@one.test"}},
+		cc: []mimeparse.Address{{Email: "jdoe@test.example"}}},
 	{name: "adjacent-words", raw: genMail("From: =?gbk?B?zfXQ?= =?gbk?B?ocP3?= <j@example.com>",
 		"Subject: =?utf-8?B?RnLD?=\r\n\t=?utf-8?B?tnNjaGU=?= und =?utf-8?Q?die?=  =?utf-8?Q?_Hasen?="),
 		subject: "Frösche und die Hasen", from: mimeparse.Address{Name: "王小明", Email: "j@example.com"}},
@@ -132,6 +148,16 @@ func TestParse_HeaderCharsets(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.attachments, names); diff != "" {
 				t.Errorf("attachment names (-want +got):\n%s", diff)
+			}
+			if tc.to != nil {
+				if diff := cmp.Diff(tc.to, s.To); diff != "" {
+					t.Errorf("To (-want +got):\n%s", diff)
+				}
+			}
+			if tc.cc != nil {
+				if diff := cmp.Diff(tc.cc, s.Cc); diff != "" {
+					t.Errorf("Cc (-want +got):\n%s", diff)
+				}
 			}
 			if tc.text != "" && s.TextBody != tc.text {
 				t.Errorf("TextBody = %q, want %q", s.TextBody, tc.text)

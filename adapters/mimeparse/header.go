@@ -73,13 +73,27 @@ func (h *header) values(key string) []string {
 func (h *header) repair(fallback string) bool {
 	changed := false
 	for i, f := range h.fields {
-		if utf8.ValidString(f.value) && !hasJISEscape(f.value) {
+		if !valueNeedsRepair(f.value) {
 			continue
 		}
 		h.fields[i].value = repairValue(f.value, fallback)
 		changed = true
 	}
 	return changed
+}
+
+// needsRepair reports whether repair would change h.
+func (h *header) needsRepair() bool {
+	for _, f := range h.fields {
+		if valueNeedsRepair(f.value) {
+			return true
+		}
+	}
+	return false
+}
+
+func valueNeedsRepair(v string) bool {
+	return !utf8.ValidString(v) || hasJISEscape(v)
 }
 
 // clone returns a copy of h that repair on h leaves untouched.
@@ -130,6 +144,9 @@ func escapeWordBytes(v string) string {
 // hasJISEscape reports whether v holds an ISO-2022-JP escape sequence into
 // JIS X 0208 or JIS X 0201 (RFC 1468): raw Japanese header text.
 func hasJISEscape(v string) bool {
+	if strings.IndexByte(v, 0x1b) < 0 {
+		return false
+	}
 	return strings.Contains(v, "\x1b$B") || strings.Contains(v, "\x1b$@") || strings.Contains(v, "\x1b(J") ||
 		strings.Contains(v, "\x1b(I")
 }
@@ -269,8 +286,12 @@ func (r *headerReader) readHeader(top bool) (headerBlock, error) {
 				// Unfolding (RFC 5322 section 2.2.3) leaves the folding
 				// white space; a client shows the run as one space
 				// (section 3.2.2 reads FWS so in structured fields too).
-				raw = append(bytes.TrimRight(raw, " \t"), ' ')
-				raw = append(raw, bytes.TrimLeft(line, " \t")...)
+				raw = bytes.TrimRight(raw, " \t")
+				next := bytes.TrimLeft(line, " \t")
+				if !jisFold(raw, next) {
+					raw = append(raw, ' ')
+				}
+				raw = append(raw, next...)
 			}
 		default:
 			key, value, ok := splitField(line)
@@ -314,6 +335,22 @@ func splitField(line []byte) (key string, value []byte, ok bool) {
 		}
 	}
 	return textproto.CanonicalMIMEHeaderKey(string(k)), line[i+1:], true
+}
+
+// jisFold reports whether a fold between raw ISO-2022-JP text (RFC 1468)
+// left the line in JIS mode, or ends one JIS run where the next line
+// starts another: the folding white space is then no text, and no space is
+// inserted.
+func jisFold(before, after []byte) bool {
+	if bytes.IndexByte(before, 0x1b) < 0 {
+		return false
+	}
+	toJIS := max(bytes.LastIndex(before, []byte("\x1b$B")), bytes.LastIndex(before, []byte("\x1b$@")))
+	if toJIS > bytes.LastIndex(before, []byte("\x1b(")) {
+		return true
+	}
+	return bytes.HasSuffix(before, []byte("\x1b(B")) &&
+		(bytes.HasPrefix(after, []byte("\x1b$B")) || bytes.HasPrefix(after, []byte("\x1b$@")))
 }
 
 // trimWSP removes leading and trailing spaces and tabs.

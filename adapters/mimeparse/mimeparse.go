@@ -271,6 +271,8 @@ type parser struct {
 	// for the mail's first text part, once fallbackFound.
 	fallback      string
 	fallbackFound bool
+	// unsure are the part headers repaired before fallbackFound.
+	unsure []unsureHeader
 	// ext, when set, makes the walk copy one part to a writer and stop
 	// there (ExtractPart, FindContentID) instead of summarising the mail.
 	ext *extraction
@@ -336,12 +338,16 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 	// for its first text part. A single-part mail declares it up front; in
 	// a multipart that part comes later, so the header is repaired again
 	// from its raw copy once the walk has found it.
-	raw := h.clone()
+	var raw header
+	repaired := h.needsRepair()
+	if repaired {
+		raw = h.clone()
+	}
 	mt, params := parseMediaType(h.get("Content-Type"))
 	if !strings.HasPrefix(mt, "multipart/") {
 		p.fallback, p.fallbackFound = params["charset"], true
 	}
-	repaired := h.repair(p.fallback)
+	h.repair(p.fallback)
 	if h.has("Content-Type") && !h.has("Mime-Version") {
 		p.warn("header: MIME-Version missing; Content-Type honoured anyway")
 	}
@@ -359,7 +365,35 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 		h.repair(p.fallback)
 		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
 	}
+	if p.fallbackFound {
+		p.renameUnsure()
+	}
 	return h, segs, nil
+}
+
+// unsureHeader is the raw header of a part read before the mail's first
+// text part, whose raw 8-bit bytes were decoded without knowing that
+// part's charset.
+type unsureHeader struct {
+	path string
+	raw  header
+}
+
+// renameUnsure reads the file names of the unsure part headers again with
+// the charset of the first text part.
+func (p *parser) renameUnsure() {
+	for _, u := range p.unsure {
+		for i := range p.atts {
+			if p.atts[i].PartPath != u.path {
+				continue
+			}
+			u.raw.repair(p.fallback)
+			_, params := parseMediaType(u.raw.get("Content-Type"))
+			if _, name := p.disposition(&u.raw, params); name != "" {
+				p.atts[i].Filename = name
+			}
+		}
+	}
 }
 
 // segment is a piece of the mail's body: the text and/or HTML of one body
@@ -478,6 +512,11 @@ func (p *parser) multipart(body io.Reader, mt string, params map[string]string, 
 		}
 		if blk.skipped > 0 {
 			p.warn("part %s header: dropped %d malformed line(s)", child, blk.skipped)
+		}
+		if !p.fallbackFound && blk.h.needsRepair() {
+			// Raw 8-bit bytes (a file name) before the first text part:
+			// read again once that part's charset is known.
+			p.unsure = append(p.unsure, unsureHeader{path: child, raw: blk.h.clone()})
 		}
 		blk.h.repair(p.fallback)
 		segs, err := p.walk(&blk.h, partBody, child, false, depth+1, mt, forwarded)
