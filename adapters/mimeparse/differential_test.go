@@ -40,6 +40,10 @@ var pythonAllowList = map[string]string{
 	"gen/raw8-windows-1252 from-name":                                           whyRaw8,
 	"gen/raw8-windows-1252 subject":                                             whyRaw8,
 	"gen/filename-raw8 attachments":                                             whyRaw8,
+	"gen/filename-raw8-before-text-part attachments":                            whyRaw8,
+	"gen/raw-iso-2022-jp from-email":                                            whyJIS,
+	"gen/raw-iso-2022-jp from-name":                                             whyJIS,
+	"gen/raw-iso-2022-jp subject":                                               whyJIS,
 	"mikel-mail/attachment_emails/attachment_with_encoded_name.eml attachments": whyMislabelled,
 	"mikel-mail/plain_emails/raw_email8.eml attachments":                        whyMislabelled,
 	"zammad/mail093.box to":                                                     whyMislabelled,
@@ -105,6 +109,7 @@ const (
 	why6532         = "RFC 6532 section 3.2: header fields may hold UTF-8; Python's bytes parser reads them as ASCII and shows U+FFFD"
 	whyRaw8         = "issue #21 and what mail clients do: raw 8-bit header bytes that are not UTF-8 are read in the first text part's charset, else guessed (GB18030, Shift_JIS) or windows-1252; Python shows U+FFFD"
 	whyMislabelled  = "bytes not valid in the declared (or an unknown) charset are guessed, with a warning, as mail clients do; Python shows U+FFFD"
+	whyJIS          = "RFC 1468: ISO-2022-JP is 7-bit, and Japanese mailers wrote it raw in headers, folding inside JIS runs; clients decode it and join the runs, Python shows the escape sequences (and took one for the address)"
 	whyLabel        = "the label is in the IANA charset registry or the WHATWG Encoding standard (x-gbk, iso-8859-8-i, x-mac-*) that mail clients follow; Python's codecs do not know it"
 	whySplitChar    = "RFC 2047 section 5 wants every encoded word to hold whole characters, but mailers split characters and ISO-2022-JP escape states across adjacent words; joining them before decoding (as RFC 2047 section 6.2 allows: the white space between them is dropped) shows the text, Python decodes each word alone"
 	whyFold         = "RFC 5322 section 2.2.3 unfolds by removing the CR LF; clients show the remaining run of folding white space as one space (section 3.2.2), Python keeps it"
