@@ -50,6 +50,10 @@ var charsetCases = []charsetCase{
 		subject: "Die Hasen und die Frösche", from: mimeparse.Address{Email: "j@example.com"}},
 	{name: "utf7-b-name", raw: genMail("From: =?unicode-1-1-utf-7?B?SitBUFktcmc=?= <j@example.com>", "Subject: x"),
 		subject: "x", from: jörg},
+	{name: "utf7-never-in-an-address", raw: genMail("From: =?utf-7?q?attacker+AEA-evil.example+ACA-?=@desk.example",
+		"To: =?utf-7?q?Boss_+AEA-_example.com?= <boss@example.com>", "Subject: x"),
+		subject: "x", from: mimeparse.Address{Email: "=?utf-7?q?attacker+AEA-evil.example+ACA-?=@desk.example"},
+		to: []mimeparse.Address{{Name: "Boss @ example.com", Email: "boss@example.com"}}},
 	{name: "utf7-text-part", raw: "From: j@example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=UTF-7\r\n\r\nDie Hasen und die Fr+APY-sche\r\n",
 		subject: "x", from: mimeparse.Address{Email: "j@example.com"}, text: "Die Hasen und die Frösche\n"},

@@ -57,6 +57,8 @@ var pythonAllowList = map[string]allowedDisagreement{
 	"gen/label-unknown subject":                                                 {ours: "Frösche", why: whyMislabelled},
 
 	// Charset labels Python's codecs do not know.
+	"gen/utf7-never-in-an-address from-email": {ours: "=?utf-7?q?attacker+AEA-evil.example+ACA-?=@desk.example", why: "RFC 2047 section 5: an encoded word never appears in an addr-spec; Python decodes it in the local part, which lets a sender pass one address and show another (the UTF-7 \"email atom splitting\" attack)"},
+
 	"gen/label-x-gbk from-name":            {ours: "王小明", why: whyLabel},
 	"gen/label-iso-8859-8-i subject":       {ours: "שלום", why: whyLabel},
 	"gen/label-x-mac from-name":            {ours: "Łódź", why: whyLabel},
