@@ -103,7 +103,7 @@ func (h *header) clone() header {
 
 // repairValue is repair for one value.
 func repairValue(v, fallback string) string {
-	v = escapeWordBytes(v)
+	v = escapeExtBytes(escapeWordBytes(v))
 	if hasJISEscape(v) {
 		if s, err := japanese.ISO2022JP.NewDecoder().String(v); err == nil && !strings.ContainsRune(s, utf8.RuneError) {
 			v = s
@@ -138,6 +138,34 @@ func escapeWordBytes(v string) string {
 		prev = loc[7]
 	}
 	out.WriteString(v[prev:])
+	return out.String()
+}
+
+// escapeExtBytes writes the 8-bit bytes of RFC 2231 extended parameter
+// values ("filename*=iso-8859-1”Gr\xfc\xdfe.txt", where %FC belonged) as
+// %XX, so that they are decoded once, in the value's own charset, like
+// those of an encoded word.
+func escapeExtBytes(v string) string {
+	if !strings.Contains(v, "*=") {
+		return v
+	}
+	var out strings.Builder
+	inExt, quoted := false, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '*' && i+1 < len(v) && v[i+1] == '=':
+			inExt = true
+		case c == '"':
+			quoted = !quoted
+		case c == ';' && !quoted:
+			inExt = false
+		case c >= 0x80 && inExt:
+			fmt.Fprintf(&out, "%%%02X", c)
+			continue
+		}
+		out.WriteByte(c)
+	}
 	return out.String()
 }
 

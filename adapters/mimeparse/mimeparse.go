@@ -343,7 +343,7 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 	if repaired {
 		raw = h.clone()
 	}
-	mt, params := parseMediaType(h.get("Content-Type"))
+	mt, params := parseMediaType(h.get("Content-Type"), "")
 	if !strings.HasPrefix(mt, "multipart/") {
 		p.fallback, p.fallbackFound = params["charset"], true
 	}
@@ -388,7 +388,7 @@ func (p *parser) renameUnsure() {
 				continue
 			}
 			u.raw.repair(p.fallback)
-			_, params := parseMediaType(u.raw.get("Content-Type"))
+			_, params := parseMediaType(u.raw.get("Content-Type"), p.fallback)
 			if _, name := p.disposition(&u.raw, params); name != "" {
 				p.atts[i].Filename = name
 			}
