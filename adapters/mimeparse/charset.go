@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -361,9 +362,62 @@ func extraDecoder(l string) func([]byte) (string, bool) {
 	return nil
 }
 
-// normCharset lower-cases a charset label and strips quotes and spaces.
+// normCharset lower-cases a charset label, strips quotes and spaces, and
+// spells the Windows code page numbers Microsoft mailers write as the
+// charset they stand for ("cp65001" is UTF-8, "cp28592" ISO-8859-2,
+// "win-1251" windows-1251).
 func normCharset(label string) string {
-	return strings.ToLower(strings.Trim(strings.TrimSpace(label), `"' `))
+	l := strings.ToLower(strings.Trim(strings.TrimSpace(label), `"' `))
+	num := ""
+	for _, prefix := range []string{"cp-", "cp", "win-", "win", "ibm-"} {
+		if rest, ok := strings.CutPrefix(l, prefix); ok && rest != "" && strings.Trim(rest, "0123456789") == "" {
+			num = rest
+			if prefix == "ibm-" {
+				return "ibm" + num
+			}
+			break
+		}
+	}
+	if num == "" {
+		return l
+	}
+	if n, err := strconv.Atoi(num); err == nil {
+		switch {
+		case n >= 1250 && n <= 1258:
+			return "windows-" + num
+		case n >= 28591 && n <= 28606:
+			return "iso-8859-" + strconv.Itoa(n-28590)
+		}
+	}
+	if cs, ok := codePages[num]; ok {
+		return cs
+	}
+	return l
+}
+
+// codePages names the charsets of Windows code pages that are no
+// windows-125x or ISO-8859 page.
+var codePages = map[string]string{
+	"65001": "utf-8",
+	"20127": "us-ascii",
+	"51932": "euc-jp",
+	"20932": "euc-jp",
+	"50220": "iso-2022-jp",
+	"50221": "iso-2022-jp",
+	"50222": "iso-2022-jp",
+	"54936": "gb18030",
+	"52936": "hz-gb-2312",
+	"20866": "koi8-r",
+	"21866": "koi8-u",
+	"858":   "ibm00858",
+	"10000": "x-mac-roman",
+	"10007": "x-mac-cyrillic",
+	"10029": "x-mac-ce",
+	"10006": "x-mac-greek",
+	"10079": "x-mac-icelandic",
+	"10081": "x-mac-turkish",
+	"10082": "x-mac-croatian",
+	"10010": "x-mac-romanian",
 }
 
 // charsetReader returns a UTF-8 reader for label, or false when the charset

@@ -115,6 +115,9 @@ var charsetCases = []charsetCase{
 	{name: "label-utf8-latin1-cp", raw: genMail("From: =?utf8?Q?J=C3=B6rg?= <j@example.com>",
 		"Subject: =?latin1?Q?Fr=F6sche?= =?cp1251?Q?=CF=F0=E8=E2=E5=F2?= =?cp850?Q?=81?="),
 		subject: "FröscheПриветü", from: jörg},
+	{name: "label-windows-code-pages", raw: genMail("From: =?win-1251?Q?=CF=F0=E8=E2=E5=F2?= <j@example.com>",
+		"Subject: =?cp65001?Q?Fr=C3=B6sche?= =?cp28592?Q?=B3=F3d=BC?= =?cp858?Q?=D5?= =?cp10029?Q?=FC?="),
+		subject: "Fröschełódź€Ł", from: mimeparse.Address{Name: "Привет", Email: "j@example.com"}},
 	{name: "label-unknown", raw: genMail("From: j@example.com", "Subject: =?x-unknown-42?Q?Fr=F6sche?="),
 		subject: "Frösche", from: mimeparse.Address{Email: "j@example.com"}, warning: `unknown charset "x-unknown-42"`},
 

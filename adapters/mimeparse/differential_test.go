@@ -61,6 +61,7 @@ var pythonAllowList = map[string]allowedDisagreement{
 	"gen/utf7-never-in-an-address from-email": {ours: "=?utf-7?q?attacker+AEA-evil.example+ACA-?=@desk.example", why: "RFC 2047 section 5: an encoded word never appears in an addr-spec; Python decodes it in the local part, which lets a sender pass one address and show another (the UTF-7 \"email atom splitting\" attack)"},
 
 	// Charset labels Python's codecs do not know.
+	"gen/label-windows-code-pages subject": {ours: "Fröschełódź€Ł", why: whyLabel},
 	"gen/label-x-gbk from-name":            {ours: "王小明", why: whyLabel},
 	"gen/label-iso-8859-8-i subject":       {ours: "שלום", why: whyLabel},
 	"gen/label-x-mac from-name":            {ours: "Łódź", why: whyLabel},
@@ -121,7 +122,7 @@ const (
 	whyRaw8         = "issue #21 and what mail clients do: raw 8-bit header bytes that are not UTF-8 are read in the first text part's charset, else guessed (GB18030, Shift_JIS) or windows-1252; Python shows U+FFFD"
 	whyMislabelled  = "bytes not valid in the declared (or an unknown) charset are guessed, with a warning, as mail clients do; Python shows U+FFFD"
 	whyJIS          = "RFC 1468: ISO-2022-JP is 7-bit, and Japanese mailers wrote it raw in headers, folding inside JIS runs; clients decode it and join the runs, Python shows the escape sequences (and took one for the address)"
-	whyLabel        = "the label is in the IANA charset registry or the WHATWG Encoding standard (x-gbk, iso-8859-8-i, x-mac-*) that mail clients follow; Python's codecs do not know it"
+	whyLabel        = "the label is in the IANA charset registry or the WHATWG Encoding standard (x-gbk, iso-8859-8-i, x-mac-*) or is a Windows code page number (cp28592, cp10029) that Outlook writes and mail clients map; Python's codecs do not know it"
 	whySplitChar    = "RFC 2047 section 5 wants every encoded word to hold whole characters, but mailers split characters and ISO-2022-JP escape states across adjacent words; joining them before decoding (as RFC 2047 section 6.2 allows: the white space between them is dropped) shows the text, Python decodes each word alone"
 	whyFold         = "RFC 5322 section 2.2.3 unfolds by removing the CR LF; clients show the remaining run of folding white space as one space (section 3.2.2), Python keeps it"
 	whyTrim         = "leading and trailing white space of a subject or a name is no text a client shows; Python keeps it"
