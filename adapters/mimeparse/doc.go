@@ -71,7 +71,11 @@
 //     iso-8859-8-i, windows-1258, utf8, latin1, cp1252, ...), plus UTF-7
 //     (RFC 2152, also unicode-1-1-utf-7; decodeUTF7), the Mac OS code pages
 //     x-mac-ce, -greek, -turkish, -icelandic, -croatian and -romanian
-//     (maccharsets.go), cp874, cp949 and cp950. ISO-8859-1 and US-ASCII are
+//     (maccharsets.go), cp874, cp949 and cp950, and the Windows code page
+//     numbers Outlook writes (cp65001, cp28592, win-1251, cp10029, ...;
+//     see normCharset). RFC 2231 parameter values are decoded in the
+//     charset they name, raw 8-bit bytes in them included; one that names
+//     none is read like raw header bytes. ISO-8859-1 and US-ASCII are
 //     read as windows-1252 and GB2312/GBK as GB18030 (their supersets, as
 //     mail clients do). An unknown charset is a warning, never a failure:
 //     the text is guessed.
