@@ -34,8 +34,10 @@ func TestInboundAccount_Validate(t *testing.T) {
 			fields: []string{"after_import:"},
 		},
 		{
-			name:   "trash needs folders too",
-			change: func(a *domain.InboundAccount) { a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportTrash },
+			name: "trash needs folders too",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportTrash
+			},
 			fields: []string{"after_import:"},
 		},
 		{
