@@ -217,7 +217,8 @@ func (s *server) listAttachments(c echo.Context) error {
 		for i, att := range m.Attachments {
 			// With images_as_attachments an inline image is an attachment
 			// like any other: the body no longer shows it.
-			inline := att.Inline && !(m.ImagesAsAttachments && strings.HasPrefix(att.ContentType, "image/"))
+			shownAsAttachment := m.ImagesAsAttachments && strings.HasPrefix(att.ContentType, "image/")
+			inline := att.Inline && !shownAsAttachment
 			items = append(items, attachmentItem{N: i + 1, PartPath: att.PartPath, Filename: attachmentName(att, i+1),
 				ContentType: att.ContentType, ContentID: att.ContentID, Size: att.Size, Inline: inline,
 				URL: fmt.Sprintf("%s/tickets/%s/articles/%d/attachments/%d", Prefix, url.PathEscape(c.Param("id")), a.Seq, i+1)})
