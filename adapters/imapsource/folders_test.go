@@ -57,6 +57,16 @@ func adminSession(t *testing.T, cfg Config) *session {
 	return s
 }
 
+// wantFolderCounts checks how many mails each folder of user holds.
+func wantFolderCounts(t *testing.T, srv *dovecottest.Server, user string, want map[string]int) {
+	t.Helper()
+	for folder, n := range want {
+		if got := srv.FolderCount(t, user, folder); got != n {
+			t.Errorf("%s holds %d mails, want %d", folder, got, n)
+		}
+	}
+}
+
 func TestDovecot_includeSubfoldersWalksTheTreeButNotTheMoveOrErrorFolder(t *testing.T) {
 	t.Parallel()
 	srv := dovecottest.Start(t)
@@ -77,12 +87,8 @@ func TestDovecot_includeSubfoldersWalksTheTreeButNotTheMoveOrErrorFolder(t *test
 		t.Errorf("Fetched = %d, want 3", res.Fetched)
 	}
 	// Each folder's mail went to the move folder, which was not read.
-	for folder, n := range map[string]int{"INBOX": 0, "INBOX/Projects": 0, "INBOX/Projects/2026": 0, "INBOX/Done": 4,
-		"INBOX/Done/Old": 1, "INBOX/Errors": 1, "Other": 1} {
-		if got := srv.FolderCount(t, "walk", folder); got != n {
-			t.Errorf("%s holds %d mails, want %d", folder, got, n)
-		}
-	}
+	wantFolderCounts(t, srv, "walk", map[string]int{"INBOX": 0, "INBOX/Projects": 0, "INBOX/Projects/2026": 0, "INBOX/Done": 4,
+		"INBOX/Done/Old": 1, "INBOX/Errors": 1, "Other": 1})
 }
 
 func TestDovecot_onlySubscribedWalksTheSubscribedFoldersOnly(t *testing.T) {
@@ -151,11 +157,7 @@ func TestDovecot_afterImportTrash(t *testing.T) {
 		if res.Fetched != 3 || res.Deleted != 3 {
 			t.Errorf("Poll() = %+v, want 3 fetched and moved", res)
 		}
-		for folder, n := range map[string]int{"INBOX": 0, "Bin": 3, "Deleted Items": 0} {
-			if got := srv.FolderCount(t, "tr", folder); got != n {
-				t.Errorf("%s holds %d mails, want %d", folder, got, n)
-			}
-		}
+		wantFolderCounts(t, srv, "tr", map[string]int{"INBOX": 0, "Bin": 3, "Deleted Items": 0})
 	})
 	t.Run("the account's folder when none is marked", func(t *testing.T) {
 		t.Parallel()
@@ -165,11 +167,7 @@ func TestDovecot_afterImportTrash(t *testing.T) {
 		cfg := dovecotConfig(t, srv, srv.IMAPAddr, "tr", "pw")
 		cfg.AfterImport, cfg.TrashFolder = mailsource.AfterImportTrash, "Deleted Items"
 		mustPoll(t, mustNew(t, cfg), newFakeSink())
-		for folder, n := range map[string]int{"INBOX": 0, "Deleted Items": 2} {
-			if got := srv.FolderCount(t, "tr", folder); got != n {
-				t.Errorf("%s holds %d mails, want %d", folder, got, n)
-			}
-		}
+		wantFolderCounts(t, srv, "tr", map[string]int{"INBOX": 0, "Deleted Items": 2})
 	})
 	t.Run("neither: imported, left, reported", func(t *testing.T) {
 		t.Parallel()
