@@ -53,6 +53,9 @@ type Options struct {
 	// Check connects and logs in to an account (secrets still sealed)
 	// without importing. Nil: check answers 503.
 	Check func(ctx context.Context, a domain.InboundAccount) error
+	// CheckOutbound checks an outgoing account and sends its test mail.
+	// Nil: the outgoing check answers 503.
+	CheckOutbound CheckOutbound
 	// MailboxLiveness says what the scheduler knows of an account's latest
 	// poll, which is recorded as an event only when it tells something new
 	// (GET /mailboxes: last_checked_at, consecutive_failures). Nil, or

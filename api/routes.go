@@ -86,6 +86,7 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/outbound-accounts/:id", rolesReaders, s.getOutbound},
 		{http.MethodPut, Prefix + "/outbound-accounts/:id", rolesAdmin, s.updateOutbound},
 		{http.MethodDelete, Prefix + "/outbound-accounts/:id", rolesAdmin, s.deleteOutbound},
+		{http.MethodPost, Prefix + "/outbound-accounts/:id/check", rolesAdmin, s.checkOutbound},
 
 		{http.MethodGet, Prefix + "/templates", rolesReaders, s.listTemplates},
 		{http.MethodGet, Prefix + "/templates/:name", rolesReaders, s.getTemplate},

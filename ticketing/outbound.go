@@ -1278,19 +1278,9 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 	if acc.Protocol == domain.OutboundGraph {
 		return s.prepareGraph(ctx, p)
 	}
-	password, err := s.open(acc.Password)
+	server, err := s.smtpAccount(acc, settings)
 	if err != nil {
-		return fail("settings", "open the account's password: "+err.Error(), false)
-	}
-	localName := s.o.LocalName
-	if localName == "" {
-		localName = settings.MessageIDDomain
-	}
-	server := smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
-		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
-		MaxSize: acc.MaxSize, LocalName: localName}
-	if acc.Auth == domain.AuthXOAuth2 {
-		server.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
+		return fail("settings", err.Error(), false)
 	}
 	env := p.env
 	p.send = func(ctx context.Context) (string, error) {
@@ -1354,6 +1344,26 @@ func (s *Outbound) prepareGraph(ctx context.Context, p prepared) (prepared, *fai
 	raw := p.raw
 	p.send = func(ctx context.Context) (string, error) { return s.o.GraphSender.Send(ctx, account, raw) }
 	return p, nil
+}
+
+// smtpAccount is how an SMTP account's server is reached and logged into,
+// its password opened.
+func (s *Outbound) smtpAccount(acc domain.OutboundAccount, settings domain.Settings) (smtpsend.Account, error) {
+	password, err := s.open(acc.Password)
+	if err != nil {
+		return smtpsend.Account{}, fmt.Errorf("open the account's password: %w", err)
+	}
+	localName := s.o.LocalName
+	if localName == "" {
+		localName = settings.MessageIDDomain
+	}
+	server := smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
+		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
+		MaxSize: acc.MaxSize, LocalName: localName}
+	if acc.Auth == domain.AuthXOAuth2 {
+		server.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
+	}
+	return server, nil
 }
 
 func (s *Outbound) open(sealed string) (string, error) {

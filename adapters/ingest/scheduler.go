@@ -29,6 +29,8 @@ type Account struct {
 	// scheduler then restarts the account's worker with the new Fetcher.
 	Revision string
 	Fetcher  mailsource.Fetcher
+	// ImagesAsAttachments is recorded on the account's mails (SinkConfig).
+	ImagesAsAttachments bool
 }
 
 // DefaultPollInterval is RULES.md's default: every five minutes.
@@ -266,7 +268,7 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger})
+		Now: s.cfg.Now, Logger: s.cfg.Logger, ImagesAsAttachments: a.ImagesAsAttachments})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}

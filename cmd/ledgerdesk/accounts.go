@@ -15,6 +15,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // accountRefresh is how soon an account created or changed through the API
@@ -58,7 +59,7 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
-				Revision: revision(a, settings), Fetcher: f})
+				Revision: revision(a, settings), Fetcher: f, ImagesAsAttachments: a.ImagesAsAttachments})
 		}
 		return out, nil
 	}
@@ -89,6 +90,18 @@ func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.Acce
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}
 		return f.Check(ctx)
+	}
+}
+
+// checkOutbound is "check mailbox" of an outgoing account for the API: log
+// in as the saga would, and send the test mail when asked.
+func checkOutbound(store eventstore.Store, outbound *ticketing.Outbound) api.CheckOutbound {
+	return func(ctx context.Context, a domain.OutboundAccount, sendTestTo string) (ticketing.CheckReply, error) {
+		settings, err := api.LoadSettings(ctx, store)
+		if err != nil {
+			return ticketing.CheckReply{}, err
+		}
+		return outbound.CheckAccount(ctx, a, settings, sendTestTo)
 	}
 }
 

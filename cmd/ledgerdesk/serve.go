@@ -110,9 +110,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
 			PollNow: sched.PollNow, MailboxLiveness: mailboxLiveness(sched),
 			Check: checkAccount(st, box, tokens.AccessToken, tokens, logger), OAuth: oauthPort(tokens),
-			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
-			Commands:    ticketing.NewCommands(st, messageIDKey),
-			Bodies:      api.MailBodies{Blobs: blobs},
+			CheckOutbound: checkOutbound(st, outbound),
+			Projections:   api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
+			Commands:      ticketing.NewCommands(st, messageIDKey),
+			Bodies:        api.MailBodies{Blobs: blobs},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request body is at most the body limit (1 MiB).
