@@ -39,8 +39,13 @@ type MailInput struct {
 	Referenced *Ticket
 	// Sender is the directory user with the sender's address, nil if none.
 	Sender *User
-	// SenderIsResourceMember: the sender is a member of Referenced's resource.
+	// SenderIsResourceMember: the sender is a member of Referenced's resource
+	// (IsResourceMember over ResourceMembers).
 	SenderIsResourceMember bool
+	// ResourceMembers are the addresses of the current (not removed)
+	// members of Referenced's resource, who get the "customer answered"
+	// notification; nil when it has no resource or none with an address.
+	ResourceMembers []Address
 	// BundleCandidates are the tickets created from mails whose sender is
 	// Lookups.SenderEmail and received since Lookups.BundleSince (only loaded
 	// when the account has auto_bundle). DecideMail checks subject and
@@ -384,6 +389,7 @@ func (d intake) customerAnswered(t Ticket) []Event {
 	return []Event{NotificationQueued{
 		OutgoingMail: OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(t.ID, outID, d.in.Settings.MessageIDDomain, d.in.MessageIDKey)},
 		TicketID:     t.ID, Kind: AutoMailCustomerAnswered, ResourceID: t.ResourceID, QueuedAt: d.in.Now, CausedBy: d.m.MailID,
+		To: d.in.ResourceMembers, Subject: t.Subject,
 	}}
 }
 
