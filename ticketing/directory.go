@@ -404,3 +404,21 @@ func (d *Directory) RemoveLocation(ctx context.Context, id, actor string, at tim
 		return res, err
 	})
 }
+
+// Location returns a location as its stream has it (the zero Location if
+// none).
+func (d *Directory) Location(ctx context.Context, id string) (domain.Location, error) {
+	evs, err := d.store.ReadStream(ctx, domain.LocationStream(id), 1, 0)
+	if err != nil {
+		return domain.Location{}, fmt.Errorf("ticketing: location %s: %w", id, err)
+	}
+	var l domain.Location
+	for _, re := range evs {
+		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+		if err != nil {
+			return domain.Location{}, fmt.Errorf("ticketing: location %s: %w", id, err)
+		}
+		l = domain.EvolveLocation(l, ev)
+	}
+	return l, nil
+}
