@@ -181,9 +181,11 @@ func (s *server) getTicket(c echo.Context) error {
 		return err
 	}
 	out := ticketDetail{Ticket: t, Articles: articleViews(id, arts, principal(c).Role)}
-	if users := s.opts.Projections.Users; users != nil && t.RequesterUserID != "" {
-		u, err := users.User(c.Request().Context(), t.RequesterUserID)
-		if err != nil && !errors.Is(err, projections.ErrUserNotFound) {
+	if s.opts.Directory != nil && t.RequesterUserID != "" {
+		// From the user's stream, not the users view, which may lag behind
+		// the tickets view.
+		u, err := s.opts.Directory.User(c.Request().Context(), t.RequesterUserID)
+		if err != nil {
 			return err
 		}
 		out.RequesterRemoved = u.Removed
