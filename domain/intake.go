@@ -54,6 +54,10 @@ type MailInput struct {
 	// TakenUserNames are the user names in use, lower case (for a user
 	// auto-created from the local part).
 	TakenUserNames map[string]bool
+	// AutoUserIDTaken: a user with the id an auto-created user would get
+	// (UserIDFor the sender's address) exists but no longer has that
+	// address (an admin changed it), so none is auto-created.
+	AutoUserIDTaken bool
 	// Location is the location of Lookups.SenderDomain (LocationIDFor), nil
 	// if it does not exist yet.
 	Location *Location
@@ -518,7 +522,7 @@ func (d intake) create() ([]Event, error) {
 			}
 		}
 		switch {
-		case acc.CreateUnknownUsers && validEmail(d.sender):
+		case acc.CreateUnknownUsers && validEmail(d.sender) && !d.in.AutoUserIDTaken:
 			u := UserAutoCreated{
 				UserID: UserIDFor(d.sender), UserName: UniqueUserName(d.sender, d.in.TakenUserNames),
 				Email: d.sender, Name: d.m.From.Name, LocationID: locationID, At: d.in.Now, CausedBy: d.m.MailID,

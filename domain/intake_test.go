@@ -150,6 +150,17 @@ func TestDecideMail(t *testing.T) {
 			},
 		},
 		{
+			name: "an unknown sender whose derived user id an admin gave another address goes to the fallback user, creating none",
+			given: func(_ testing.TB, in *domain.MailInput) {
+				in.Account.CreateUnknownUsers = true
+				in.Account.FallbackUserID = "u-hotline"
+				in.AutoUserIDTaken = true
+			},
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{wantCreated(in, domain.Requester{UserID: "u-hotline", Email: customer, Name: "Max Mustermann", Source: domain.RequesterFallback}, "")}
+			},
+		},
+		{
 			name:  "an unknown sender without create_unknown_users goes to the fallback user",
 			given: func(_ testing.TB, in *domain.MailInput) { in.Account.FallbackUserID = "u-hotline" },
 			then: func(in domain.MailInput) []domain.Event {

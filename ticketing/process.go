@@ -258,9 +258,11 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 	if in.Sender == nil && account.CreateUnknownUsers {
 		// A user auto-created for this sender gets UserIDFor(address): its
 		// stream must be read so the append can expect it empty.
-		if _, err := l.user(ctx, tx, domain.UserIDFor(lk.SenderEmail)); err != nil {
+		u, err := l.user(ctx, tx, domain.UserIDFor(lk.SenderEmail))
+		if err != nil {
 			return in, nil, err
 		}
+		in.AutoUserIDTaken = u.Exists()
 		taken, err := takenUserNames(ctx, tx, lk.SenderEmail)
 		if err != nil {
 			return in, nil, err
