@@ -118,16 +118,18 @@ func (r Resource) normalized() Resource {
 	return r
 }
 
-// validate reports every problem, each naming its API field. Members kept
-// from before (cur) may have been removed from the directory since; only
-// new members must be current users.
-func (r Resource) validate(refs ResourceRefs, cur []string) error {
+// validate reports every problem, each naming its API field, against cur,
+// the resource before (zero for a new one): members kept from before may
+// have been removed from the directory since, and an outgoing account kept
+// may have been deleted (routing then falls back); only what changes must
+// name current users and an existing account.
+func (r Resource) validate(refs ResourceRefs, cur Resource) error {
 	var errs []error
 	if r.Name == "" {
 		errs = append(errs, errors.New("name: must not be empty"))
 	}
 	for _, m := range r.Members {
-		if slices.Contains(cur, m) {
+		if slices.Contains(cur.Members, m) {
 			continue
 		}
 		u, ok := refs.Users[m]
@@ -138,7 +140,7 @@ func (r Resource) validate(refs ResourceRefs, cur []string) error {
 			errs = append(errs, fmt.Errorf("members: user %q was removed", m))
 		}
 	}
-	if r.OutboundAccountID != "" {
+	if r.OutboundAccountID != "" && r.OutboundAccountID != cur.OutboundAccountID {
 		if _, ok := refs.Outbound.ByID[r.OutboundAccountID]; !ok {
 			errs = append(errs, fmt.Errorf("outbound_account_id: %q is no outgoing account", r.OutboundAccountID))
 		}
@@ -160,7 +162,7 @@ func DecideCreateResource(s Resources, r Resource, refs ResourceRefs, actor stri
 	if _, exists := s.ByID[r.ID]; exists {
 		return nil, fmt.Errorf("id: %s exists", r.ID)
 	}
-	if err := r.validate(refs, nil); err != nil {
+	if err := r.validate(refs, Resource{}); err != nil {
 		return nil, err
 	}
 	if s.nameTaken(r.Name, "") {
@@ -177,7 +179,7 @@ func DecideUpdateResource(s Resources, next Resource, refs ResourceRefs, actor s
 		return nil, fmt.Errorf("%w: %s", ErrResourceNotFound, next.ID)
 	}
 	next = next.normalized()
-	if err := next.validate(refs, cur.Members); err != nil {
+	if err := next.validate(refs, cur); err != nil {
 		return nil, err
 	}
 	if s.nameTaken(next.Name, next.ID) {
