@@ -66,6 +66,10 @@ type Options struct {
 	// Commands runs the agents' ticket commands (POST /tickets/{id}/...);
 	// nil answers 503.
 	Commands *ticketing.Commands
+	// Directory runs an admin's writes to users and locations and reads
+	// users for the checks of resources and fallback users; nil answers
+	// 503.
+	Directory *ticketing.Directory
 	// Bodies serves article bodies, attachments, inline images and .eml
 	// downloads (bodies.go).
 	Bodies MailBodies

@@ -69,6 +69,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if n > 0 {
 		logger.Info("moved the inline OAuth fields of accounts onto OAuth connections", "accounts", n)
 	}
+	if n, err := migrateLegacyResources(ctx, st, now); err != nil {
+		return err
+	} else if n > 0 {
+		logger.Info("made the resource names that accounts held into resources", "resources", n)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (%s): %w", cfg.HTTPAddr, envHTTPAddr, err)
@@ -113,6 +118,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			CheckOutbound: checkOutbound(st, outbound),
 			Projections:   api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:      ticketing.NewCommands(st, messageIDKey),
+			Directory:     ticketing.NewDirectory(st),
 			Bodies:        api.MailBodies{Blobs: blobs},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
