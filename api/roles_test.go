@@ -83,10 +83,13 @@ var recipes = map[string]recipe{
 		_, pos := e.seedTicket(tb, "")
 		return fmt.Sprintf("/api/v1/tickets?limit=5&min_position=%d", pos), nil
 	},
-	"GET /api/v1/tickets/:id":          withTicket(""),
-	"GET /api/v1/tickets/:id/history":  withTicket("/history"),
-	"POST /api/v1/tickets/:id/status":  withTicketBody("/status", map[string]any{"status": "in_progress"}),
-	"POST /api/v1/tickets/:id/assign":  withTicketBody("/assign", map[string]any{"resource": "team-a"}),
+	"GET /api/v1/tickets/:id":         withTicket(""),
+	"GET /api/v1/tickets/:id/history": withTicket("/history"),
+	"POST /api/v1/tickets/:id/status": withTicketBody("/status", map[string]any{"status": "in_progress"}),
+	"POST /api/v1/tickets/:id/assign": func(tb testing.TB, e *testEnv) (string, any) {
+		id, _ := e.seedTicket(tb, "")
+		return "/api/v1/tickets/" + id + "/assign", map[string]any{"resource": e.createResource(tb, uniq("team"))}
+	},
 	"POST /api/v1/tickets/:id/notes":   withTicketBody("/notes", map[string]any{"text": "called the customer"}),
 	"POST /api/v1/tickets/:id/replies": withTicketBody("/replies", map[string]any{"body": "We are on it."}),
 	"GET /api/v1/users": func(tb testing.TB, e *testEnv) (string, any) {

@@ -39,9 +39,10 @@ type ProcessManager struct {
 	key    domain.MessageIDKey
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	accounts registry[domain.InboundAccounts]
-	settings registry[domain.Settings]
+	mu        sync.Mutex
+	accounts  registry[domain.InboundAccounts]
+	settings  registry[domain.Settings]
+	resources registry[domain.Resources]
 }
 
 // NewProcessManager returns a process manager over store; now is the clock
@@ -53,8 +54,9 @@ func NewProcessManager(store eventstore.Store, now func() time.Time, key domain.
 	}
 	return &ProcessManager{
 		store: store, now: now, key: key, logger: logger,
-		accounts: registry[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
-		settings: registry[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
+		accounts:  registry[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
+		settings:  registry[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
+		resources: registry[domain.Resources]{stream: domain.ResourcesStream, evolve: domain.EvolveResources},
 	}
 }
 
@@ -76,11 +78,7 @@ func (pm *ProcessManager) Handle(ctx context.Context, tx eventstore.Tx, re event
 		}
 		return pm.decideMail(ctx, tx, ev.(domain.MailReceived), re)
 	case domain.UserCreatedName, domain.UserUpdatedName:
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return fmt.Errorf("ticketing: event at position %d: %w", re.Position, err)
-		}
-		return indexUser(ctx, tx, ev)
+		return reindexUser(ctx, tx, strings.TrimPrefix(re.Stream, domain.UserStream("")))
 	}
 	return nil
 }
@@ -221,6 +219,9 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 		return in, nil, err
 	}
 	in.Referenced = ref
+	if err := pm.loadResourceMembers(ctx, tx, &in, lk.SenderEmail); err != nil {
+		return in, nil, err
+	}
 
 	if lk.MessageID != "" {
 		ids, err := ticketsHolding(ctx, tx, lk.MessageID)
@@ -257,9 +258,11 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 	if in.Sender == nil && account.CreateUnknownUsers {
 		// A user auto-created for this sender gets UserIDFor(address): its
 		// stream must be read so the append can expect it empty.
-		if _, err := l.user(ctx, tx, domain.UserIDFor(lk.SenderEmail)); err != nil {
+		u, err := l.user(ctx, tx, domain.UserIDFor(lk.SenderEmail))
+		if err != nil {
 			return in, nil, err
 		}
+		in.AutoUserIDTaken = u.Exists()
 		taken, err := takenUserNames(ctx, tx, lk.SenderEmail)
 		if err != nil {
 			return in, nil, err
@@ -490,11 +493,6 @@ func indexUser(ctx context.Context, tx eventstore.Tx, e domain.Event) error {
 	switch e := e.(type) {
 	case domain.UserAutoCreated:
 		id, email, name = e.UserID, e.Email, e.UserName
-	case domain.UserCreated:
-		id, email, name = e.UserID, e.Email, e.UserName
-	case domain.UserUpdated:
-		_, err := tx.Exec(ctx, `UPDATE intake_users SET email = $2 WHERE user_id = $1`, e.UserID, strings.ToLower(strings.TrimSpace(e.Email)))
-		return err
 	default:
 		return nil
 	}

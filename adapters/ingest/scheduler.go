@@ -28,6 +28,8 @@ type Account struct {
 	// scheduler then restarts the account's worker with the new Fetcher.
 	Revision string
 	Fetcher  mailsource.Fetcher
+	// ImagesAsAttachments is recorded on the account's mails (SinkConfig).
+	ImagesAsAttachments bool
 	// Push asks for new mail to be pushed: when Fetcher is also a
 	// mailsource.Watcher, each of its folders is watched (IMAP IDLE) and
 	// a new mail polls the account at once; the poll on PollInterval goes
@@ -368,7 +370,7 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger})
+		Now: s.cfg.Now, Logger: s.cfg.Logger, ImagesAsAttachments: a.ImagesAsAttachments})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}

@@ -73,6 +73,8 @@ type Sink struct {
 	// parseMail is mimeparse.Parse; tests put a panicking parser here.
 	parseMail func(io.Reader, mimeparse.Limits) (mimeparse.Summary, error)
 	maxStaged int64
+	// imagesAsAttachments is set on every MailReceived (SinkConfig).
+	imagesAsAttachments bool
 
 	mu          sync.Mutex // guards staged: a background commit may run while the next batch is received
 	staged      []staged
@@ -105,6 +107,9 @@ type SinkConfig struct {
 	// MaxStagedBytes bounds the bytes staged before the sink commits them
 	// itself; 0 means DefaultMaxStagedBytes.
 	MaxStagedBytes int64
+	// ImagesAsAttachments is the account's option, recorded on every
+	// MailReceived (domain.MailReceived.ImagesAsAttachments).
+	ImagesAsAttachments bool
 }
 
 // NewSink returns a sink for one poll of cfg.AccountID.
@@ -135,7 +140,8 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		cfg.MaxStagedBytes = DefaultMaxStagedBytes
 	}
 	return &Sink{store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
-		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes}, nil
+		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes,
+		imagesAsAttachments: cfg.ImagesAsAttachments}, nil
 }
 
 // knownChunk bounds the IN list of one lookup and the rows of one INSERT.
@@ -272,6 +278,7 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 	ev := mailReceivedFrom(sum)
 	ev.MailID, ev.AccountID, ev.SourceKey = mailID, s.accountID, key
 	ev.BlobRef, ev.Size, ev.ReceivedAt = string(ref), n, receivedAt
+	ev.ImagesAsAttachments = s.imagesAsAttachments
 	if err := s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusReceived, raw: raw, loose: raw == nil}, ev); err != nil {
 		return mailsource.Outcome{}, err
 	}
