@@ -65,6 +65,18 @@ func viewTypes() []string {
 	return slices.DeleteFunc(domain.EventNames(), func(n string) bool { return slices.Contains(intakeTypes, n) })
 }
 
+// runBatch is run for a batch handler.
+func (v *view) runBatch(ctx context.Context, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
+	if opts.Types == nil {
+		opts.Types = viewTypes()
+	}
+	err := v.store.SubscribeBatch(ctx, v.name, h, ticketing.WithSetAside(opts))
+	if err != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("projections: %s: %w", v.name, err)
+	}
+	return err
+}
+
 // versionGuard is the outcome of applying an event to a row keyed by its
 // stream: applied, already there (a redelivery), or out of order.
 type versionGuard int

@@ -67,8 +67,8 @@ const intakeBatchSize = 500
 // (SetAsideRecorder) so that the next mails still become tickets: a batch
 // that keeps failing is taken apart, and the failing mail set aside alone.
 func (pm *ProcessManager) Run(ctx context.Context) error {
-	return pm.store.SubscribeBatch(ctx, IntakeSubscriber, pm.HandleBatch,
-		WithSetAside(eventstore.SubscribeOptions{BatchSize: intakeBatchSize}))
+	return pm.store.SubscribeBatch(ctx, IntakeSubscriber, pm.HandleBatch, WithSetAside(eventstore.SubscribeOptions{
+		BatchSize: intakeBatchSize, Types: []string{domain.MailReceivedName, domain.UserCreatedName, domain.UserUpdatedName}}))
 }
 
 // Handle decides one event as HandleBatch does a batch of one.
