@@ -65,10 +65,14 @@ func viewTypes() []string {
 	return slices.DeleteFunc(domain.EventNames(), func(n string) bool { return slices.Contains(intakeTypes, n) })
 }
 
-// runBatch is run for a batch handler.
+// runBatch is run for a batch handler, by default 500 events a batch (a
+// fetcher's batch of mails): fewer, larger commits while mail pours in.
 func (v *view) runBatch(ctx context.Context, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
 	if opts.Types == nil {
 		opts.Types = viewTypes()
+	}
+	if opts.BatchSize == 0 {
+		opts.BatchSize = viewBatchSize
 	}
 	err := v.store.SubscribeBatch(ctx, v.name, h, ticketing.WithSetAside(opts))
 	if err != nil && !errors.Is(err, ctx.Err()) {
@@ -76,6 +80,9 @@ func (v *view) runBatch(ctx context.Context, h eventstore.BatchHandler, opts eve
 	}
 	return err
 }
+
+// viewBatchSize is the batch of the views that take the log in batches.
+const viewBatchSize = 500
 
 // versionGuard is the outcome of applying an event to a row keyed by its
 // stream: applied, already there (a redelivery), or out of order.

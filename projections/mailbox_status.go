@@ -77,7 +77,7 @@ func (p *MailboxStatus) Run(ctx context.Context) error {
 		opts.Types = mailboxStatusTypes
 	}
 	if opts.BatchSize == 0 {
-		opts.BatchSize = 500
+		opts.BatchSize = viewBatchSize
 	}
 	err := p.store.SubscribeBatch(ctx, MailboxStatusName, p.HandleBatch, ticketing.WithSetAside(opts))
 	if err != nil && !errors.Is(err, ctx.Err()) {
