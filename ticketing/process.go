@@ -246,14 +246,6 @@ func (l *loaded) ticket(ctx context.Context, tx eventstore.Tx, id string) (domai
 	return foldInto(ctx, tx, l, domain.TicketStream(id), domain.EvolveTicket)
 }
 
-func (l *loaded) user(ctx context.Context, tx eventstore.Tx, id string) (domain.User, error) {
-	return foldInto(ctx, tx, l, domain.UserStream(id), domain.EvolveUser)
-}
-
-func (l *loaded) location(ctx context.Context, tx eventstore.Tx, id string) (domain.Location, error) {
-	return foldInto(ctx, tx, l, domain.LocationStream(id), domain.EvolveLocation)
-}
-
 // foldInto reads a whole stream in tx, folds it, and remembers the version
 // it was read at, which the decision's append then expects.
 func foldInto[S any](ctx context.Context, tx eventstore.Tx, l *loaded, stream string, evolve func(S, domain.Event) S) (S, error) {
