@@ -77,7 +77,8 @@ func (p *MailboxStatus) Run(ctx context.Context) error {
 		opts.Types = mailboxStatusTypes
 	}
 	if opts.BatchSize == 0 {
-		opts.BatchSize = viewBatchSize
+		// It reads the mails' events, bodies and all, as the intake does.
+		opts.BatchSize = ticketing.IntakeBatchSize
 	}
 	err := p.store.SubscribeBatch(ctx, MailboxStatusName, p.HandleBatch, ticketing.WithSetAside(opts))
 	if err != nil && !errors.Is(err, ctx.Err()) {

@@ -58,17 +58,20 @@ func NewProcessManager(store eventstore.Store, now func() time.Time, key domain.
 	}
 }
 
-// intakeBatchSize is how many events of the log one transaction of the
-// intake takes: as many as a fetcher commits at once (imapsource's batch).
-const intakeBatchSize = 500
+// IntakeBatchSize is how many events of the log one transaction of the
+// intake takes. A MailReceived holds up to two body prefixes of 64 KB
+// (domain.MailBodyPrefixBytes), so a batch of them holds at most 32 MiB in
+// memory, the bound a fetcher's sink keeps a batch to; a batch of ordinary
+// mails costs the database some fifteen statements whatever its size.
+const IntakeBatchSize = 250
 
-// Run decides mails until ctx is done, a batch of the log at a time (see
+// Run decides mails until ctx is done, IntakeBatchSize events at a time (see
 // HandleBatch). A mail the intake keeps failing on is set aside
 // (SetAsideRecorder) so that the next mails still become tickets: a batch
 // that keeps failing is taken apart, and the failing mail set aside alone.
 func (pm *ProcessManager) Run(ctx context.Context) error {
 	return pm.store.SubscribeBatch(ctx, IntakeSubscriber, pm.HandleBatch, WithSetAside(eventstore.SubscribeOptions{
-		BatchSize: intakeBatchSize, Types: []string{domain.MailReceivedName, domain.UserCreatedName, domain.UserUpdatedName}}))
+		BatchSize: IntakeBatchSize, Types: []string{domain.MailReceivedName, domain.UserCreatedName, domain.UserUpdatedName}}))
 }
 
 // Handle decides one event as HandleBatch does a batch of one.
