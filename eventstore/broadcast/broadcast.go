@@ -258,18 +258,11 @@ func (c *Cursor) Read(ctx context.Context, limit int) ([]eventstore.RecordedEven
 		return out, nil
 	}
 	b.mu.Unlock()
-	// Behind the ring: read the store until an event the ring holds.
+	// Behind the ring: read the store; the next Read goes on in the ring
+	// once the cursor has reached an event the ring holds.
 	evs, err := b.store.ReadAll(ctx, c.pos, limit)
 	if err != nil {
 		return nil, fmt.Errorf("broadcast: read after %d: %w", c.pos, err)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i, e := range evs {
-		if seq, ok := b.nextSeq(e.Position); ok {
-			c.seq, c.inRing, c.pos = seq, true, e.Position
-			return evs[:i+1], nil
-		}
 	}
 	if len(evs) > 0 {
 		c.pos = evs[len(evs)-1].Position
