@@ -27,7 +27,6 @@ type sseBlock struct {
 
 // sseStream reads a GET /stream answer block by block.
 type sseStream struct {
-	resp   *http.Response
 	blocks chan sseBlock
 	cancel context.CancelFunc
 }
@@ -50,44 +49,18 @@ func (e *testEnv) openStream(tb testing.TB, token, lastEventID, query string) *s
 		tb.Fatalf("GET /stream: %v", err)
 	}
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		_ = resp.Body.Close()
 		cancel()
 		tb.Fatalf("GET /stream = %d %s, want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	s := &sseStream{resp: resp, blocks: make(chan sseBlock, 1000), cancel: cancel}
-	go func() {
-		defer close(s.blocks)
-		r := bufio.NewReader(resp.Body)
-		var b sseBlock
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			line = strings.TrimSuffix(line, "\n")
-			field, value, _ := strings.Cut(line, ": ")
-			switch {
-			case line == "":
-				s.blocks <- b
-				b = sseBlock{}
-			case strings.HasPrefix(line, ":"):
-				b.Comments = append(b.Comments, strings.TrimPrefix(line, ": "))
-			case field == "id":
-				b.ID = value
-			case field == "event":
-				b.Event = value
-			case field == "data":
-				b.Data = value
-			}
-		}
-	}()
+	s := &sseStream{blocks: make(chan sseBlock, 1000), cancel: cancel}
+	go s.read(resp)
 	tb.Cleanup(s.close)
 	return s
 }
 
-func (s *sseStream) close() {
-	s.cancel()
-	_ = s.resp.Body.Close()
-}
+// close ends the request; the reader goroutine then closes the body.
+func (s *sseStream) close() { s.cancel() }
 
 // events collects n event blocks (blocks with data), failing after the deadline.
 func (s *sseStream) events(tb testing.TB, n int) []sseBlock {
@@ -282,4 +255,33 @@ func TestStream_WithoutTheLiveLogAnswers503(t *testing.T) {
 	t.Parallel()
 	env := newEnv(t, backends()[0])
 	env.problem(t, http.MethodGet, "/api/v1/stream", env.tokens[domain.RoleAdmin], nil, http.StatusServiceUnavailable)
+}
+
+// read parses the answer's blocks into s.blocks until it ends.
+func (s *sseStream) read(resp *http.Response) {
+	defer close(s.blocks)
+	defer func() { _ = resp.Body.Close() }()
+	r := bufio.NewReader(resp.Body)
+	var b sseBlock
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimSuffix(line, "\n")
+		field, value, _ := strings.Cut(line, ": ")
+		switch {
+		case line == "":
+			s.blocks <- b
+			b = sseBlock{}
+		case strings.HasPrefix(line, ":"):
+			b.Comments = append(b.Comments, strings.TrimPrefix(line, ": "))
+		case field == "id":
+			b.ID = value
+		case field == "event":
+			b.Event = value
+		case field == "data":
+			b.Data = value
+		}
+	}
 }

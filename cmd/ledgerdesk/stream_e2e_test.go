@@ -49,47 +49,51 @@ func openLiveStream(tb testing.TB, base, token, lastEventID string) *liveStream 
 		tb.Fatalf("GET /api/v1/stream: %v", err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		_ = resp.Body.Close()
 		cancel()
 		tb.Fatalf("GET /api/v1/stream = %d", resp.StatusCode)
 	}
 	s := &liveStream{events: make(chan sseEvent, 10000), cancel: cancel}
-	go func() {
-		defer close(s.events)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		var ev sseEvent
-		var data string
-		for sc.Scan() {
-			line := sc.Text()
-			field, value, _ := strings.Cut(line, ": ")
-			switch {
-			case line == "":
-				if data != "" {
-					if err := json.Unmarshal([]byte(data), &ev.Data); err != nil {
-						tb.Errorf("stream data %q: %v", data, err)
-					}
-				}
-				if data != "" || ev.Heartbeat {
-					s.events <- ev
-				}
-				ev, data = sseEvent{}, ""
-			case line == ": heartbeat":
-				ev.Heartbeat = true
-			case field == "id":
-				ev.ID = value
-			case field == "event":
-				ev.Type = value
-			case field == "data":
-				data = value
-			}
-		}
-	}()
+	go s.read(tb, resp)
 	tb.Cleanup(s.close)
 	return s
 }
 
 func (s *liveStream) close() { s.cancel() }
+
+// read parses the answer's blocks into s.events until it ends.
+func (s *liveStream) read(tb testing.TB, resp *http.Response) {
+	defer close(s.events)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var ev sseEvent
+	var data string
+	for sc.Scan() {
+		line := sc.Text()
+		field, value, _ := strings.Cut(line, ": ")
+		switch {
+		case line == "":
+			if data != "" {
+				if err := json.Unmarshal([]byte(data), &ev.Data); err != nil {
+					tb.Errorf("stream data %q: %v", data, err)
+				}
+			}
+			if data != "" || ev.Heartbeat {
+				s.events <- ev
+			}
+			ev, data = sseEvent{}, ""
+		case line == ": heartbeat":
+			ev.Heartbeat = true
+		case field == "id":
+			ev.ID = value
+		case field == "event":
+			ev.Type = value
+		case field == "data":
+			data = value
+		}
+	}
+}
 
 // until reads events until one of type typ arrives and returns all events
 // read (heartbeats left out).
