@@ -96,6 +96,17 @@ func withLive(tb testing.TB, store eventstore.Store, heartbeat time.Duration) en
 	return func(o *Options, _ projections.Reader) { o.Live = Live{Log: b, Heartbeat: heartbeat} }
 }
 
+// withEndedStreams wires a live log whose streams end right after their
+// first lines, as in a shutdown: a request to /stream then ends.
+func withEndedStreams(tb testing.TB) envOption {
+	return func(o *Options, _ projections.Reader) {
+		withLive(tb, o.Store, time.Hour)(o, nil)
+		closed := make(chan struct{})
+		close(closed)
+		o.Live.Closing = closed
+	}
+}
+
 // newStreamEnv is newEnv with the live stream wired.
 func newStreamEnv(tb testing.TB, b backend, heartbeat time.Duration) *testEnv {
 	tb.Helper()
@@ -137,9 +148,10 @@ func TestStream_EachRoleGetsWhatItMaySee(t *testing.T) {
 			t.Parallel()
 			env := newStreamEnv(t, b, time.Hour)
 			streams := map[domain.Role]*sseStream{}
-			for _, role := range domain.Roles {
+			for _, role := range rolesAll {
 				streams[role] = env.openStream(t, env.tokens[role], "", "")
 			}
+			env.problem(t, http.MethodGet, "/api/v1/stream", env.tokens[domain.RoleMetrics], nil, http.StatusForbidden)
 			// Not streamed: an account with its password, for any role.
 			env.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", env.tokens[domain.RoleAdmin], account("live"), http.StatusCreated, nil)
 			appendEvent(t, env.store, "mail-m1", domain.MailReceived{MailID: "m1", AccountID: "acc1", Subject: "Printer",

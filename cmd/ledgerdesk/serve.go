@@ -87,9 +87,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
+	metricsOut, err := newMetrics(st, tokens, logger)
+	if err != nil {
+		return err
+	}
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
+		Observer: metricsOut,
 	})
 	if err != nil {
 		return err
@@ -122,6 +127,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:    ticketing.NewCommands(st, messageIDKey),
 			Bodies:      api.MailBodies{Blobs: blobs},
+			Metrics:     metricsOut.Handler(),
 			Live:        api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
