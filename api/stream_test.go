@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -295,5 +296,26 @@ func (s *sseStream) read(resp *http.Response) {
 		case field == "data":
 			b.Data = value
 		}
+	}
+}
+
+// TestStream_OutlivesTheServersTimeouts runs the stream on a server whose
+// read and write timeouts are far shorter than the stream: it must go on
+// delivering events after both have passed (serve's are 1 and 2 minutes).
+func TestStream_OutlivesTheServersTimeouts(t *testing.T) {
+	t.Parallel()
+	store, _ := openEmbedded(t)
+	o := Options{Store: store, AdminToken: bootstrapToken}
+	withLive(t, store, 100*time.Millisecond)(&o, nil)
+	srv := httptest.NewUnstartedServer(New(o))
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	env := &testEnv{url: srv.URL}
+	s := env.openStream(t, bootstrapToken, "", "")
+	time.Sleep(time.Second) // past both timeouts, with heartbeats meanwhile
+	pos := appendEvent(t, store, "mailbox-acc1", domain.MailboxPolled{AccountID: "acc1"})
+	if got := s.events(t, 1)[0].ID; got != fmt.Sprint(pos) {
+		t.Errorf("event after the timeouts has id %s, want %d", got, pos)
 	}
 }
