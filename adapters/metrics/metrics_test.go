@@ -100,7 +100,9 @@ func TestMetrics_SubscriberLagInEventsAndSeconds(t *testing.T) {
 			}
 		}
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Subscribe() = %v, want context.Canceled", err)
+		}
 
 		fams := scrape(t, m)
 		for _, tc := range []struct {
