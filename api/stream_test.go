@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,4 +319,97 @@ func TestStream_OutlivesTheServersTimeouts(t *testing.T) {
 	if got := s.events(t, 1)[0].ID; got != fmt.Sprint(pos) {
 		t.Errorf("event after the timeouts has id %s, want %d", got, pos)
 	}
+}
+
+// streamCounts records the StreamObserver calls.
+type streamCounts struct {
+	mu                     sync.Mutex
+	opened, closed, lagged int
+}
+
+func (s *streamCounts) StreamOpened() { s.mu.Lock(); s.opened++; s.mu.Unlock() }
+func (s *streamCounts) StreamClosed(lagged bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed++
+	if lagged {
+		s.lagged++
+	}
+}
+
+// TestStream_ASlowClientIsCutOffWithAResumablePosition lets one client stop
+// reading while large events pass: its stream ends with event lagged, the
+// writer and a reading client go on, and a reconnect from the lagged id
+// gets exactly the rest.
+func TestStream_ASlowClientIsCutOffWithAResumablePosition(t *testing.T) {
+	t.Parallel()
+	store, _ := openEmbedded(t)
+	live := broadcast.New(store.(broadcast.Store), broadcast.Options{BufferEvents: 8, PollInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = live.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	counts := &streamCounts{}
+	srv := httptest.NewServer(New(Options{Store: store, AdminToken: bootstrapToken,
+		Live: Live{Log: live, Heartbeat: time.Hour, Observer: counts}}))
+	t.Cleanup(srv.Close)
+	env := &testEnv{url: srv.URL}
+
+	// The slow client reads nothing until the events have passed: they pile
+	// up in the sockets until its handler can no longer write.
+	slowResp := unreadStream(t, srv.URL)
+	defer func() { _ = slowResp.Body.Close() }() // read closes it too; a second Close does nothing
+	slow := &sseStream{blocks: make(chan sseBlock, 1000), cancel: func() {}}
+	fast := env.openStream(t, bootstrapToken, "", "")
+	big := strings.Repeat("x", 256<<10)
+	var want []string
+	for i := range 60 {
+		want = append(want, fmt.Sprint(appendEvent(t, store, "mailbox-acc1", domain.MailboxPolled{AccountID: "acc1", Fetched: i, ServerReply: big})))
+		fast.events(t, 1) // the fast client keeps up, one event at a time
+	}
+	go slow.read(slowResp)
+	var got []string
+	lagged := ""
+	for b := range slow.blocks {
+		if b.Event == "lagged" {
+			lagged = b.ID
+			break
+		}
+		if b.Data != "" {
+			got = append(got, b.ID)
+		}
+	}
+	if lagged == "" || len(got) == len(want) {
+		t.Fatalf("the slow client got %d of %d events and no lagged event", len(got), len(want))
+	}
+	if lagged != got[len(got)-1] {
+		t.Errorf("lagged id %s, want the last event it got, %s", lagged, got[len(got)-1])
+	}
+	resumed := env.openStream(t, bootstrapToken, lagged, "")
+	for _, b := range resumed.events(t, len(want)-len(got)) {
+		got = append(got, b.ID)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events before the cut and after the resume (-want +got):\n%s", diff)
+	}
+	counts.mu.Lock()
+	defer counts.mu.Unlock()
+	if counts.opened != 3 || counts.lagged != 1 {
+		t.Errorf("observer saw %d streams opened, %d cut off; want 3 and 1", counts.opened, counts.lagged)
+	}
+}
+
+// unreadStream opens GET /stream as admin and leaves the answer unread.
+func unreadStream(tb testing.TB, base string) *http.Response {
+	tb.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+bootstrapToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp
 }

@@ -74,6 +74,9 @@ type Metrics struct {
 	pollTime   prometheus.Histogram
 	commitTime prometheus.Histogram
 	commits    *prometheus.CounterVec
+
+	streams      prometheus.Gauge
+	streamsEnded *prometheus.CounterVec
 }
 
 var _ ingest.Observer = (*Metrics)(nil)
@@ -110,8 +113,14 @@ func New(opts Options) (*Metrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}}),
 		commits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledgerdesk_mailbox_commits_total",
 			Help: "Commits of batches of fetched mails, by outcome (ok, error)."}, []string{"account_id", "outcome"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ledgerdesk_stream_clients",
+			Help: "Open GET /api/v1/stream connections."}),
+		streamsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledgerdesk_stream_ended_total",
+			Help: "Ended event streams, by reason: lagged (the client was too slow for the live buffer and was " +
+				"disconnected) or closed (the client went, or the server shut down)."}, []string{"reason"}),
 	}
 	cs := []prometheus.Collector{m.polls, m.mails, m.failures, m.lastPoll, m.pushed, m.pollTime, m.commitTime, m.commits,
+		m.streams, m.streamsEnded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&storeCollector{opts: opts}}
 	for _, c := range cs {
@@ -169,6 +178,19 @@ func (m *Metrics) Stopped(accountID string) {
 	m.pushed.DeleteLabelValues(accountID)
 	m.failures.DeleteLabelValues(accountID)
 	m.lastPoll.DeleteLabelValues(accountID)
+}
+
+// StreamOpened implements api.StreamObserver.
+func (m *Metrics) StreamOpened() { m.streams.Inc() }
+
+// StreamClosed implements api.StreamObserver.
+func (m *Metrics) StreamClosed(lagged bool) {
+	m.streams.Dec()
+	reason := "closed"
+	if lagged {
+		reason = "lagged"
+	}
+	m.streamsEnded.WithLabelValues(reason).Inc()
 }
 
 // storeCollector reads the figures that live in the store at each scrape.

@@ -139,6 +139,9 @@ func TestMetrics_ObserverCountsPollsCommitsAndModes(t *testing.T) {
 	obs.Polled(ingest.PollReport{AccountID: "a1", FinishedAt: time.Unix(1010, 0), Err: errors.New("login refused"), Failures: 1})
 	obs.Committed("a1", 3, 20*time.Millisecond, nil)
 	obs.Mode("a2", true)
+	m.StreamOpened()
+	m.StreamOpened()
+	m.StreamClosed(true)
 	fams := scrape(t, m)
 	for _, tc := range []struct {
 		family string
@@ -162,6 +165,8 @@ func TestMetrics_ObserverCountsPollsCommitsAndModes(t *testing.T) {
 		{"ledgerdesk_outbound_mails", []string{"state", "pending"}, 0},
 		{"ledgerdesk_oauth_token_state", []string{"connection_id", "c1", "state", "needs_reconnect"}, 1},
 		{"ledgerdesk_oauth_token_state", []string{"connection_id", "c1", "state", "ok"}, 0},
+		{"ledgerdesk_stream_clients", nil, 1},
+		{"ledgerdesk_stream_ended_total", []string{"reason", "lagged"}, 1},
 	} {
 		if got, ok := series(fams, tc.family, tc.labels...); !ok || got != tc.want {
 			t.Errorf("%s%v = %v (present %v), want %v", tc.family, tc.labels, got, ok, tc.want)

@@ -15,6 +15,8 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
+var _ api.StreamObserver = (*metrics.Metrics)(nil)
+
 // subscribers are the durable subscribers serve runs, whose lag /metrics
 // reports.
 var subscribers = []string{ticketing.IntakeSubscriber, ticketing.OutboundSubscriber, projections.MailboxStatusName,

@@ -128,7 +128,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Commands:    ticketing.NewCommands(st, messageIDKey),
 			Bodies:      api.MailBodies{Blobs: blobs},
 			Metrics:     metricsOut.Handler(),
-			Live:        api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams},
+			Live: api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams,
+				Observer: metricsOut},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request body is at most the body limit (1 MiB).
