@@ -129,7 +129,11 @@ func (s *server) stream(c echo.Context) error {
 	}
 	cur, err := live.Log.Cursor(ctx, after)
 	if errors.Is(err, eventstore.ErrUnknownPosition) {
-		return invalid("after", "%d names no event; use an id this stream or the API gave out", after)
+		field := "after"
+		if c.Request().Header.Get("Last-Event-ID") != "" {
+			field = "Last-Event-ID"
+		}
+		return invalid(field, "%d names no event; use an id this stream or the API gave out", after)
 	}
 	if err != nil {
 		return fmt.Errorf("api: stream: %w", err)

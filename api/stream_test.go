@@ -232,13 +232,16 @@ func TestStream_ResumesWithLastEventIDAndAfter(t *testing.T) {
 					t.Errorf("resumed with %s (-want +got):\n%s", name, diff)
 				}
 			}
-			resp, _ := env.do(t, http.MethodGet, "/api/v1/stream", token, nil, "Last-Event-ID", "999999")
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("Last-Event-ID of no event = %d, want 400", resp.StatusCode)
-			}
-			resp, _ = env.do(t, http.MethodGet, "/api/v1/stream?after=x", token, nil)
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("after=x = %d, want 400", resp.StatusCode)
+			for _, tc := range []struct{ query, lastEventID, field string }{
+				{"", "999999", "Last-Event-ID"},
+				{"", "x", "Last-Event-ID"},
+				{"?after=999999", "", "after"},
+				{"?after=x", "", "after"},
+			} {
+				p := env.problem(t, http.MethodGet, "/api/v1/stream"+tc.query, token, nil, http.StatusBadRequest, "Last-Event-ID", tc.lastEventID)
+				if len(p.Errors) != 1 || p.Errors[0].Field != tc.field {
+					t.Errorf("stream%s with Last-Event-ID %q: errors %+v, want one naming %s", tc.query, tc.lastEventID, p.Errors, tc.field)
+				}
 			}
 		})
 	}
