@@ -50,6 +50,9 @@ type SchedulerConfig struct {
 	Refresh time.Duration
 	// MaxBackoff caps the wait after repeated failures [30 min].
 	MaxBackoff time.Duration
+	// Observer is told about polls, commits and the accounts' workers, for
+	// the metrics; nil observes nothing.
+	Observer Observer
 }
 
 // Scheduler polls every enabled account on its own interval, one fetch per
@@ -115,6 +118,9 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Minute
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{},
 		live: map[string]Liveness{}}, nil
 }
@@ -152,6 +158,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			w.cancel()
 			<-w.done
 			delete(s.workers, id)
+			s.cfg.Observer.Stopped(id)
 		}
 	}
 	for id, a := range want {
@@ -161,6 +168,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		wctx, cancel := context.WithCancel(ctx)
 		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 		s.workers[id] = w
+		s.cfg.Observer.Mode(id, false)
 		go func() {
 			defer close(w.done)
 			s.loop(wctx, a, w.pollNow)
@@ -176,6 +184,7 @@ func (s *Scheduler) stopAll() {
 		w.cancel()
 		<-w.done
 		delete(s.workers, id)
+		s.cfg.Observer.Stopped(id)
 	}
 }
 
@@ -268,7 +277,7 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger, ImagesAsAttachments: a.ImagesAsAttachments})
+		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
@@ -285,6 +294,8 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 		ev.ServerReply = mailsource.ServerReply(pollErr)
 		ev.Failures = failureStreak(failuresBefore, res, pollErr)
 	}
+	s.cfg.Observer.Polled(PollReport{AccountID: a.ID, FinishedAt: ev.FinishedAt, Took: ev.FinishedAt.Sub(started),
+		Result: res, Err: pollErr, Failures: ev.Failures})
 	s.liveMu.Lock()
 	s.live[a.ID] = Liveness{CheckedAt: ev.FinishedAt, Failures: ev.Failures}
 	prev, seen := s.recorded[a.ID]
