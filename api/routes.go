@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,6 +20,9 @@ var (
 	rolesAudit   = []domain.Role{domain.RoleAdmin, domain.RoleAuditor}
 	rolesPoll    = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
 	rolesAgents  = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
+	rolesMetrics = []domain.Role{domain.RoleAdmin, domain.RoleMetrics}
+	// rolesAny is every role: the API's description is no secret.
+	rolesAny = append(slices.Clip(rolesAll), domain.RoleMetrics)
 )
 
 // route is one operation of the API and the roles that may use it. This
@@ -33,7 +37,7 @@ type route struct {
 
 func (s *server) routes() []route {
 	return []route{
-		{http.MethodGet, Prefix + "/openapi.json", rolesAll, s.openAPI},
+		{http.MethodGet, Prefix + "/openapi.json", rolesAny, s.openAPI},
 
 		{http.MethodPost, Prefix + "/tokens", rolesAdmin, s.issueToken},
 		{http.MethodGet, Prefix + "/tokens", rolesAdmin, s.listTokens},
@@ -63,6 +67,8 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/mailboxes", rolesAll, s.listMailboxes},
 
 		{http.MethodGet, Prefix + "/events", rolesAudit, s.listEvents},
+		{http.MethodGet, Prefix + "/stream", rolesAll, s.stream},
+		{http.MethodGet, MetricsPath, rolesMetrics, s.metrics},
 
 		{http.MethodGet, Prefix + "/tickets", rolesAll, s.listTickets},
 		{http.MethodGet, Prefix + "/tickets/:id", rolesAll, s.getTicket},

@@ -171,13 +171,21 @@ func emailOwner(ctx context.Context, tx eventstore.Tx, email string) (string, er
 
 func userNameTaken(ctx context.Context, tx eventstore.Tx, name string) (map[string]bool, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
-	names, err := queryStrings(ctx, tx, `SELECT user_name FROM intake_users WHERE user_name = $1`, name)
+	rows, err := tx.Query(ctx, `SELECT user_name FROM intake_users WHERE user_name = $1`, name)
 	if err != nil {
 		return nil, fmt.Errorf("taken user names: %w", err)
 	}
+	defer func() { _ = rows.Close() }()
 	taken := map[string]bool{}
-	for _, n := range names {
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("taken user names: %w", err)
+		}
 		taken[n] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("taken user names: %w", err)
 	}
 	return taken, nil
 }

@@ -55,6 +55,9 @@ type SchedulerConfig struct {
 	// MaxBackoff caps the wait after repeated failures [30 min]; a server
 	// that offers no push is asked again after this long.
 	MaxBackoff time.Duration
+	// Observer is told about polls, commits and the accounts' workers, for
+	// the metrics; nil observes nothing.
+	Observer Observer
 	// IdleRenewal is how often a push watch renews its wait (IMAP IDLE)
 	// [0: the watcher's default, imapsource.DefaultIdleRenewal].
 	IdleRenewal time.Duration
@@ -132,6 +135,9 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Minute
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.PushRetry <= 0 {
 		cfg.PushRetry = time.Second
@@ -221,6 +227,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			w.cancel()
 			<-w.done
 			delete(s.workers, id)
+			s.cfg.Observer.Stopped(id)
 			if ctx.Err() == nil {
 				s.noteDelivery(ctx, id, domain.DeliveryPolled, "") // its push connections are closed
 			}
@@ -234,6 +241,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), newMail: make(chan struct{}, 1), cancel: cancel,
 			done: make(chan struct{})}
 		s.workers[id] = w
+		s.cfg.Observer.Mode(id, false)
 		go func() {
 			defer close(w.done)
 			var watches sync.WaitGroup
@@ -252,6 +260,7 @@ func (s *Scheduler) stopAll() {
 		w.cancel()
 		<-w.done
 		delete(s.workers, id)
+		s.cfg.Observer.Stopped(id)
 	}
 }
 
@@ -370,7 +379,7 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger, ImagesAsAttachments: a.ImagesAsAttachments})
+		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
@@ -387,6 +396,8 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 		ev.ServerReply = mailsource.ServerReply(pollErr)
 		ev.Failures = failureStreak(failuresBefore, res, pollErr)
 	}
+	s.cfg.Observer.Polled(PollReport{AccountID: a.ID, FinishedAt: ev.FinishedAt, Took: ev.FinishedAt.Sub(started),
+		Result: res, Err: pollErr, Failures: ev.Failures})
 	s.liveMu.Lock()
 	s.live[a.ID] = Liveness{CheckedAt: ev.FinishedAt, Failures: ev.Failures}
 	prev, seen := s.recorded[a.ID]

@@ -70,6 +70,7 @@ type Sink struct {
 	accountID string
 	now       func() time.Time
 	logger    *slog.Logger
+	observer  Observer
 	// parseMail is mimeparse.Parse; tests put a panicking parser here.
 	parseMail func(io.Reader, mimeparse.Limits) (mimeparse.Summary, error)
 	maxStaged int64
@@ -110,6 +111,8 @@ type SinkConfig struct {
 	// ImagesAsAttachments is the account's option, recorded on every
 	// MailReceived (domain.MailReceived.ImagesAsAttachments).
 	ImagesAsAttachments bool
+	// Observer is told about every commit; nil observes nothing.
+	Observer Observer
 }
 
 // NewSink returns a sink for one poll of cfg.AccountID.
@@ -139,7 +142,10 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.MaxStagedBytes == 0 {
 		cfg.MaxStagedBytes = DefaultMaxStagedBytes
 	}
-	return &Sink{store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	return &Sink{observer: cfg.Observer, store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
 		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes,
 		imagesAsAttachments: cfg.ImagesAsAttachments}, nil
 }
@@ -464,6 +470,14 @@ func (s *Sink) commit(ctx context.Context, batch []staged) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	started := s.now()
+	err := s.commitBatch(ctx, batch)
+	s.observer.Committed(s.accountID, len(batch), s.now().Sub(started), err)
+	return err
+}
+
+// commitBatch is commit's work: the blobs, the index rows and the events.
+func (s *Sink) commitBatch(ctx context.Context, batch []staged) error {
 	// The blobs are written and fsynced while the database does its part of
 	// the batch; the transaction commits only after they are durable.
 	type blobResult struct {

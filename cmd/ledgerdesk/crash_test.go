@@ -378,7 +378,14 @@ func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The mailbox status counts the events of record, not the polls' own
+	// tallies, which die with a killed poll.
+	status := waitMailboxCounts(t, base, next)
 	c.stop(t)
+	if status.Fetched != int64(next) || status.Failed != 0 || status.Oversize != 0 || status.Skipped != 0 {
+		t.Errorf("mailbox status counts fetched %d, failed %d, oversize %d, skipped %d; the log holds %d MailReceived and nothing failed or skipped",
+			status.Fetched, status.Failed, status.Oversize, status.Skipped, next)
+	}
 
 	// The right folder holds every mail, and no other folder any.
 	want := map[string]int{"INBOX": 0, crashMoveFolder: 0, crashTrash: 0, "HD Error Messages": 0}
@@ -439,6 +446,40 @@ func countEvents(t *testing.T, base, typ string) int {
 		}
 		cursor = page.NextCursor
 	}
+}
+
+// mailboxCounts is the part of a GET /api/v1/mailboxes row the crash
+// tests check.
+type mailboxCounts struct {
+	Fetched, Failed, Oversize, Skipped int64
+}
+
+// waitMailboxCounts reads the only account's row of GET /api/v1/mailboxes
+// until it counts fetched mails, for at most 30 seconds (the view follows
+// the log), and returns the last row read.
+func waitMailboxCounts(t *testing.T, base string, fetched int) mailboxCounts {
+	t.Helper()
+	var row mailboxCounts
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/mailboxes", nil)
+		req.Header.Set("Authorization", "Bearer "+crashAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET /api/v1/mailboxes: %v", err)
+		}
+		var page struct {
+			Items []mailboxCounts `json:"items"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		_ = resp.Body.Close()
+		if err != nil || len(page.Items) != 1 {
+			t.Fatalf("GET /api/v1/mailboxes = %d, %d rows, %v; want one row", resp.StatusCode, len(page.Items), err)
+		}
+		if row = page.Items[0]; row.Fetched == int64(fetched) {
+			break
+		}
+	}
+	return row
 }
 
 // receivedPerMessageID opens the store the child used and counts the
