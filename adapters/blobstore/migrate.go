@@ -183,7 +183,7 @@ func (m Migration) copyOne(ctx context.Context, ref Ref, open func() (io.ReadClo
 }
 
 // verifyIn reads ref from s to the end and checks its hash.
-func verifyIn(s interface{ Open(Ref) (io.ReadCloser, error) }, ref Ref) error {
+func verifyIn(s MigrateTarget, ref Ref) error {
 	rc, err := s.Open(ref)
 	if err != nil {
 		return err

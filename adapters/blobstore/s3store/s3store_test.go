@@ -116,4 +116,3 @@ func TestConfig_Validate(t *testing.T) {
 		t.Errorf("String() = %q, want the secret hidden", s)
 	}
 }
-
