@@ -109,6 +109,12 @@ func NewFS(dir string) (*FS, error) {
 // Dir returns the store's root directory.
 func (s *FS) Dir() string { return s.dir }
 
+// isBlobPath reports whether p is where the valid ref ref lives.
+func (s *FS) isBlobPath(ref Ref, p string) bool {
+	want, err := s.path(ref)
+	return err == nil && want == p
+}
+
 // path returns where a valid ref lives.
 func (s *FS) path(ref Ref) (string, error) {
 	if _, err := ParseRef(string(ref)); err != nil {
@@ -283,12 +289,9 @@ func (s *FS) List(ctx context.Context, fn func(Info) error) error {
 			}
 			return nil
 		}
-		ref, perr := ParseRef(refPrefix + d.Name())
-		if perr != nil {
+		ref := Ref(refPrefix + d.Name())
+		if !s.isBlobPath(ref, p) {
 			return nil // a temporary file of a running Put, or not ours
-		}
-		if want, _ := s.path(ref); want != p {
-			return nil
 		}
 		fi, err := d.Info()
 		if err != nil {

@@ -57,7 +57,7 @@ type Server struct {
 var (
 	sharedMu  sync.Mutex
 	shared    *Server
-	sharedErr error
+	errShared error
 )
 
 // Bin returns the weed binary: $LEDGERDESK_WEED, or the build .ci/prepare
@@ -86,11 +86,11 @@ func Shared(tb testing.TB) *Server {
 	tb.Helper()
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
-	if shared == nil && sharedErr == nil {
-		shared, sharedErr = start()
+	if shared == nil && errShared == nil {
+		shared, errShared = start()
 	}
-	if sharedErr != nil {
-		tb.Fatalf("s3test: %v", sharedErr)
+	if errShared != nil {
+		tb.Fatalf("s3test: %v", errShared)
 	}
 	return shared
 }
