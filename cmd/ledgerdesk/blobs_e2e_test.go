@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -119,7 +120,16 @@ func TestServe_BlobStores(t *testing.T) {
 					Scan(&ticketID, &seq); err != nil {
 					t.Fatalf("article of %q: %v", m.Subject, err)
 				}
-				eml := api.must(http.MethodGet, fmt.Sprintf("/api/v1/tickets/%s/articles/%d/eml", ticketID, seq), nil)
+				// The tickets view may lag behind the log by a moment.
+				path := fmt.Sprintf("/api/v1/tickets/%s/articles/%d/eml", ticketID, seq)
+				code, eml := api.do(http.MethodGet, path, nil)
+				for deadline := time.Now().Add(30 * time.Second); code == http.StatusNotFound && time.Now().Before(deadline); {
+					time.Sleep(100 * time.Millisecond)
+					code, eml = api.do(http.MethodGet, path, nil)
+				}
+				if code != http.StatusOK {
+					t.Fatalf("GET %s = %d %s", path, code, eml)
+				}
 				if blobstore.RefFromDigest(sha256.Sum256(eml)) != ref {
 					t.Errorf(".eml of %q (%d bytes) is not the stored blob %s", m.Subject, len(eml), ref)
 				}

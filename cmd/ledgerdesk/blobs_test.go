@@ -303,3 +303,37 @@ func assertAllIn(tb testing.TB, s interface {
 		}
 	}
 }
+
+// TestBlobConfig_S3SettingsReachTheStore: every S3 variable, and a flag
+// over its variable, ends up in the configuration s3store.New is given
+// (the server in the tests accepts any region, so only this shows that
+// LEDGERDESK_S3_REGION is passed on).
+func TestBlobConfig_S3SettingsReachTheStore(t *testing.T) {
+	t.Parallel()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("s3cr3t-from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{envBlobStore: "s3", envS3Endpoint: "https://s3.example.com", envS3Bucket: "desk-mail",
+		envS3Region: "eu-central-1", envS3AccessKey: "AKIAEXAMPLE", envS3SecretFile: secret, envS3PathStyle: "true"}
+	fs := newFlagSet("serve", "", io.Discard)
+	cfg := bindConfig(fs, envOf(env), false)
+	b := bindBlobConfig(fs, envOf(env))
+	if err := parseFlags(fs, []string{"--s3-bucket", "other-bucket"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.validate(cfg, b.Kind); err != nil {
+		t.Fatal(err)
+	}
+	want := s3store.Config{Endpoint: "https://s3.example.com", Bucket: "other-bucket", Region: "eu-central-1",
+		AccessKey: "AKIAEXAMPLE", SecretKey: "s3cr3t-from-a-file", PathStyle: true}
+	if b.Kind != "s3" || b.S3 != want {
+		t.Fatalf("blob config = %s %+v, want s3 %+v", b.Kind, b.S3, want)
+	}
+
+	env[envS3SecretKey] = "also-in-the-environment"
+	b = bindBlobConfig(newFlagSet("serve", "", io.Discard), envOf(env))
+	if err := b.validate(cfg, b.Kind); err == nil || !strings.Contains(err.Error(), "give the secret one way") {
+		t.Fatalf("secret in both the variable and a file: %v, want refused", err)
+	}
+}
