@@ -197,13 +197,10 @@ func (s *Store) WritePack(ctx context.Context, blobs [][]byte) ([]blobstore.Pack
 	} else if !isNotFound(err) {
 		return nil, fmt.Errorf("s3store: look for %s: %w", key, err)
 	}
-	readers := make([]io.Reader, len(blobs))
-	var size int64
-	for i, b := range blobs {
-		readers[i] = bytes.NewReader(b)
-		size += int64(len(b))
-	}
-	if err := s.upload(ctx, key, io.MultiReader(readers...), size); err != nil {
+	// One buffer (at most the sink's staged bytes, 32 MiB): a seekable body
+	// is signed in one pass, where a stream would be sent in signed chunks.
+	body := bytes.Join(blobs, nil)
+	if err := s.upload(ctx, key, bytes.NewReader(body), int64(len(body))); err != nil {
 		return nil, err
 	}
 	return out, nil
