@@ -81,9 +81,13 @@ func Bin() (string, error) {
 	return p, nil
 }
 
-// Shared returns the binary's one server, starting it on first use.
+// Shared returns the binary's one server, starting it on first use. Under
+// go test -short it skips the test: -short means no external servers.
 func Shared(tb testing.TB) *Server {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("s3test: needs the SeaweedFS server, skipped with -short")
+	}
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	if shared == nil && errShared == nil {
