@@ -56,6 +56,12 @@ type Options struct {
 	// CheckOutbound checks an outgoing account and sends its test mail.
 	// Nil: the outgoing check answers 503.
 	CheckOutbound CheckOutbound
+	// MailboxesChanged tells the fetch scheduler that inbound accounts or
+	// the settings it reads were written, and returns once it has taken
+	// them on (ingest.Scheduler.Reload): a created or enabled account can
+	// be polled at once, a disabled or deleted one has stopped. Nil: the
+	// scheduler finds out on its own refresh.
+	MailboxesChanged func(ctx context.Context) error
 	// MailboxLiveness says what the scheduler knows of an account's latest
 	// poll, which is recorded as an event only when it tells something new
 	// (GET /mailboxes: last_checked_at, consecutive_failures). Nil, or

@@ -31,14 +31,15 @@ const MailboxStatusName = "projection.mailbox_status.v2"
 // record: fetched counts MailReceived, failed and oversize MailFailed,
 // skipped MailSkipped. A poll killed mid-way records no MailboxPolled, but
 // the mails it committed are counted all the same; deleted is the polls'
-// own tally (a removal from the server is no event).
+// own tally (a removal from the server is no event). MailboxDeliveryChanged
+// says whether the account is pushed or polled.
 //
 // Idempotence: each row keeps the last applied version of the account's
-// stream "mailbox-<id>" (poll_version) and of "inbound-accounts"
-// (account_version); an event at or below them changes nothing. A mail's
-// event is counted once: its id goes into mailbox_counted in the same
-// statement batch, and an id already there counts nothing. So a
-// redelivered batch never counts twice. mailbox_set_aside is keyed by the
+// stream "mailbox-<id>" (poll_version), of its "mailbox-delivery-<id>"
+// (delivery_version) and of "inbound-accounts" (account_version); an event
+// at or below them changes nothing. A mail's event is counted once: its id
+// goes into mailbox_counted in the same statement batch, and an id already
+// there counts nothing. So a redelivered batch never counts twice. mailbox_set_aside is keyed by the
 // subscriber and the event's position, and the last reason only moves
 // forward in time.
 type MailboxStatus struct {
@@ -53,7 +54,7 @@ type MailboxStatus struct {
 // mailboxStatusTypes are the events the projection reads.
 var mailboxStatusTypes = []string{domain.MailboxPolledName, domain.InboundAccountCreatedName, domain.InboundAccountUpdatedName,
 	domain.InboundAccountDeletedName, domain.SubscriberEventSetAsideName, domain.SubscriberEventRetriedName,
-	domain.MailReceivedName, domain.MailFailedName, domain.MailSkippedName}
+	domain.MailReceivedName, domain.MailFailedName, domain.MailSkippedName, domain.MailboxDeliveryChangedName}
 
 // NewMailboxStatus returns the projection over store; reader reads its table
 // for List. A nil logger discards.
@@ -212,6 +213,12 @@ func (p *MailboxStatus) handle(ctx context.Context, tx eventstore.Tx, ev eventst
 			return p.skip(ev, err)
 		}
 		return p.applyPoll(ctx, tx, e, ev.StreamVersion)
+	case domain.MailboxDeliveryChangedName:
+		var e domain.MailboxDeliveryChanged
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applyDelivery(ctx, tx, e, ev.StreamVersion)
 	case domain.InboundAccountCreatedName, domain.InboundAccountUpdatedName:
 		var e struct {
 			Account struct {
@@ -283,6 +290,36 @@ func (p *MailboxStatus) applyPoll(ctx context.Context, tx eventstore.Tx, e domai
 	return nil
 }
 
+// upsertDelivery sets whether the account is pushed or polled; a reason
+// (a pushed account fell back to polling) is kept as the last push error.
+const upsertDelivery = `INSERT INTO mailbox_status (account_id, delivery, delivery_since, last_push_error, last_push_error_at, delivery_version)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (account_id) DO UPDATE SET
+	delivery = excluded.delivery,
+	delivery_since = excluded.delivery_since,
+	last_push_error = CASE WHEN excluded.last_push_error = '' THEN mailbox_status.last_push_error ELSE excluded.last_push_error END,
+	last_push_error_at = CASE WHEN excluded.last_push_error = '' THEN mailbox_status.last_push_error_at ELSE excluded.last_push_error_at END,
+	delivery_version = excluded.delivery_version
+WHERE mailbox_status.delivery_version < excluded.delivery_version`
+
+func (p *MailboxStatus) applyDelivery(ctx context.Context, tx eventstore.Tx, e domain.MailboxDeliveryChanged, version int64) error {
+	if e.AccountID == "" {
+		return nil
+	}
+	delivery := e.Delivery
+	if delivery != domain.DeliveryPushed {
+		delivery = domain.DeliveryPolled
+	}
+	var reasonAt sql.NullTime
+	if e.Reason != "" {
+		reasonAt = nullTime(e.At)
+	}
+	if _, err := tx.Exec(ctx, upsertDelivery, e.AccountID, delivery, nullTime(e.At), e.Reason, reasonAt, version); err != nil {
+		return fmt.Errorf("projections: mailbox status of %s: delivery: %w", e.AccountID, err)
+	}
+	return nil
+}
+
 const upsertAccount = `INSERT INTO mailbox_status (account_id, name, account_deleted, account_version)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (account_id) DO UPDATE SET
@@ -349,6 +386,15 @@ func nullTime(t time.Time) sql.NullTime {
 	return sql.NullTime{Time: t.UTC(), Valid: true}
 }
 
+// timeOrNil returns a stored time in UTC, nil for NULL.
+func timeOrNil(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
+
 // MailboxStatusRow is one account's row of the view.
 type MailboxStatusRow struct {
 	AccountID string `json:"account_id"`
@@ -374,13 +420,24 @@ type MailboxStatusRow struct {
 	SetAside          int64      `json:"set_aside"`
 	LastSetAsideError string     `json:"last_set_aside_error"`
 	LastSetAsideAt    *time.Time `json:"last_set_aside_at"`
+	// Delivery is domain.DeliveryPushed (an IMAP IDLE connection watches
+	// every folder) or domain.DeliveryPolled, since DeliverySince; both
+	// empty until the scheduler has run the account. LastPushError is the last reason the
+	// account fell back to polling (an IDLE connection's error, a server
+	// without IDLE), LastPushErrorAt when; both stay once it is pushed
+	// again.
+	Delivery        string     `json:"delivery"`
+	DeliverySince   *time.Time `json:"delivery_since"`
+	LastPushError   string     `json:"last_push_error"`
+	LastPushErrorAt *time.Time `json:"last_push_error_at"`
 }
 
 // List returns the rows of accounts that exist, by name then id.
 func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 	rows, err := p.reader.Query(ctx, `SELECT m.account_id, m.name, m.last_poll_at, m.last_finished_at, m.last_error, m.server_reply,
 		m.consecutive_failures, m.polls, m.fetched, m.failed, m.oversize, m.skipped, m.deleted,
-		(SELECT count(*) FROM mailbox_set_aside s WHERE s.account_id = m.account_id), m.last_set_aside_error, m.last_set_aside_at
+		(SELECT count(*) FROM mailbox_set_aside s WHERE s.account_id = m.account_id), m.last_set_aside_error, m.last_set_aside_at,
+		m.delivery, m.delivery_since, m.last_push_error, m.last_push_error_at
 		FROM mailbox_status m WHERE NOT m.account_deleted ORDER BY m.name, m.account_id`)
 	if err != nil {
 		return nil, fmt.Errorf("projections: list mailbox status: %w", err)
@@ -392,13 +449,14 @@ func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 			r             MailboxStatusRow
 			poll, finish  sql.NullTime
 			asideAt       sql.NullTime
+			since, pushAt sql.NullTime
 			failures      int64
 			counts        [6]int64
 			lastErr, repl string
 		)
 		if err := rows.Scan(&r.AccountID, &r.Name, &poll, &finish, &lastErr, &repl, &failures,
 			&counts[0], &counts[1], &counts[2], &counts[3], &counts[4], &counts[5],
-			&r.SetAside, &r.LastSetAsideError, &asideAt); err != nil {
+			&r.SetAside, &r.LastSetAsideError, &asideAt, &r.Delivery, &since, &r.LastPushError, &pushAt); err != nil {
 			return nil, fmt.Errorf("projections: list mailbox status: %w", err)
 		}
 		r.LastError, r.ServerReply, r.ConsecutiveFailures = lastErr, repl, failures
@@ -411,10 +469,7 @@ func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 			t := finish.Time.UTC()
 			r.LastFinishedAt = &t
 		}
-		if asideAt.Valid {
-			t := asideAt.Time.UTC()
-			r.LastSetAsideAt = &t
-		}
+		r.LastSetAsideAt, r.DeliverySince, r.LastPushErrorAt = timeOrNil(asideAt), timeOrNil(since), timeOrNil(pushAt)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {

@@ -39,6 +39,8 @@ type Proxy struct {
 	// hold is the client->server byte string HoldOn waits for; nil: none.
 	hold atomic.Pointer[[]byte]
 	held chan struct{} // gets a value each time a connection is held
+	// fromClient counts the bytes forwarded client->server.
+	fromClient atomic.Int64
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -122,6 +124,12 @@ func (p *Proxy) Open() int {
 	defer p.mu.Unlock()
 	return len(p.conns)
 }
+
+// ClientBytes returns how many bytes the proxy has forwarded from clients
+// to the target since Start, over all connections: a test sees from it
+// whether a client that should only be waiting sent anything (an IMAP IDLE
+// renewal).
+func (p *Proxy) ClientBytes() int64 { return p.fromClient.Load() }
 
 // Cuts returns how many connections a fault has dropped (CutAfterBytes or
 // CutAll), so a test can check that its fault really happened.
@@ -227,7 +235,9 @@ func (p *Proxy) toServer(c *conn) {
 				}
 				tail = append(tail[:0], window[max(0, len(window)-len(*pat)):]...)
 			}
-			if _, err := c.server.Write(buf[:n]); err != nil {
+			written, err := c.server.Write(buf[:n])
+			p.fromClient.Add(int64(written))
+			if err != nil {
 				return
 			}
 		}

@@ -36,8 +36,9 @@ type Fetcher struct {
 	log *slog.Logger
 
 	mu          sync.Mutex
-	uidValidity map[string]uint32 // last seen per folder, for the log
-	walked      map[string]bool   // the folders the last poll read (IncludeSubfolders)
+	uidValidity map[string]uint32        // last seen per folder, for the log
+	walked      map[string]bool          // the folders the last poll read (IncludeSubfolders)
+	watched     map[string]watchedFolder // where each folder stood when its last watch began
 }
 
 var _ mailsource.Fetcher = (*Fetcher)(nil)

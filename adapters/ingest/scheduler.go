@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +30,11 @@ type Account struct {
 	Fetcher  mailsource.Fetcher
 	// ImagesAsAttachments is recorded on the account's mails (SinkConfig).
 	ImagesAsAttachments bool
+	// Push asks for new mail to be pushed: when Fetcher is also a
+	// mailsource.Watcher, each of its folders is watched (IMAP IDLE) and
+	// a new mail polls the account at once; the poll on PollInterval goes
+	// on as the safety net.
+	Push bool
 }
 
 // DefaultPollInterval is RULES.md's default: every five minutes.
@@ -48,11 +52,18 @@ type SchedulerConfig struct {
 	Accounts func(ctx context.Context) ([]Account, error)
 	// Refresh is how often the account list is reloaded [10s].
 	Refresh time.Duration
-	// MaxBackoff caps the wait after repeated failures [30 min].
+	// MaxBackoff caps the wait after repeated failures [30 min]; a server
+	// that offers no push is asked again after this long.
 	MaxBackoff time.Duration
 	// Observer is told about polls, commits and the accounts' workers, for
 	// the metrics; nil observes nothing.
 	Observer Observer
+	// IdleRenewal is how often a push watch renews its wait (IMAP IDLE)
+	// [0: the watcher's default, imapsource.DefaultIdleRenewal].
+	IdleRenewal time.Duration
+	// PushRetry and PushRetryMax bound the jittered back-off between
+	// attempts to re-establish a dropped watch [1 s, 5 min].
+	PushRetry, PushRetryMax time.Duration
 }
 
 // Scheduler polls every enabled account on its own interval, one fetch per
@@ -66,10 +77,16 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// reload carries Reload's requests to Run; each is answered with the
+	// outcome of a reconcile that started after it was sent.
+	reload chan chan error
 
 	liveMu   sync.Mutex
 	recorded map[string]domain.MailboxPolled // the last outcome recorded per account
 	live     map[string]Liveness
+
+	deliveryMu sync.Mutex
+	delivery   map[string]domain.MailboxDeliveryChanged // the last delivery mode recorded per account
 }
 
 // Liveness is what the scheduler knows of an account's latest poll,
@@ -87,6 +104,7 @@ type Liveness struct {
 type worker struct {
 	revision string
 	pollNow  chan struct{}
+	newMail  chan struct{} // a push watch saw new mail; see loop
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -121,22 +139,73 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{},
-		live: map[string]Liveness{}}, nil
+	if cfg.PushRetry <= 0 {
+		cfg.PushRetry = time.Second
+	}
+	if cfg.PushRetryMax < cfg.PushRetry {
+		cfg.PushRetryMax = max(cfg.PushRetry, 5*time.Minute)
+	}
+	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, reload: make(chan chan error),
+		recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{},
+		delivery: map[string]domain.MailboxDeliveryChanged{}}, nil
 }
 
-// Run polls until ctx is done, then waits for running polls to stop.
+// Run polls until ctx is done, then waits for running polls to stop. It
+// reloads the accounts every Refresh and on Reload.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
+	var waiting []chan error
 	for {
-		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+		err := s.reconcile(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Error("load inbound accounts", "err", err)
 		}
+		for _, w := range waiting {
+			w <- err
+		}
+		waiting = waiting[:0]
+		timer := time.NewTimer(s.cfg.Refresh)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return ctx.Err()
-		case <-time.After(s.cfg.Refresh):
+		case <-timer.C:
+		case w := <-s.reload:
+			timer.Stop()
+			waiting = append(waiting, w)
 		}
+		// Requests that came meanwhile share the next reconcile.
+		for more := true; more; {
+			select {
+			case w := <-s.reload:
+				waiting = append(waiting, w)
+			default:
+				more = false
+			}
+		}
+	}
+}
+
+// Reload has Run load the accounts again now and returns once it has
+// started, changed and stopped the accounts' workers accordingly: an
+// account written through the API before Reload is polled (PollNow
+// works) when Reload returns, and a disabled or deleted one has stopped,
+// its push connections closed. It waits for Run while ctx allows.
+func (s *Scheduler) Reload(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case s.reload <- done:
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: reload accounts: %w", ctx.Err())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("ingest: reload accounts: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: reload accounts: %w", ctx.Err())
 	}
 }
 
@@ -159,6 +228,9 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			<-w.done
 			delete(s.workers, id)
 			s.cfg.Observer.Stopped(id)
+			if ctx.Err() == nil {
+				s.noteDelivery(ctx, id, domain.DeliveryPolled, "") // its push connections are closed
+			}
 		}
 	}
 	for id, a := range want {
@@ -166,12 +238,16 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), newMail: make(chan struct{}, 1), cancel: cancel,
+			done: make(chan struct{})}
 		s.workers[id] = w
 		s.cfg.Observer.Mode(id, false)
 		go func() {
 			defer close(w.done)
-			s.loop(wctx, a, w.pollNow)
+			var watches sync.WaitGroup
+			defer watches.Wait()
+			s.startPush(wctx, a, w.newMail, &watches)
+			s.loop(wctx, a, w.pollNow, w.newMail)
 		}()
 	}
 	return nil
@@ -205,8 +281,12 @@ func (s *Scheduler) PollNow(accountID string) error {
 }
 
 // loop is one account's worker: poll at once, then every interval, sooner
-// on PollNow, later after failures.
-func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}) {
+// on PollNow or new mail, later after failures. After a failed poll new
+// mail polls again no sooner than a back-off of its own (doubling from
+// PushRetry, never longer than the regular wait), so a mailbox or store
+// that keeps failing is not polled at the pace mail arrives; PollNow is
+// always at once.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan struct{}) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
@@ -229,14 +309,36 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
 			}
 		}
-		timer := time.NewTimer(wait)
+		if !s.waitForPoll(ctx, wait, failures, pollNow, newMail) {
+			return
+		}
+	}
+}
+
+// waitForPoll waits until the next poll is due (see loop); false when ctx
+// ended.
+func (s *Scheduler) waitForPoll(ctx context.Context, wait time.Duration, failures int, pollNow, newMail <-chan struct{}) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	mail := newMail
+	var cooled <-chan time.Time
+	if failures > 0 {
+		cool := time.NewTimer(backoff(s.cfg.PushRetry, failures, wait))
+		defer cool.Stop()
+		mail, cooled = nil, cool.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return
+			return false
 		case <-pollNow:
-			timer.Stop()
+			return true
+		case <-mail:
+			return true
+		case <-cooled:
+			mail, cooled = newMail, nil
 		case <-timer.C:
+			return true
 		}
 	}
 }
@@ -353,14 +455,5 @@ func MailboxStream(accountID string) string { return "mailbox-" + accountID }
 
 // recordPoll appends the outcome to the account's mailbox stream.
 func (s *Scheduler) recordPoll(ctx context.Context, ev domain.MailboxPolled) error {
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = s.cfg.Store.Append(ctx, eventstore.AppendRequest{
-		Stream: MailboxStream(ev.AccountID), ExpectedVersion: eventstore.AnyVersion,
-		Events: []eventstore.NewEvent{{Type: ev.EventName(), SchemaVersion: domain.MailboxPolledSchemaVersion,
-			Payload: payload, Metadata: eventstore.Metadata{Actor: "mailbox:" + ev.AccountID, OccurredAt: ev.FinishedAt}}},
-	})
-	return err
+	return s.recordMailboxEvent(ctx, MailboxStream(ev.AccountID), ev.AccountID, ev, ev.FinishedAt)
 }

@@ -101,7 +101,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
-		Observer: metricsOut,
+		Observer:    metricsOut,
+		IdleRenewal: cfg.IdleRenewal,
 	})
 	if err != nil {
 		return err
@@ -129,7 +130,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
-			PollNow: sched.PollNow, MailboxLiveness: mailboxLiveness(sched),
+			PollNow: sched.PollNow, MailboxesChanged: sched.Reload, MailboxLiveness: mailboxLiveness(sched),
 			Check: checkAccount(st, box, tokens.AccessToken, tokens, logger), OAuth: oauthPort(tokens),
 			CheckOutbound: checkOutbound(st, outbound),
 			Projections:   api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
