@@ -72,6 +72,7 @@ type Server struct {
 	logPath   string
 	passwdDir string // one passwd-file per user
 	oauth2URL string // introspection URL of the oauth2 passdb; "" for none
+	maxConns  int    // Options.MaxConnections
 	bin       string
 	uid, gid  int // owner of mail files; -1 keeps the test's own
 
@@ -95,6 +96,14 @@ type Options struct {
 	// passdb; the userdb stays passwd-file, so an OAuth2 user still needs
 	// AddUser (with any password) to have a mailbox.
 	OAuth2IntrospectionURL string
+	// MaxConnections sizes the server for this many IMAP and POP3
+	// connections open at once (one per account polled, or per folder
+	// watched with IDLE), e.g. 1,000 mailboxes of one help desk: process
+	// and client limits are raised to fit, IMAP processes serve many
+	// connections each, and IDLE also checks the mailbox every second
+	// when the kernel's inotify instances run out. 0 keeps the small
+	// stock limits, which hold about 100 logged-in IMAP connections.
+	MaxConnections int
 }
 
 // Validate reports every problem of o.
@@ -112,6 +121,9 @@ func (o Options) Validate() error {
 		if strings.ContainsAny(u, " \t\r\n\"'#%\\") {
 			errs = append(errs, fmt.Errorf("dovecottest: OAuth2IntrospectionURL %q contains a character Dovecot's settings file cannot take as is", u))
 		}
+	}
+	if o.MaxConnections < 0 || o.MaxConnections > maxConnectionsLimit {
+		errs = append(errs, fmt.Errorf("dovecottest: MaxConnections %d is outside 0..%d", o.MaxConnections, maxConnectionsLimit))
 	}
 	return errors.Join(errs...)
 }
@@ -141,7 +153,8 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		}
 		tb.Skip(msg)
 	}
-	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1, oauth2URL: opts.OAuth2IntrospectionURL}
+	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1, oauth2URL: opts.OAuth2IntrospectionURL,
+		maxConns: opts.MaxConnections}
 	if err := s.prepareDirs(tb); err != nil {
 		tb.Fatalf("dovecottest: %v", err)
 	}
