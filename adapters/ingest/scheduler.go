@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -29,10 +30,20 @@ type Account struct {
 	// scheduler then restarts the account's worker with the new Fetcher.
 	Revision string
 	Fetcher  mailsource.Fetcher
+	// Server names the mail server the account's polls go to (ServerOf);
+	// at most SchedulerConfig.MaxConcurrentPollsPerServer of them run at
+	// once. Empty: the account counts as a server of its own.
+	Server string
 }
 
 // DefaultPollInterval is RULES.md's default: every five minutes.
 const DefaultPollInterval = 5 * time.Minute
+
+// Defaults of SchedulerConfig.
+const (
+	DefaultMaxConcurrentPolls = 64
+	DefaultPollTimeout        = 10 * time.Minute
+)
 
 // SchedulerConfig wires a Scheduler; cmd fills it in.
 type SchedulerConfig struct {
@@ -48,7 +59,26 @@ type SchedulerConfig struct {
 	Refresh time.Duration
 	// MaxBackoff caps the wait after repeated failures [30 min].
 	MaxBackoff time.Duration
+	// MaxConcurrentPolls bounds the polls running at once over all
+	// accounts [64], so that a thousand accounts do not open a thousand
+	// connections (and sink transactions) in the same second.
+	MaxConcurrentPolls int
+	// MaxConcurrentPollsPerServer bounds the polls running at once
+	// against one mail server (Account.Server) [half MaxConcurrentPolls]:
+	// a server that accepts connections and never answers holds at most
+	// this many until the fetchers' stall timeout, and the accounts on
+	// other servers keep the rest.
+	MaxConcurrentPollsPerServer int
+	// PollTimeout bounds one poll from connect to logout [10 min]: a
+	// server that answers one byte at a time never trips the fetchers'
+	// stall timeout. A poll cut short keeps what it committed; the next
+	// one goes on from there.
+	PollTimeout time.Duration
 }
+
+// ErrPollTimeout is the cause given to a poll that ran longer than
+// SchedulerConfig.PollTimeout.
+var ErrPollTimeout = errors.New("ingest: poll took longer than the poll timeout")
 
 // Scheduler polls every enabled account on its own interval, one fetch per
 // account at a time, with poll-now on demand and back-off on repeated
@@ -57,10 +87,15 @@ type SchedulerConfig struct {
 // memory (Liveness), so an idle account polled every second does not add
 // 86,400 events a day to the log.
 type Scheduler struct {
-	cfg SchedulerConfig
+	cfg   SchedulerConfig
+	slots *pollSlots
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// started: the first account list has been loaded. The accounts found
+	// then spread their first polls over their interval; those that come
+	// later are new or changed and poll at once.
+	started bool
 
 	liveMu   sync.Mutex
 	recorded map[string]domain.MailboxPolled // the last outcome recorded per account
@@ -113,8 +148,17 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Minute
 	}
-	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{},
-		live: map[string]Liveness{}}, nil
+	if cfg.MaxConcurrentPolls <= 0 {
+		cfg.MaxConcurrentPolls = DefaultMaxConcurrentPolls
+	}
+	if cfg.MaxConcurrentPollsPerServer <= 0 {
+		cfg.MaxConcurrentPollsPerServer = max(1, cfg.MaxConcurrentPolls/2)
+	}
+	if cfg.PollTimeout <= 0 {
+		cfg.PollTimeout = DefaultPollTimeout
+	}
+	return &Scheduler{cfg: cfg, slots: newPollSlots(cfg.MaxConcurrentPolls, cfg.MaxConcurrentPollsPerServer),
+		workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{}}, nil
 }
 
 // Run polls until ctx is done, then waits for running polls to stop.
@@ -145,6 +189,8 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	spread := !s.started
+	s.started = true
 	for id, w := range s.workers {
 		if a, ok := want[id]; !ok || a.Revision != w.revision {
 			w.cancel()
@@ -159,9 +205,13 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		wctx, cancel := context.WithCancel(ctx)
 		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 		s.workers[id] = w
+		var firstIn time.Duration
+		if spread {
+			firstIn = firstPollDelay(a.PollInterval)
+		}
 		go func() {
 			defer close(w.done)
-			s.loop(wctx, a, w.pollNow)
+			s.loop(wctx, a, w.pollNow, firstIn)
 		}()
 	}
 	return nil
@@ -193,15 +243,42 @@ func (s *Scheduler) PollNow(accountID string) error {
 	return nil
 }
 
-// loop is one account's worker: poll at once, then every interval, sooner
-// on PollNow, later after failures.
-func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}) {
+// firstPollDelay spreads the first polls of the accounts found at start
+// evenly at random over their interval: a thousand accounts polled in the
+// same second would queue for the poll slots and hit their servers (and
+// the database) at once, and then again every interval.
+func firstPollDelay(interval time.Duration) time.Duration {
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
+	return rand.N(interval) //nolint:gosec // spreading load, not a secret
+}
+
+// loop is one account's worker: poll after firstIn (at once for an
+// account created or changed while running), then every interval from
+// the start of the last poll, sooner on PollNow, later after failures.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}, firstIn time.Duration) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
 	}
+	if firstIn > 0 {
+		timer := time.NewTimer(firstIn)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-pollNow:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
 	failures := 0
 	for {
+		// Intervals run from start to start, so that a mail that arrives
+		// just after a poll's listing waits one interval, not one
+		// interval plus the poll.
+		began := time.Now()
 		res, err := s.PollOnce(ctx, a, failures)
 		if ctx.Err() != nil {
 			return
@@ -218,7 +295,7 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
 			}
 		}
-		timer := time.NewTimer(wait)
+		timer := time.NewTimer(time.Until(began.Add(wait)))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -263,14 +340,25 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 // from the last recorded outcome. An idle poll, or the same failure again,
 // only updates Liveness. failuresBefore is the number of failed polls in
 // a row before this one.
+//
+// It waits for a poll slot first (see MaxConcurrentPolls), and the poll
+// itself is cut off after PollTimeout.
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
+	release, err := s.slots.acquire(ctx, serverKey(a))
+	if err != nil {
+		return mailsource.PollResult{}, err
+	}
+	defer release()
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
 		Now: s.cfg.Now, Logger: s.cfg.Logger})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
-	res, pollErr := s.pollRecovered(ctx, a, sink)
+	pollCtx, cancel := context.WithTimeoutCause(ctx, s.cfg.PollTimeout,
+		fmt.Errorf("%w (%s)", ErrPollTimeout, s.cfg.PollTimeout))
+	res, pollErr := s.pollRecovered(pollCtx, a, sink)
+	cancel()
 	if ctx.Err() != nil {
 		// Shutting down: the outcome of an interrupted poll says nothing about
 		// the mailbox, and the store may be closing.

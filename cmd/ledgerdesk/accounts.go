@@ -58,7 +58,7 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
-				Revision: revision(a, settings), Fetcher: f})
+				Revision: revision(a, settings), Fetcher: f, Server: ingest.ServerOf(a)})
 		}
 		return out, nil
 	}
