@@ -78,17 +78,17 @@ func startScaleServeInProcess(tb testing.TB) *scaleServe {
 	return &scaleServe{api: apiClient{tb: tb, base: srv.URL}, stop: func() { srv.Stop(tb) }, log: srv.Log.String}
 }
 
-// startScaleServeChild runs `ledgerdesk serve` as a child process, whose
-// memory and CPU time can be read from /proc.
-func startScaleServeChild(tb testing.TB) *scaleServe {
+// startScaleServeChild runs `ledgerdesk serve` with env (scaleEnv) as a
+// child process, whose memory and CPU time can be read from /proc.
+func startScaleServeChild(tb testing.TB, env map[string]string) *scaleServe {
 	tb.Helper()
 	addr := freeAddr(tb)
-	var env []string
-	for k, v := range scaleEnv(tb) {
-		env = append(env, k+"="+v)
+	var vars []string
+	for k, v := range env {
+		vars = append(vars, k+"="+v)
 	}
-	env = append(env, envHTTPAddr+"="+addr, envLogFormat+"=json")
-	c := startChild(tb, ledgerdeskBinary(tb), env)
+	vars = append(vars, envHTTPAddr+"="+addr, envLogFormat+"=json")
+	c := startChild(tb, ledgerdeskBinary(tb), vars)
 	base := "http://" + addr
 	waitReady(tb, base, c)
 	s := &scaleServe{api: apiClient{tb: tb, base: base}, pid: c.cmd.Process.Pid, log: c.log.String}
