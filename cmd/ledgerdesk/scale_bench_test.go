@@ -216,7 +216,7 @@ func watchStream(tb testing.TB, base string) *sseWatch {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+e2eToken)
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // the reading goroutine closes it
 	if err != nil {
 		cancel()
 		tb.Fatalf("GET /api/v1/stream: %v", err)
