@@ -69,6 +69,8 @@ type Options struct {
 	// OAuth runs the delegated consent and reports token health (oauth.go);
 	// nil functions answer 503 (Health: the state the events imply).
 	OAuth OAuth
+	// Live serves GET /stream, the log's new events as Server-Sent Events.
+	Live Live
 	// AuthFailureLimit is how many requests with an unknown, revoked or
 	// expired token one client address may make per minute; after that
 	// every request from it answers 429 until the minute is over. 0 takes

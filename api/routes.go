@@ -63,6 +63,7 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/mailboxes", rolesAll, s.listMailboxes},
 
 		{http.MethodGet, Prefix + "/events", rolesAudit, s.listEvents},
+		{http.MethodGet, Prefix + "/stream", rolesAll, s.stream},
 
 		{http.MethodGet, Prefix + "/tickets", rolesAll, s.listTickets},
 		{http.MethodGet, Prefix + "/tickets/:id", rolesAll, s.getTicket},

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Environment variable names are a contract with users and other tools.
@@ -23,6 +24,8 @@ const (
 	envPublicURL   = "LEDGERDESK_PUBLIC_URL"
 	envSecretKey   = "LEDGERDESK_SECRET_KEY"
 	envLogFormat   = "LEDGERDESK_LOG_FORMAT"
+
+	envStreamHeartbeat = "LEDGERDESK_STREAM_HEARTBEAT"
 
 	// The secrets may also come from a file (a mounted container or
 	// systemd secret): the variable names the file.
@@ -41,6 +44,10 @@ type config struct {
 	SecretKey      string // as given (decoded by decodeSecretKey), or read from SecretKeyFile by validate
 	SecretKeyFile  string
 	LogFormat      string // json | text | auto
+	// StreamHeartbeat is how often an idle GET /api/v1/stream sends a
+	// comment line.
+	StreamHeartbeat time.Duration
+	streamHeartbeat string // as given; parsed by validate
 }
 
 // configError is an invalid setting: the program stops with exit code 2.
@@ -80,6 +87,8 @@ func bindConfig(fs *flag.FlagSet, getenv func(string) string, withHTTP bool) *co
 			"address the HTTP API listens on ["+envHTTPAddr+"]")
 		fs.StringVar(&c.AdminTokenFile, "admin-token-file", def(envAdminTokenFile, ""),
 			"file holding the bootstrap API token of the first admin, instead of "+envAdminToken+" ["+envAdminTokenFile+"]")
+		fs.StringVar(&c.streamHeartbeat, "stream-heartbeat", def(envStreamHeartbeat, "15s"),
+			"how often an idle event stream (GET /api/v1/stream) sends a heartbeat comment, 1s to 5m ["+envStreamHeartbeat+"]")
 		fs.StringVar(&c.PublicURL, "public-url", def(envPublicURL, ""),
 			"URL where browsers reach this service; OAuth consents return to it + /oauth/callback [http://<http-addr>] ["+envPublicURL+"]")
 	}
@@ -145,6 +154,14 @@ func (c *config) validate(withHTTP bool) error {
 		if err := validateListenAddr(c.HTTPAddr); err != nil {
 			bad(envHTTPAddr, "%v", err)
 		}
+		d, err := time.ParseDuration(c.streamHeartbeat)
+		switch {
+		case err != nil:
+			bad(envStreamHeartbeat, "%q is not a duration such as 15s", c.streamHeartbeat)
+		case d < time.Second || d > 5*time.Minute:
+			bad(envStreamHeartbeat, "%s is outside 1s to 5m", d)
+		}
+		c.StreamHeartbeat = d
 		if c.AdminToken != "" && len(c.AdminToken) < 16 {
 			bad(envAdminToken, "too short (%d characters), use at least 16", len(c.AdminToken))
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/broadcast"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
@@ -105,6 +106,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn,
 		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL})
 
+	// One reader of the log per process feeds every GET /api/v1/stream.
+	followed, ok := st.Store.(broadcast.Store)
+	if !ok {
+		return fmt.Errorf("the %s store cannot be followed live", st.Kind)
+	}
+	liveLog := broadcast.New(followed, broadcast.Options{Logger: logger})
+	closingStreams := make(chan struct{})
+
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
@@ -113,6 +122,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:    ticketing.NewCommands(st, messageIDKey),
 			Bodies:      api.MailBodies{Blobs: blobs},
+			Live:        api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request body is at most the body limit (1 MiB).
@@ -123,6 +133,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(closingStreams) })
 
 	// The background parts stop with ctx; Shutdown below waits for them.
 	bgCtx, stopBackground := context.WithCancel(ctx)
@@ -136,6 +147,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		"users projection":          users.Run,
 		"locations projection":      locations.Run,
 		"fetch scheduler":           sched.Run,
+		"live event stream":         liveLog.Run,
 	} {
 		background.Add(1)
 		go func() {
