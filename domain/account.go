@@ -98,6 +98,19 @@ type InboundAccount struct {
 	// PermanentDelete makes a Graph account's after_import delete purge the
 	// mail instead of moving it to Deleted Items.
 	PermanentDelete bool `json:"permanent_delete,omitempty"`
+
+	// Push, for an IMAP account, keeps an IDLE connection per folder open
+	// so that new mail is fetched within seconds, the poll staying as the
+	// safety net (RULES.md section 1). nil means on: the default, and what
+	// accounts stored before push existed get. See PushEnabled.
+	Push *bool `json:"push,omitempty"`
+}
+
+// PushEnabled says whether new mail of the account is to be pushed: an
+// IMAP account whose push is not turned off. POP3 and Graph accounts are
+// always polled.
+func (a InboundAccount) PushEnabled() bool {
+	return a.Protocol == ProtocolIMAP && (a.Push == nil || *a.Push)
 }
 
 // HasInlineOAuth says whether the account still carries the OAuth fields
@@ -217,6 +230,9 @@ func (a InboundAccount) Validate() error {
 		}
 	} else if a.Mailbox != "" || a.PermanentDelete {
 		bad("mailbox", "mailbox and permanent_delete are for graph accounts")
+	}
+	if a.Push != nil && *a.Push && a.Protocol != ProtocolIMAP {
+		bad("push", "only IMAP accounts can be pushed (IMAP IDLE); %s accounts are polled", a.Protocol)
 	}
 	return errors.Join(errs...)
 }
@@ -431,6 +447,7 @@ func changedFields(a, b InboundAccount) []string {
 	add("allow_plaintext_auth", a.AllowPlaintextAuth != b.AllowPlaintextAuth)
 	add("mailbox", a.Mailbox != b.Mailbox)
 	add("permanent_delete", a.PermanentDelete != b.PermanentDelete)
+	add("push", a.PushEnabled() != b.PushEnabled())
 	return out
 }
 

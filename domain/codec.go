@@ -31,6 +31,7 @@ var registry = map[string]eventType{
 	MailFailedName:              {version: MailFailedSchemaVersion, decode: decoder[MailFailed]()},
 	MailSkippedName:             {version: MailSkippedSchemaVersion, decode: decoder[MailSkipped]()},
 	MailboxPolledName:           {version: MailboxPolledSchemaVersion, decode: decoder[MailboxPolled]()},
+	MailboxDeliveryChangedName:  {version: MailboxDeliveryChangedSchemaVersion, decode: decoder[MailboxDeliveryChanged]()},
 	TicketCreatedName:           {version: TicketCreatedSchemaVersion, decode: decoder[TicketCreated](), upcasters: map[int]func(json.RawMessage) (json.RawMessage, error){1: upcastTicketCreatedV1}},
 	MailAppendedName:            {version: MailAppendedSchemaVersion, decode: decoder[MailAppended]()},
 	MailBundledName:             {version: MailBundledSchemaVersion, decode: decoder[MailBundled]()},

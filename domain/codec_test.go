@@ -35,6 +35,7 @@ func sampleEvents() []domain.Event {
 		domain.MailFailed{MailID: "m1", AccountID: accID, SourceKey: "7:1", Size: 9, ReceivedAt: at, Reason: "too big", Oversize: true},
 		domain.MailSkipped{MailID: "m1", AccountID: accID, SourceKey: "7:1", ReceivedAt: at, Code: domain.SkipOtherAccount, Reason: "r", ImportedBy: "x"},
 		domain.MailboxPolled{AccountID: accID, StartedAt: at, FinishedAt: at, Fetched: 1, Error: "e", ServerReply: "NO"},
+		domain.MailboxDeliveryChanged{AccountID: accID, Delivery: domain.DeliveryPolled, At: at, Reason: "r"},
 		ticketCreated(),
 		domain.MailAppended{TicketID: "t", MessageID: "a@b", From: domain.Address{Email: "e@f"}, Subject: "s", MailReceivedAt: at, At: at, CausedBy: "m1"},
 		domain.MailBundled{TicketID: "t", MessageID: "a@b", Subject: "s", MailReceivedAt: at, TicketInterval: 1, MailInterval: 2, IntervalSeconds: 300, At: at, CausedBy: "m1"},

@@ -25,11 +25,12 @@ const MailboxStatusName = "projection.mailbox_status.v1"
 // MailboxPolled and InboundAccountCreated/Updated/Deleted (for the name),
 // and SubscriberEventSetAside/SubscriberEventRetried of a mail's event: the
 // account's mails that a subscriber set aside and nobody retried since
-// (table mailbox_set_aside) and the last reason.
+// (table mailbox_set_aside) and the last reason; and MailboxDeliveryChanged,
+// whether the account is pushed or polled.
 //
 // Idempotence: each row keeps the last applied version of the account's
-// stream "mailbox-<id>" (poll_version) and of "inbound-accounts"
-// (account_version); an event at or below them changes nothing, so a
+// stream "mailbox-<id>" (poll_version), of its "mailbox-delivery-<id>"
+// (delivery_version) and of "inbound-accounts" (account_version); an event at or below them changes nothing, so a
 // redelivered batch never counts twice. mailbox_set_aside is keyed by the
 // subscriber and the event's position, and the last reason only moves
 // forward in time.
@@ -73,6 +74,12 @@ func (p *MailboxStatus) Handle(ctx context.Context, tx eventstore.Tx, ev eventst
 			return p.skip(ev, err)
 		}
 		return p.applyPoll(ctx, tx, e, ev.StreamVersion)
+	case domain.MailboxDeliveryChangedName:
+		var e domain.MailboxDeliveryChanged
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return p.skip(ev, err)
+		}
+		return p.applyDelivery(ctx, tx, e, ev.StreamVersion)
 	case domain.InboundAccountCreatedName, domain.InboundAccountUpdatedName:
 		var e struct {
 			Account struct {
@@ -145,6 +152,36 @@ func (p *MailboxStatus) applyPoll(ctx context.Context, tx eventstore.Tx, e domai
 	return nil
 }
 
+// upsertDelivery sets whether the account is pushed or polled; a reason
+// (a pushed account fell back to polling) is kept as the last push error.
+const upsertDelivery = `INSERT INTO mailbox_status (account_id, delivery, delivery_since, last_push_error, last_push_error_at, delivery_version)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (account_id) DO UPDATE SET
+	delivery = excluded.delivery,
+	delivery_since = excluded.delivery_since,
+	last_push_error = CASE WHEN excluded.last_push_error = '' THEN mailbox_status.last_push_error ELSE excluded.last_push_error END,
+	last_push_error_at = CASE WHEN excluded.last_push_error = '' THEN mailbox_status.last_push_error_at ELSE excluded.last_push_error_at END,
+	delivery_version = excluded.delivery_version
+WHERE mailbox_status.delivery_version < excluded.delivery_version`
+
+func (p *MailboxStatus) applyDelivery(ctx context.Context, tx eventstore.Tx, e domain.MailboxDeliveryChanged, version int64) error {
+	if e.AccountID == "" {
+		return nil
+	}
+	delivery := e.Delivery
+	if delivery != domain.DeliveryPushed {
+		delivery = domain.DeliveryPolled
+	}
+	var reasonAt sql.NullTime
+	if e.Reason != "" {
+		reasonAt = nullTime(e.At)
+	}
+	if _, err := tx.Exec(ctx, upsertDelivery, e.AccountID, delivery, nullTime(e.At), e.Reason, reasonAt, version); err != nil {
+		return fmt.Errorf("projections: mailbox status of %s: delivery: %w", e.AccountID, err)
+	}
+	return nil
+}
+
 const upsertAccount = `INSERT INTO mailbox_status (account_id, name, account_deleted, account_version)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (account_id) DO UPDATE SET
@@ -211,6 +248,15 @@ func nullTime(t time.Time) sql.NullTime {
 	return sql.NullTime{Time: t.UTC(), Valid: true}
 }
 
+// timeOrNil returns a stored time in UTC, nil for NULL.
+func timeOrNil(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
+
 // MailboxStatusRow is one account's row of the view.
 type MailboxStatusRow struct {
 	AccountID string `json:"account_id"`
@@ -236,13 +282,24 @@ type MailboxStatusRow struct {
 	SetAside          int64      `json:"set_aside"`
 	LastSetAsideError string     `json:"last_set_aside_error"`
 	LastSetAsideAt    *time.Time `json:"last_set_aside_at"`
+	// Delivery is domain.DeliveryPushed (an IMAP IDLE connection watches
+	// every folder) or domain.DeliveryPolled, since DeliverySince; both
+	// empty until the scheduler has run the account. LastPushError is the last reason the
+	// account fell back to polling (an IDLE connection's error, a server
+	// without IDLE), LastPushErrorAt when; both stay once it is pushed
+	// again.
+	Delivery        string     `json:"delivery"`
+	DeliverySince   *time.Time `json:"delivery_since"`
+	LastPushError   string     `json:"last_push_error"`
+	LastPushErrorAt *time.Time `json:"last_push_error_at"`
 }
 
 // List returns the rows of accounts that exist, by name then id.
 func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 	rows, err := p.reader.Query(ctx, `SELECT m.account_id, m.name, m.last_poll_at, m.last_finished_at, m.last_error, m.server_reply,
 		m.consecutive_failures, m.polls, m.fetched, m.failed, m.oversize, m.skipped, m.deleted,
-		(SELECT count(*) FROM mailbox_set_aside s WHERE s.account_id = m.account_id), m.last_set_aside_error, m.last_set_aside_at
+		(SELECT count(*) FROM mailbox_set_aside s WHERE s.account_id = m.account_id), m.last_set_aside_error, m.last_set_aside_at,
+		m.delivery, m.delivery_since, m.last_push_error, m.last_push_error_at
 		FROM mailbox_status m WHERE NOT m.account_deleted ORDER BY m.name, m.account_id`)
 	if err != nil {
 		return nil, fmt.Errorf("projections: list mailbox status: %w", err)
@@ -254,13 +311,14 @@ func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 			r             MailboxStatusRow
 			poll, finish  sql.NullTime
 			asideAt       sql.NullTime
+			since, pushAt sql.NullTime
 			failures      int64
 			counts        [6]int64
 			lastErr, repl string
 		)
 		if err := rows.Scan(&r.AccountID, &r.Name, &poll, &finish, &lastErr, &repl, &failures,
 			&counts[0], &counts[1], &counts[2], &counts[3], &counts[4], &counts[5],
-			&r.SetAside, &r.LastSetAsideError, &asideAt); err != nil {
+			&r.SetAside, &r.LastSetAsideError, &asideAt, &r.Delivery, &since, &r.LastPushError, &pushAt); err != nil {
 			return nil, fmt.Errorf("projections: list mailbox status: %w", err)
 		}
 		r.LastError, r.ServerReply, r.ConsecutiveFailures = lastErr, repl, failures
@@ -273,10 +331,7 @@ func (p *MailboxStatus) List(ctx context.Context) ([]MailboxStatusRow, error) {
 			t := finish.Time.UTC()
 			r.LastFinishedAt = &t
 		}
-		if asideAt.Valid {
-			t := asideAt.Time.UTC()
-			r.LastSetAsideAt = &t
-		}
+		r.LastSetAsideAt, r.DeliverySince, r.LastPushErrorAt = timeOrNil(asideAt), timeOrNil(since), timeOrNil(pushAt)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {

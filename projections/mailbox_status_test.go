@@ -263,3 +263,59 @@ func TestMailboxStatus_ShowsSetAsideMails(t *testing.T) {
 		})
 	}
 }
+
+// TestMailboxStatus_ShowsPushedOrPolled: the delivery mode the scheduler
+// records shows with its time; the last reason an account fell back to
+// polling stays once it is pushed again; a redelivery changes nothing.
+func TestMailboxStatus_ShowsPushedOrPolled(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			ctx := context.Background()
+			p := projections.NewMailboxStatus(store, reader, nil)
+			mustAppend(t, store, "inbound-accounts",
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a1", Name: "Pushed"}},
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a2", Name: "Polled"}},
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a3", Name: "Never run"}})
+			mustAppend(t, store, "mailbox-delivery-a1",
+				domain.MailboxDeliveryChanged{AccountID: "a1", Delivery: domain.DeliveryPushed, At: t0},
+				domain.MailboxDeliveryChanged{AccountID: "a1", Delivery: domain.DeliveryPolled, At: t0.Add(time.Hour),
+					Reason: "INBOX: imapsource: IDLE in \"INBOX\": connection closed by the server"},
+				domain.MailboxDeliveryChanged{AccountID: "a1", Delivery: domain.DeliveryPushed, At: t0.Add(time.Hour + 2*time.Second)})
+			mustAppend(t, store, "mailbox-delivery-a2", domain.MailboxDeliveryChanged{AccountID: "a2", Delivery: domain.DeliveryPolled, At: t0})
+			want := []projections.MailboxStatusRow{
+				{AccountID: "a3", Name: "Never run"},
+				{AccountID: "a2", Name: "Polled", Delivery: "polled", DeliverySince: ptr(t0)},
+				{AccountID: "a1", Name: "Pushed", Delivery: "pushed", DeliverySince: ptr(t0.Add(time.Hour + 2*time.Second)),
+					LastPushError: "INBOX: imapsource: IDLE in \"INBOX\": connection closed by the server", LastPushErrorAt: ptr(t0.Add(time.Hour))},
+			}
+			all, err := store.ReadAll(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // the second time is a redelivery
+				err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+					for _, ev := range all {
+						if err := p.Handle(ctx, tx, ev); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("Handle() error = %v", err)
+				}
+				got, err := p.List(ctx)
+				if err != nil {
+					t.Fatalf("List() error = %v", err)
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("List() (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}

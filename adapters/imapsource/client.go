@@ -48,6 +48,12 @@ type session struct {
 
 // dial connects, waits for the greeting and logs in.
 func (f *Fetcher) dial(ctx context.Context) (*session, error) {
+	return f.dialNotified(ctx, nil)
+}
+
+// dialNotified is dial with the server's unsolicited mailbox news (EXISTS,
+// EXPUNGE) handed to notices; nil ignores them.
+func (f *Fetcher) dialNotified(ctx context.Context, notices *mailboxNotices) (*session, error) {
 	cfg := f.cfg
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	d := net.Dialer{Timeout: cfg.Timeout, Control: mailsource.DialControl(cfg.AllowAddr)}
@@ -71,8 +77,11 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	opts := &imapclient.Options{TLSConfig: tlsCfg,
-		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Fetch: s.unrouted.handle}}
+	handler := &imapclient.UnilateralDataHandler{Fetch: s.unrouted.handle}
+	if notices != nil {
+		handler.Mailbox, handler.Expunge = notices.mailbox, notices.expunge
+	}
+	opts := &imapclient.Options{TLSConfig: tlsCfg, UnilateralDataHandler: handler}
 	switch cfg.Security {
 	case mailsource.SecurityTLS:
 		tc := tls.Client(conn, tlsCfg)

@@ -36,7 +36,8 @@ type Fetcher struct {
 	log *slog.Logger
 
 	mu          sync.Mutex
-	uidValidity map[string]uint32 // last seen per folder, for the log
+	uidValidity map[string]uint32        // last seen per folder, for the log
+	watched     map[string]watchedFolder // where each folder stood when its last watch began
 }
 
 var _ mailsource.Fetcher = (*Fetcher)(nil)

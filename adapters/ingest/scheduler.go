@@ -34,6 +34,11 @@ type Account struct {
 	// at most SchedulerConfig.MaxConcurrentPollsPerServer of them run at
 	// once. Empty: the account counts as a server of its own.
 	Server string
+	// Push asks for new mail to be pushed: when Fetcher is also a
+	// mailsource.Watcher, each of its folders is watched (IMAP IDLE) and
+	// a new mail polls the account at once; the poll on PollInterval goes
+	// on as the safety net.
+	Push bool
 }
 
 // DefaultPollInterval is RULES.md's default: every five minutes.
@@ -57,7 +62,8 @@ type SchedulerConfig struct {
 	Accounts func(ctx context.Context) ([]Account, error)
 	// Refresh is how often the account list is reloaded [10s].
 	Refresh time.Duration
-	// MaxBackoff caps the wait after repeated failures [30 min].
+	// MaxBackoff caps the wait after repeated failures [30 min]; a server
+	// that offers no push is asked again after this long.
 	MaxBackoff time.Duration
 	// MaxConcurrentPolls bounds the polls running at once over all
 	// accounts [64], so that a thousand accounts do not open a thousand
@@ -74,6 +80,12 @@ type SchedulerConfig struct {
 	// stall timeout. A poll cut short keeps what it committed; the next
 	// one goes on from there.
 	PollTimeout time.Duration
+	// IdleRenewal is how often a push watch renews its wait (IMAP IDLE)
+	// [0: the watcher's default, imapsource.DefaultIdleRenewal].
+	IdleRenewal time.Duration
+	// PushRetry and PushRetryMax bound the jittered back-off between
+	// attempts to re-establish a dropped watch [1 s, 5 min].
+	PushRetry, PushRetryMax time.Duration
 }
 
 // ErrPollTimeout is the cause given to a poll that ran longer than
@@ -96,10 +108,16 @@ type Scheduler struct {
 	// then spread their first polls over their interval; those that come
 	// later are new or changed and poll at once.
 	started bool
+	// reload carries Reload's requests to Run; each is answered with the
+	// outcome of a reconcile that started after it was sent.
+	reload chan chan error
 
 	liveMu   sync.Mutex
 	recorded map[string]domain.MailboxPolled // the last outcome recorded per account
 	live     map[string]Liveness
+
+	deliveryMu sync.Mutex
+	delivery   map[string]domain.MailboxDeliveryChanged // the last delivery mode recorded per account
 }
 
 // Liveness is what the scheduler knows of an account's latest poll,
@@ -157,22 +175,74 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.PollTimeout <= 0 {
 		cfg.PollTimeout = DefaultPollTimeout
 	}
+	if cfg.PushRetry <= 0 {
+		cfg.PushRetry = time.Second
+	}
+	if cfg.PushRetryMax < cfg.PushRetry {
+		cfg.PushRetryMax = max(cfg.PushRetry, 5*time.Minute)
+	}
 	return &Scheduler{cfg: cfg, slots: newPollSlots(cfg.MaxConcurrentPolls, cfg.MaxConcurrentPollsPerServer),
-		workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{}}, nil
+		workers: map[string]*worker{}, reload: make(chan chan error),
+		recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{},
+		delivery: map[string]domain.MailboxDeliveryChanged{}}, nil
 }
 
-// Run polls until ctx is done, then waits for running polls to stop.
+// Run polls until ctx is done, then waits for running polls to stop. It
+// reloads the accounts every Refresh and on Reload.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
+	var waiting []chan error
 	for {
-		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+		err := s.reconcile(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Error("load inbound accounts", "err", err)
 		}
+		for _, w := range waiting {
+			w <- err
+		}
+		waiting = waiting[:0]
+		timer := time.NewTimer(s.cfg.Refresh)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return ctx.Err()
-		case <-time.After(s.cfg.Refresh):
+		case <-timer.C:
+		case w := <-s.reload:
+			timer.Stop()
+			waiting = append(waiting, w)
 		}
+		// Requests that came meanwhile share the next reconcile.
+		for more := true; more; {
+			select {
+			case w := <-s.reload:
+				waiting = append(waiting, w)
+			default:
+				more = false
+			}
+		}
+	}
+}
+
+// Reload has Run load the accounts again now and returns once it has
+// started, changed and stopped the accounts' workers accordingly: an
+// account written through the API before Reload is polled (PollNow
+// works) when Reload returns, and a disabled or deleted one has stopped,
+// its push connections closed. It waits for Run while ctx allows.
+func (s *Scheduler) Reload(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case s.reload <- done:
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: reload accounts: %w", ctx.Err())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("ingest: reload accounts: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: reload accounts: %w", ctx.Err())
 	}
 }
 
@@ -196,6 +266,9 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			w.cancel()
 			<-w.done
 			delete(s.workers, id)
+			if ctx.Err() == nil {
+				s.noteDelivery(ctx, id, domain.DeliveryPolled, "") // its push connections are closed
+			}
 		}
 	}
 	for id, a := range want {
@@ -211,6 +284,9 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		}
 		go func() {
 			defer close(w.done)
+			var watches sync.WaitGroup
+			defer watches.Wait()
+			s.startPush(wctx, a, w.pollNow, &watches)
 			s.loop(wctx, a, w.pollNow, firstIn)
 		}()
 	}
