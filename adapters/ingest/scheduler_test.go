@@ -238,7 +238,10 @@ func TestScheduler_AServerThatNeverAnswersDelaysNoOtherServer(t *testing.T) {
 	dv := dovecottest.Start(t)
 	var accs []Account
 	for i := range dead {
-		accs = append(accs, imapAccount(t, fmt.Sprintf("dead%02d", i), hole.ln.Addr().String(), "nobody", time.Hour))
+		a := imapAccount(t, fmt.Sprintf("dead%02d", i), hole.ln.Addr().String(), "nobody", time.Hour)
+		// Pushed too: the IDLE connections it tries take the same slots.
+		a.Push = true
+		accs = append(accs, a)
 	}
 	var (
 		mu      sync.Mutex
