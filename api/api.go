@@ -53,6 +53,12 @@ type Options struct {
 	// Check connects and logs in to an account (secrets still sealed)
 	// without importing. Nil: check answers 503.
 	Check func(ctx context.Context, a domain.InboundAccount) error
+	// MailboxesChanged tells the fetch scheduler that inbound accounts or
+	// the settings it reads were written, and returns once it has taken
+	// them on (ingest.Scheduler.Reload): a created or enabled account can
+	// be polled at once, a disabled or deleted one has stopped. Nil: the
+	// scheduler finds out on its own refresh.
+	MailboxesChanged func(ctx context.Context) error
 	// MailboxLiveness says what the scheduler knows of an account's latest
 	// poll, which is recorded as an event only when it tells something new
 	// (GET /mailboxes: last_checked_at, consecutive_failures). Nil, or

@@ -17,9 +17,10 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 )
 
-// accountRefresh is how soon an account created or changed through the API
-// is polled: the scheduler reloads the account list this often.
-const accountRefresh = 2 * time.Second
+// accountRefresh is how often the scheduler reloads the account list on its
+// own: a write through the API reaches it at once (api.Options.
+// MailboxesChanged), so this only catches writes made elsewhere.
+const accountRefresh = 30 * time.Second
 
 // enabledAccounts gives the scheduler the accounts to poll: none while the
 // global mailboxes_disabled setting is on (e.g. on a cloned test system).
@@ -58,7 +59,7 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
-				Revision: revision(a, settings), Fetcher: f, Server: ingest.ServerOf(a)})
+				Revision: revision(a, settings), Fetcher: f, Server: ingest.ServerOf(a), Push: a.PushEnabled()})
 		}
 		return out, nil
 	}

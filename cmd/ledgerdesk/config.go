@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/imapsource"
 )
 
 // Environment variable names are a contract with users and other tools.
@@ -31,6 +33,8 @@ const (
 	// systemd secret): the variable names the file.
 	envSecretKeyFile  = envSecretKey + "_FILE"
 	envAdminTokenFile = envAdminToken + "_FILE"
+
+	envIdleRenewal = "LEDGERDESK_IMAP_IDLE_RENEWAL"
 )
 
 // config is what every subcommand that touches the store needs.
@@ -48,6 +52,10 @@ type config struct {
 	// comment line.
 	StreamHeartbeat time.Duration
 	streamHeartbeat string // as given; parsed by validate
+	// IdleRenewal is how often a push connection renews its IMAP IDLE;
+	// parsed by validate from idleRenewal.
+	IdleRenewal time.Duration
+	idleRenewal string
 }
 
 // configError is an invalid setting: the program stops with exit code 2.
@@ -91,6 +99,8 @@ func bindConfig(fs *flag.FlagSet, getenv func(string) string, withHTTP bool) *co
 			"how often an idle event stream (GET /api/v1/stream) sends a heartbeat comment, 1s to 5m ["+envStreamHeartbeat+"]")
 		fs.StringVar(&c.PublicURL, "public-url", def(envPublicURL, ""),
 			"URL where browsers reach this service; OAuth consents return to it + /oauth/callback [http://<http-addr>] ["+envPublicURL+"]")
+		fs.StringVar(&c.idleRenewal, "imap-idle-renewal", def(envIdleRenewal, imapsource.DefaultIdleRenewal.String()),
+			"how often a pushed IMAP account's IDLE is renewed, at most "+imapsource.MaxIdleRenewal.String()+" (RFC 2177) ["+envIdleRenewal+"]")
 	}
 	return c
 }
@@ -164,6 +174,11 @@ func (c *config) validate(withHTTP bool) error {
 		c.StreamHeartbeat = d
 		if c.AdminToken != "" && len(c.AdminToken) < 16 {
 			bad(envAdminToken, "too short (%d characters), use at least 16", len(c.AdminToken))
+		}
+		if d, err := time.ParseDuration(c.idleRenewal); err != nil || d <= 0 || d > imapsource.MaxIdleRenewal {
+			bad(envIdleRenewal, "%q is not a duration above 0 and at most %s (e.g. 25m)", c.idleRenewal, imapsource.MaxIdleRenewal)
+		} else {
+			c.IdleRenewal = d
 		}
 		if c.PublicURL != "" {
 			u, err := url.Parse(c.PublicURL)

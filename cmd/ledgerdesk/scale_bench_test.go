@@ -269,4 +269,3 @@ func (w *sseWatch) close() {
 	w.cancel()
 	<-w.done
 }
-

@@ -90,6 +90,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
+		IdleRenewal: cfg.IdleRenewal,
 	})
 	if err != nil {
 		return err
@@ -117,7 +118,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
-			PollNow: sched.PollNow, MailboxLiveness: mailboxLiveness(sched),
+			PollNow: sched.PollNow, MailboxesChanged: sched.Reload, MailboxLiveness: mailboxLiveness(sched),
 			Check: checkAccount(st, box, tokens.AccessToken, tokens, logger), OAuth: oauthPort(tokens),
 			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
 			Commands:    ticketing.NewCommands(st, messageIDKey),
