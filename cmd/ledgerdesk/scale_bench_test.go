@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -51,6 +52,9 @@ type scaleFigures struct {
 	accounts          int
 	delivered         int
 	ticketLat, sseLat []time.Duration // sorted
+	// byTenth is the slowest delivered → ticket of each tenth of the
+	// mails in delivery order: a tail from the start or steady?
+	byTenth []time.Duration
 	missing           int
 	rss               int64
 	cpuPerHour        time.Duration
@@ -91,15 +95,26 @@ func BenchmarkScale(b *testing.B) {
 		if push {
 			pushOpt = &off
 		}
-		polled := runScaleVariant(b, rig, cfg, "polled", cfg.pollInterval, pushOpt, stream)
-		reportScale(b, "polled", polled, cfg.pollInterval, emptyRSS, emptyCPU, nil)
+		only := os.Getenv("LEDGERDESK_SCALE_ONLY") // "pushed" or "polled", for a quick look at one
+		var polled scaleFigures
+		if only != "pushed" {
+			polled = runScaleVariant(b, rig, cfg, "polled", cfg.pollInterval, pushOpt, stream)
+			reportScale(b, "polled", polled, cfg.pollInterval, emptyRSS, emptyCPU, nil)
+		}
+		if only == "polled" {
+			continue
+		}
 		if !push {
 			b.Logf("pushed: not measured, this build has no push option on inbound accounts")
 			continue
 		}
 		on := true
 		pushed := runScaleVariant(b, rig, cfg, "pushed", cfg.pushedInterval, &on, stream)
-		reportScale(b, "pushed", pushed, cfg.pushedInterval, emptyRSS, emptyCPU, &polled)
+		var baseline *scaleFigures
+		if len(polled.ticketLat) > 0 {
+			baseline = &polled
+		}
+		reportScale(b, "pushed", pushed, cfg.pushedInterval, emptyRSS, emptyCPU, baseline)
 	}
 }
 
@@ -147,6 +162,15 @@ func runScaleVariant(b *testing.B, rig *scaleRig, cfg scaleBenchConfig, name str
 	var missing []string
 	f.ticketLat, missing = waitSeen(deliveries, watch.firstSeen, limit)
 	f.missing = len(missing)
+	for tenth := range 10 {
+		var worst time.Duration
+		for _, d := range deliveries[tenth*len(deliveries)/10 : (tenth+1)*len(deliveries)/10] {
+			if at, ok := watch.firstSeen(d.subject); ok {
+				worst = max(worst, at.Sub(d.at))
+			}
+		}
+		f.byTenth = append(f.byTenth, worst)
+	}
 	if sse != nil {
 		f.sseLat, _ = waitSeen(deliveries, sse.firstSeen, 10*time.Second)
 	}
@@ -167,6 +191,11 @@ func reportScale(b *testing.B, name string, f scaleFigures, interval int, emptyR
 	b.Logf("%s (poll interval %d s): %d mails, %d no ticket; delivered → ticket in /tickets p50 %.3f s, p99 %.3f s, max %.3f s; "+
 		"%d of %d within the interval + 1 s", name, interval, f.delivered, f.missing, p50.Seconds(), p99.Seconds(), worst.Seconds(),
 		within, f.delivered)
+	var tenths []string
+	for _, d := range f.byTenth {
+		tenths = append(tenths, fmt.Sprintf("%.2f", d.Seconds()))
+	}
+	b.Logf("%s: slowest per tenth of the mails, in delivery order (s): %s", name, strings.Join(tenths, " "))
 	b.ReportMetric(p50.Seconds(), name+"-p50-s")
 	b.ReportMetric(p99.Seconds(), name+"-p99-s")
 	b.ReportMetric(worst.Seconds(), name+"-max-s")
