@@ -54,10 +54,10 @@ type scaleFigures struct {
 	ticketLat, sseLat []time.Duration // sorted
 	// byTenth is the slowest delivered → ticket of each tenth of the
 	// mails in delivery order: a tail from the start or steady?
-	byTenth []time.Duration
-	missing           int
-	rss               int64
-	cpuPerHour        time.Duration
+	byTenth    []time.Duration
+	missing    int
+	rss        int64
+	cpuPerHour time.Duration
 }
 
 // BenchmarkScale measures a thousand mailboxes on one `serve` (a child
