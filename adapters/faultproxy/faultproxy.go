@@ -35,6 +35,8 @@ type Proxy struct {
 	cutAfter atomic.Int64
 	accepted atomic.Int64
 	cuts     atomic.Int64
+	// fromClient counts the bytes forwarded client->server.
+	fromClient atomic.Int64
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -102,6 +104,12 @@ func (p *Proxy) Open() int {
 	defer p.mu.Unlock()
 	return len(p.conns)
 }
+
+// ClientBytes returns how many bytes the proxy has forwarded from clients
+// to the target since Start, over all connections: a test sees from it
+// whether a client that should only be waiting sent anything (an IMAP IDLE
+// renewal).
+func (p *Proxy) ClientBytes() int64 { return p.fromClient.Load() }
 
 // Cuts returns how many connections a fault has dropped (CutAfterBytes or
 // CutAll), so a test can check that its fault really happened.
@@ -178,7 +186,7 @@ func (p *Proxy) serve(c *conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(server, c.client)
+		_, _ = io.Copy(countingWriter{w: server, n: &p.fromClient}, c.client)
 		c.close()
 	}()
 	p.toClient(c)
@@ -214,6 +222,18 @@ func (p *Proxy) toClient(c *conn) {
 			return
 		}
 	}
+}
+
+// countingWriter adds what it writes to n.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // conn is one proxied connection.
