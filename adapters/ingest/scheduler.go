@@ -108,6 +108,10 @@ type Scheduler struct {
 	// then spread their first polls over their interval; those that come
 	// later are new or changed and poll at once.
 	started bool
+	// looked is closed once Run has tried to load the accounts the first
+	// time (see Ready).
+	looked     chan struct{}
+	lookedOnce sync.Once
 	// reload carries Reload's requests to Run; each is answered with the
 	// outcome of a reconcile that started after it was sent.
 	reload chan chan error
@@ -182,7 +186,7 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 		cfg.PushRetryMax = max(cfg.PushRetry, 5*time.Minute)
 	}
 	return &Scheduler{cfg: cfg, slots: newPollSlots(cfg.MaxConcurrentPolls, cfg.MaxConcurrentPollsPerServer),
-		workers: map[string]*worker{}, reload: make(chan chan error),
+		workers: map[string]*worker{}, reload: make(chan chan error), looked: make(chan struct{}),
 		recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{},
 		delivery: map[string]domain.MailboxDeliveryChanged{}}, nil
 }
@@ -191,9 +195,11 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 // reloads the accounts every Refresh and on Reload.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
+	defer s.lookedOnce.Do(func() { close(s.looked) })
 	var waiting []chan error
 	for {
 		err := s.reconcile(ctx)
+		s.lookedOnce.Do(func() { close(s.looked) })
 		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Error("load inbound accounts", "err", err)
 		}
@@ -222,6 +228,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Ready is closed once Run has loaded the accounts the first time (or
+// failed to). The accounts found then spread their first polls over their
+// interval, so an account created before Ready may wait for its first poll
+// that long: serve answers requests only after Ready.
+func (s *Scheduler) Ready() <-chan struct{} { return s.looked }
 
 // Reload has Run load the accounts again now and returns once it has
 // started, changed and stopped the accounts' workers accordingly: an

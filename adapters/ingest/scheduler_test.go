@@ -328,3 +328,26 @@ func TestScheduler_APollLongerThanThePollTimeoutIsCutOffAndRecorded(t *testing.T
 		t.Errorf("recorded outcome = %+v, want a failure naming the poll timeout", polled)
 	}
 }
+
+func TestScheduler_ReadyOnceTheAccountsAreLoaded(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	s := startScheduler(t, SchedulerConfig{Refresh: time.Hour, Accounts: func(ctx context.Context) ([]Account, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}})
+	select {
+	case <-s.Ready():
+		t.Fatal("Ready before the accounts were loaded")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-s.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not Ready 20 s after the accounts were loaded")
+	}
+}
