@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -23,7 +22,7 @@ const pushStable = time.Minute
 // account's delivery mode: polled when push is off or impossible, pushed
 // once every folder's watch runs. The watches end with ctx; watches.Wait
 // waits for them.
-func (s *Scheduler) startPush(ctx context.Context, a Account, pollNow chan<- struct{}, watches *sync.WaitGroup) {
+func (s *Scheduler) startPush(ctx context.Context, a Account, newMail chan<- struct{}, watches *sync.WaitGroup) {
 	watcher, ok := a.Fetcher.(mailsource.Watcher)
 	if !a.Push || !ok {
 		s.noteDelivery(ctx, a.ID, domain.DeliveryPolled, "")
@@ -31,10 +30,10 @@ func (s *Scheduler) startPush(ctx context.Context, a Account, pollNow chan<- str
 	}
 	folders := watcher.WatchFolders()
 	p := &accountPush{s: s, accountID: a.ID, folders: len(folders), up: map[string]bool{}}
-	// Coalesced: one poll-now pending at most, however many mails come.
+	// Coalesced: one poll pending at most, however many mails come.
 	poke := func() {
 		select {
-		case pollNow <- struct{}{}:
+		case newMail <- struct{}{}:
 		default:
 		}
 	}
@@ -116,11 +115,7 @@ func (s *Scheduler) watchRecovered(ctx context.Context, w mailsource.Watcher, fo
 // of many accounts a server restart dropped do not all come back at the
 // same instant.
 func pushRetry(failures int, base, maxWait time.Duration) time.Duration {
-	wait := base
-	for i := 1; i < failures && wait < maxWait; i++ {
-		wait *= 2
-	}
-	wait = min(wait, maxWait)
+	wait := backoff(base, failures, maxWait)
 	half := wait / 2
 	return half + rand.N(half+1) //nolint:gosec // jitter, not a secret
 }
@@ -184,14 +179,20 @@ func DeliveryStream(accountID string) string { return "mailbox-delivery-" + acco
 
 // recordDelivery appends the delivery mode to the account's delivery stream.
 func (s *Scheduler) recordDelivery(ctx context.Context, ev domain.MailboxDeliveryChanged) error {
-	payload, err := json.Marshal(ev)
+	return s.recordMailboxEvent(ctx, DeliveryStream(ev.AccountID), ev.AccountID, ev, ev.At)
+}
+
+// recordMailboxEvent appends what the scheduler observed of an account to
+// one of its streams, as the mailbox itself (actor "mailbox:<id>").
+func (s *Scheduler) recordMailboxEvent(ctx context.Context, stream, accountID string, ev domain.Event, at time.Time) error {
+	name, version, payload, err := domain.MarshalEvent(ev)
 	if err != nil {
 		return err
 	}
 	_, err = s.cfg.Store.Append(ctx, eventstore.AppendRequest{
-		Stream: DeliveryStream(ev.AccountID), ExpectedVersion: eventstore.AnyVersion,
-		Events: []eventstore.NewEvent{{Type: ev.EventName(), SchemaVersion: domain.MailboxDeliveryChangedSchemaVersion,
-			Payload: payload, Metadata: eventstore.Metadata{Actor: "mailbox:" + ev.AccountID, OccurredAt: ev.At}}},
+		Stream: stream, ExpectedVersion: eventstore.AnyVersion,
+		Events: []eventstore.NewEvent{{Type: name, SchemaVersion: version, Payload: payload,
+			Metadata: eventstore.Metadata{Actor: "mailbox:" + accountID, OccurredAt: at}}},
 	})
 	return err
 }

@@ -304,3 +304,33 @@ func TestPushRetry(t *testing.T) {
 		}
 	}
 }
+
+// TestScheduler_NewMailDoesNotHammerAFailingMailbox: after a failed poll,
+// new mail waits for the push back-off (here an hour) instead of polling
+// at the pace mail arrives; poll-now is still at once, and once a poll
+// succeeds new mail polls at once again.
+func TestScheduler_NewMailDoesNotHammerAFailingMailbox(t *testing.T) {
+	t.Parallel()
+	f := &watchingFetcher{folders: []string{"INBOX"}}
+	f.err = errors.New("blobstore: write blob: no space left on device")
+	r := startPushRig(t, SchedulerConfig{PushRetry: time.Hour}, Account{ID: "a", PollInterval: time.Hour, Fetcher: f, Push: true})
+	waitFor(t, func() bool { return f.count() == 1 && f.watching() == 1 })
+	for range 20 {
+		f.announce("INBOX")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := f.count(); n != 1 {
+		t.Fatalf("%d polls after new mail following a failed poll, want 1 (the push back-off holds the next)", n)
+	}
+	f.mu.Lock()
+	f.err = nil
+	f.mu.Unlock()
+	if err := r.s.PollNow("a"); err != nil {
+		t.Fatal(err)
+	}
+	// Poll-now's poll succeeds, and the mail that waited is polled next.
+	waitFor(t, func() bool { return f.count() >= 3 })
+	n := f.count()
+	f.announce("INBOX")
+	waitFor(t, func() bool { return f.count() == n+1 })
+}

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -139,6 +138,7 @@ type Liveness struct {
 type worker struct {
 	revision string
 	pollNow  chan struct{}
+	newMail  chan struct{} // a push watch saw new mail; see loop
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -288,7 +288,8 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), newMail: make(chan struct{}, 1), cancel: cancel,
+			done: make(chan struct{})}
 		s.workers[id] = w
 		var firstIn time.Duration
 		if spread {
@@ -298,8 +299,8 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			defer close(w.done)
 			var watches sync.WaitGroup
 			defer watches.Wait()
-			s.startPush(wctx, a, w.pollNow, &watches)
-			s.loop(wctx, a, w.pollNow, firstIn)
+			s.startPush(wctx, a, w.newMail, &watches)
+			s.loop(wctx, a, w.pollNow, w.newMail, firstIn)
 		}()
 	}
 	return nil
@@ -344,22 +345,18 @@ func firstPollDelay(interval time.Duration) time.Duration {
 
 // loop is one account's worker: poll after firstIn (at once for an
 // account created or changed while running), then every interval from
-// the start of the last poll, sooner on PollNow, later after failures.
-func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}, firstIn time.Duration) {
+// the start of the last poll, sooner on PollNow or new mail, later after
+// failures. After a failed poll new mail polls again no sooner than a
+// back-off of its own (doubling from PushRetry, never longer than the
+// regular wait), so a mailbox or store that keeps failing is not polled
+// at the pace mail arrives; PollNow is always at once.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan struct{}, firstIn time.Duration) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
 	}
-	if firstIn > 0 {
-		timer := time.NewTimer(firstIn)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-pollNow:
-			timer.Stop()
-		case <-timer.C:
-		}
+	if firstIn > 0 && !s.waitForPoll(ctx, firstIn, 0, pollNow, newMail) {
+		return
 	}
 	failures := 0
 	for {
@@ -383,14 +380,36 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
 			}
 		}
-		timer := time.NewTimer(time.Until(began.Add(wait)))
+		if !s.waitForPoll(ctx, time.Until(began.Add(wait)), failures, pollNow, newMail) {
+			return
+		}
+	}
+}
+
+// waitForPoll waits until the next poll is due (see loop); false when ctx
+// ended.
+func (s *Scheduler) waitForPoll(ctx context.Context, wait time.Duration, failures int, pollNow, newMail <-chan struct{}) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	mail := newMail
+	var cooled <-chan time.Time
+	if failures > 0 {
+		cool := time.NewTimer(backoff(s.cfg.PushRetry, failures, wait))
+		defer cool.Stop()
+		mail, cooled = nil, cool.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return
+			return false
 		case <-pollNow:
-			timer.Stop()
+			return true
+		case <-mail:
+			return true
+		case <-cooled:
+			mail, cooled = newMail, nil
 		case <-timer.C:
+			return true
 		}
 	}
 }
@@ -516,14 +535,5 @@ func MailboxStream(accountID string) string { return "mailbox-" + accountID }
 
 // recordPoll appends the outcome to the account's mailbox stream.
 func (s *Scheduler) recordPoll(ctx context.Context, ev domain.MailboxPolled) error {
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = s.cfg.Store.Append(ctx, eventstore.AppendRequest{
-		Stream: MailboxStream(ev.AccountID), ExpectedVersion: eventstore.AnyVersion,
-		Events: []eventstore.NewEvent{{Type: ev.EventName(), SchemaVersion: domain.MailboxPolledSchemaVersion,
-			Payload: payload, Metadata: eventstore.Metadata{Actor: "mailbox:" + ev.AccountID, OccurredAt: ev.FinishedAt}}},
-	})
-	return err
+	return s.recordMailboxEvent(ctx, MailboxStream(ev.AccountID), ev.AccountID, ev, ev.FinishedAt)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
@@ -71,10 +69,9 @@ func waitConnections(tb testing.TB, dv *dovecottest.Server, user string, want in
 // createIMAPAccount creates an hourly-polled IMAP account for user at
 // addr (a Dovecot's IMAPAddr, or a proxy to it) and returns its id; extra
 // fields override the defaults.
-func createIMAPAccount(tb testing.TB, api apiClient, addr, name, user, password string, extra map[string]any) string {
-	tb.Helper()
-	host, portStr, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portStr)
+func createIMAPAccount(t *testing.T, api apiClient, addr, name, user, password string, extra map[string]any) string {
+	t.Helper()
+	host, port := hostPort(t, addr)
 	body := map[string]any{"name": name, "protocol": "imap", "host": host, "port": port, "security": "none",
 		"allow_plaintext_auth": true, "username": user, "password": password, "poll_interval_seconds": 3600,
 		"after_import": "delete", "enabled": true}
@@ -84,7 +81,7 @@ func createIMAPAccount(tb testing.TB, api apiClient, addr, name, user, password 
 	var created struct{ ID string }
 	raw := api.must(http.MethodPost, "/api/v1/inbound-accounts", body)
 	if err := json.Unmarshal(raw, &created); err != nil || created.ID == "" {
-		tb.Fatalf("create account: %s", raw)
+		t.Fatalf("create account: %s", raw)
 	}
 	return created.ID
 }
@@ -180,6 +177,7 @@ func TestServe_AccountWritesReachTheSchedulerAtOnce(t *testing.T) {
 		code, _ := api.do(http.MethodPost, "/api/v1/inbound-accounts/"+id+"/poll", nil)
 		return code
 	}
+	_, imapPort := hostPort(t, dv.IMAPAddr)
 	id := createIMAPAccount(t, api, dv.IMAPAddr, "support", "support", "pw-support", nil)
 	if code := pollNow(id); code != http.StatusAccepted {
 		t.Fatalf("poll-now right after create = %d, want 202", code)
@@ -188,7 +186,7 @@ func TestServe_AccountWritesReachTheSchedulerAtOnce(t *testing.T) {
 	waitConnections(t, dv, "support", 1)
 
 	api.must(http.MethodPut, "/api/v1/inbound-accounts/"+id, map[string]any{"name": "support", "protocol": "imap",
-		"host": "127.0.0.1", "port": mustPort(t, dv.IMAPAddr), "security": "none", "allow_plaintext_auth": true,
+		"host": "127.0.0.1", "port": imapPort, "security": "none", "allow_plaintext_auth": true,
 		"username": "support", "password": "pw-support", "poll_interval_seconds": 3600, "after_import": "delete", "enabled": false})
 	if code := pollNow(id); code != http.StatusConflict {
 		t.Errorf("poll-now right after disable = %d, want 409", code)
@@ -199,7 +197,7 @@ func TestServe_AccountWritesReachTheSchedulerAtOnce(t *testing.T) {
 	api.waitDelivery(id, "polled once disabled", func(r deliveryRow) bool { return r.Delivery == "polled" })
 
 	api.must(http.MethodPut, "/api/v1/inbound-accounts/"+id, map[string]any{"name": "support", "protocol": "imap",
-		"host": "127.0.0.1", "port": mustPort(t, dv.IMAPAddr), "security": "none", "allow_plaintext_auth": true,
+		"host": "127.0.0.1", "port": imapPort, "security": "none", "allow_plaintext_auth": true,
 		"username": "support", "password": "pw-support", "poll_interval_seconds": 3600, "after_import": "delete", "enabled": true})
 	if code := pollNow(id); code != http.StatusAccepted {
 		t.Errorf("poll-now right after enable = %d, want 202", code)
@@ -211,17 +209,4 @@ func TestServe_AccountWritesReachTheSchedulerAtOnce(t *testing.T) {
 	if code := pollNow(id); code != http.StatusNotFound {
 		t.Errorf("poll-now of a deleted account = %d, want 404", code)
 	}
-}
-
-func mustPort(tb testing.TB, addr string) int {
-	tb.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return n
 }
