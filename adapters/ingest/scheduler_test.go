@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
 	"github.com/ledgerdesk/ledgerdesk/adapters/dovecottest"
+	"github.com/ledgerdesk/ledgerdesk/adapters/faultproxy"
 	"github.com/ledgerdesk/ledgerdesk/adapters/imapsource"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 	"github.com/ledgerdesk/ledgerdesk/domain"
@@ -161,59 +161,6 @@ func TestPollSlots_BoundPollsOverallAndPerServer(t *testing.T) {
 	}
 }
 
-// blackhole accepts TCP connections and never answers, like a mail server
-// whose process hangs; it counts the connections open at once.
-type blackhole struct {
-	ln            net.Listener
-	mu            sync.Mutex
-	open, maxOpen int
-	conns         []net.Conn
-}
-
-func startBlackhole(t *testing.T) *blackhole {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.open++
-			b.maxOpen = max(b.maxOpen, b.open)
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			go func() {
-				_, _ = c.Read(make([]byte, 1)) // until the client gives up
-				_ = c.Close()
-				b.mu.Lock()
-				b.open--
-				b.mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			_ = c.Close()
-		}
-		b.mu.Unlock()
-	})
-	return b
-}
-
-func (b *blackhole) counts() (open, maxOpen int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.open, b.maxOpen
-}
-
 func imapAccount(t *testing.T, id, addr, user string, interval time.Duration) Account {
 	t.Helper()
 	h, p := hostPort(t, addr)
@@ -234,11 +181,11 @@ func imapAccount(t *testing.T, id, addr, user string, interval time.Duration) Ac
 func TestScheduler_AServerThatNeverAnswersDelaysNoOtherServer(t *testing.T) {
 	t.Parallel()
 	const slots, perServer, dead, healthy = 6, 3, 10, 12
-	hole := startBlackhole(t)
+	hole := faultproxy.StartBlackhole(t)
 	dv := dovecottest.Start(t)
 	var accs []Account
 	for i := range dead {
-		a := imapAccount(t, fmt.Sprintf("dead%02d", i), hole.ln.Addr().String(), "nobody", time.Hour)
+		a := imapAccount(t, fmt.Sprintf("dead%02d", i), hole.Addr(), "nobody", time.Hour)
 		// Pushed too: the IDLE connections it tries take the same slots.
 		a.Push = true
 		accs = append(accs, a)
@@ -260,7 +207,7 @@ func TestScheduler_AServerThatNeverAnswersDelaysNoOtherServer(t *testing.T) {
 			return slices.Clone(current), nil
 		}})
 	waitForCond(t, "the dead server's polls to hang", func() bool {
-		open, _ := hole.counts()
+		open, _ := hole.Counts()
 		return open >= perServer
 	})
 	for i := range healthy {
@@ -282,7 +229,7 @@ func TestScheduler_AServerThatNeverAnswersDelaysNoOtherServer(t *testing.T) {
 	if n := len(mailEvents(t, store)[domain.MailReceivedName]); n != healthy {
 		t.Errorf("%d mails committed, want %d", n, healthy)
 	}
-	if open, maxOpen := hole.counts(); open != perServer || maxOpen != perServer {
+	if open, maxOpen := hole.Counts(); open != perServer || maxOpen != perServer {
 		t.Errorf("the dead server has %d connections open (at most %d), want its %d slots held throughout",
 			open, maxOpen, perServer)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/dovecottest"
+	"github.com/ledgerdesk/ledgerdesk/adapters/faultproxy"
 	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
 )
@@ -343,59 +344,6 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// blackholeListener accepts TCP connections and never answers, like a mail
-// server whose process hangs; it counts the connections open at once.
-type blackholeListener struct {
-	ln            net.Listener
-	mu            sync.Mutex
-	open, maxOpen int
-	conns         []net.Conn
-}
-
-func startBlackholeListener(tb testing.TB) *blackholeListener {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b := &blackholeListener{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.open++
-			b.maxOpen = max(b.maxOpen, b.open)
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			go func() {
-				_, _ = c.Read(make([]byte, 1)) // until the client gives up
-				_ = c.Close()
-				b.mu.Lock()
-				b.open--
-				b.mu.Unlock()
-			}()
-		}
-	}()
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			_ = c.Close()
-		}
-		b.mu.Unlock()
-	})
-	return b
-}
-
-func (b *blackholeListener) counts() (open, maxOpen int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.open, b.maxOpen
-}
-
 // goroutinePeak samples runtime.NumGoroutine until stopped.
 type goroutinePeak struct {
 	mu   sync.Mutex
@@ -445,7 +393,7 @@ func TestScale_AHundredAccountsOnOneServe(t *testing.T) {
 	}
 	const accounts, dead, interval = 100, 40, 2
 	rig := newScaleRig(t, accounts)
-	hole := startBlackholeListener(t)
+	hole := faultproxy.StartBlackhole(t)
 	srv := startScaleServeInProcess(t)
 	// Accounts are pushed by default where the build has push (Dovecot
 	// offers IDLE), the dead server's included.
@@ -461,10 +409,10 @@ func TestScale_AHundredAccountsOnOneServe(t *testing.T) {
 	}
 	// Accounts the scheduler finds at its first look spread their first
 	// poll over the interval, an hour here: ask for it now.
-	srv.pollNow(srv.createAccounts(deadUsers, hole.ln.Addr().String(), 3600, nil))
+	srv.pollNow(srv.createAccounts(deadUsers, hole.Addr(), 3600, nil))
 	perServer := ingest.DefaultMaxConcurrentPolls / 2
 	deadline := time.Now().Add(30 * time.Second)
-	for open, _ := hole.counts(); open < perServer; open, _ = hole.counts() {
+	for open, _ := hole.Counts(); open < perServer; open, _ = hole.Counts() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d connections to the dead server after 30 s, want %d; serve's log:\n%s", open, perServer, tail(srv.log(), 8000))
 		}
@@ -487,7 +435,7 @@ func TestScale_AHundredAccountsOnOneServe(t *testing.T) {
 			t.Errorf("%s still holds %d mails", u, n)
 		}
 	}
-	if _, maxOpen := hole.counts(); maxOpen != perServer {
+	if _, maxOpen := hole.Counts(); maxOpen != perServer {
 		t.Errorf("the dead server had up to %d connections at once, want its share of the poll slots, %d", maxOpen, perServer)
 	}
 	perAccount := goroutinesPerPolledAccount
