@@ -63,7 +63,7 @@ type scaleFigures struct {
 // BenchmarkScale measures a thousand mailboxes on one `serve` (a child
 // process on PostgreSQL) against a test Dovecot with a thousand users:
 //
-//	go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./cmd/ledgerdesk
+//	go test -v -run '^$' -bench Scale -benchtime 1x -timeout 60m ./cmd/ledgerdesk
 //
 // Latency: 2,000 mails delivered at a steady 20 mails/s (each moved into
 // a user's Maildir/new, round robin over the users), from the delivery to
@@ -76,6 +76,8 @@ type scaleFigures struct {
 // scaled to an hour, next to a serve without accounts in the same run.
 // A build without push or the stream reports what it has and says which
 // figures are missing.
+// Without -v the testing package cuts a benchmark's log after ten lines;
+// the metrics line has every figure all the same.
 func BenchmarkScale(b *testing.B) {
 	cfg := scaleBenchConfigFromEnv(b)
 	for range b.N {
