@@ -35,6 +35,7 @@ unit:
 fuzz: ## a short run of every fuzz target (a count, not a duration: time-based runs can fail spuriously under load)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./adapters/mimeparse
 	$(GO) test -run='^$$' -fuzz='^FuzzParseAddress$$' -fuzztime=$(FUZZTIME) ./adapters/mimeparse
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUTF7$$' -fuzztime=$(FUZZTIME) ./adapters/mimeparse
 	$(GO) test -run='^$$' -fuzz='^FuzzReadResponse$$' -fuzztime=$(FUZZTIME) ./adapters/pop3source
 	$(GO) test -run='^$$' -fuzz='^FuzzDotRoundTrip$$' -fuzztime=$(FUZZTIME) ./adapters/pop3source
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTicketReference$$' -fuzztime=$(FUZZTIME) ./domain

@@ -154,6 +154,12 @@ func (s *server) createAccount(c echo.Context) error {
 	if err := s.checkMailHost(ctx, in.Host); err != nil {
 		return err
 	}
+	if err := s.checkFallbackUser(ctx, in.FallbackUserID); err != nil {
+		return err
+	}
+	if err := s.checkResourceRef(ctx, "resource", in.Resource); err != nil {
+		return err
+	}
 	if err := s.sealSecrets(&in, domain.InboundAccount{}); err != nil {
 		return err
 	}
@@ -257,6 +263,18 @@ func (s *server) updateAccount(c echo.Context) error {
 	}
 	if next.Host != cur.Host {
 		if err := s.checkMailHost(c.Request().Context(), next.Host); err != nil {
+			return err
+		}
+	}
+	// Checked when they change: an account that names a user removed
+	// since can still be edited otherwise.
+	if next.FallbackUserID != cur.FallbackUserID {
+		if err := s.checkFallbackUser(c.Request().Context(), next.FallbackUserID); err != nil {
+			return err
+		}
+	}
+	if next.Resource != cur.Resource {
+		if err := s.checkResourceRef(c.Request().Context(), "resource", next.Resource); err != nil {
 			return err
 		}
 	}

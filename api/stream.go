@@ -40,6 +40,18 @@ type Live struct {
 	// Closing, once closed, ends every stream (a graceful shutdown would
 	// otherwise wait for them for ever); clients reconnect and resume.
 	Closing <-chan struct{}
+	// Observer is told when streams open and end, for the metrics; nil
+	// observes nothing.
+	Observer StreamObserver
+}
+
+// StreamObserver is told about the event streams (adapters/metrics
+// implements it). Calls come from every stream at once.
+type StreamObserver interface {
+	StreamOpened()
+	// StreamClosed reports a stream's end; lagged when the client was too
+	// slow for the live buffer and was disconnected.
+	StreamClosed(lagged bool)
 }
 
 // streamItem is what role may see of an event on the live stream, and
@@ -117,7 +129,11 @@ func (s *server) stream(c echo.Context) error {
 	}
 	cur, err := live.Log.Cursor(ctx, after)
 	if errors.Is(err, eventstore.ErrUnknownPosition) {
-		return invalid("after", "%d names no event; use an id this stream or the API gave out", after)
+		field := "after"
+		if c.Request().Header.Get("Last-Event-ID") != "" {
+			field = "Last-Event-ID"
+		}
+		return invalid(field, "%d names no event; use an id this stream or the API gave out", after)
 	}
 	if err != nil {
 		return fmt.Errorf("api: stream: %w", err)
@@ -126,6 +142,12 @@ func (s *server) stream(c echo.Context) error {
 	heartbeat := live.Heartbeat
 	if heartbeat <= 0 {
 		heartbeat = DefaultStreamHeartbeat
+	}
+
+	lagged := false
+	if live.Observer != nil {
+		live.Observer.StreamOpened()
+		defer func() { live.Observer.StreamClosed(lagged) }()
 	}
 
 	res := c.Response()
@@ -150,6 +172,7 @@ func (s *server) stream(c echo.Context) error {
 			// Too slow for the live buffer: end the stream. The client
 			// reconnects with the last id it got and reads the rest from
 			// the store.
+			lagged = true
 			w.printf("event: lagged\nid: %d\ndata: {\"position\":%d}\n\n", cur.Position(), cur.Position())
 			_ = w.flush()
 			s.logger.Info("event stream client fell behind; disconnected", "position", cur.Position())

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,6 +98,17 @@ func withLive(tb testing.TB, store eventstore.Store, heartbeat time.Duration) en
 	return func(o *Options, _ projections.Reader) { o.Live = Live{Log: b, Heartbeat: heartbeat} }
 }
 
+// withEndedStreams wires a live log whose streams end right after their
+// first lines, as in a shutdown: a request to /stream then ends.
+func withEndedStreams(tb testing.TB) envOption {
+	return func(o *Options, _ projections.Reader) {
+		withLive(tb, o.Store, time.Hour)(o, nil)
+		closed := make(chan struct{})
+		close(closed)
+		o.Live.Closing = closed
+	}
+}
+
 // newStreamEnv is newEnv with the live stream wired.
 func newStreamEnv(tb testing.TB, b backend, heartbeat time.Duration) *testEnv {
 	tb.Helper()
@@ -137,9 +150,10 @@ func TestStream_EachRoleGetsWhatItMaySee(t *testing.T) {
 			t.Parallel()
 			env := newStreamEnv(t, b, time.Hour)
 			streams := map[domain.Role]*sseStream{}
-			for _, role := range domain.Roles {
+			for _, role := range rolesAll {
 				streams[role] = env.openStream(t, env.tokens[role], "", "")
 			}
+			env.problem(t, http.MethodGet, "/api/v1/stream", env.tokens[domain.RoleMetrics], nil, http.StatusForbidden)
 			// Not streamed: an account with its password, for any role.
 			env.mustJSON(t, http.MethodPost, "/api/v1/inbound-accounts", env.tokens[domain.RoleAdmin], account("live"), http.StatusCreated, nil)
 			appendEvent(t, env.store, "mail-m1", domain.MailReceived{MailID: "m1", AccountID: "acc1", Subject: "Printer",
@@ -218,13 +232,16 @@ func TestStream_ResumesWithLastEventIDAndAfter(t *testing.T) {
 					t.Errorf("resumed with %s (-want +got):\n%s", name, diff)
 				}
 			}
-			resp, _ := env.do(t, http.MethodGet, "/api/v1/stream", token, nil, "Last-Event-ID", "999999")
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("Last-Event-ID of no event = %d, want 400", resp.StatusCode)
-			}
-			resp, _ = env.do(t, http.MethodGet, "/api/v1/stream?after=x", token, nil)
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("after=x = %d, want 400", resp.StatusCode)
+			for _, tc := range []struct{ query, lastEventID, field string }{
+				{"", "999999", "Last-Event-ID"},
+				{"", "x", "Last-Event-ID"},
+				{"?after=999999", "", "after"},
+				{"?after=x", "", "after"},
+			} {
+				p := env.problem(t, http.MethodGet, "/api/v1/stream"+tc.query, token, nil, http.StatusBadRequest, "Last-Event-ID", tc.lastEventID)
+				if len(p.Errors) != 1 || p.Errors[0].Field != tc.field {
+					t.Errorf("stream%s with Last-Event-ID %q: errors %+v, want one naming %s", tc.query, tc.lastEventID, p.Errors, tc.field)
+				}
 			}
 		})
 	}
@@ -284,4 +301,118 @@ func (s *sseStream) read(resp *http.Response) {
 			b.Data = value
 		}
 	}
+}
+
+// TestStream_OutlivesTheServersTimeouts runs the stream on a server whose
+// read and write timeouts are far shorter than the stream: it must go on
+// delivering events after both have passed (serve's are 1 and 2 minutes).
+func TestStream_OutlivesTheServersTimeouts(t *testing.T) {
+	t.Parallel()
+	store, _ := openEmbedded(t)
+	o := Options{Store: store, AdminToken: bootstrapToken}
+	withLive(t, store, 100*time.Millisecond)(&o, nil)
+	srv := httptest.NewUnstartedServer(New(o))
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	env := &testEnv{url: srv.URL}
+	s := env.openStream(t, bootstrapToken, "", "")
+	time.Sleep(time.Second) // past both timeouts, with heartbeats meanwhile
+	pos := appendEvent(t, store, "mailbox-acc1", domain.MailboxPolled{AccountID: "acc1"})
+	if got := s.events(t, 1)[0].ID; got != fmt.Sprint(pos) {
+		t.Errorf("event after the timeouts has id %s, want %d", got, pos)
+	}
+}
+
+// streamCounts records the StreamObserver calls.
+type streamCounts struct {
+	mu                     sync.Mutex
+	opened, closed, lagged int
+}
+
+func (s *streamCounts) StreamOpened() { s.mu.Lock(); s.opened++; s.mu.Unlock() }
+func (s *streamCounts) StreamClosed(lagged bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed++
+	if lagged {
+		s.lagged++
+	}
+}
+
+// TestStream_ASlowClientIsCutOffWithAResumablePosition lets one client stop
+// reading while large events pass: its stream ends with event lagged, the
+// writer and a reading client go on, and a reconnect from the lagged id
+// gets exactly the rest.
+func TestStream_ASlowClientIsCutOffWithAResumablePosition(t *testing.T) {
+	t.Parallel()
+	store, _ := openEmbedded(t)
+	live := broadcast.New(store.(broadcast.Store), broadcast.Options{BufferEvents: 8, PollInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = live.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	counts := &streamCounts{}
+	srv := httptest.NewServer(New(Options{Store: store, AdminToken: bootstrapToken,
+		Live: Live{Log: live, Heartbeat: time.Hour, Observer: counts}}))
+	t.Cleanup(srv.Close)
+	env := &testEnv{url: srv.URL}
+
+	// The slow client reads nothing until the events have passed: they pile
+	// up in the sockets until its handler can no longer write.
+	slowResp := unreadStream(t, srv.URL)
+	defer func() { _ = slowResp.Body.Close() }() // read closes it too; a second Close does nothing
+	slow := &sseStream{blocks: make(chan sseBlock, 1000), cancel: func() {}}
+	fast := env.openStream(t, bootstrapToken, "", "")
+	big := strings.Repeat("x", 256<<10)
+	var want []string
+	for i := range 60 {
+		want = append(want, fmt.Sprint(appendEvent(t, store, "mailbox-acc1", domain.MailboxPolled{AccountID: "acc1", Fetched: i, ServerReply: big})))
+		fast.events(t, 1) // the fast client keeps up, one event at a time
+	}
+	go slow.read(slowResp)
+	var got []string
+	lagged := ""
+	for b := range slow.blocks {
+		if b.Event == "lagged" {
+			lagged = b.ID
+			break
+		}
+		if b.Data != "" {
+			got = append(got, b.ID)
+		}
+	}
+	if lagged == "" || len(got) == len(want) {
+		t.Fatalf("the slow client got %d of %d events and no lagged event", len(got), len(want))
+	}
+	if lagged != got[len(got)-1] {
+		t.Errorf("lagged id %s, want the last event it got, %s", lagged, got[len(got)-1])
+	}
+	resumed := env.openStream(t, bootstrapToken, lagged, "")
+	for _, b := range resumed.events(t, len(want)-len(got)) {
+		got = append(got, b.ID)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events before the cut and after the resume (-want +got):\n%s", diff)
+	}
+	counts.mu.Lock()
+	defer counts.mu.Unlock()
+	if counts.opened != 3 || counts.lagged != 1 {
+		t.Errorf("observer saw %d streams opened, %d cut off; want 3 and 1", counts.opened, counts.lagged)
+	}
+}
+
+// unreadStream opens GET /stream as admin and leaves the answer unread.
+func unreadStream(tb testing.TB, base string) *http.Response {
+	tb.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+bootstrapToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp
 }

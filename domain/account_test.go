@@ -48,6 +48,33 @@ func TestInboundAccount_Validate(t *testing.T) {
 			},
 			fields: []string{"after_import:"},
 		},
+		{
+			name: "trash needs folders too",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportTrash
+			},
+			fields: []string{"after_import:"},
+		},
+		{
+			name: "an IMAP account may walk its subscribed folders and name a trash folder",
+			change: func(a *domain.InboundAccount) {
+				a.IncludeSubfolders, a.OnlySubscribed, a.AfterImport, a.TrashFolder = true, true, domain.AfterImportTrash, "Deleted"
+			},
+		},
+		{
+			name: "only_subscribed restricts a walk; POP3 has no tree and no trash",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.OnlySubscribed, a.TrashFolder = domain.ProtocolPOP3, true, "Trash"
+			},
+			fields: []string{"only_subscribed:", "trash_folder:"},
+		},
+		{
+			name: "a walk is for IMAP",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.IncludeSubfolders = domain.ProtocolPOP3, true
+			},
+			fields: []string{"include_subfolders:"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -78,6 +78,13 @@ var registry = map[string]eventType{
 	OAuthTokenRefreshFailedName:   {version: OAuthTokenRefreshFailedSchemaVersion, decode: decoder[OAuthTokenRefreshFailed]()},
 	OAuthRefreshTokenResealedName: {version: OAuthRefreshTokenResealedSchemaVersion, decode: decoder[OAuthRefreshTokenResealed]()},
 
+	UserRemovedName:     {version: UserRemovedSchemaVersion, decode: decoder[UserRemoved]()},
+	LocationUpdatedName: {version: LocationUpdatedSchemaVersion, decode: decoder[LocationUpdated]()},
+	LocationRemovedName: {version: LocationRemovedSchemaVersion, decode: decoder[LocationRemoved]()},
+	ResourceCreatedName: {version: ResourceCreatedSchemaVersion, decode: decoder[ResourceCreated]()},
+	ResourceUpdatedName: {version: ResourceUpdatedSchemaVersion, decode: decoder[ResourceUpdated]()},
+	ResourceDeletedName: {version: ResourceDeletedSchemaVersion, decode: decoder[ResourceDeleted]()},
+
 	SubscriberEventSetAsideName: {version: SubscriberEventSetAsideSchemaVersion, decode: decoder[SubscriberEventSetAside]()},
 	SubscriberEventRetriedName:  {version: SubscriberEventRetriedSchemaVersion, decode: decoder[SubscriberEventRetried]()},
 }

@@ -33,6 +33,12 @@ func (s *Server) config(ports []int) string {
 	}
 	p("auth_verbose = yes")
 	p("mail_location = maildir:~/Maildir")
+	if s.trashFolder != "" {
+		// The inbox namespace Dovecot would assume anyway (Maildir++: "."
+		// separates levels), with one folder marked \Trash.
+		p("namespace inbox {\n  inbox = yes\n  separator = .\n  mailbox \"%s\" {\n    special_use = \\Trash\n  }\n}",
+			strings.ReplaceAll(s.trashFolder, "/", "."))
+	}
 	// Throwaway mail: durability costs time and buys nothing here.
 	p("mail_fsync = never")
 	// Tests try wrong passwords; the stock 2 s delay only slows them.

@@ -73,8 +73,10 @@ type Server struct {
 	passwdDir string // one passwd-file per user
 	oauth2URL string // introspection URL of the oauth2 passdb; "" for none
 	maxConns  int    // Options.MaxConnections
-	bin       string
-	uid, gid  int // owner of mail files; -1 keeps the test's own
+	// trashFolder is marked \Trash; "" for none
+	trashFolder string
+	bin         string
+	uid, gid    int // owner of mail files; -1 keeps the test's own
 
 	mu      sync.Mutex // guards users, passwd-file writes and stopped
 	users   map[string]bool
@@ -104,6 +106,11 @@ type Options struct {
 	// when the kernel's inotify instances run out. 0 keeps the small
 	// stock limits, which hold about 100 logged-in IMAP connections.
 	MaxConnections int
+	// TrashFolder, when set, marks that folder \Trash (RFC 6154
+	// SPECIAL-USE) in every user's mailbox; Dovecot then lists it with the
+	// attribute. Nested names use "/" like CreateFolder. Empty: no folder
+	// is marked, as on a server that does not know SPECIAL-USE.
+	TrashFolder string
 }
 
 // Validate reports every problem of o.
@@ -124,6 +131,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxConnections < 0 || o.MaxConnections > maxConnectionsLimit {
 		errs = append(errs, fmt.Errorf("dovecottest: MaxConnections %d is outside 0..%d", o.MaxConnections, maxConnectionsLimit))
+	}
+	if strings.ContainsAny(o.TrashFolder, "\"{}\r\n\t#") {
+		errs = append(errs, fmt.Errorf("dovecottest: TrashFolder %q contains a character Dovecot's settings file cannot take as is", o.TrashFolder))
 	}
 	return errors.Join(errs...)
 }
@@ -154,7 +164,7 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		tb.Skip(msg)
 	}
 	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1, oauth2URL: opts.OAuth2IntrospectionURL,
-		maxConns: opts.MaxConnections}
+		maxConns: opts.MaxConnections, trashFolder: opts.TrashFolder}
 	if err := s.prepareDirs(tb); err != nil {
 		tb.Fatalf("dovecottest: %v", err)
 	}

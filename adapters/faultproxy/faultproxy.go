@@ -5,6 +5,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -35,6 +36,9 @@ type Proxy struct {
 	cutAfter atomic.Int64
 	accepted atomic.Int64
 	cuts     atomic.Int64
+	// hold is the client->server byte string HoldOn waits for; nil: none.
+	hold atomic.Pointer[[]byte]
+	held chan struct{} // gets a value each time a connection is held
 	// fromClient counts the bytes forwarded client->server.
 	fromClient atomic.Int64
 
@@ -52,7 +56,7 @@ func Start(tb testing.TB, target string) *Proxy {
 	if err != nil {
 		tb.Fatalf("faultproxy: listen: %v", err)
 	}
-	p := &Proxy{tb: tb, ln: ln, target: target, conns: map[*conn]struct{}{}}
+	p := &Proxy{tb: tb, ln: ln, target: target, conns: map[*conn]struct{}{}, held: make(chan struct{}, MaxConns)}
 	p.cutAfter.Store(-1)
 	p.wg.Add(1)
 	go p.acceptLoop()
@@ -89,9 +93,25 @@ func (p *Proxy) CutAll() {
 	}
 }
 
+// HoldOn makes the proxy stop forwarding a client's bytes, on every
+// connection, from the read that contains pattern on (that read included):
+// the command that carries it never reaches the server, and the
+// connection hangs until it is closed. Held signals each hold, so that a
+// test can act (kill the client) at exactly that step.
+func (p *Proxy) HoldOn(pattern []byte) {
+	pat := append([]byte(nil), pattern...)
+	p.hold.Store(&pat)
+}
+
+// Held receives a value each time a connection is held (HoldOn).
+func (p *Proxy) Held() <-chan struct{} { return p.held }
+
 // Reset turns all faults off. Open connections stay open and the counters
 // keep counting.
-func (p *Proxy) Reset() { p.cutAfter.Store(-1) }
+func (p *Proxy) Reset() {
+	p.cutAfter.Store(-1)
+	p.hold.Store(nil)
+}
 
 // Connections returns how many client connections the proxy has accepted
 // since Start, including ones it dropped; a test sees from it whether a
@@ -186,12 +206,45 @@ func (p *Proxy) serve(c *conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(countingWriter{w: server, n: &p.fromClient}, c.client)
+		p.toServer(c)
 		c.close()
 	}()
 	p.toClient(c)
 	c.close()
 	<-done
+}
+
+// toServer copies client->server, enforcing HoldOn. A pattern split over
+// two reads is found too: the end of the previous read is searched with
+// the next one.
+func (p *Proxy) toServer(c *conn) {
+	buf := make([]byte, bufSize)
+	var tail []byte
+	for {
+		n, rerr := c.client.Read(buf)
+		if n > 0 {
+			if pat := p.hold.Load(); pat != nil && len(*pat) > 0 {
+				window := append(tail, buf[:n]...)
+				if bytes.Contains(window, *pat) {
+					select {
+					case p.held <- struct{}{}:
+					default:
+					}
+					_, _ = io.Copy(io.Discard, c.client) // until the client goes away
+					return
+				}
+				tail = append(tail[:0], window[max(0, len(window)-len(*pat)):]...)
+			}
+			written, err := c.server.Write(buf[:n])
+			p.fromClient.Add(int64(written))
+			if err != nil {
+				return
+			}
+		}
+		if rerr != nil {
+			return
+		}
+	}
 }
 
 // toClient copies server->client, enforcing CutAfterBytes.
@@ -222,18 +275,6 @@ func (p *Proxy) toClient(c *conn) {
 			return
 		}
 	}
-}
-
-// countingWriter adds what it writes to n.
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // conn is one proxied connection.

@@ -290,3 +290,32 @@ func TestBlackhole_AcceptsNeverAnswersAndCounts(t *testing.T) {
 		_ = c.Close()
 	}
 }
+
+func TestProxy_HoldOnStopsTheCommandThatCarriesThePattern(t *testing.T) {
+	t.Parallel()
+	p := faultproxy.Start(t, startTarget(t))
+	c := dial(t, p.Addr())
+	r := bufio.NewReader(c)
+	echo := func(line string) (string, error) {
+		if _, err := io.WriteString(c, line); err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		return r.ReadString('\n')
+	}
+	if got, err := echo("a1 NOOP\n"); err != nil || got != "a1 NOOP\n" {
+		t.Fatalf("before the hold: echo = %q, %v", got, err)
+	}
+	p.HoldOn([]byte("UID MOVE"))
+	if got, err := echo("a2 NOOP\n"); err != nil || got != "a2 NOOP\n" {
+		t.Fatalf("other commands pass: echo = %q, %v", got, err)
+	}
+	if got, err := echo("a3 UID MOVE 1:5 Trash\n"); err == nil {
+		t.Errorf("the held command was answered: %q", got)
+	}
+	select {
+	case <-p.Held():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Held() did not signal")
+	}
+}

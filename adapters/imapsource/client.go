@@ -36,6 +36,8 @@ type session struct {
 	existing map[string]bool
 	// uncreatable holds the refusal of folders CREATE failed for.
 	uncreatable map[string]error
+	// trash is the folder after_import trash moves to, once looked up.
+	trash string
 	// literalBroken: a FETCH literal failed mid-read; see abandon.
 	literalBroken bool
 	// leaked: the client could not be drained; Close would hang.

@@ -22,7 +22,9 @@ const (
 
 var _ mailsource.Watcher = (*Fetcher)(nil)
 
-// WatchFolders implements mailsource.Watcher: the folders Poll reads.
+// WatchFolders implements mailsource.Watcher: the configured folders. The
+// folders IncludeSubfolders finds below them are read by each poll but not
+// watched: a tree of unknown size would take a connection per folder.
 func (f *Fetcher) WatchFolders() []string { return append([]string(nil), f.cfg.Folders...) }
 
 // Watch implements mailsource.Watcher with IMAP IDLE (RFC 2177, RFC 9051

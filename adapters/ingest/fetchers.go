@@ -98,8 +98,9 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 			Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 			TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
 			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, AllowPlaintextAuth: a.AllowPlaintextAuth, AllowAddr: allowAddr,
-			Folders:     folders,
-			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder,
+			Folders: folders, IncludeSubfolders: a.IncludeSubfolders, OnlySubscribed: a.OnlySubscribed,
+			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, TrashFolder: a.TrashFolder,
+			ErrorFolder: settings.ErrorFolder,
 			MaxMailSize: a.MaxMailSize, Timeout: fetchTimeout,
 		}, logger)
 		if err != nil {
@@ -163,12 +164,16 @@ func graphFetcher(a domain.InboundAccount, settings domain.Settings, tokens Acce
 		folders = append(folders, a.Folder)
 	}
 	folders = append(folders, a.Subfolders...)
+	afterImport := mailsource.AfterImport(a.AfterImport)
+	if afterImport == mailsource.AfterImportTrash {
+		afterImport = mailsource.AfterImportDelete // Graph's delete moves to Deleted Items (permanent_delete is refused with trash)
+	}
 	f, err := graphsource.New(graphsource.Config{
 		ResolveBaseURL: func(ctx context.Context) (string, error) { return graph.GraphBaseURL(ctx, connection) },
 		Mailbox:        a.Mailbox,
 		TokenSource:    func(ctx context.Context) (string, error) { return tokens(ctx, connection, domain.ProtocolGraph) },
 		RejectToken:    func(token string) { graph.ForgetAccessToken(connection, domain.ProtocolGraph, token) },
-		Folders:        folders, AfterImport: mailsource.AfterImport(a.AfterImport), PermanentDelete: a.PermanentDelete,
+		Folders:        folders, AfterImport: afterImport, PermanentDelete: a.PermanentDelete,
 		MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize,
 		Timeout: fetchTimeout, HTTPClient: graphHTTP, // Limiter: graph.DefaultMailboxLimiter, shared with graphsend
 	}, logger.With("account", a.ID))

@@ -136,6 +136,7 @@ func (p *accountPush) established(ctx context.Context, folder string) {
 	defer p.mu.Unlock()
 	p.up[folder] = true
 	if len(p.up) == p.folders {
+		p.s.cfg.Observer.Mode(p.accountID, true)
 		p.s.noteDelivery(ctx, p.accountID, domain.DeliveryPushed, "")
 	}
 }
@@ -144,6 +145,7 @@ func (p *accountPush) lost(ctx context.Context, folder string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.up, folder)
+	p.s.cfg.Observer.Mode(p.accountID, false)
 	p.s.noteDelivery(ctx, p.accountID, domain.DeliveryPolled, mailsource.Excerpt(folder+": "+err.Error(), maxReasonLen))
 }
 

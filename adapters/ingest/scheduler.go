@@ -33,6 +33,8 @@ type Account struct {
 	// at most SchedulerConfig.MaxConcurrentPollsPerServer of them run at
 	// once. Empty: the account counts as a server of its own.
 	Server string
+	// ImagesAsAttachments is recorded on the account's mails (SinkConfig).
+	ImagesAsAttachments bool
 	// Push asks for new mail to be pushed: when Fetcher is also a
 	// mailsource.Watcher, each of its folders is watched (IMAP IDLE) and
 	// a new mail polls the account at once; the poll on PollInterval goes
@@ -79,6 +81,9 @@ type SchedulerConfig struct {
 	// stall timeout. A poll cut short keeps what it committed; the next
 	// one goes on from there.
 	PollTimeout time.Duration
+	// Observer is told about polls, commits and the accounts' workers, for
+	// the metrics; nil observes nothing.
+	Observer Observer
 	// IdleRenewal is how often a push watch renews its wait (IMAP IDLE)
 	// [0: the watcher's default, imapsource.DefaultIdleRenewal].
 	IdleRenewal time.Duration
@@ -179,6 +184,9 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.PollTimeout <= 0 {
 		cfg.PollTimeout = DefaultPollTimeout
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	if cfg.PushRetry <= 0 {
 		cfg.PushRetry = time.Second
 	}
@@ -278,6 +286,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			w.cancel()
 			<-w.done
 			delete(s.workers, id)
+			s.cfg.Observer.Stopped(id)
 			if ctx.Err() == nil {
 				s.noteDelivery(ctx, id, domain.DeliveryPolled, "") // its push connections are closed
 			}
@@ -295,6 +304,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		if spread {
 			firstIn = firstPollDelay(a.PollInterval)
 		}
+		s.cfg.Observer.Mode(id, false)
 		go func() {
 			defer close(w.done)
 			var watches sync.WaitGroup
@@ -313,6 +323,7 @@ func (s *Scheduler) stopAll() {
 		w.cancel()
 		<-w.done
 		delete(s.workers, id)
+		s.cfg.Observer.Stopped(id)
 	}
 }
 
@@ -458,7 +469,7 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 	defer release()
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger})
+		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
@@ -478,6 +489,8 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 		ev.ServerReply = mailsource.ServerReply(pollErr)
 		ev.Failures = failureStreak(failuresBefore, res, pollErr)
 	}
+	s.cfg.Observer.Polled(PollReport{AccountID: a.ID, FinishedAt: ev.FinishedAt, Took: ev.FinishedAt.Sub(started),
+		Result: res, Err: pollErr, Failures: ev.Failures})
 	s.liveMu.Lock()
 	s.live[a.ID] = Liveness{CheckedAt: ev.FinishedAt, Failures: ev.Failures}
 	prev, seen := s.recorded[a.ID]

@@ -200,6 +200,9 @@ const (
 	AfterImportDelete AfterImport = "delete"
 	AfterImportMove   AfterImport = "move"
 	AfterImportKeep   AfterImport = "keep"
+	// AfterImportTrash moves the mail to the mailbox's trash folder (IMAP:
+	// the folder marked \Trash, RFC 6154, or the one the account names).
+	AfterImportTrash AfterImport = "trash"
 )
 
 // Fetcher polls one mailbox. Implementations: imapsource, pop3source.

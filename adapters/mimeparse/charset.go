@@ -3,8 +3,10 @@ package mimeparse
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -13,7 +15,9 @@ import (
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/encoding/korean"
 	"golang.org/x/text/encoding/simplifiedchinese"
+	"golang.org/x/text/encoding/traditionalchinese"
 )
 
 // encodedWord matches an RFC 2047 encoded word. The text part may hold
@@ -161,6 +165,11 @@ func decodeCharset(cs string, b []byte) (string, int) {
 	out, err := io.ReadAll(r)
 	s := strings.ToValidUTF8(string(out), "\uFFFD")
 	if err != nil || strings.ContainsRune(s, utf8.RuneError) {
+		for _, enc := range mislabelledAs[normCharset(cs)] {
+			if g, err := enc.NewDecoder().Bytes(b); err == nil && !bytes.ContainsRune(g, utf8.RuneError) && !latinInfix(string(g)) {
+				return string(g), charsetMislabelled
+			}
+		}
 		if g := guessDecode(b, ""); !strings.ContainsRune(g, utf8.RuneError) {
 			return g, charsetMislabelled
 		}
@@ -168,10 +177,36 @@ func decodeCharset(cs string, b []byte) (string, int) {
 	return s, charsetAsDeclared
 }
 
-// guessDecode decodes bytes of unknown charset the way mail clients guess:
-// valid UTF-8 as such; then the declared fallback (the body's charset);
-// then GB18030 when the 8-bit bytes come in pairs (Chinese text); then
-// Shift_JIS when that yields kana (Japanese); else windows-1252.
+// latinInfix reports whether a non-ASCII character stands between two
+// ASCII letters, as an accented letter does inside a Latin word and a
+// kanji read from Latin bytes ("Dij蛎t") does, but Japanese text does not.
+func latinInfix(s string) bool {
+	rs := []rune(s)
+	isLetter := func(r rune) bool { return r < 0x80 && unicode.IsLetter(r) }
+	for i := 1; i+1 < len(rs); i++ {
+		if rs[i] >= 0x80 && isLetter(rs[i-1]) && isLetter(rs[i+1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// mislabelledAs lists, for a label, the charsets that text carrying it but
+// not valid in it is tried in first: Japanese mailers label Shift_JIS and
+// EUC-JP text as ISO-2022-JP, and a Shift_JIS name holds kanji but no kana,
+// which the general guess needs.
+var mislabelledAs = map[string][]encoding.Encoding{
+	"iso-2022-jp":   {japanese.ShiftJIS, japanese.EUCJP},
+	"csiso2022jp":   {japanese.ShiftJIS, japanese.EUCJP},
+	"iso-2022-jp-2": {japanese.ShiftJIS, japanese.EUCJP},
+}
+
+// guessDecode decodes raw 8-bit bytes the way mail clients do: valid UTF-8
+// as such (RFC 6532); else in fallback, the charset the message declares
+// for its first text part; else windows-1252. Two guesses come before a
+// single-byte fallback and before windows-1252, because a single-byte
+// charset reads any bytes: GB18030 when the 8-bit bytes come in pairs
+// (Chinese text), and Shift_JIS when that yields kana (Japanese).
 func guessDecode(b []byte, fallback string) string {
 	if utf8.Valid(b) {
 		return string(b)
@@ -183,10 +218,14 @@ func guessDecode(b []byte, fallback string) string {
 		}
 		return string(out), true
 	}
+	declared, singleByte := "", false
 	if l := normCharset(fallback); l != "" && l != "utf-8" && l != "utf8" && l != "us-ascii" {
 		if r, ok := charsetReader(l, bytes.NewReader(b)); ok {
 			if out, err := io.ReadAll(r); err == nil && !bytes.ContainsRune(out, utf8.RuneError) {
-				return string(out)
+				declared, singleByte = string(out), utf8.RuneCount(out) == len(b)
+				if !singleByte {
+					return declared
+				}
 			}
 		}
 	}
@@ -197,6 +236,9 @@ func guessDecode(b []byte, fallback string) string {
 	}
 	if s, ok := try(japanese.ShiftJIS); ok && hasKana(s) {
 		return s
+	}
+	if singleByte {
+		return declared
 	}
 	out, _ := charmap.Windows1252.NewDecoder().Bytes(b)
 	return strings.ToValidUTF8(string(out), "\uFFFD")
@@ -241,34 +283,141 @@ func hasKana(s string) bool {
 // holds the curly quotes Outlook sends), and the GB family as GB18030, the
 // superset of GB2312 and GBK.
 var charsetAliases = map[string]encoding.Encoding{
-	"iso-8859-1":  charmap.Windows1252,
-	"iso8859-1":   charmap.Windows1252,
-	"iso_8859-1":  charmap.Windows1252,
-	"latin1":      charmap.Windows1252,
-	"latin-1":     charmap.Windows1252,
-	"l1":          charmap.Windows1252,
-	"cp1252":      charmap.Windows1252,
-	"us-ascii":    charmap.Windows1252,
-	"ascii":       charmap.Windows1252,
-	"gb2312":      simplifiedchinese.GB18030,
-	"gb_2312-80":  simplifiedchinese.GB18030,
-	"euc-cn":      simplifiedchinese.GB18030,
-	"gbk":         simplifiedchinese.GB18030,
-	"x-gbk":       simplifiedchinese.GB18030,
-	"cp936":       simplifiedchinese.GB18030,
-	"gb18030":     simplifiedchinese.GB18030,
-	"shift_jis":   japanese.ShiftJIS,
-	"shift-jis":   japanese.ShiftJIS,
-	"sjis":        japanese.ShiftJIS,
-	"x-sjis":      japanese.ShiftJIS,
-	"cp932":       japanese.ShiftJIS,
-	"ms932":       japanese.ShiftJIS,
-	"windows-31j": japanese.ShiftJIS,
+	"iso-8859-1":      charmap.Windows1252,
+	"iso8859-1":       charmap.Windows1252,
+	"iso_8859-1":      charmap.Windows1252,
+	"latin1":          charmap.Windows1252,
+	"latin-1":         charmap.Windows1252,
+	"l1":              charmap.Windows1252,
+	"cp1252":          charmap.Windows1252,
+	"us-ascii":        charmap.Windows1252,
+	"ascii":           charmap.Windows1252,
+	"gb2312":          simplifiedchinese.GB18030,
+	"gb_2312-80":      simplifiedchinese.GB18030,
+	"euc-cn":          simplifiedchinese.GB18030,
+	"gbk":             simplifiedchinese.GB18030,
+	"x-gbk":           simplifiedchinese.GB18030,
+	"cp936":           simplifiedchinese.GB18030,
+	"gb18030":         simplifiedchinese.GB18030,
+	"shift_jis":       japanese.ShiftJIS,
+	"shift-jis":       japanese.ShiftJIS,
+	"sjis":            japanese.ShiftJIS,
+	"x-sjis":          japanese.ShiftJIS,
+	"cp932":           japanese.ShiftJIS,
+	"ms932":           japanese.ShiftJIS,
+	"windows-31j":     japanese.ShiftJIS,
+	"cp874":           charmap.Windows874,
+	"ms874":           charmap.Windows874,
+	"cp949":           korean.EUCKR, // x/text's EUC-KR is Microsoft's superset, code page 949
+	"ms949":           korean.EUCKR,
+	"uhc":             korean.EUCKR,
+	"x-windows-949":   korean.EUCKR,
+	"ks_c_5601-1987":  korean.EUCKR,
+	"ks_c_5601":       korean.EUCKR,
+	"ksc5601":         korean.EUCKR,
+	"cp950":           traditionalchinese.Big5,
+	"ms950":           traditionalchinese.Big5,
+	"x-mac-roman":     charmap.Macintosh,
+	"mac":             charmap.Macintosh,
+	"macroman":        charmap.Macintosh,
+	"x-mac-cyrillic":  charmap.MacintoshCyrillic,
+	"x-mac-ukrainian": charmap.MacintoshCyrillic,
 }
 
-// normCharset lower-cases a charset label and strips quotes and spaces.
+// errMalformed reports input that is not valid in its charset; what could
+// be decoded has U+FFFD in place of the rest.
+var errMalformed = errors.New("malformed input")
+
+// errReader returns err (io.EOF when nil) on every read.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) {
+	if r.err == nil {
+		return 0, io.EOF
+	}
+	return 0, r.err
+}
+
+// extraDecoder returns a decoder for a charset golang.org/x/text lacks:
+// UTF-7 (RFC 2152) and the Mac OS code pages of macCharmaps; nil for any
+// other label.
+func extraDecoder(l string) func([]byte) (string, bool) {
+	if utf7Labels[l] {
+		return decodeUTF7
+	}
+	if tab, ok := macCharmaps[l]; ok {
+		return func(b []byte) (string, bool) {
+			var out strings.Builder
+			out.Grow(len(b))
+			for _, c := range b {
+				if c < 0x80 {
+					out.WriteByte(c)
+				} else {
+					out.WriteRune(tab[c-0x80])
+				}
+			}
+			return out.String(), true
+		}
+	}
+	return nil
+}
+
+// normCharset lower-cases a charset label, strips quotes and spaces, and
+// spells the Windows code page numbers Microsoft mailers write as the
+// charset they stand for ("cp65001" is UTF-8, "cp28592" ISO-8859-2,
+// "win-1251" windows-1251).
 func normCharset(label string) string {
-	return strings.ToLower(strings.Trim(strings.TrimSpace(label), `"' `))
+	l := strings.ToLower(strings.Trim(strings.TrimSpace(label), `"' `))
+	num := ""
+	for _, prefix := range []string{"cp-", "cp", "win-", "win", "ibm-"} {
+		if rest, ok := strings.CutPrefix(l, prefix); ok && rest != "" && strings.Trim(rest, "0123456789") == "" {
+			num = rest
+			if prefix == "ibm-" {
+				return "ibm" + num
+			}
+			break
+		}
+	}
+	if num == "" {
+		return l
+	}
+	if n, err := strconv.Atoi(num); err == nil {
+		switch {
+		case n >= 1250 && n <= 1258:
+			return "windows-" + num
+		case n >= 28591 && n <= 28606:
+			return "iso-8859-" + strconv.Itoa(n-28590)
+		}
+	}
+	if cs, ok := codePages[num]; ok {
+		return cs
+	}
+	return l
+}
+
+// codePages names the charsets of Windows code pages that are no
+// windows-125x or ISO-8859 page.
+var codePages = map[string]string{
+	"65001": "utf-8",
+	"20127": "us-ascii",
+	"51932": "euc-jp",
+	"20932": "euc-jp",
+	"50220": "iso-2022-jp",
+	"50221": "iso-2022-jp",
+	"50222": "iso-2022-jp",
+	"54936": "gb18030",
+	"52936": "hz-gb-2312",
+	"20866": "koi8-r",
+	"21866": "koi8-u",
+	"858":   "ibm00858",
+	"10000": "x-mac-roman",
+	"10007": "x-mac-cyrillic",
+	"10029": "x-mac-ce",
+	"10006": "x-mac-greek",
+	"10079": "x-mac-icelandic",
+	"10081": "x-mac-turkish",
+	"10082": "x-mac-croatian",
+	"10010": "x-mac-romanian",
 }
 
 // charsetReader returns a UTF-8 reader for label, or false when the charset
@@ -281,6 +430,14 @@ func charsetReader(label string, in io.Reader) (io.Reader, bool) {
 	}
 	if enc, ok := charsetAliases[l]; ok {
 		return enc.NewDecoder().Reader(in), true
+	}
+	if dec := extraDecoder(l); dec != nil {
+		b, err := io.ReadAll(in)
+		s, ok := dec(b)
+		if err == nil && !ok {
+			err = errMalformed
+		}
+		return io.MultiReader(strings.NewReader(s), errReader{err}), true
 	}
 	r, err := charset.Reader(l, in)
 	if err != nil || r == nil {

@@ -20,14 +20,14 @@ import (
 const zammadMinMatches = 53
 
 // zammadKnownMismatches are pairs where Zammad's expectation is Zammad's own
-// misreading of a malformed header, not what a mail client shows. The test
-// logs them; they count as mismatches.
+// misreading of a malformed header, not what a mail client shows, each with
+// the RFC reason. The test logs them; they count as mismatches.
 var zammadKnownMismatches = map[string]string{
-	"mail065": `From "=?iso-8859-1?Q?B=FCrling,=20Andreas?= <...>": the comma is inside the encoded word; Zammad splits there and expects the display name "=20Andreas?=", we read "Bürling, Andreas"`,
-	"mail076": `From '"Millions Lottery Spain transfer"@example.com>': Zammad keeps the stray quote and bracket in the address; we read the quoted local part as RFC 5322 does ("Millions Lottery Spain transfer"@example.com, no name)`,
-	"mail046": `From has raw GBK bytes CE E4 C0 BC B3 C9; we decode them as GB18030 like the subject ("武兰成"), Zammad expects them read as windows-1250 ("ÎäŔźłÉ") while it reads the subject as GBK`,
-	"mail089": `the raw Subject has "INC678439: --"; the yml copy lost the colon (a plain YAML scalar cannot hold ": "), see zammad/README.md on copy fidelity`,
-	"mail087": `From "Test test@example.com": Zammad takes the whole value as the address; we take the word with the @ as the address and "Test" as the name`,
+	"mail065": `From "=?iso-8859-1?Q?B=FCrling,=20Andreas?= <...>": RFC 2047 section 5 (3) makes the encoded word one word of the phrase, so the comma inside it is text, not a list separator; Zammad splits there and expects the name "=20Andreas?=", we (and Python) read "Bürling, Andreas"`,
+	"mail076": `From '"Millions Lottery Spain transfer"@example.com>': RFC 5322 section 3.4.1 reads a quoted-string local part and the stray ">" is no part of an addr-spec; Zammad keeps it in the address and the name, we read "Millions Lottery Spain transfer"@example.com with no name (as Python does)`,
+	"mail046": `From has raw GBK bytes CE E4 C0 BC B3 C9 (RFC 5322 section 2.2 allows only ASCII; RFC 6532 only UTF-8): we read them as GB18030 like the subject ("武兰成"), Zammad expects windows-1250 ("ÎäŔźłÉ") while it reads the subject as GBK`,
+	"mail089": `the raw Subject has "INC678439: --"; the yml copy lost the colon (a plain YAML scalar cannot hold ": "), see zammad/README.md on copy fidelity; an unstructured field keeps every character (RFC 5322 section 3.6.5)`,
+	"mail087": `From "Test test@example.com" has no angle brackets (RFC 5322 section 3.4 allows a bare addr-spec only alone); Zammad takes the whole value as the address, which no mail could reach; we take the word with the @ as the address and "Test" as the name`,
 }
 
 // repoRoot walks up from the working directory to the directory of go.mod.

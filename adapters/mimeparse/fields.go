@@ -160,7 +160,7 @@ func (p *parser) contentType(h *header, parent, path string) (string, map[string
 		}
 		return "text/plain", map[string]string{}
 	}
-	mt, params := parseMediaType(v)
+	mt, params := parseMediaType(v, p.fallback)
 	if i := strings.IndexByte(mt, '/'); i <= 0 || i == len(mt)-1 || strings.ContainsAny(mt, " \t()<>@,;:\\\"[]?=") ||
 		len(mt) > maxMediaType || hasControl(mt) {
 		p.warn("part %s: unreadable Content-Type %q; read as text/plain", pathName(path), truncateUTF8(v, 80))
@@ -173,14 +173,15 @@ func (p *parser) contentType(h *header, parent, path string) (string, map[string
 // (which handles RFC 2231 continuations in UTF-8 and US-ASCII) and falls
 // back to a forgiving reader (lenientParams) when that fails (duplicate or
 // malformed parameters) or drops a parameter (RFC 2231 values in another
-// charset). Keys and the media type are lower-case.
-func parseMediaType(v string) (string, map[string]string) {
+// charset). Keys and the media type are lower-case. fallback is the charset
+// of an RFC 2231 value that names none (see lenientParamsExt).
+func parseMediaType(v, fallback string) (string, map[string]string) {
 	mt, params, err := mime.ParseMediaType(v)
 	if err == nil {
 		if strings.Contains(v, "*=") || strings.Contains(v, "*0") {
 			// RFC 2231 values: net/mime decodes only UTF-8 and US-ASCII and
 			// garbles continuations in other charsets; ours decode any.
-			_, ext := lenientParamsExt(v)
+			_, ext := lenientParamsExt(v, fallback)
 			for k, val := range ext {
 				params[k] = val
 			}
@@ -191,21 +192,23 @@ func parseMediaType(v string) (string, map[string]string) {
 	if len(parts) == 0 {
 		return "", map[string]string{}
 	}
-	return strings.ToLower(strings.TrimSpace(parts[0])), lenientParams(v)
+	return strings.ToLower(strings.TrimSpace(parts[0])), lenientParams(v, fallback)
 }
 
 // lenientParams reads the parameters of a header value: quoted or not, the
 // first of duplicates winning, and RFC 2231 continuations (name*0, name*1)
 // and charset'language'percent-encoded values (name*=iso-2022-jp'ja'%1B...)
 // in any charset, decoded with decodeCharset.
-func lenientParams(v string) map[string]string {
-	params, _ := lenientParamsExt(v)
+func lenientParams(v, fallback string) map[string]string {
+	params, _ := lenientParamsExt(v, fallback)
 	return params
 }
 
 // lenientParamsExt is lenientParams that also returns the RFC 2231
-// parameters on their own.
-func lenientParamsExt(v string) (params, extended map[string]string) {
+// parameters on their own. A value that names no charset ("name*=”...")
+// and is not UTF-8 is read like raw header bytes, in fallback (see
+// guessDecode).
+func lenientParamsExt(v, fallback string) (params, extended map[string]string) {
 	type piece struct {
 		idx     int
 		encoded bool
@@ -258,7 +261,12 @@ func lenientParamsExt(v string) (params, extended map[string]string) {
 			}
 			raw = append(raw, percentDecode(val)...)
 		}
-		s, _ := decodeCharset(cs, raw)
+		var s string
+		if normCharset(cs) == "" {
+			s = guessDecode(raw, fallback)
+		} else {
+			s, _ = decodeCharset(cs, raw)
+		}
 		params[base] = s
 		extended[base] = s
 	}
@@ -312,7 +320,7 @@ func splitParams(v string) []string {
 func (p *parser) disposition(h *header, ctParams map[string]string) (string, string) {
 	d, dp := "", map[string]string{}
 	if v := strings.TrimSpace(h.get("Content-Disposition")); v != "" {
-		d, dp = parseMediaType(v)
+		d, dp = parseMediaType(v, p.fallback)
 	}
 	name := dp["filename"]
 	if name == "" {

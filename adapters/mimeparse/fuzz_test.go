@@ -44,6 +44,9 @@ func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
+	for _, c := range charsetCases {
+		f.Add([]byte(c.raw))
+	}
 	if dir, ok := corpusDirIfPresent(f); ok {
 		for _, p := range corpusMails(f, dir) {
 			b, err := os.ReadFile(p)

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/textproto"
+	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/encoding/japanese"
 )
 
 // field is one header field as read: a canonical key and the unfolded raw
-// value (line breaks removed, the folding white space kept, as RFC 5322
-// section 2.2.3 says). The value may hold 8-bit bytes in any charset until
+// value (line breaks removed, each fold with the white space around it
+// read as one space). The value may hold 8-bit bytes in any charset until
 // header.repair has run.
 type field struct {
 	key   string
@@ -58,21 +61,122 @@ func (h *header) values(key string) []string {
 	return vs
 }
 
-// repair turns every value into valid UTF-8. Values that already are valid
-// UTF-8 (plain ASCII, or RFC 6532 internationalized headers) stay as they
-// are; raw 8-bit bytes in another charset are decoded with fallback, the
-// charset a mail client would guess (the body's charset, else
-// windows-1252), as Thunderbird does. It returns whether anything changed.
+// repair turns every value into valid UTF-8, as Thunderbird does. Values
+// that already are valid UTF-8 (plain ASCII, or RFC 6532 internationalized
+// headers) stay as they are. Raw 8-bit bytes inside a Q encoded word (RFC
+// 2047 section 4.2 forbids them, broken mailers write them) are escaped as
+// =XX so that the word is decoded once, in its own charset; raw ISO-2022-JP
+// (escape sequences, no encoded word) is decoded as such; the remaining raw
+// bytes are decoded with fallback, the charset the message declares for its
+// first text part, else guessed (see guessDecode). It returns whether
+// anything changed.
 func (h *header) repair(fallback string) bool {
 	changed := false
 	for i, f := range h.fields {
-		if utf8.ValidString(f.value) {
+		if !valueNeedsRepair(f.value) {
 			continue
 		}
-		h.fields[i].value = decodeBytes([]byte(f.value), fallback)
+		h.fields[i].value = repairValue(f.value, fallback)
 		changed = true
 	}
 	return changed
+}
+
+// needsRepair reports whether repair would change h.
+func (h *header) needsRepair() bool {
+	for _, f := range h.fields {
+		if valueNeedsRepair(f.value) {
+			return true
+		}
+	}
+	return false
+}
+
+func valueNeedsRepair(v string) bool {
+	return !utf8.ValidString(v) || hasJISEscape(v)
+}
+
+// clone returns a copy of h that repair on h leaves untouched.
+func (h *header) clone() header {
+	return header{fields: append([]field(nil), h.fields...)}
+}
+
+// repairValue is repair for one value.
+func repairValue(v, fallback string) string {
+	v = escapeExtBytes(escapeWordBytes(v))
+	if hasJISEscape(v) {
+		if s, err := japanese.ISO2022JP.NewDecoder().String(v); err == nil && !strings.ContainsRune(s, utf8.RuneError) {
+			v = s
+		}
+	}
+	if utf8.ValidString(v) {
+		return v
+	}
+	return decodeBytes([]byte(v), fallback)
+}
+
+// escapeWordBytes writes the 8-bit bytes inside Q encoded words as =XX.
+func escapeWordBytes(v string) string {
+	locs := encodedWord.FindAllStringSubmatchIndex(v, -1)
+	if locs == nil {
+		return v
+	}
+	var out strings.Builder
+	prev := 0
+	for _, loc := range locs {
+		if enc := v[loc[4]:loc[5]]; enc != "q" && enc != "Q" {
+			continue
+		}
+		out.WriteString(v[prev:loc[6]])
+		for i := loc[6]; i < loc[7]; i++ {
+			if c := v[i]; c >= 0x80 {
+				fmt.Fprintf(&out, "=%02X", c)
+			} else {
+				out.WriteByte(c)
+			}
+		}
+		prev = loc[7]
+	}
+	out.WriteString(v[prev:])
+	return out.String()
+}
+
+// escapeExtBytes writes the 8-bit bytes of RFC 2231 extended parameter
+// values ("filename*=iso-8859-1”Gr\xfc\xdfe.txt", where %FC belonged) as
+// %XX, so that they are decoded once, in the value's own charset, like
+// those of an encoded word.
+func escapeExtBytes(v string) string {
+	if !strings.Contains(v, "*=") {
+		return v
+	}
+	var out strings.Builder
+	inExt, quoted := false, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '*' && i+1 < len(v) && v[i+1] == '=':
+			inExt = true
+		case c == '"':
+			quoted = !quoted
+		case c == ';' && !quoted:
+			inExt = false
+		case c >= 0x80 && inExt:
+			fmt.Fprintf(&out, "%%%02X", c)
+			continue
+		}
+		out.WriteByte(c)
+	}
+	return out.String()
+}
+
+// hasJISEscape reports whether v holds an ISO-2022-JP escape sequence into
+// JIS X 0208 or JIS X 0201 (RFC 1468): raw Japanese header text.
+func hasJISEscape(v string) bool {
+	if strings.IndexByte(v, 0x1b) < 0 {
+		return false
+	}
+	return strings.Contains(v, "\x1b$B") || strings.Contains(v, "\x1b$@") || strings.Contains(v, "\x1b(J") ||
+		strings.Contains(v, "\x1b(I")
 }
 
 // headerReader reads header blocks from br, line by line, counting bytes
@@ -207,7 +311,15 @@ func (r *headerReader) readHeader(top bool) (headerBlock, error) {
 				}
 				blk.skipped++
 			} else {
-				raw = append(raw, line...)
+				// Unfolding (RFC 5322 section 2.2.3) leaves the folding
+				// white space; a client shows the run as one space
+				// (section 3.2.2 reads FWS so in structured fields too).
+				raw = bytes.TrimRight(raw, " \t")
+				next := bytes.TrimLeft(line, " \t")
+				if !jisFold(raw, next) {
+					raw = append(raw, ' ')
+				}
+				raw = append(raw, next...)
 			}
 		default:
 			key, value, ok := splitField(line)
@@ -251,6 +363,22 @@ func splitField(line []byte) (key string, value []byte, ok bool) {
 		}
 	}
 	return textproto.CanonicalMIMEHeaderKey(string(k)), line[i+1:], true
+}
+
+// jisFold reports whether a fold between raw ISO-2022-JP text (RFC 1468)
+// left the line in JIS mode, or ends one JIS run where the next line
+// starts another: the folding white space is then no text, and no space is
+// inserted.
+func jisFold(before, after []byte) bool {
+	if bytes.IndexByte(before, 0x1b) < 0 {
+		return false
+	}
+	toJIS := max(bytes.LastIndex(before, []byte("\x1b$B")), bytes.LastIndex(before, []byte("\x1b$@")))
+	if toJIS > bytes.LastIndex(before, []byte("\x1b(")) {
+		return true
+	}
+	return bytes.HasSuffix(before, []byte("\x1b(B")) &&
+		(bytes.HasPrefix(after, []byte("\x1b$B")) || bytes.HasPrefix(after, []byte("\x1b$@")))
 }
 
 // trimWSP removes leading and trailing spaces and tabs.

@@ -267,7 +267,12 @@ type parser struct {
 	topType   string
 	report    string
 	bounceID  string
-	fallback  string // charset for raw 8-bit header bytes
+	// fallback is the charset for raw 8-bit header bytes: the one declared
+	// for the mail's first text part, once fallbackFound.
+	fallback      string
+	fallbackFound bool
+	// unsure are the part headers repaired before fallbackFound.
+	unsure []unsureHeader
 	// ext, when set, makes the walk copy one part to a writer and stop
 	// there (ExtractPart, FindContentID) instead of summarising the mail.
 	ext *extraction
@@ -329,11 +334,20 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 		p.warn("header: dropped %d malformed line(s)", blk.skipped)
 	}
 	h := &blk.h
-	_, params := parseMediaType(h.get("Content-Type"))
-	p.fallback = params["charset"]
-	if h.repair(p.fallback) {
-		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
+	// Raw 8-bit header bytes are read in the charset the message declares
+	// for its first text part. A single-part mail declares it up front; in
+	// a multipart that part comes later, so the header is repaired again
+	// from its raw copy once the walk has found it.
+	var raw header
+	repaired := h.needsRepair()
+	if repaired {
+		raw = h.clone()
 	}
+	mt, params := parseMediaType(h.get("Content-Type"), "")
+	if !strings.HasPrefix(mt, "multipart/") {
+		p.fallback, p.fallbackFound = params["charset"], true
+	}
+	h.repair(p.fallback)
 	if h.has("Content-Type") && !h.has("Mime-Version") {
 		p.warn("header: MIME-Version missing; Content-Type honoured anyway")
 	}
@@ -346,7 +360,40 @@ func (p *parser) walkMail(br *bufio.Reader) (*header, []segment, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if repaired {
+		h.fields = raw.fields
+		h.repair(p.fallback)
+		p.warn("header: raw 8-bit bytes decoded as %s", charsetName(p.fallback))
+	}
+	if p.fallbackFound {
+		p.renameUnsure()
+	}
 	return h, segs, nil
+}
+
+// unsureHeader is the raw header of a part read before the mail's first
+// text part, whose raw 8-bit bytes were decoded without knowing that
+// part's charset.
+type unsureHeader struct {
+	path string
+	raw  header
+}
+
+// renameUnsure reads the file names of the unsure part headers again with
+// the charset of the first text part.
+func (p *parser) renameUnsure() {
+	for _, u := range p.unsure {
+		for i := range p.atts {
+			if p.atts[i].PartPath != u.path {
+				continue
+			}
+			u.raw.repair(p.fallback)
+			_, params := parseMediaType(u.raw.get("Content-Type"), p.fallback)
+			if _, name := p.disposition(&u.raw, params); name != "" {
+				p.atts[i].Filename = name
+			}
+		}
+	}
 }
 
 // segment is a piece of the mail's body: the text and/or HTML of one body
@@ -465,6 +512,11 @@ func (p *parser) multipart(body io.Reader, mt string, params map[string]string, 
 		}
 		if blk.skipped > 0 {
 			p.warn("part %s header: dropped %d malformed line(s)", child, blk.skipped)
+		}
+		if !p.fallbackFound && blk.h.needsRepair() {
+			// Raw 8-bit bytes (a file name) before the first text part:
+			// read again once that part's charset is known.
+			p.unsure = append(p.unsure, unsureHeader{path: child, raw: blk.h.clone()})
 		}
 		blk.h.repair(p.fallback)
 		segs, err := p.walk(&blk.h, partBody, child, false, depth+1, mt, forwarded)
@@ -717,6 +769,9 @@ func (p *parser) leaf(h *header, body io.Reader, mt string, params map[string]st
 			return nil, nil
 		}
 		label := params["charset"]
+		if !p.fallbackFound {
+			p.fallback, p.fallbackFound = label, true
+		}
 		if label == "" && mt == "text/html" {
 			label = metaCharset(data)
 		}

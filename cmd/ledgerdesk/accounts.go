@@ -15,6 +15,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // accountRefresh is how often the scheduler reloads the account list on its
@@ -59,7 +60,8 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
-				Revision: revision(a, settings), Fetcher: f, Server: ingest.ServerOf(a), Push: a.PushEnabled()})
+				Revision: revision(a, settings), Fetcher: f, ImagesAsAttachments: a.ImagesAsAttachments, Server: ingest.ServerOf(a),
+				Push: a.PushEnabled()})
 		}
 		return out, nil
 	}
@@ -90,6 +92,18 @@ func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.Acce
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}
 		return f.Check(ctx)
+	}
+}
+
+// checkOutbound is "check mailbox" of an outgoing account for the API: log
+// in as the saga would, and send the test mail when asked.
+func checkOutbound(store eventstore.Store, outbound *ticketing.Outbound) api.CheckOutbound {
+	return func(ctx context.Context, a domain.OutboundAccount, sendTestTo string) (ticketing.CheckReply, error) {
+		settings, err := api.LoadSettings(ctx, store)
+		if err != nil {
+			return ticketing.CheckReply{}, err
+		}
+		return outbound.CheckAccount(ctx, a, settings, sendTestTo)
 	}
 }
 

@@ -117,8 +117,10 @@ func TestServe_PushedMailBecomesATicketWithoutAPoll(t *testing.T) {
 		t.Errorf("the IDLE connection sent nothing in 2.5s with %s=1s: IDLE was not renewed", envIdleRenewal)
 	}
 
+	delivered := time.Now()
 	dv.Deliver(t, "pushed", e2eMail("ann@customer.example", "pushed@desk.example", "pushed one", "push1@customer.example"))
 	api.waitEvents("TicketCreated", 1)
+	t.Logf("figures: pushed mail delivered to TicketCreated in the log in %v (poll interval 1h)", time.Since(delivered).Round(time.Millisecond))
 	waitCount(t, dv, "pushed", 0)
 
 	// A kicked IDLE connection is re-established, and the next mail is

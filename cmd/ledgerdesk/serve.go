@@ -75,6 +75,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if n > 0 {
 		logger.Info("moved the inline OAuth fields of accounts onto OAuth connections", "accounts", n)
 	}
+	if n, err := migrateLegacyResources(ctx, st, now); err != nil {
+		return err
+	} else if n > 0 {
+		logger.Info("made the resource names that accounts held into resources", "resources", n)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (%s): %w", cfg.HTTPAddr, envHTTPAddr, err)
@@ -92,9 +97,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
+	metricsOut, err := newMetrics(st, tokens, logger)
+	if err != nil {
+		return err
+	}
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
+		Observer:    metricsOut,
 		IdleRenewal: cfg.IdleRenewal,
 	})
 	if err != nil {
@@ -125,10 +135,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
 			PollNow: sched.PollNow, MailboxesChanged: sched.Reload, MailboxLiveness: mailboxLiveness(sched),
 			Check: checkAccount(st, box, tokens.AccessToken, tokens, logger), OAuth: oauthPort(tokens),
-			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
-			Commands:    ticketing.NewCommands(st, messageIDKey),
-			Bodies:      api.MailBodies{Blobs: blobs},
-			Live:        api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams},
+			CheckOutbound: checkOutbound(st, outbound),
+			Projections:   api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
+			Commands:      ticketing.NewCommands(st, messageIDKey),
+			Directory:     ticketing.NewDirectory(st),
+			Bodies:        api.MailBodies{Blobs: blobs},
+			Metrics:       metricsOut.Handler(),
+			Live: api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams,
+				Observer: metricsOut},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request body is at most the body limit (1 MiB).

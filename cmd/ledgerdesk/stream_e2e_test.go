@@ -161,6 +161,9 @@ func TestStream_MailDeliveredIntoDovecotArrivesLive(t *testing.T) {
 				t.Errorf("no MailReceived before TicketCreated on an admin's stream: %v", types(got))
 			}
 			heartbeat(t, live)
+			if n, _ := value(scrape(t, srv.URL, e2eToken), "ledgerdesk_stream_clients", map[string]string{}); n != 1 {
+				t.Errorf("ledgerdesk_stream_clients = %v with one stream open, want 1", n)
+			}
 			live.close()
 
 			// Missed while disconnected: a reply to the ticket.
