@@ -254,6 +254,43 @@ func TestProxy_StopClosesEverything(t *testing.T) {
 	p.Stop() // twice is harmless
 }
 
+func TestBlackhole_AcceptsNeverAnswersAndCounts(t *testing.T) {
+	t.Parallel()
+	b := faultproxy.StartBlackhole(t)
+	var conns []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	_ = conns[0].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := conns[0].Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("Read() = %d, %v; want nothing until the deadline", n, err)
+	}
+	waitCounts := func(wantOpen, wantMax int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			open, maxOpen := b.Counts()
+			if open == wantOpen && maxOpen == wantMax {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Counts() = %d, %d; want %d, %d", open, maxOpen, wantOpen, wantMax)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitCounts(3, 3)
+	_ = conns[1].Close()
+	waitCounts(2, 3)
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
 func TestProxy_HoldOnStopsTheCommandThatCarriesThePattern(t *testing.T) {
 	t.Parallel()
 	p := faultproxy.Start(t, startTarget(t))

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/graphsource"
@@ -116,6 +119,17 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 		return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
 	}
 	return f, nil
+}
+
+// ServerOf names the mail server a's polls go to, for the scheduler's
+// per-server poll limit (Account.Server): host and port for IMAP and POP3,
+// the OAuth connection for Graph, whose mailboxes of one tenant share its
+// throttling.
+func ServerOf(a domain.InboundAccount) string {
+	if a.Protocol == domain.ProtocolGraph {
+		return "graph:" + a.OAuthConnectionID
+	}
+	return a.Protocol + ":" + net.JoinHostPort(strings.ToLower(strings.TrimSuffix(a.Host, ".")), strconv.Itoa(a.Port))
 }
 
 // UnusableAccount is the fetcher of an account FetcherFor refused: every

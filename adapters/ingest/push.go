@@ -52,11 +52,25 @@ func (s *Scheduler) startPush(ctx context.Context, a Account, newMail chan<- str
 func (s *Scheduler) watchFolder(ctx context.Context, a Account, w mailsource.Watcher, folder string, p *accountPush, poke func()) {
 	failures := 0
 	for {
+		// Connecting and logging in takes a poll slot, given back once the
+		// watch waits: a thousand watches starting together (or coming back
+		// after their server restarted) queue like polls instead of
+		// hitting the server at once, and a server that never answers holds
+		// only its share of the slots.
+		release, err := s.slots.acquire(ctx, serverKey(a))
+		if err != nil {
+			return
+		}
+		var once sync.Once
 		started := time.Now()
-		err := s.watchRecovered(ctx, w, folder, mailsource.WatchOptions{
+		err = s.watchRecovered(ctx, w, folder, mailsource.WatchOptions{
 			Renew: s.cfg.IdleRenewal, NewMail: poke,
-			Established: func() { p.established(ctx, folder) },
+			Established: func() {
+				once.Do(release)
+				p.established(ctx, folder)
+			},
 		})
+		once.Do(release)
 		if ctx.Err() != nil {
 			return
 		}

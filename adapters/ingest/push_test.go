@@ -109,9 +109,14 @@ func startPushRig(t *testing.T, cfg SchedulerConfig, accounts ...Account) *pushR
 	}
 	cfg.Store, cfg.Blobs, cfg.Now, cfg.Logger = r.store, blobs, fixedNow, slog.New(slog.DiscardHandler)
 	cfg.Refresh = time.Hour // only Reload reloads
+	looked := false
 	cfg.Accounts = func(context.Context) ([]Account, error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if !looked { // the accounts come after start, so they are polled at once, not spread over the hour
+			looked = true
+			return nil, nil
+		}
 		return append([]Account(nil), r.accounts...), nil
 	}
 	if r.s, err = NewScheduler(cfg); err != nil {
@@ -126,6 +131,7 @@ func startPushRig(t *testing.T, cfg SchedulerConfig, accounts ...Account) *pushR
 			t.Errorf("Run() = %v, want context.Canceled", err)
 		}
 	})
+	r.setAccounts(t, accounts...)
 	return r
 }
 

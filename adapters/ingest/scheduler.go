@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -28,6 +29,10 @@ type Account struct {
 	// scheduler then restarts the account's worker with the new Fetcher.
 	Revision string
 	Fetcher  mailsource.Fetcher
+	// Server names the mail server the account's polls go to (ServerOf);
+	// at most SchedulerConfig.MaxConcurrentPollsPerServer of them run at
+	// once. Empty: the account counts as a server of its own.
+	Server string
 	// ImagesAsAttachments is recorded on the account's mails (SinkConfig).
 	ImagesAsAttachments bool
 	// Push asks for new mail to be pushed: when Fetcher is also a
@@ -39,6 +44,12 @@ type Account struct {
 
 // DefaultPollInterval is RULES.md's default: every five minutes.
 const DefaultPollInterval = 5 * time.Minute
+
+// Defaults of SchedulerConfig.
+const (
+	DefaultMaxConcurrentPolls = 64
+	DefaultPollTimeout        = 10 * time.Minute
+)
 
 // SchedulerConfig wires a Scheduler; cmd fills it in.
 type SchedulerConfig struct {
@@ -55,6 +66,21 @@ type SchedulerConfig struct {
 	// MaxBackoff caps the wait after repeated failures [30 min]; a server
 	// that offers no push is asked again after this long.
 	MaxBackoff time.Duration
+	// MaxConcurrentPolls bounds the polls running at once over all
+	// accounts [64], so that a thousand accounts do not open a thousand
+	// connections (and sink transactions) in the same second.
+	MaxConcurrentPolls int
+	// MaxConcurrentPollsPerServer bounds the polls running at once
+	// against one mail server (Account.Server) [half MaxConcurrentPolls]:
+	// a server that accepts connections and never answers holds at most
+	// this many until the fetchers' stall timeout, and the accounts on
+	// other servers keep the rest.
+	MaxConcurrentPollsPerServer int
+	// PollTimeout bounds one poll from connect to logout [10 min]: a
+	// server that answers one byte at a time never trips the fetchers'
+	// stall timeout. A poll cut short keeps what it committed; the next
+	// one goes on from there.
+	PollTimeout time.Duration
 	// Observer is told about polls, commits and the accounts' workers, for
 	// the metrics; nil observes nothing.
 	Observer Observer
@@ -66,6 +92,10 @@ type SchedulerConfig struct {
 	PushRetry, PushRetryMax time.Duration
 }
 
+// ErrPollTimeout is the cause given to a poll that ran longer than
+// SchedulerConfig.PollTimeout.
+var ErrPollTimeout = errors.New("ingest: poll took longer than the poll timeout")
+
 // Scheduler polls every enabled account on its own interval, one fetch per
 // account at a time, with poll-now on demand and back-off on repeated
 // errors. A poll's outcome is recorded as a MailboxPolled event when it
@@ -73,10 +103,19 @@ type SchedulerConfig struct {
 // memory (Liveness), so an idle account polled every second does not add
 // 86,400 events a day to the log.
 type Scheduler struct {
-	cfg SchedulerConfig
+	cfg   SchedulerConfig
+	slots *pollSlots
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// started: the first account list has been loaded. The accounts found
+	// then spread their first polls over their interval; those that come
+	// later are new or changed and poll at once.
+	started bool
+	// looked is closed once Run has tried to load the accounts the first
+	// time (see Ready).
+	looked     chan struct{}
+	lookedOnce sync.Once
 	// reload carries Reload's requests to Run; each is answered with the
 	// outcome of a reconcile that started after it was sent.
 	reload chan chan error
@@ -136,6 +175,15 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Minute
 	}
+	if cfg.MaxConcurrentPolls <= 0 {
+		cfg.MaxConcurrentPolls = DefaultMaxConcurrentPolls
+	}
+	if cfg.MaxConcurrentPollsPerServer <= 0 {
+		cfg.MaxConcurrentPollsPerServer = max(1, cfg.MaxConcurrentPolls/2)
+	}
+	if cfg.PollTimeout <= 0 {
+		cfg.PollTimeout = DefaultPollTimeout
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
@@ -145,7 +193,8 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.PushRetryMax < cfg.PushRetry {
 		cfg.PushRetryMax = max(cfg.PushRetry, 5*time.Minute)
 	}
-	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, reload: make(chan chan error),
+	return &Scheduler{cfg: cfg, slots: newPollSlots(cfg.MaxConcurrentPolls, cfg.MaxConcurrentPollsPerServer),
+		workers: map[string]*worker{}, reload: make(chan chan error), looked: make(chan struct{}),
 		recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{},
 		delivery: map[string]domain.MailboxDeliveryChanged{}}, nil
 }
@@ -154,9 +203,11 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 // reloads the accounts every Refresh and on Reload.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
+	defer s.lookedOnce.Do(func() { close(s.looked) })
 	var waiting []chan error
 	for {
 		err := s.reconcile(ctx)
+		s.lookedOnce.Do(func() { close(s.looked) })
 		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Error("load inbound accounts", "err", err)
 		}
@@ -185,6 +236,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Ready is closed once Run has loaded the accounts the first time (or
+// failed to). The accounts found then spread their first polls over their
+// interval, so an account created before Ready may wait for its first poll
+// that long: serve answers requests only after Ready.
+func (s *Scheduler) Ready() <-chan struct{} { return s.looked }
 
 // Reload has Run load the accounts again now and returns once it has
 // started, changed and stopped the accounts' workers accordingly: an
@@ -222,6 +279,8 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	spread := !s.started
+	s.started = true
 	for id, w := range s.workers {
 		if a, ok := want[id]; !ok || a.Revision != w.revision {
 			w.cancel()
@@ -241,13 +300,17 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), newMail: make(chan struct{}, 1), cancel: cancel,
 			done: make(chan struct{})}
 		s.workers[id] = w
+		var firstIn time.Duration
+		if spread {
+			firstIn = firstPollDelay(a.PollInterval)
+		}
 		s.cfg.Observer.Mode(id, false)
 		go func() {
 			defer close(w.done)
 			var watches sync.WaitGroup
 			defer watches.Wait()
 			s.startPush(wctx, a, w.newMail, &watches)
-			s.loop(wctx, a, w.pollNow, w.newMail)
+			s.loop(wctx, a, w.pollNow, w.newMail, firstIn)
 		}()
 	}
 	return nil
@@ -280,19 +343,38 @@ func (s *Scheduler) PollNow(accountID string) error {
 	return nil
 }
 
-// loop is one account's worker: poll at once, then every interval, sooner
-// on PollNow or new mail, later after failures. After a failed poll new
-// mail polls again no sooner than a back-off of its own (doubling from
-// PushRetry, never longer than the regular wait), so a mailbox or store
-// that keeps failing is not polled at the pace mail arrives; PollNow is
-// always at once.
-func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan struct{}) {
+// firstPollDelay spreads the first polls of the accounts found at start
+// evenly at random over their interval: a thousand accounts polled in the
+// same second would queue for the poll slots and hit their servers (and
+// the database) at once, and then again every interval.
+func firstPollDelay(interval time.Duration) time.Duration {
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
+	return rand.N(interval) //nolint:gosec // spreading load, not a secret
+}
+
+// loop is one account's worker: poll after firstIn (at once for an
+// account created or changed while running), then every interval from
+// the start of the last poll, sooner on PollNow or new mail, later after
+// failures. After a failed poll new mail polls again no sooner than a
+// back-off of its own (doubling from PushRetry, never longer than the
+// regular wait), so a mailbox or store that keeps failing is not polled
+// at the pace mail arrives; PollNow is always at once.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan struct{}, firstIn time.Duration) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
 	}
+	if firstIn > 0 && !s.waitForPoll(ctx, firstIn, 0, pollNow, newMail) {
+		return
+	}
 	failures := 0
 	for {
+		// Intervals run from start to start, so that a mail that arrives
+		// just after a poll's listing waits one interval, not one
+		// interval plus the poll.
+		began := time.Now()
 		res, err := s.PollOnce(ctx, a, failures)
 		if ctx.Err() != nil {
 			return
@@ -309,7 +391,7 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
 			}
 		}
-		if !s.waitForPoll(ctx, wait, failures, pollNow, newMail) {
+		if !s.waitForPoll(ctx, time.Until(began.Add(wait)), failures, pollNow, newMail) {
 			return
 		}
 	}
@@ -376,14 +458,25 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 // from the last recorded outcome. An idle poll, or the same failure again,
 // only updates Liveness. failuresBefore is the number of failed polls in
 // a row before this one.
+//
+// It waits for a poll slot first (see MaxConcurrentPolls), and the poll
+// itself is cut off after PollTimeout.
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
+	release, err := s.slots.acquire(ctx, serverKey(a))
+	if err != nil {
+		return mailsource.PollResult{}, err
+	}
+	defer release()
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
 		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
-	res, pollErr := s.pollRecovered(ctx, a, sink)
+	pollCtx, cancel := context.WithTimeoutCause(ctx, s.cfg.PollTimeout,
+		fmt.Errorf("%w (%s)", ErrPollTimeout, s.cfg.PollTimeout))
+	res, pollErr := s.pollRecovered(pollCtx, a, sink)
+	cancel()
 	if ctx.Err() != nil {
 		// Shutting down: the outcome of an interrupted poll says nothing about
 		// the mailbox, and the store may be closing.

@@ -60,7 +60,8 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
-				Revision: revision(a, settings), Fetcher: f, ImagesAsAttachments: a.ImagesAsAttachments, Push: a.PushEnabled()})
+				Revision: revision(a, settings), Fetcher: f, ImagesAsAttachments: a.ImagesAsAttachments, Server: ingest.ServerOf(a),
+				Push: a.PushEnabled()})
 		}
 		return out, nil
 	}

@@ -30,6 +30,11 @@ import (
 // shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
 const shutdownGrace = 15 * time.Second
 
+// schedulerReadyWait bounds how long serve waits for the fetch scheduler's
+// first look at the accounts before it answers requests (a store that is
+// down makes the look fail at once; this is for a slow one).
+const schedulerReadyWait = 10 * time.Second
+
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", "Start the HTTP API (and, as they are wired in, the mailbox fetchers, projections and outbound saga).\n"+
 		"Without a database URL the embedded store under the data directory is used.", stderr)
@@ -173,6 +178,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}()
 	}
 
+	// An account written before the scheduler's first look would count as
+	// found at start and wait up to its interval for its first poll.
+	select {
+	case <-sched.Ready():
+	case <-ctx.Done():
+	case <-time.After(schedulerReadyWait):
+		logger.Warn("serving before the fetch scheduler has loaded the accounts", "waited", schedulerReadyWait.String())
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "blob_store", bcfg.Kind, "version", buildVersion())
 
 	serveErr := make(chan error, 1)
