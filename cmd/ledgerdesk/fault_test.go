@@ -248,12 +248,13 @@ func runRestartScenario(t *testing.T, dbURL string, plan restartPlan) {
 	var unready, readyAfterUp, resumedAfter []time.Duration
 	hit := 0 // restarts that came while mails were left to commit
 	// The fetcher commits 500 mails at a time while it downloads the next
-	// 500, a few hundred milliseconds a batch. Restart n comes once n/5 of
-	// all but the last two batches have committed, plus up to 50 ms: in the
-	// download or the commit of a following batch, after the import has
+	// 500; with the batched intake a commit takes tens of milliseconds, so
+	// two batches can land inside the 50 ms below. Restart n comes once n/5
+	// of all but the last four batches have committed, plus up to 50 ms: in
+	// the download or the commit of a following batch, after the import has
 	// resumed from restart n-1, and with mail left for restart 5 to hit.
 	for n := 1; n <= restartCount; n++ {
-		threshold := (total - 1000) * n / restartCount
+		threshold := (total - 2000) * n / restartCount
 		waitCommitted(fmt.Sprintf("before restart %d, %d mails committed", n, threshold), func(c int) bool { return c >= threshold })
 		if began.IsZero() {
 			began = time.Now()
