@@ -86,9 +86,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
+	inst, err := newInstances(st, logger)
+	if err != nil {
+		return err
+	}
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
+		Leases: inst.leases(),
 	})
 	if err != nil {
 		return err
@@ -103,7 +108,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		takeOn = ticketing.TakeOnBatchPostgres
 	}
 	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn,
-		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL})
+		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL,
+		Instance: inst.id, OwnersGone: inst.ownersGone()})
 
 	srv := &http.Server{
 		Handler: api.New(api.Options{
@@ -128,15 +134,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	var background sync.WaitGroup
-	for name, run := range map[string]func(context.Context) error{
+	for name, run := range inst.parts(map[string]func(context.Context) error{
 		"mail intake":               intake.Run,
 		"outbound saga":             outbound.Run,
 		"mailbox-status projection": mailboxStatus.Run,
 		"tickets projection":        tickets.Run,
 		"users projection":          users.Run,
 		"locations projection":      locations.Run,
-		"fetch scheduler":           sched.Run,
-	} {
+	}, map[string]func(context.Context) error{
+		"fetch scheduler": sched.Run,
+	}) {
 		background.Add(1)
 		go func() {
 			defer background.Done()
@@ -144,7 +151,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}()
 	}
 
-	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "version", buildVersion())
+	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "version", buildVersion(), "instance", inst.id)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

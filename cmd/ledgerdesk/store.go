@@ -31,6 +31,9 @@ type store struct {
 	Reader        projections.Reader // read-only queries of the projections' tables
 	schemaVersion func(ctx context.Context) (current, latest int, err error)
 	closeDB       func()
+	// pool is the PostgreSQL pool, nil for the embedded store; several
+	// instances coordinate through it (instances.go).
+	pool *pgxpool.Pool
 }
 
 // SchemaVersion reports the database's schema version and the latest known.
@@ -94,7 +97,7 @@ func openPostgres(ctx context.Context, cfg *config, logger *slog.Logger) (*store
 	}
 	logger.Info("store opened", "kind", "postgres", "host", pcfg.ConnConfig.Host, "database", pcfg.ConnConfig.Database)
 	return &store{
-		Store: es, Kind: "postgres", closeDB: pool.Close, Reader: projections.PGReader(pool),
+		Store: es, Kind: "postgres", closeDB: pool.Close, Reader: projections.PGReader(pool), pool: pool,
 		schemaVersion: func(ctx context.Context) (int, int, error) { return migrations.StatusPostgres(ctx, pool) },
 	}, nil
 }
