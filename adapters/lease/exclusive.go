@@ -27,8 +27,9 @@ const ExclusiveRetry = 500 * time.Millisecond
 // it are stopped (their contexts end) before another instance can have
 // taken them for longer than that.
 type Exclusive struct {
-	pool   *pgxpool.Pool
-	logger *slog.Logger
+	pool     *pgxpool.Pool
+	instance string
+	logger   *slog.Logger
 
 	mu      sync.Mutex
 	waiting map[string]*claim // parts asking for their lock
@@ -44,14 +45,20 @@ type claim struct {
 }
 
 // NewExclusive returns the single-active runner of an instance; Run keeps
-// its connection.
-func NewExclusive(pool *pgxpool.Pool, logger *slog.Logger) *Exclusive {
+// its connection, which names the instance in pg_stat_activity's
+// application_name (ExclusiveApplicationName).
+func NewExclusive(pool *pgxpool.Pool, instance string, logger *slog.Logger) *Exclusive {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Exclusive{pool: pool, logger: logger, waiting: map[string]*claim{}, held: map[string]*claim{},
+	return &Exclusive{pool: pool, instance: instance, logger: logger, waiting: map[string]*claim{}, held: map[string]*claim{},
 		wake: make(chan struct{}, 1)}
 }
+
+// ExclusiveApplicationName is the application_name of an instance's lock
+// connection: an operator sees in pg_locks and pg_stat_activity which
+// instance runs which part.
+func ExclusiveApplicationName(instance string) string { return "ledgerdesk single-active " + instance }
 
 // lockKey is the advisory lock of a part: a 64-bit hash of its name in a
 // namespace of ours.
@@ -135,7 +142,9 @@ func (x *Exclusive) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if conn == nil {
-			c, err := pgx.ConnectConfig(ctx, x.pool.Config().ConnConfig.Copy())
+			cfg := x.pool.Config().ConnConfig.Copy()
+			cfg.RuntimeParams["application_name"] = ExclusiveApplicationName(x.instance)
+			c, err := pgx.ConnectConfig(ctx, cfg)
 			if err != nil && ctx.Err() == nil {
 				x.logger.Warn("single-active: connect", "err", err)
 			}

@@ -308,7 +308,7 @@ func TestExclusive_OnePartRunsAndAnotherInstanceTakesOver(t *testing.T) {
 	}
 	start := func(who string) *inst {
 		pool := newPool(t, u)
-		in := &inst{x: lease.NewExclusive(pool, nil)}
+		in := &inst{x: lease.NewExclusive(pool, who, nil)}
 		ctx, cancel := context.WithCancel(context.Background())
 		in.stop = cancel
 		in.wg.Add(2)

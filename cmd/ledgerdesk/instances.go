@@ -31,7 +31,7 @@ func newInstances(st *store, logger *slog.Logger) (*instances, error) {
 		return nil, fmt.Errorf("instance registry: %w", err)
 	}
 	inst.coord = coord
-	inst.exclusive = lease.NewExclusive(st.pool, logger)
+	inst.exclusive = lease.NewExclusive(st.pool, inst.id, logger)
 	return inst, nil
 }
 
