@@ -79,7 +79,9 @@ func (x *Exclusive) Wrap(name string, run func(context.Context) error) func(cont
 			x.mu.Unlock()
 			return fmt.Errorf("lease: part %q is already waiting for its lock", name)
 		}
-		if _, dup := x.held[name]; dup {
+		// Advisory locks nest within a session: a second run of a part that
+		// still runs here would get the lock again.
+		if h, dup := x.held[name]; dup && !h.release {
 			x.mu.Unlock()
 			return fmt.Errorf("lease: part %q already runs", name)
 		}

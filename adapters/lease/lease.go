@@ -138,7 +138,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	t := time.NewTicker(c.o.Tick)
 	defer t.Stop()
 	for {
-		if err := c.tick(ctx); err != nil && ctx.Err() == nil {
+		// A tick that hangs (an overloaded database) renews nothing; the
+		// leases' own timers then give them up in time.
+		tctx, cancel := context.WithTimeout(ctx, c.o.TTL/2)
+		err := c.tick(tctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			c.o.Logger.Warn("lease: renew", "err", err)
 		}
 		select {
@@ -176,7 +181,7 @@ func (c *Coordinator) Hold(accountID string) (ingest.Lease, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, ok := c.held[accountID]
-	if !ok || l.ctx.Err() != nil {
+	if !ok || l.ctx.Err() != nil || l.handover {
 		return nil, false
 	}
 	l.uses++
@@ -346,6 +351,11 @@ func (c *Coordinator) tick(ctx context.Context) error {
 	for _, id := range want {
 		mine := preferred(live, id) == c.o.Instance
 		l, held := c.held[id]
+		if held {
+			// Another instance should poll it: no new poll starts here,
+			// and the lease goes once the running one ends.
+			l.handover = !mine
+		}
 		switch {
 		case held && !mine && l.uses == 0:
 			release = append(release, id)
@@ -402,7 +412,7 @@ func (c *Coordinator) renew(ctx context.Context, ids []string, sent time.Time) e
 			continue
 		}
 		if tok, ok := renewed[id]; ok && tok == l.token {
-			l.deadline = c.localDeadline(sent)
+			l.extend(c.localDeadline(sent))
 		} else if !ok {
 			missing = append(missing, id)
 		} else {
@@ -484,8 +494,10 @@ func (c *Coordinator) acquire(ctx context.Context, ids []string, sent time.Time)
 	defer c.mu.Unlock()
 	for id, token := range got {
 		lctx, cancel := context.WithCancel(context.Background())
-		c.held[id] = &mailboxLease{c: c, accountID: id, token: token, ctx: lctx, cancel: cancel,
-			deadline: c.localDeadline(sent)}
+		l := &mailboxLease{c: c, accountID: id, token: token, ctx: lctx, cancel: cancel}
+		l.timer = time.AfterFunc(time.Hour, l.expire)
+		l.extend(c.localDeadline(sent))
+		c.held[id] = l
 		c.o.Logger.Info("lease: took mailbox", "account", id, "token", token)
 	}
 	c.signalLocked()
@@ -547,7 +559,8 @@ func (c *Coordinator) localDeadline(sent time.Time) time.Time {
 
 // expireLocal drops the leases whose local deadline passed: renewals
 // failed (the database is unreachable, say) and another instance may take
-// them soon.
+// them soon. Each lease's timer does the same on its own (expire), even
+// while a tick hangs.
 func (c *Coordinator) expireLocal(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -565,6 +578,7 @@ func (c *Coordinator) dropLocked(id, why string) {
 		return
 	}
 	l.cancel()
+	l.timer.Stop()
 	delete(c.held, id)
 	if why != "" {
 		c.o.Logger.Warn("lease: lost mailbox", "account", id, "token", l.token, "why", why)
@@ -581,6 +595,23 @@ type mailboxLease struct {
 	cancel    context.CancelFunc
 	deadline  time.Time // guarded by c.mu
 	uses      int       // guarded by c.mu
+	handover  bool      // guarded by c.mu: held, but another instance should hold it
+	timer     *time.Timer
+}
+
+// extend moves the lease's local deadline; c.mu is held.
+func (l *mailboxLease) extend(deadline time.Time) {
+	l.deadline = deadline
+	l.timer.Reset(time.Until(deadline))
+}
+
+// expire is the timer's: the lease was not renewed by its local deadline.
+func (l *mailboxLease) expire() {
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
+	if l.c.held[l.accountID] == l && !time.Now().Before(l.deadline) {
+		l.c.dropLocked(l.accountID, "not renewed in time")
+	}
 }
 
 // use is one poll's hold on a lease (ingest.Lease).

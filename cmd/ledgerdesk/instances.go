@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/lease"
 )
@@ -19,20 +21,41 @@ type instances struct {
 	id        string
 	coord     *lease.Coordinator
 	exclusive *lease.Exclusive
+	pool      *pgxpool.Pool // the leases' own
 }
 
-func newInstances(st *store, logger *slog.Logger) (*instances, error) {
+// leasePoolConns is the size of the leases' own pool: heartbeats and
+// renewals must not wait behind imports and subscribers for a connection
+// of the main pool, or the leases lapse under load.
+const leasePoolConns = 4
+
+func newInstances(ctx context.Context, st *store, logger *slog.Logger) (*instances, error) {
 	inst := &instances{id: lease.NewInstanceID()}
 	if st.pool == nil {
 		return inst, nil
 	}
-	coord, err := lease.New(lease.Options{Pool: st.pool, Instance: inst.id, Logger: logger})
+	pcfg := st.pool.Config().Copy()
+	pcfg.MaxConns, pcfg.MinConns = leasePoolConns, 1
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
+		return nil, fmt.Errorf("instance registry: connect: %w", err)
+	}
+	inst.pool = pool
+	coord, err := lease.New(lease.Options{Pool: pool, Instance: inst.id, Logger: logger})
+	if err != nil {
+		pool.Close()
 		return nil, fmt.Errorf("instance registry: %w", err)
 	}
 	inst.coord = coord
 	inst.exclusive = lease.NewExclusive(st.pool, inst.id, logger)
 	return inst, nil
+}
+
+// close closes the leases' pool, once the parts using it stopped.
+func (i *instances) close() {
+	if i.pool != nil {
+		i.pool.Close()
+	}
 }
 
 // leases is the scheduler's Leases: nil on the embedded store.

@@ -144,9 +144,10 @@ type proofRig struct {
 	addrs    [3]string
 	children [3]*child
 	ids      [3]string // instance ids, from the "listening" log line
+	oldLogs  []string  // the logs of killed instances, for a failure's report
 	proxies  []*countingProxy
 	accounts []string // the mailboxes' accounts, then the poll-now account
-	mails    int // delivered so far
+	mails    int      // delivered so far
 }
 
 func newProofRig(t *testing.T, size proofSize) *proofRig {
@@ -190,6 +191,9 @@ func (r *proofRig) api(i int) apiClient {
 // start runs instance i and waits until it is ready.
 func (r *proofRig) start(i int) {
 	r.t.Helper()
+	if old := r.children[i]; old != nil {
+		r.oldLogs = append(r.oldLogs, old.log.String())
+	}
 	c := startChild(r.t, r.bin, append(slices.Clone(r.env), "LEDGERDESK_HTTP_ADDR="+r.addrs[i]))
 	waitReady(r.t, "http://"+r.addrs[i], c)
 	r.children[i] = c
@@ -638,7 +642,8 @@ func (r *proofRig) checkNoMailboxSharedAtOnce() {
 	for i, p := range r.proxies {
 		total += int(p.total.Load())
 		if m := p.maxOpen.Load(); m > 1 {
-			r.t.Errorf("mailbox %s had %d connections at once, want at most 1", mailboxUser(i), m)
+			r.t.Errorf("mailbox %s (account %s) had %d connections at once, want at most 1; overlaps: %v\nlog lines:\n%s",
+				mailboxUser(i), r.accounts[i], m, p.overlaps(), r.logLines(r.accounts[i]))
 		}
 	}
 	r.t.Logf("%d IMAP connections over %d mailboxes", total, len(r.proxies))
@@ -753,6 +758,25 @@ func (r *proofRig) ticketList() string {
 	return string(b)
 }
 
+// logLines returns the instances' log lines that name the account.
+func (r *proofRig) logLines(accountID string) string {
+	logs := slices.Clone(r.oldLogs)
+	for _, c := range r.children {
+		if c != nil {
+			logs = append(logs, c.log.String())
+		}
+	}
+	var out []string
+	for n, l := range logs {
+		for line := range strings.SplitSeq(l, "\n") {
+			if strings.Contains(line, accountID) {
+				out = append(out, fmt.Sprintf("[log %d] %s", n, line))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // countingProxy forwards TCP to a target and counts the connections it
 // carries at once: one per mailbox shows which instances talk to it.
 type countingProxy struct {
@@ -760,6 +784,25 @@ type countingProxy struct {
 	open    atomic.Int64
 	maxOpen atomic.Int64
 	total   atomic.Int64
+
+	mu    sync.Mutex
+	spans [][2]time.Time // each connection's open and close
+}
+
+// overlaps returns the connections that were open at once.
+func (p *countingProxy) overlaps() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for i, a := range p.spans {
+		for _, b := range p.spans[i+1:] {
+			if a[0].Before(b[1]) && b[0].Before(a[1]) {
+				out = append(out, fmt.Sprintf("%s-%s with %s-%s", a[0].Format("15:04:05.000"), a[1].Format("15:04:05.000"),
+					b[0].Format("15:04:05.000"), b[1].Format("15:04:05.000")))
+			}
+		}
+	}
+	return out
 }
 
 func startCountingProxy(t *testing.T, target string) *countingProxy {
@@ -791,6 +834,12 @@ func startCountingProxy(t *testing.T, target string) *countingProxy {
 
 func (p *countingProxy) carry(c net.Conn, target string) {
 	defer c.Close()
+	opened := time.Now()
+	defer func() {
+		p.mu.Lock()
+		p.spans = append(p.spans, [2]time.Time{opened, time.Now()})
+		p.mu.Unlock()
+	}()
 	n := p.open.Add(1)
 	defer p.open.Add(-1)
 	p.total.Add(1)
@@ -810,4 +859,3 @@ func (p *countingProxy) carry(c net.Conn, target string) {
 	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
 	<-done // either side closing ends both
 }
-

@@ -86,10 +86,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
-	inst, err := newInstances(st, logger)
+	inst, err := newInstances(ctx, st, logger)
 	if err != nil {
 		return err
 	}
+	defer inst.close()
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
