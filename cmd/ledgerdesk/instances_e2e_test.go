@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -145,6 +146,9 @@ type proofRig struct {
 	children [3]*child
 	ids      [3]string // instance ids, from the "listening" log line
 	oldLogs  []string  // the logs of killed instances, for a failure's report
+
+	pidsMu   sync.Mutex
+	pids     map[int]string // pid -> instance id of every instance started
 	proxies  []*countingProxy
 	accounts []string // the mailboxes' accounts, then the poll-now account
 	mails    int      // delivered so far
@@ -156,7 +160,9 @@ func newProofRig(t *testing.T, size proofSize) *proofRig {
 	r.dv = dovecottest.Start(t)
 	for i := range size.mailboxes + 1 { // the last one is polled on demand only
 		r.dv.AddUser(t, mailboxUser(i), "pw")
-		r.proxies = append(r.proxies, startCountingProxy(t, r.dv.IMAPAddr))
+		p := startCountingProxy(t, r.dv.IMAPAddr)
+		p.owner = r.ownerOf
+		r.proxies = append(r.proxies, p)
 	}
 	r.smtp = smtptest.Start(t, smtptest.Options{})
 	r.dbURL = pgtest.NewDatabase(t)
@@ -195,6 +201,12 @@ func (r *proofRig) start(i int) {
 		r.oldLogs = append(r.oldLogs, old.log.String())
 	}
 	c := startChild(r.t, r.bin, append(slices.Clone(r.env), "LEDGERDESK_HTTP_ADDR="+r.addrs[i]))
+	r.pidsMu.Lock()
+	if r.pids == nil {
+		r.pids = map[int]string{}
+	}
+	r.pids[c.cmd.Process.Pid] = fmt.Sprintf("pid-%d", c.cmd.Process.Pid)
+	r.pidsMu.Unlock()
 	waitReady(r.t, "http://"+r.addrs[i], c)
 	r.children[i] = c
 	for line := range strings.SplitSeq(c.log.String(), "\n") {
@@ -641,9 +653,9 @@ func (r *proofRig) checkNoMailboxSharedAtOnce() {
 	total := 0
 	for i, p := range r.proxies {
 		total += int(p.total.Load())
-		if m := p.maxOpen.Load(); m > 1 {
-			r.t.Errorf("mailbox %s (account %s) had %d connections at once, want at most 1; overlaps: %v\nlog lines:\n%s",
-				mailboxUser(i), r.accounts[i], m, p.overlaps(), r.logLines(r.accounts[i]))
+		if o := p.overlaps(); len(o) > 0 {
+			r.t.Errorf("mailbox %s (account %s) had connections of two instances at once (%d at most), want never; overlaps: %v\nlog lines:\n%s",
+				mailboxUser(i), r.accounts[i], p.maxOpen.Load(), o, r.logLines(r.accounts[i]))
 		}
 	}
 	r.t.Logf("%d IMAP connections over %d mailboxes", total, len(r.proxies))
@@ -758,6 +770,14 @@ func (r *proofRig) ticketList() string {
 	return string(b)
 }
 
+// ownerOf names the instance process whose socket has the local port.
+func (r *proofRig) ownerOf(port int) string {
+	r.pidsMu.Lock()
+	pids := maps.Clone(r.pids)
+	r.pidsMu.Unlock()
+	return socketOwner(port, pids)
+}
+
 // logLines returns the instances' log lines that name the account.
 func (r *proofRig) logLines(accountID string) string {
 	logs := slices.Clone(r.oldLogs)
@@ -785,24 +805,73 @@ type countingProxy struct {
 	maxOpen atomic.Int64
 	total   atomic.Int64
 
+	// owner names the process behind a client's port ("" when unknown).
+	owner func(port int) string
+
 	mu    sync.Mutex
-	spans [][2]time.Time // each connection's open and close
+	spans []span
 }
 
-// overlaps returns the connections that were open at once.
+// span is one connection: when the proxy accepted it and saw it end, and
+// the process that opened it.
+type span struct {
+	from, to time.Time
+	owner    string
+}
+
+// overlaps returns the connections of different processes (or of a
+// process that could not be told) that were open at once. One process's
+// connections may touch: the proxy can see a poll's next connection before
+// it has noticed the last one's end.
 func (p *countingProxy) overlaps() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []string
 	for i, a := range p.spans {
 		for _, b := range p.spans[i+1:] {
-			if a[0].Before(b[1]) && b[0].Before(a[1]) {
-				out = append(out, fmt.Sprintf("%s-%s with %s-%s", a[0].Format("15:04:05.000"), a[1].Format("15:04:05.000"),
-					b[0].Format("15:04:05.000"), b[1].Format("15:04:05.000")))
+			if a.from.Before(b.to) && b.from.Before(a.to) && (a.owner != b.owner || a.owner == "") {
+				out = append(out, fmt.Sprintf("%s %s-%s with %s %s-%s", a.owner, a.from.Format("15:04:05.000"), a.to.Format("15:04:05.000"),
+					b.owner, b.from.Format("15:04:05.000"), b.to.Format("15:04:05.000")))
 			}
 		}
 	}
 	return out
+}
+
+// socketOwner finds which of pids holds the TCP socket bound to
+// 127.0.0.1:port, through /proc (Linux): the socket's inode in
+// /proc/net/tcp, then the process whose descriptors name it.
+func socketOwner(port int, pids map[int]string) string {
+	raw, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return ""
+	}
+	local := fmt.Sprintf("0100007F:%04X", port)
+	inode := ""
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 9 && f[1] == local {
+			inode = f[9]
+			break
+		}
+	}
+	if inode == "" {
+		return ""
+	}
+	want := "socket:[" + inode + "]"
+	for pid, name := range pids {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if l, err := os.Readlink(dir + "/" + fd.Name()); err == nil && l == want {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 func startCountingProxy(t *testing.T, target string) *countingProxy {
@@ -835,9 +904,13 @@ func startCountingProxy(t *testing.T, target string) *countingProxy {
 func (p *countingProxy) carry(c net.Conn, target string) {
 	defer c.Close()
 	opened := time.Now()
+	owner := ""
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok && p.owner != nil {
+		owner = p.owner(a.Port)
+	}
 	defer func() {
 		p.mu.Lock()
-		p.spans = append(p.spans, [2]time.Time{opened, time.Now()})
+		p.spans = append(p.spans, span{from: opened, to: time.Now(), owner: owner})
 		p.mu.Unlock()
 	}()
 	n := p.open.Add(1)
