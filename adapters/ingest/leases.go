@@ -22,7 +22,9 @@ type Leases interface {
 	// Hold returns the account's lease for one poll when this instance
 	// holds it; the caller calls Done when the poll is over. A lease in
 	// use is not handed over to another instance until then (but it may
-	// be lost, which ends its Context).
+	// be lost, which ends its Context). An IMAP IDLE connection (push) is
+	// held the same way, for the connection's life: it is opened only under
+	// Hold, closed when the lease's Context ends, and Done is called after.
 	Hold(accountID string) (Lease, bool)
 	// Changed is closed at the next change of the set of leases held.
 	Changed() <-chan struct{}
