@@ -193,23 +193,48 @@ func (x *Exclusive) step(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 	}
-	if _, err := conn.Exec(ctx, `SELECT 1`); err != nil {
+	if len(waiting) == 0 {
+		_, err := conn.Exec(ctx, `SELECT 1`) // the connection still answers
 		return err
 	}
+	// One statement tries every waiting part's lock (and checks the
+	// connection): a waiting instance costs the database two statements a
+	// second, however many parts it waits for.
+	names := make([]string, 0, len(waiting))
+	keys := make([]int64, 0, len(waiting))
 	for name, c := range waiting {
-		var got bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, c.key).Scan(&got); err != nil {
-			return err
-		}
-		if !got {
+		names = append(names, name)
+		keys = append(keys, c.key)
+	}
+	rows, err := conn.Query(ctx, `SELECT pg_try_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i`, keys)
+	if err != nil {
+		return err
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+	if err != nil {
+		return err
+	}
+	for i, ok := range got {
+		if !ok || i >= len(names) {
 			continue
 		}
+		c := waiting[names[i]]
 		partCtx, cancel := context.WithCancel(context.Background())
 		c.cancel = cancel
 		x.mu.Lock()
-		delete(x.waiting, name)
-		x.held[name] = c
+		withdrawn := x.waiting[names[i]] != c // its run stopped waiting meanwhile
+		if !withdrawn {
+			delete(x.waiting, names[i])
+			x.held[names[i]] = c
+		}
 		x.mu.Unlock()
+		if withdrawn {
+			cancel()
+			if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, c.key); err != nil {
+				return err
+			}
+			continue
+		}
 		c.granted <- partCtx
 	}
 	return nil

@@ -460,7 +460,9 @@ func (c *Coordinator) renew(ctx context.Context, ids []string, sent time.Time) e
 }
 
 // acquire takes the leases of ids that nobody holds or whose holder let
-// them expire, with a new token each.
+// them expire, with a new token each; also those this instance gave up
+// locally (renewals failed while the database was away) and still holds in
+// the table: the new token fences off the polls it stopped.
 func (c *Coordinator) acquire(ctx context.Context, ids []string, sent time.Time) error {
 	if len(ids) == 0 {
 		return nil
@@ -469,7 +471,7 @@ func (c *Coordinator) acquire(ctx context.Context, ids []string, sent time.Time)
 		SELECT id, $2, 1, now() + $3::interval FROM unnest($1::text[]) AS id
 		ON CONFLICT (account_id) DO UPDATE SET holder = EXCLUDED.holder, token = mailbox_leases.token + 1,
 			expires_at = EXCLUDED.expires_at
-		WHERE mailbox_leases.expires_at < now()
+		WHERE mailbox_leases.expires_at < now() OR mailbox_leases.holder = EXCLUDED.holder
 		RETURNING account_id, token`, ids, c.o.Instance, c.o.TTL.String())
 	if err != nil {
 		return fmt.Errorf("acquire %d leases: %w", len(ids), err)
