@@ -15,8 +15,8 @@ import (
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
 	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
-	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
 	"github.com/ledgerdesk/ledgerdesk/adapters/lease"
+	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
