@@ -14,7 +14,7 @@ build:
 
 test: prepare check-fmt vet lint unit fuzz ## the whole suite, as CI runs it
 
-prepare: ## install Dovecot if missing, make sure PostgreSQL answers
+prepare: ## install Dovecot if missing, make sure PostgreSQL answers, build SeaweedFS's weed once (S3 tests)
 	bash .ci/prepare
 
 check-fmt:

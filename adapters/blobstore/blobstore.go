@@ -109,6 +109,12 @@ func NewFS(dir string) (*FS, error) {
 // Dir returns the store's root directory.
 func (s *FS) Dir() string { return s.dir }
 
+// isBlobPath reports whether p is where the valid ref ref lives.
+func (s *FS) isBlobPath(ref Ref, p string) bool {
+	want, err := s.path(ref)
+	return err == nil && want == p
+}
+
 // path returns where a valid ref lives.
 func (s *FS) path(ref Ref) (string, error) {
 	if _, err := ParseRef(string(ref)); err != nil {
@@ -250,7 +256,8 @@ func (s *FS) put(ctx context.Context, r io.Reader, durable bool) (Ref, int64, er
 }
 
 // Open returns the blob's bytes; the caller closes the reader. A missing
-// blob gives an error matching ErrNotFound.
+// blob gives an error matching ErrNotFound; bytes that do not match the
+// ref fail the last Read with ErrCorrupt (see Verified).
 func (s *FS) Open(ref Ref) (io.ReadCloser, error) {
 	p, err := s.path(ref)
 	if err != nil {
@@ -263,7 +270,39 @@ func (s *FS) Open(ref Ref) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: open %s: %w", ref, err)
 	}
-	return f, nil
+	return Verified(ref, f), nil
+}
+
+// List calls fn for every loose blob, in no particular order; blobs inside
+// pack files are found through the locations their writer recorded.
+func (s *FS) List(ctx context.Context, fn func(Info) error) error {
+	err := filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != s.dir && d.Name() == packsDir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		ref := Ref(refPrefix + d.Name())
+		if !s.isBlobPath(ref, p) {
+			return nil // a temporary file of a running Put, or not ours
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return fn(Info{Ref: ref, Size: fi.Size()})
+	})
+	if err != nil {
+		return fmt.Errorf("blobstore: list %s: %w", s.dir, err)
+	}
+	return nil
 }
 
 // Stat describes a stored blob; a missing blob gives an error matching

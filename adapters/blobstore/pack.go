@@ -43,20 +43,8 @@ func (s *FS) WritePack(ctx context.Context, blobs [][]byte) ([]Packed, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("blobstore: create %q: %w", dir, err)
 	}
-	packHash := sha256.New()
-	out := make([]Packed, len(blobs))
-	var offset int64
-	for i, b := range blobs {
-		sum := sha256.Sum256(b)
-		packHash.Write(sum[:])
-		out[i] = Packed{Ref: RefFromDigest(sum), Offset: offset, Length: int64(len(b))}
-		offset += int64(len(b))
-	}
-	name := "pack-" + hex.EncodeToString(packHash.Sum(nil)[:16])
-	for i := range out {
-		out[i].Pack = name
-	}
-	final := filepath.Join(dir, name)
+	out := PlanPack(blobs)
+	final := filepath.Join(dir, out[0].Pack)
 	if _, err := os.Stat(final); err == nil {
 		return out, nil // the same blobs in the same order: already stored
 	}
@@ -97,10 +85,43 @@ func (s *FS) WritePack(ctx context.Context, blobs [][]byte) ([]Packed, error) {
 	return out, nil
 }
 
-// OpenPacked returns the bytes of a packed blob.
-func (s *FS) OpenPacked(p Packed) (io.ReadCloser, error) {
+// PlanPack lays blobs out one after the other in a pack and returns their
+// locations. The pack's name is derived from the blobs' digests in order,
+// so writing the same blobs again names the same pack, in any store.
+func PlanPack(blobs [][]byte) []Packed {
+	packHash := sha256.New()
+	out := make([]Packed, len(blobs))
+	var offset int64
+	for i, b := range blobs {
+		sum := sha256.Sum256(b)
+		packHash.Write(sum[:])
+		out[i] = Packed{Ref: RefFromDigest(sum), Offset: offset, Length: int64(len(b))}
+		offset += int64(len(b))
+	}
+	name := "pack-" + hex.EncodeToString(packHash.Sum(nil)[:16])
+	for i := range out {
+		out[i].Pack = name
+	}
+	return out
+}
+
+// CheckPacked validates a recorded location before a store opens it: the
+// pack name can never name a path or key outside the packs.
+func CheckPacked(p Packed) error {
+	if _, err := ParseRef(string(p.Ref)); err != nil {
+		return err
+	}
 	if strings.ContainsAny(p.Pack, `/\`) || !strings.HasPrefix(p.Pack, "pack-") || p.Offset < 0 || p.Length < 0 {
-		return nil, fmt.Errorf("%w: bad pack location %+v", ErrInvalidRef, p)
+		return fmt.Errorf("%w: bad pack location %+v", ErrInvalidRef, p)
+	}
+	return nil
+}
+
+// OpenPacked returns the bytes of a packed blob; they are checked against
+// its ref as they are read (see Verified).
+func (s *FS) OpenPacked(p Packed) (io.ReadCloser, error) {
+	if err := CheckPacked(p); err != nil {
+		return nil, err
 	}
 	f, err := os.Open(filepath.Join(s.dir, packsDir, p.Pack))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -109,8 +130,8 @@ func (s *FS) OpenPacked(p Packed) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: open pack %s: %w", p.Pack, err)
 	}
-	return struct {
+	return Verified(p.Ref, struct {
 		io.Reader
 		io.Closer
-	}{io.NewSectionReader(f, p.Offset, p.Length), f}, nil
+	}{io.NewSectionReader(f, p.Offset, p.Length), f}), nil
 }

@@ -35,6 +35,9 @@ func MailStream(mailID string) string { return "mail-" + mailID }
 // Blobs is the part of the blob store the sink needs. Mails are written
 // without a per-mail fsync; Sync makes a whole batch durable before its
 // events commit, so an event never names a blob that a power loss could take.
+// WritePack returns the locations of the blobs it put in a pack, recorded in
+// blob_packs; a store that keeps every blob loose (pgstore) returns none, and
+// Open finds them. cmd picks the store (LEDGERDESK_BLOB_STORE).
 type Blobs interface {
 	PutNoSync(ctx context.Context, r io.Reader) (blobstore.Ref, int64, error)
 	Sync() error

@@ -189,9 +189,10 @@ func readSecretFile(path string) (string, error) {
 // secretFlags are flags that would carry a secret, refused by parseFlags
 // with where the secret goes instead.
 var secretFlags = map[string]string{
-	"secret-key":  envSecretKey + " or " + envSecretKeyFile + " (--secret-key-file)",
-	"admin-token": envAdminToken + " or " + envAdminTokenFile + " (--admin-token-file)",
-	"new-key":     "--new-key-file (a file, or - for standard input)",
+	"secret-key":    envSecretKey + " or " + envSecretKeyFile + " (--secret-key-file)",
+	"admin-token":   envAdminToken + " or " + envAdminTokenFile + " (--admin-token-file)",
+	"new-key":       "--new-key-file (a file, or - for standard input)",
+	"s3-secret-key": envS3SecretKey + " or " + envS3SecretFile + " (--s3-secret-key-file)",
 }
 
 // refuseSecretFlags refuses a secret on the command line, which every user

@@ -162,6 +162,7 @@ type proofRig struct {
 	dbURL    string
 	env      []string
 	addrs    [3]string
+	dataDirs [3]string
 	children [3]*child
 	ids      [3]string // instance ids, from the "listening" log line
 	oldLogs  []string  // the logs of killed instances, for a failure's report
@@ -191,11 +192,13 @@ func newProofRig(t *testing.T, size proofSize) *proofRig {
 	}
 	t.Cleanup(pool.Close)
 	r.pool = pool
-	dataDir := t.TempDir() // one machine: the file blob store is shared
-	r.env = []string{"LEDGERDESK_DATA_DIR=" + dataDir, "LEDGERDESK_ADMIN_TOKEN=" + e2eToken, "LEDGERDESK_LOG_FORMAT=json",
+	// The mails live in the database (the postgres blob store); each
+	// instance has a data directory of its own, as on separate machines.
+	r.env = []string{"LEDGERDESK_ADMIN_TOKEN=" + e2eToken, "LEDGERDESK_LOG_FORMAT=json", envBlobStore + "=postgres",
 		"LEDGERDESK_DATABASE_URL=" + r.dbURL, "LEDGERDESK_SECRET_KEY=" + strings.Repeat("ab", 32)}
 	for i := range r.addrs {
 		r.addrs[i] = freeAddr(t)
+		r.dataDirs[i] = t.TempDir()
 	}
 	t.Cleanup(func() {
 		for _, c := range r.children {
@@ -219,7 +222,7 @@ func (r *proofRig) start(i int) {
 	if old := r.children[i]; old != nil {
 		r.oldLogs = append(r.oldLogs, old.log.String())
 	}
-	c := startChild(r.t, r.bin, append(slices.Clone(r.env), "LEDGERDESK_HTTP_ADDR="+r.addrs[i]))
+	c := startChild(r.t, r.bin, append(slices.Clone(r.env), "LEDGERDESK_HTTP_ADDR="+r.addrs[i], "LEDGERDESK_DATA_DIR="+r.dataDirs[i]))
 	r.pidsMu.Lock()
 	if r.pids == nil {
 		r.pids = map[int]string{}
@@ -761,7 +764,8 @@ func readMessageID(data []byte) (string, error) {
 func (r *proofRig) checkViewsEqualARebuild() {
 	r.t.Helper()
 	before := r.ticketList()
-	env := map[string]string{envDatabaseURL: r.dbURL, envSecretKey: strings.Repeat("ab", 32), envDataDir: r.t.TempDir()}
+	env := map[string]string{envDatabaseURL: r.dbURL, envSecretKey: strings.Repeat("ab", 32), envDataDir: r.t.TempDir(),
+		envBlobStore: "postgres"}
 	var out, errOut bytes.Buffer
 	if code := run(context.Background(), []string{"projections", "rebuild"}, envOf(env), &out, &errOut); code != exitOK {
 		r.t.Fatalf("projections rebuild exit %d; stdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())

@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runSecrets(ctx, rest, getenv, stdout, stderr)
 	case "events":
 		err = runEvents(ctx, rest, getenv, stdout, stderr)
+	case "blobs":
+		err = runBlobs(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		err = runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -102,6 +104,8 @@ Usage:
   ledgerdesk secrets rotate   re-seal stored secrets under a new key
   ledgerdesk events retry --subscriber NAME (--position P | --all)
                        have a subscriber handle again the events it set aside
+  ledgerdesk blobs migrate --to file|postgres|s3
+                       copy the stored mails to another blob store, verified
   ledgerdesk version   print the version
 
 Run 'ledgerdesk <command> --help' for a command's flags. Every flag can also

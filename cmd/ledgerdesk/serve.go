@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/ledgerdesk/ledgerdesk/adapters/blobstore"
 	"github.com/ledgerdesk/ledgerdesk/adapters/ingest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mimeparse"
 	"github.com/ledgerdesk/ledgerdesk/adapters/oauth"
@@ -35,10 +33,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	fs := newFlagSet("serve", "Start the HTTP API (and, as they are wired in, the mailbox fetchers, projections and outbound saga).\n"+
 		"Without a database URL the embedded store under the data directory is used.", stderr)
 	cfg := bindConfig(fs, getenv, true)
+	bcfg := bindBlobConfig(fs, getenv)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := cfg.validate(true); err != nil {
+		return err
+	}
+	if err := bcfg.validate(cfg, bcfg.Kind); err != nil {
 		return err
 	}
 	logger := newLogger(cfg.LogFormat, stderr)
@@ -59,9 +61,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// Our Message-IDs carry a check keyed from the secret, so that a reply
 	// or bounce cannot be attached to a ticket by someone who knows its id.
 	messageIDKey := domain.DeriveMessageIDKey(key)
-	blobs, err := blobstore.NewFS(filepath.Join(cfg.DataDir, "blobs"))
+	blobs, err := openBlobStore(ctx, bcfg.Kind, bcfg, cfg, st)
 	if err != nil {
-		return fmt.Errorf("blob store under %s (%s): %w", cfg.DataDir, envDataDir, err)
+		return err
 	}
 	now := time.Now
 	if n, err := migrateInlineOAuth(ctx, st, now); err != nil {
@@ -152,7 +154,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}()
 	}
 
-	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "version", buildVersion(), "instance", inst.id)
+	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "blob_store", bcfg.Kind, "version", buildVersion(),
+		"instance", inst.id)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

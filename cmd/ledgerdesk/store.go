@@ -31,8 +31,8 @@ type store struct {
 	Reader        projections.Reader // read-only queries of the projections' tables
 	schemaVersion func(ctx context.Context) (current, latest int, err error)
 	closeDB       func()
-	// pool is the PostgreSQL pool, nil for the embedded store; several
-	// instances coordinate through it (instances.go).
+	// pool is the PostgreSQL pool, nil for the embedded store: blobs in the
+	// database, and several instances coordinate through it (instances.go).
 	pool *pgxpool.Pool
 }
 

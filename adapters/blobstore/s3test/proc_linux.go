@@ -1,0 +1,7 @@
+package s3test
+
+import "syscall"
+
+// procAttr has the kernel stop weed if the test binary dies without
+// running Stop.
+func procAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }
