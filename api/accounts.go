@@ -23,6 +23,10 @@ const AccountsStream = "inbound-accounts"
 // checkTimeout bounds a connection check.
 const checkTimeout = 60 * time.Second
 
+// mailboxesChangedWait bounds how long a write of an account or of the
+// settings waits for the scheduler to take it on.
+const mailboxesChangedWait = 10 * time.Second
+
 // checkErrorLen bounds the error text a connection check answers; it
 // quotes the server's reply, which mailsource.MaxReplyLen bounds.
 const checkErrorLen = 400
@@ -44,6 +48,8 @@ type accountView struct {
 }
 
 func viewOf(a domain.InboundAccount) accountView {
+	push := a.PushEnabled() // what the scheduler does, also for accounts stored before push existed
+	a.Push = &push
 	r, pw, cs, rt := a.Redacted()
 	return accountView{InboundAccount: r, PasswordSet: pw, OAuthClientSecretSet: cs, OAuthRefreshTokenSet: rt}
 }
@@ -148,6 +154,12 @@ func (s *server) createAccount(c echo.Context) error {
 	if err := s.checkMailHost(ctx, in.Host); err != nil {
 		return err
 	}
+	if err := s.checkFallbackUser(ctx, in.FallbackUserID); err != nil {
+		return err
+	}
+	if err := s.checkResourceRef(ctx, "resource", in.Resource); err != nil {
+		return err
+	}
 	if err := s.sealSecrets(&in, domain.InboundAccount{}); err != nil {
 		return err
 	}
@@ -171,6 +183,7 @@ func (s *server) createAccount(c echo.Context) error {
 		return err
 	}
 	created := evs[0].(domain.InboundAccountCreated).Account
+	s.mailboxesChanged(c)
 	setPosition(c, pos)
 	c.Response().Header().Set(echo.HeaderLocation, Prefix+"/inbound-accounts/"+created.ID)
 	return c.JSON(http.StatusCreated, accountWritten{accountView: viewOf(created), Position: pos})
@@ -253,6 +266,18 @@ func (s *server) updateAccount(c echo.Context) error {
 			return err
 		}
 	}
+	// Checked when they change: an account that names a user removed
+	// since can still be edited otherwise.
+	if next.FallbackUserID != cur.FallbackUserID {
+		if err := s.checkFallbackUser(c.Request().Context(), next.FallbackUserID); err != nil {
+			return err
+		}
+	}
+	if next.Resource != cur.Resource {
+		if err := s.checkResourceRef(c.Request().Context(), "resource", next.Resource); err != nil {
+			return err
+		}
+	}
 	if err := s.sealSecrets(&next, cur); err != nil {
 		return err
 	}
@@ -275,6 +300,7 @@ func (s *server) updateAccount(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mailboxesChanged(c)
 	setPosition(c, pos)
 	return c.JSON(http.StatusOK, accountWritten{accountView: viewOf(evs[0].(domain.InboundAccountUpdated).Account), Position: pos})
 }
@@ -296,8 +322,24 @@ func (s *server) deleteAccount(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mailboxesChanged(c)
 	setPosition(c, pos)
 	return c.JSON(http.StatusOK, map[string]any{"id": cur.ID, "deleted": true, "position": pos})
+}
+
+// mailboxesChanged has the scheduler take on a write of accounts or
+// settings before the write is answered (see Options.MailboxesChanged). A
+// failure is logged, not answered: the write is done, and the scheduler's
+// own refresh takes it on a little later.
+func (s *server) mailboxesChanged(c echo.Context) {
+	if s.opts.MailboxesChanged == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), mailboxesChangedWait)
+	defer cancel()
+	if err := s.opts.MailboxesChanged(ctx); err != nil {
+		s.logger.Warn("the fetch scheduler did not take on the change yet; its own refresh will", "err", err)
+	}
 }
 
 // historyItem is one change of an account, as the history shows it.

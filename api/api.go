@@ -53,6 +53,15 @@ type Options struct {
 	// Check connects and logs in to an account (secrets still sealed)
 	// without importing. Nil: check answers 503.
 	Check func(ctx context.Context, a domain.InboundAccount) error
+	// CheckOutbound checks an outgoing account and sends its test mail.
+	// Nil: the outgoing check answers 503.
+	CheckOutbound CheckOutbound
+	// MailboxesChanged tells the fetch scheduler that inbound accounts or
+	// the settings it reads were written, and returns once it has taken
+	// them on (ingest.Scheduler.Reload): a created or enabled account can
+	// be polled at once, a disabled or deleted one has stopped. Nil: the
+	// scheduler finds out on its own refresh.
+	MailboxesChanged func(ctx context.Context) error
 	// MailboxLiveness says what the scheduler knows of an account's latest
 	// poll, which is recorded as an event only when it tells something new
 	// (GET /mailboxes: last_checked_at, consecutive_failures). Nil, or
@@ -63,12 +72,21 @@ type Options struct {
 	// Commands runs the agents' ticket commands (POST /tickets/{id}/...);
 	// nil answers 503.
 	Commands *ticketing.Commands
+	// Directory runs an admin's writes to users and locations and reads
+	// users for the checks of resources and fallback users; nil answers
+	// 503.
+	Directory *ticketing.Directory
 	// Bodies serves article bodies, attachments, inline images and .eml
 	// downloads (bodies.go).
 	Bodies MailBodies
 	// OAuth runs the delegated consent and reports token health (oauth.go);
 	// nil functions answer 503 (Health: the state the events imply).
 	OAuth OAuth
+	// Metrics serves GET /metrics (the Prometheus text format) to admins
+	// and metrics tokens; nil answers 503.
+	Metrics http.Handler
+	// Live serves GET /stream, the log's new events as Server-Sent Events.
+	Live Live
 	// AuthFailureLimit is how many requests with an unknown, revoked or
 	// expired token one client address may make per minute; after that
 	// every request from it answers 429 until the minute is over. 0 takes

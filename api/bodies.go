@@ -60,6 +60,10 @@ type articleBody struct {
 	// BodyTruncated: the mail's bodies are longer than its event keeps and
 	// the raw mail could not be read, so Text and HTML are the kept prefixes.
 	BodyTruncated bool `json:"body_truncated,omitempty"`
+	// ImagesAsAttachments: the mail was imported with the account's
+	// images_as_attachments; its inline (cid:) images are not in HTML but
+	// in the attachment list.
+	ImagesAsAttachments bool `json:"images_as_attachments,omitempty"`
 }
 
 // article finds one article of a ticket by its seq in the tickets view.
@@ -113,8 +117,22 @@ func (s *server) articleBody(c echo.Context) error {
 	}
 	out.Text = text
 	if htmlBody != "" {
+		if a.MailID != "" {
+			// The option travels with the mail (MailReceived), not the account.
+			m, err := s.mailOf(c.Request().Context(), a)
+			if err != nil {
+				return err
+			}
+			out.ImagesAsAttachments = m.ImagesAsAttachments
+		}
 		base := fmt.Sprintf("%s/tickets/%s/articles/%d/inline/", Prefix, url.PathEscape(c.Param("id")), a.Seq)
-		res, err := s.sanitizer().Sanitize(c.Request().Context(), htmlBody, base)
+		var res htmlsafe.Result
+		var err error
+		if out.ImagesAsAttachments {
+			res, err = s.sanitizer().SanitizeWithoutInlineImages(c.Request().Context(), htmlBody)
+		} else {
+			res, err = s.sanitizer().Sanitize(c.Request().Context(), htmlBody, base)
+		}
 		var panicked *htmlsafe.PanicError
 		switch {
 		case errors.Is(err, htmlsafe.ErrTimeout), errors.As(err, &panicked):
@@ -197,8 +215,12 @@ func (s *server) listAttachments(c echo.Context) error {
 			return err
 		}
 		for i, att := range m.Attachments {
+			// With images_as_attachments an inline image is an attachment
+			// like any other: the body no longer shows it.
+			shownAsAttachment := m.ImagesAsAttachments && strings.HasPrefix(att.ContentType, "image/")
+			inline := att.Inline && !shownAsAttachment
 			items = append(items, attachmentItem{N: i + 1, PartPath: att.PartPath, Filename: attachmentName(att, i+1),
-				ContentType: att.ContentType, ContentID: att.ContentID, Size: att.Size, Inline: att.Inline,
+				ContentType: att.ContentType, ContentID: att.ContentID, Size: att.Size, Inline: inline,
 				URL: fmt.Sprintf("%s/tickets/%s/articles/%d/attachments/%d", Prefix, url.PathEscape(c.Param("id")), a.Seq, i+1)})
 		}
 	}

@@ -63,10 +63,18 @@ func (s seededMail) path(suffix string) string {
 // creates the ticket from it as the intake does.
 func (e *testEnv) seedMail(tb testing.TB, raw []byte) seededMail {
 	tb.Helper()
+	return e.seedMailWith(tb, raw, false)
+}
+
+// seedMailWith is seedMail through a sink of an account with
+// images_as_attachments as given.
+func (e *testEnv) seedMailWith(tb testing.TB, raw []byte, imagesAsAttachments bool) seededMail {
+	tb.Helper()
 	ctx := context.Background()
 	key := uniq("uid")
 	sink, err := ingest.NewSink(ingest.SinkConfig{Store: e.store, Blobs: e.blobs(tb), Limits: mimeparse.DefaultLimits(),
-		AccountID: "acc-bodies", Now: func() time.Time { return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) }})
+		AccountID: "acc-bodies", Now: func() time.Time { return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) },
+		ImagesAsAttachments: imagesAsAttachments})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -284,6 +292,38 @@ func TestArticleBodies_EndToEnd(t *testing.T) {
 			// the analyst may not read bodies
 			e.problem(t, http.MethodGet, m.path("/body"), e.tokens[domain.RoleAnalyst], nil, http.StatusForbidden)
 		})
+	}
+}
+
+// TestArticleBodies_ImagesAsAttachments: a mail imported with the
+// account's images_as_attachments shows its cid: image in the attachment
+// list, not in the HTML; the raw mail stays as received.
+func TestArticleBodies_ImagesAsAttachments(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backends()[0])
+	agent := e.tokens[domain.RoleAgent]
+	raw := hostileMail("images-as-attachments@example.org")
+	m := e.seedMailWith(t, raw, true)
+
+	var body bodyOut
+	e.mustJSON(t, http.MethodGet, m.path("/body"), agent, nil, http.StatusOK, &body)
+	if !body.ImagesAsAttachments || strings.Contains(body.HTML, `alt="logo"`) || !strings.Contains(body.HTML, "<b>on fire</b>") {
+		t.Errorf("body = %+v, want the HTML without the inline image and images_as_attachments set", body)
+	}
+	var list struct {
+		Items []attachmentItem `json:"items"`
+	}
+	e.mustJSON(t, http.MethodGet, m.path("/attachments"), agent, nil, http.StatusOK, &list)
+	if len(list.Items) != 2 || list.Items[0].ContentID != "logo.123@example.org" || list.Items[0].Inline {
+		t.Fatalf("attachments = %+v, want the image listed as an attachment (inline false) beside the PDF", list.Items)
+	}
+	resp, got := e.do(t, http.MethodGet, list.Items[0].URL, agent, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, testPNG) {
+		t.Errorf("image download = %d, %d bytes; want the image's bytes", resp.StatusCode, len(got))
+	}
+	resp, got = e.do(t, http.MethodGet, m.path("/eml"), agent, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, raw) {
+		t.Errorf(".eml = %d, %d bytes, want the %d raw bytes unchanged", resp.StatusCode, len(got), len(raw))
 	}
 }
 

@@ -120,8 +120,13 @@ func newEnv(tb testing.TB, b backend, opts ...envOption) *testEnv {
 			env.checked = append(env.checked, a)
 			return nil
 		},
+		// The real check talks SMTP: cmd/ledgerdesk's outbound check test.
+		CheckOutbound: func(context.Context, domain.OutboundAccount, string) (ticketing.CheckReply, error) {
+			return ticketing.CheckReply{}, nil
+		},
 		Projections: Projections{MailboxStatus: status, Tickets: tickets, Users: users, Locations: locations},
 		Commands:    ticketing.NewCommands(store, domain.DeriveMessageIDKey(bytes.Repeat([]byte{9}, 32))),
+		Directory:   ticketing.NewDirectory(store),
 		Bodies:      MailBodies{Blobs: newTestBlobs(tb, env)},
 	}
 	tokens, err := oauth.New(oauth.Options{Store: store, Secrets: box, Logger: logger, RedirectURL: "http://127.0.0.1:1" + OAuthCallbackPath})

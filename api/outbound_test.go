@@ -44,6 +44,10 @@ func init() {
 	recipes["GET /api/v1/outbound-accounts"] = func(testing.TB, *testEnv) (string, any) { return "/api/v1/outbound-accounts", nil }
 	recipes["GET /api/v1/outbound-accounts/:id"] = withOutbound
 	recipes["DELETE /api/v1/outbound-accounts/:id"] = withOutbound
+	recipes["POST /api/v1/outbound-accounts/:id/check"] = func(tb testing.TB, e *testEnv) (string, any) {
+		p, _ := withOutbound(tb, e)
+		return p + "/check", nil
+	}
 	recipes["PUT /api/v1/outbound-accounts/:id"] = func(tb testing.TB, e *testEnv) (string, any) {
 		p, _ := withOutbound(tb, e)
 		return p, map[string]any{"port": 465, "security": "tls", "password": "s3cret"}

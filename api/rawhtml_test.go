@@ -95,7 +95,7 @@ func TestRawHTML_NeverReachesAnyRole(t *testing.T) {
 
 	// each role sees one rule: readers get the text and whether there is
 	// HTML (served sanitised by .../body), analysts no body at all
-	for _, role := range domain.Roles {
+	for _, role := range rolesAll {
 		var detail struct {
 			Articles []map[string]any `json:"articles"`
 		}

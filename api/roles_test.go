@@ -35,6 +35,9 @@ func withConnection(suffix string) recipe {
 // route without one, so a new route cannot go untested.
 var recipes = map[string]recipe{
 	"GET /api/v1/openapi.json": func(testing.TB, *testEnv) (string, any) { return "/api/v1/openapi.json", nil },
+	// The env's streams end at once (withEndedStreams), so a 200 answer ends.
+	"GET /api/v1/stream": func(testing.TB, *testEnv) (string, any) { return "/api/v1/stream", nil },
+	"GET /metrics":       func(testing.TB, *testEnv) (string, any) { return "/metrics", nil },
 	"POST /api/v1/tokens": func(testing.TB, *testEnv) (string, any) {
 		return "/api/v1/tokens", map[string]string{"name": uniq("tok"), "role": "analyst"}
 	},
@@ -83,10 +86,13 @@ var recipes = map[string]recipe{
 		_, pos := e.seedTicket(tb, "")
 		return fmt.Sprintf("/api/v1/tickets?limit=5&min_position=%d", pos), nil
 	},
-	"GET /api/v1/tickets/:id":          withTicket(""),
-	"GET /api/v1/tickets/:id/history":  withTicket("/history"),
-	"POST /api/v1/tickets/:id/status":  withTicketBody("/status", map[string]any{"status": "in_progress"}),
-	"POST /api/v1/tickets/:id/assign":  withTicketBody("/assign", map[string]any{"resource": "team-a"}),
+	"GET /api/v1/tickets/:id":         withTicket(""),
+	"GET /api/v1/tickets/:id/history": withTicket("/history"),
+	"POST /api/v1/tickets/:id/status": withTicketBody("/status", map[string]any{"status": "in_progress"}),
+	"POST /api/v1/tickets/:id/assign": func(tb testing.TB, e *testEnv) (string, any) {
+		id, _ := e.seedTicket(tb, "")
+		return "/api/v1/tickets/" + id + "/assign", map[string]any{"resource": e.createResource(tb, uniq("team"))}
+	},
 	"POST /api/v1/tickets/:id/notes":   withTicketBody("/notes", map[string]any{"text": "called the customer"}),
 	"POST /api/v1/tickets/:id/replies": withTicketBody("/replies", map[string]any{"body": "We are on it."}),
 	"GET /api/v1/users": func(tb testing.TB, e *testEnv) (string, any) {
@@ -110,7 +116,7 @@ func TestRoutes_EveryRoleOnEveryRoute(t *testing.T) {
 			t.Parallel()
 			// It sends wrong tokens to every route on purpose: no limit
 			// (TestAuth_FailedAttemptsPerAddressAreLimited tests it).
-			e := newEnv(t, b, withAuthFailureLimit(-1))
+			e := newEnv(t, b, withAuthFailureLimit(-1), withEndedStreams(t), withMetrics(t))
 			for _, r := range (&server{}).routes() {
 				key := r.Method + " " + r.Path
 				rec, ok := recipes[key]

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,6 +20,9 @@ var (
 	rolesAudit   = []domain.Role{domain.RoleAdmin, domain.RoleAuditor}
 	rolesPoll    = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
 	rolesAgents  = []domain.Role{domain.RoleAdmin, domain.RoleAgent}
+	rolesMetrics = []domain.Role{domain.RoleAdmin, domain.RoleMetrics}
+	// rolesAny is every role: the API's description is no secret.
+	rolesAny = append(slices.Clip(rolesAll), domain.RoleMetrics)
 )
 
 // route is one operation of the API and the roles that may use it. This
@@ -33,7 +37,7 @@ type route struct {
 
 func (s *server) routes() []route {
 	return []route{
-		{http.MethodGet, Prefix + "/openapi.json", rolesAll, s.openAPI},
+		{http.MethodGet, Prefix + "/openapi.json", rolesAny, s.openAPI},
 
 		{http.MethodPost, Prefix + "/tokens", rolesAdmin, s.issueToken},
 		{http.MethodGet, Prefix + "/tokens", rolesAdmin, s.listTokens},
@@ -63,6 +67,8 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/mailboxes", rolesAll, s.listMailboxes},
 
 		{http.MethodGet, Prefix + "/events", rolesAudit, s.listEvents},
+		{http.MethodGet, Prefix + "/stream", rolesAll, s.stream},
+		{http.MethodGet, MetricsPath, rolesMetrics, s.metrics},
 
 		{http.MethodGet, Prefix + "/tickets", rolesAll, s.listTickets},
 		{http.MethodGet, Prefix + "/tickets/:id", rolesAll, s.getTicket},
@@ -78,14 +84,31 @@ func (s *server) routes() []route {
 		{http.MethodGet, Prefix + "/tickets/:id/articles/:seq/eml", rolesReaders, s.getEML},
 
 		{http.MethodGet, Prefix + "/users", rolesAll, s.listUsers},
+		{http.MethodPost, Prefix + "/users", rolesAdmin, s.createUser},
 		{http.MethodGet, Prefix + "/users/:id", rolesAll, s.getUser},
+		{http.MethodPut, Prefix + "/users/:id", rolesAdmin, s.updateUser},
+		{http.MethodDelete, Prefix + "/users/:id", rolesAdmin, s.deleteUser},
+		{http.MethodGet, Prefix + "/users/:id/history", rolesAudit, s.userHistory},
 		{http.MethodGet, Prefix + "/locations", rolesAll, s.listLocations},
+		{http.MethodPost, Prefix + "/locations", rolesAdmin, s.createLocation},
+		{http.MethodGet, Prefix + "/locations/:id", rolesAll, s.getLocation},
+		{http.MethodPut, Prefix + "/locations/:id", rolesAdmin, s.updateLocation},
+		{http.MethodDelete, Prefix + "/locations/:id", rolesAdmin, s.deleteLocation},
+		{http.MethodGet, Prefix + "/locations/:id/history", rolesAudit, s.locationHistory},
+
+		{http.MethodPost, Prefix + "/resources", rolesAdmin, s.createResource},
+		{http.MethodGet, Prefix + "/resources", rolesAll, s.listResources},
+		{http.MethodGet, Prefix + "/resources/:id", rolesAll, s.getResource},
+		{http.MethodPut, Prefix + "/resources/:id", rolesAdmin, s.updateResource},
+		{http.MethodDelete, Prefix + "/resources/:id", rolesAdmin, s.deleteResource},
+		{http.MethodGet, Prefix + "/resources/:id/history", rolesAudit, s.resourceHistory},
 
 		{http.MethodPost, Prefix + "/outbound-accounts", rolesAdmin, s.createOutbound},
 		{http.MethodGet, Prefix + "/outbound-accounts", rolesReaders, s.listOutbound},
 		{http.MethodGet, Prefix + "/outbound-accounts/:id", rolesReaders, s.getOutbound},
 		{http.MethodPut, Prefix + "/outbound-accounts/:id", rolesAdmin, s.updateOutbound},
 		{http.MethodDelete, Prefix + "/outbound-accounts/:id", rolesAdmin, s.deleteOutbound},
+		{http.MethodPost, Prefix + "/outbound-accounts/:id/check", rolesAdmin, s.checkOutbound},
 
 		{http.MethodGet, Prefix + "/templates", rolesReaders, s.listTemplates},
 		{http.MethodGet, Prefix + "/templates/:name", rolesReaders, s.getTemplate},

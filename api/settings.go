@@ -73,6 +73,7 @@ func (s *server) putSettings(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mailboxesChanged(c)
 	setPosition(c, pos)
 	return c.JSON(http.StatusOK, settingsWritten{Settings: next, Position: pos})
 }

@@ -100,6 +100,9 @@ type ticketDetail struct {
 	// ArticlesNextCursor continues the articles (articles_cursor); "" when
 	// this page has the last one.
 	ArticlesNextCursor string `json:"articles_next_cursor"`
+	// RequesterRemoved: the requester is a user an admin removed since; the
+	// ticket keeps them.
+	RequesterRemoved bool `json:"requester_removed"`
 }
 
 // articleView is an article as the API shows it. A mail's HTML as received
@@ -178,6 +181,15 @@ func (s *server) getTicket(c echo.Context) error {
 		return err
 	}
 	out := ticketDetail{Ticket: t, Articles: articleViews(id, arts, principal(c).Role)}
+	if s.opts.Directory != nil && t.RequesterUserID != "" {
+		// From the user's stream, not the users view, which may lag behind
+		// the tickets view.
+		u, err := s.opts.Directory.User(c.Request().Context(), t.RequesterUserID)
+		if err != nil {
+			return err
+		}
+		out.RequesterRemoved = u.Removed
+	}
 	if next > 0 {
 		out.ArticlesNextCursor = strconv.FormatInt(next, 10)
 	}
@@ -373,8 +385,12 @@ func (s *server) postAssign(c echo.Context) error {
 	if in.Resource == nil {
 		return unprocessable(errors.New("resource: is missing (send \"\" to unassign)"))
 	}
+	resource := strings.TrimSpace(*in.Resource)
+	if err := s.checkResourceRef(c.Request().Context(), "resource", resource); err != nil {
+		return err
+	}
 	actor, now := s.commandMeta(c)
-	return s.runCommand(c, http.StatusOK, domain.AssignResource{ResourceID: strings.TrimSpace(*in.Resource), Actor: actor, At: now})
+	return s.runCommand(c, http.StatusOK, domain.AssignResource{ResourceID: resource, Actor: actor, At: now})
 }
 
 // postNote serves POST /tickets/{id}/notes {"text": ...}.

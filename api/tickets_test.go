@@ -156,7 +156,9 @@ func TestTickets_CommandsAndReadYourWrites(t *testing.T) {
 				!cmp.Equal(w.Events, []string{domain.NoteAddedName}) {
 				t.Errorf("POST notes = %+v (header %q), want a position, the header and NoteAdded", w, resp.Header.Get(HeaderPosition))
 			}
-			e.mustJSON(t, http.MethodPost, "/api/v1/tickets/"+id+"/assign", agent, map[string]any{"resource": "team-a"}, http.StatusOK, &w)
+			teamA := e.createResource(t, "team-a")
+			e.problem(t, http.MethodPost, "/api/v1/tickets/"+id+"/assign", agent, map[string]any{"resource": "no such team"}, http.StatusUnprocessableEntity)
+			e.mustJSON(t, http.MethodPost, "/api/v1/tickets/"+id+"/assign", agent, map[string]any{"resource": teamA}, http.StatusOK, &w)
 			e.mustJSON(t, http.MethodPost, "/api/v1/tickets/"+id+"/status", agent, map[string]any{"status": "in_progress"}, http.StatusOK, &w)
 			e.mustJSON(t, http.MethodPost, "/api/v1/tickets/"+id+"/replies", agent, map[string]any{"body": "Fixed it."}, http.StatusCreated, &w)
 			if !cmp.Equal(w.Events, []string{domain.ReplyQueuedName}) || w.Version != 5 {
@@ -172,7 +174,7 @@ func TestTickets_CommandsAndReadYourWrites(t *testing.T) {
 			for _, a := range got.Articles {
 				kinds = append(kinds, a.Kind)
 			}
-			if diff := cmp.Diff([]string{"mail", "note", "reply"}, kinds); diff != "" || got.Resource != "team-a" ||
+			if diff := cmp.Diff([]string{"mail", "note", "reply"}, kinds); diff != "" || got.Resource != teamA ||
 				got.Status != "in_progress" || got.ArticleCount != 3 || got.Version != 5 {
 				t.Errorf("ticket after commands = %+v, kinds (-want +got):\n%s", got.Ticket, diff)
 			}

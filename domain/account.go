@@ -26,6 +26,10 @@ const (
 	AfterImportDelete = "delete"
 	AfterImportMove   = "move"
 	AfterImportKeep   = "keep"
+	// AfterImportTrash moves imported mail to the server's trash: the IMAP
+	// folder marked \Trash, else the account's trash_folder; Graph's Deleted
+	// Items (as delete without permanent_delete).
+	AfterImportTrash = "trash"
 )
 
 // DefaultErrorFolder is where IMAP mails that failed are moved.
@@ -98,6 +102,28 @@ type InboundAccount struct {
 	// PermanentDelete makes a Graph account's after_import delete purge the
 	// mail instead of moving it to Deleted Items.
 	PermanentDelete bool `json:"permanent_delete,omitempty"`
+
+	// IncludeSubfolders reads, besides folder and subfolders, every IMAP
+	// folder below them (seeds 003, 004); OnlySubscribed restricts that to
+	// the subscribed ones. The error, move and trash folders are never read.
+	IncludeSubfolders bool `json:"include_subfolders,omitempty"`
+	OnlySubscribed    bool `json:"only_subscribed,omitempty"`
+	// TrashFolder is where after_import trash moves IMAP mail when the
+	// server marks no folder \Trash (seed 004, "special mailbox: deleted").
+	TrashFolder string `json:"trash_folder,omitempty"`
+
+	// Push, for an IMAP account, keeps an IDLE connection per folder open
+	// so that new mail is fetched within seconds, the poll staying as the
+	// safety net (RULES.md section 1). nil means on: the default, and what
+	// accounts stored before push existed get. See PushEnabled.
+	Push *bool `json:"push,omitempty"`
+}
+
+// PushEnabled says whether new mail of the account is to be pushed: an
+// IMAP account whose push is not turned off. POP3 and Graph accounts are
+// always polled.
+func (a InboundAccount) PushEnabled() bool {
+	return a.Protocol == ProtocolIMAP && (a.Push == nil || *a.Push)
 }
 
 // HasInlineOAuth says whether the account still carries the OAuth fields
@@ -180,6 +206,13 @@ func (a InboundAccount) Validate() error {
 	}
 	switch a.AfterImport {
 	case AfterImportDelete, AfterImportKeep:
+	case AfterImportTrash:
+		if a.Protocol == ProtocolPOP3 {
+			bad("after_import", "trash is not possible with POP3 (it has no folders); use delete or keep")
+		}
+		if a.PermanentDelete {
+			bad("permanent_delete", "purges the mail; after_import trash keeps it in Deleted Items")
+		}
 	case AfterImportMove:
 		if a.Protocol == ProtocolPOP3 {
 			bad("after_import", "move is not possible with POP3 (it has no folders); use delete or keep")
@@ -187,7 +220,7 @@ func (a InboundAccount) Validate() error {
 			bad("move_folder", "must name a folder when after_import is move")
 		}
 	default:
-		bad("after_import", "%q is not one of delete, move, keep", a.AfterImport)
+		bad("after_import", "%q is not one of delete, move, trash, keep", a.AfterImport)
 	}
 	if a.PollIntervalSeconds < 1 || a.PollIntervalSeconds > 86400 {
 		bad("poll_interval_seconds", "%d is not from 1 to 86400", a.PollIntervalSeconds)
@@ -197,6 +230,18 @@ func (a InboundAccount) Validate() error {
 	}
 	if a.Protocol == ProtocolPOP3 && len(a.Subfolders) > 0 {
 		bad("subfolders", "POP3 has no folders")
+	}
+	if a.IncludeSubfolders && a.Protocol != ProtocolIMAP {
+		bad("include_subfolders", "walks IMAP folder trees; %s folders are named one by one in subfolders", a.Protocol)
+	}
+	if a.OnlySubscribed && !a.IncludeSubfolders {
+		bad("only_subscribed", "restricts the walk of include_subfolders; set both")
+	}
+	if a.TrashFolder != "" && a.Protocol != ProtocolIMAP {
+		bad("trash_folder", "is for IMAP accounts")
+	}
+	if a.TrashFolder != "" && strings.TrimSpace(a.TrashFolder) == "" {
+		bad("trash_folder", "must name a folder or be left out")
 	}
 	for field, addr := range map[string]string{"account_address": a.AccountAddress, "sender_address": a.SenderAddress} {
 		if addr != "" {
@@ -217,6 +262,9 @@ func (a InboundAccount) Validate() error {
 		}
 	} else if a.Mailbox != "" || a.PermanentDelete {
 		bad("mailbox", "mailbox and permanent_delete are for graph accounts")
+	}
+	if a.Push != nil && *a.Push && a.Protocol != ProtocolIMAP {
+		bad("push", "only IMAP accounts can be pushed (IMAP IDLE); %s accounts are polled", a.Protocol)
 	}
 	return errors.Join(errs...)
 }
@@ -431,6 +479,10 @@ func changedFields(a, b InboundAccount) []string {
 	add("allow_plaintext_auth", a.AllowPlaintextAuth != b.AllowPlaintextAuth)
 	add("mailbox", a.Mailbox != b.Mailbox)
 	add("permanent_delete", a.PermanentDelete != b.PermanentDelete)
+	add("include_subfolders", a.IncludeSubfolders != b.IncludeSubfolders)
+	add("only_subscribed", a.OnlySubscribed != b.OnlySubscribed)
+	add("trash_folder", a.TrashFolder != b.TrashFolder)
+	add("push", a.PushEnabled() != b.PushEnabled())
 	return out
 }
 

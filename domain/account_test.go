@@ -27,11 +27,53 @@ func TestInboundAccount_Validate(t *testing.T) {
 			fields: []string{"name:", "protocol:", "port:", "security:", "poll_interval_seconds:", "max_mail_size:", "account_address:"},
 		},
 		{
+			name: "only IMAP accounts can be pushed",
+			change: func(a *domain.InboundAccount) {
+				on := true
+				a.Protocol, a.Push = domain.ProtocolPOP3, &on
+			},
+			fields: []string{"push:"},
+		},
+		{
+			name: "an IMAP account may turn push off",
+			change: func(a *domain.InboundAccount) {
+				off := false
+				a.Push = &off
+			},
+		},
+		{
 			name: "POP3 cannot move mail to a folder",
 			change: func(a *domain.InboundAccount) {
 				a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportMove
 			},
 			fields: []string{"after_import:"},
+		},
+		{
+			name: "trash needs folders too",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.AfterImport = domain.ProtocolPOP3, domain.AfterImportTrash
+			},
+			fields: []string{"after_import:"},
+		},
+		{
+			name: "an IMAP account may walk its subscribed folders and name a trash folder",
+			change: func(a *domain.InboundAccount) {
+				a.IncludeSubfolders, a.OnlySubscribed, a.AfterImport, a.TrashFolder = true, true, domain.AfterImportTrash, "Deleted"
+			},
+		},
+		{
+			name: "only_subscribed restricts a walk; POP3 has no tree and no trash",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.OnlySubscribed, a.TrashFolder = domain.ProtocolPOP3, true, "Trash"
+			},
+			fields: []string{"only_subscribed:", "trash_folder:"},
+		},
+		{
+			name: "a walk is for IMAP",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.IncludeSubfolders = domain.ProtocolPOP3, true
+			},
+			fields: []string{"include_subfolders:"},
 		},
 	}
 	for _, tc := range tests {
@@ -81,6 +123,51 @@ func TestDecideInboundAccounts(t *testing.T) {
 	diffEvents(t, "DecideUpdateInboundAccount()", []domain.Event{domain.InboundAccountUpdated{Account: next, Changed: []string{"no_new_tickets"}, Actor: "admin"}}, ev)
 	if _, err := domain.DecideDeleteInboundAccount(s, "nope", "admin"); !errors.Is(err, domain.ErrAccountNotFound) {
 		t.Errorf("DecideDeleteInboundAccount(unknown) error = %v, want ErrAccountNotFound", err)
+	}
+}
+
+func TestInboundAccount_PushEnabled(t *testing.T) {
+	t.Parallel()
+	on, off := true, false
+	tests := []struct {
+		name     string
+		protocol string
+		push     *bool
+		want     bool
+	}{
+		{name: "an IMAP account is pushed by default (also one stored before push existed)", protocol: domain.ProtocolIMAP, want: true},
+		{name: "an IMAP account with push on is pushed", protocol: domain.ProtocolIMAP, push: &on, want: true},
+		{name: "an IMAP account with push off is polled", protocol: domain.ProtocolIMAP, push: &off},
+		{name: "a POP3 account is polled", protocol: domain.ProtocolPOP3},
+		{name: "a Graph account is polled", protocol: domain.ProtocolGraph},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := supportAccount()
+			a.Protocol, a.Push = tc.protocol, tc.push
+			if got := a.PushEnabled(); got != tc.want {
+				t.Errorf("PushEnabled() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecideUpdateInboundAccount_PushIsInTheHistory(t *testing.T) {
+	t.Parallel()
+	s := domain.EvolveInboundAccounts(domain.InboundAccounts{}, domain.InboundAccountCreated{Account: supportAccount()})
+	off, on := false, true
+	next := supportAccount()
+	next.Push = &off
+	ev, err := domain.DecideUpdateInboundAccount(s, next, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffEvents(t, "DecideUpdateInboundAccount(push off)", []domain.Event{domain.InboundAccountUpdated{Account: next, Changed: []string{"push"}, Actor: "admin"}}, ev)
+	// Saying push on for an account that is pushed by default is no change.
+	next.Push = &on
+	if ev, err := domain.DecideUpdateInboundAccount(s, next, "admin"); err != nil || len(ev) != 0 {
+		t.Errorf("DecideUpdateInboundAccount(push on, the default) = %v, %v; want nothing", ev, err)
 	}
 }
 

@@ -31,6 +31,7 @@ var registry = map[string]eventType{
 	MailFailedName:              {version: MailFailedSchemaVersion, decode: decoder[MailFailed]()},
 	MailSkippedName:             {version: MailSkippedSchemaVersion, decode: decoder[MailSkipped]()},
 	MailboxPolledName:           {version: MailboxPolledSchemaVersion, decode: decoder[MailboxPolled]()},
+	MailboxDeliveryChangedName:  {version: MailboxDeliveryChangedSchemaVersion, decode: decoder[MailboxDeliveryChanged]()},
 	TicketCreatedName:           {version: TicketCreatedSchemaVersion, decode: decoder[TicketCreated](), upcasters: map[int]func(json.RawMessage) (json.RawMessage, error){1: upcastTicketCreatedV1}},
 	MailAppendedName:            {version: MailAppendedSchemaVersion, decode: decoder[MailAppended]()},
 	MailBundledName:             {version: MailBundledSchemaVersion, decode: decoder[MailBundled]()},
@@ -76,6 +77,13 @@ var registry = map[string]eventType{
 	OAuthTokenRefreshedName:       {version: OAuthTokenRefreshedSchemaVersion, decode: decoder[OAuthTokenRefreshed]()},
 	OAuthTokenRefreshFailedName:   {version: OAuthTokenRefreshFailedSchemaVersion, decode: decoder[OAuthTokenRefreshFailed]()},
 	OAuthRefreshTokenResealedName: {version: OAuthRefreshTokenResealedSchemaVersion, decode: decoder[OAuthRefreshTokenResealed]()},
+
+	UserRemovedName:     {version: UserRemovedSchemaVersion, decode: decoder[UserRemoved]()},
+	LocationUpdatedName: {version: LocationUpdatedSchemaVersion, decode: decoder[LocationUpdated]()},
+	LocationRemovedName: {version: LocationRemovedSchemaVersion, decode: decoder[LocationRemoved]()},
+	ResourceCreatedName: {version: ResourceCreatedSchemaVersion, decode: decoder[ResourceCreated]()},
+	ResourceUpdatedName: {version: ResourceUpdatedSchemaVersion, decode: decoder[ResourceUpdated]()},
+	ResourceDeletedName: {version: ResourceDeletedSchemaVersion, decode: decoder[ResourceDeleted]()},
 
 	SubscriberEventSetAsideName: {version: SubscriberEventSetAsideSchemaVersion, decode: decoder[SubscriberEventSetAside]()},
 	SubscriberEventRetriedName:  {version: SubscriberEventRetriedSchemaVersion, decode: decoder[SubscriberEventRetried]()},

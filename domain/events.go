@@ -36,6 +36,9 @@ const (
 	NotificationQueuedName      = "NotificationQueued"
 	AutoMailSuppressedName      = "AutoMailSuppressed"
 	ReplyQueuedName             = "ReplyQueued"
+	UserRemovedName             = "UserRemoved"
+	LocationUpdatedName         = "LocationUpdated"
+	LocationRemovedName         = "LocationRemoved"
 )
 
 // Schema versions of the payloads.
@@ -64,6 +67,9 @@ const (
 	NotificationQueuedSchemaVersion      = 1
 	AutoMailSuppressedSchemaVersion      = 1
 	ReplyQueuedSchemaVersion             = 1
+	UserRemovedSchemaVersion             = 1
+	LocationUpdatedSchemaVersion         = 1
+	LocationRemovedSchemaVersion         = 1
 )
 
 // Where a ticket's requester came from (Requester.Source), RULES.md 3.4.
@@ -332,9 +338,11 @@ type UserCreated struct {
 // EventName implements Event.
 func (UserCreated) EventName() string { return UserCreatedName }
 
-// UserUpdated replaces a user's editable fields.
+// UserUpdated replaces a user's editable fields. UserName is set only
+// when it changed (empty: kept, as in events stored before it could).
 type UserUpdated struct {
 	UserID     string    `json:"user_id"`
+	UserName   string    `json:"user_name,omitempty"`
 	Email      string    `json:"email"`
 	Name       string    `json:"name,omitempty"`
 	LocationID string    `json:"location_id,omitempty"`
@@ -344,6 +352,39 @@ type UserUpdated struct {
 
 // EventName implements Event.
 func (UserUpdated) EventName() string { return UserUpdatedName }
+
+// UserRemoved removes a user from the directory (an admin's decision); the
+// user's tickets keep them.
+type UserRemoved struct {
+	UserID string    `json:"user_id"`
+	At     time.Time `json:"at"`
+	Actor  string    `json:"actor"`
+}
+
+// EventName implements Event.
+func (UserRemoved) EventName() string { return UserRemovedName }
+
+// LocationUpdated replaces a location's name and domain.
+type LocationUpdated struct {
+	LocationID string    `json:"location_id"`
+	Name       string    `json:"name"`
+	Domain     string    `json:"domain,omitempty"`
+	At         time.Time `json:"at"`
+	Actor      string    `json:"actor"`
+}
+
+// EventName implements Event.
+func (LocationUpdated) EventName() string { return LocationUpdatedName }
+
+// LocationRemoved removes a location (an admin's decision).
+type LocationRemoved struct {
+	LocationID string    `json:"location_id"`
+	At         time.Time `json:"at"`
+	Actor      string    `json:"actor"`
+}
+
+// EventName implements Event.
+func (LocationRemoved) EventName() string { return LocationRemovedName }
 
 // LocationAutoCreated adds a location (customer) for a sender's mail domain
 // (create_location_from_domain). Its id is LocationIDFor(Domain), so it can
@@ -432,8 +473,10 @@ type AutoReplyQueued struct {
 func (AutoReplyQueued) EventName() string { return AutoReplyQueuedName }
 
 // NotificationQueued queues an internal notification of Kind (e.g.
-// AutoMailCustomerAnswered) to the members of the ticket's resource; the
-// saga resolves their addresses.
+// AutoMailCustomerAnswered) to the members of the ticket's resource: To
+// holds their addresses as the directory had them when the mail was
+// decided (MailInput.ResourceMembers). Events stored before To existed
+// have none, and the saga records them as unsendable.
 type NotificationQueued struct {
 	OutgoingMail
 	TicketID   string    `json:"ticket_id"`
@@ -441,6 +484,9 @@ type NotificationQueued struct {
 	ResourceID string    `json:"resource_id,omitempty"`
 	QueuedAt   time.Time `json:"queued_at"`
 	CausedBy   string    `json:"caused_by"`
+	To         []Address `json:"to,omitempty"`
+	// Subject is the ticket's subject, for the notification's template.
+	Subject string `json:"subject,omitempty"`
 }
 
 // EventName implements Event.

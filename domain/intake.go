@@ -39,8 +39,13 @@ type MailInput struct {
 	Referenced *Ticket
 	// Sender is the directory user with the sender's address, nil if none.
 	Sender *User
-	// SenderIsResourceMember: the sender is a member of Referenced's resource.
+	// SenderIsResourceMember: the sender is a member of Referenced's resource
+	// (IsResourceMember over ResourceMembers).
 	SenderIsResourceMember bool
+	// ResourceMembers are the addresses of the current (not removed)
+	// members of Referenced's resource, who get the "customer answered"
+	// notification; nil when it has no resource or none with an address.
+	ResourceMembers []Address
 	// BundleCandidates are the tickets created from mails whose sender is
 	// Lookups.SenderEmail and received since Lookups.BundleSince (only loaded
 	// when the account has auto_bundle). DecideMail checks subject and
@@ -49,6 +54,10 @@ type MailInput struct {
 	// TakenUserNames are the user names in use, lower case (for a user
 	// auto-created from the local part).
 	TakenUserNames map[string]bool
+	// AutoUserIDTaken: a user with the id an auto-created user would get
+	// (UserIDFor the sender's address) exists but no longer has that
+	// address (an admin changed it), so none is auto-created.
+	AutoUserIDTaken bool
 	// Location is the location of Lookups.SenderDomain (LocationIDFor), nil
 	// if it does not exist yet.
 	Location *Location
@@ -384,6 +393,7 @@ func (d intake) customerAnswered(t Ticket) []Event {
 	return []Event{NotificationQueued{
 		OutgoingMail: OutgoingMail{OutgoingMailID: outID, MessageID: OutgoingMessageID(t.ID, outID, d.in.Settings.MessageIDDomain, d.in.MessageIDKey)},
 		TicketID:     t.ID, Kind: AutoMailCustomerAnswered, ResourceID: t.ResourceID, QueuedAt: d.in.Now, CausedBy: d.m.MailID,
+		To: d.in.ResourceMembers, Subject: t.Subject,
 	}}
 }
 
@@ -512,7 +522,7 @@ func (d intake) create() ([]Event, error) {
 			}
 		}
 		switch {
-		case acc.CreateUnknownUsers && validEmail(d.sender):
+		case acc.CreateUnknownUsers && validEmail(d.sender) && !d.in.AutoUserIDTaken:
 			u := UserAutoCreated{
 				UserID: UserIDFor(d.sender), UserName: UniqueUserName(d.sender, d.in.TakenUserNames),
 				Email: d.sender, Name: d.m.From.Name, LocationID: locationID, At: d.in.Now, CausedBy: d.m.MailID,

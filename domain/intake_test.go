@@ -47,7 +47,7 @@ func wantNotification(in domain.MailInput) domain.NotificationQueued {
 	return domain.NotificationQueued{
 		OutgoingMail: domain.OutgoingMail{OutgoingMailID: out, MessageID: domain.OutgoingMessageID(ticketID, out, domainName, testKey)},
 		TicketID:     ticketID, Kind: domain.AutoMailCustomerAnswered, ResourceID: "res-1st-level",
-		QueuedAt: in.Now, CausedBy: in.Mail.MailID,
+		QueuedAt: in.Now, CausedBy: in.Mail.MailID, To: in.ResourceMembers, Subject: in.Referenced.Subject,
 	}
 }
 
@@ -147,6 +147,17 @@ func TestDecideMail(t *testing.T) {
 					domain.UserAutoCreated{UserID: uid, UserName: "max", Email: customer, Name: "Max Mustermann", LocationID: lid, At: in.Now, CausedBy: in.Mail.MailID},
 					wantCreated(in, domain.Requester{UserID: uid, Email: customer, Name: "Max Mustermann", Source: domain.RequesterAutoCreated}, lid),
 				}
+			},
+		},
+		{
+			name: "an unknown sender whose derived user id an admin gave another address goes to the fallback user, creating none",
+			given: func(_ testing.TB, in *domain.MailInput) {
+				in.Account.CreateUnknownUsers = true
+				in.Account.FallbackUserID = "u-hotline"
+				in.AutoUserIDTaken = true
+			},
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{wantCreated(in, domain.Requester{UserID: "u-hotline", Email: customer, Name: "Max Mustermann", Source: domain.RequesterFallback}, "")}
 			},
 		},
 		{
@@ -365,6 +376,22 @@ func TestDecideMail(t *testing.T) {
 					wantAppended(in),
 					domain.TicketStatusChanged{TicketID: ticketID, From: domain.StatusInProgress, To: domain.StatusConfirmedUnread, At: in.Now, CausedBy: in.Mail.MailID},
 					wantNotification(in),
+				}
+			},
+		},
+		{
+			name: "a customer's reply tells the members of the ticket's resource, to their addresses",
+			given: func(tb testing.TB, in *domain.MailInput) {
+				in.Referenced = ptr(fold(tb, ticketCreated(), statusChanged(domain.StatusNew, domain.StatusInProgress)))
+				in.ResourceMembers = []domain.Address{{Name: "Anna Agent", Email: "anna@desk.example"}, {Email: "bert@desk.example"}}
+				in.Settings.NoStatusChangeForResourceMembers = true
+			},
+			when: func(m *domain.MailReceived) { m.Subject = "Re: [Ticket#1001] Printer broken" },
+			then: func(in domain.MailInput) []domain.Event {
+				return []domain.Event{
+					wantAppended(in),
+					domain.TicketStatusChanged{TicketID: ticketID, From: domain.StatusInProgress, To: domain.StatusConfirmedUnread, At: in.Now, CausedBy: in.Mail.MailID},
+					wantNotification(in), // To: both members; Subject: the ticket's
 				}
 			},
 		},

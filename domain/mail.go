@@ -107,6 +107,14 @@ type MailReceived struct {
 	TextBodySize      int64 `json:"text_body_size,omitempty"`
 	HTMLBodyTruncated bool  `json:"html_body_truncated,omitempty"`
 	HTMLBodySize      int64 `json:"html_body_size,omitempty"`
+
+	// ImagesAsAttachments is the account's images_as_attachments when the
+	// mail was imported (seed 003): the images its HTML shows inline (cid:,
+	// RFC 2392) are then shown to agents as attachments, not in the body.
+	// It travels with the mail, so every later reading of it (the account
+	// changed or deleted since) shows it as it was imported. The raw mail
+	// is never changed.
+	ImagesAsAttachments bool `json:"images_as_attachments,omitempty"`
 }
 
 // EventName implements Event.

@@ -35,3 +35,36 @@ type MailboxPolled struct {
 
 // EventName implements Event.
 func (MailboxPolled) EventName() string { return MailboxPolledName }
+
+// Stored name and schema version of the delivery-mode event.
+const (
+	MailboxDeliveryChangedName          = "MailboxDeliveryChanged"
+	MailboxDeliveryChangedSchemaVersion = 1
+)
+
+// How an inbound account's new mail reaches ledgerdesk.
+const (
+	// DeliveryPushed: an IMAP IDLE connection is open on every folder of
+	// the account, and new mail is fetched as soon as the server tells.
+	DeliveryPushed = "pushed"
+	// DeliveryPolled: the account is read on its poll interval only (push
+	// off, not IMAP, the server offers no IDLE, or an IDLE connection is
+	// down and being re-established).
+	DeliveryPolled = "polled"
+)
+
+// MailboxDeliveryChanged records that an inbound account's new mail now
+// arrives by push or by polling, since At. Reason says why an account
+// that should be pushed is polled: the IDLE connection's error, or that
+// the server offers no IDLE; it is empty for an account whose push is
+// off. Only changes are recorded (and the first state of each run of the
+// service), so a healthy pushed mailbox adds nothing to the log.
+type MailboxDeliveryChanged struct {
+	AccountID string    `json:"account_id"`
+	Delivery  string    `json:"delivery"`
+	At        time.Time `json:"at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// EventName implements Event.
+func (MailboxDeliveryChanged) EventName() string { return MailboxDeliveryChangedName }

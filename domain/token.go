@@ -16,10 +16,11 @@ const (
 	RoleAgent   Role = "agent"   // tickets, users; accounts read without secrets
 	RoleAuditor Role = "auditor" // read everything incl. history and the event log; write nothing
 	RoleAnalyst Role = "analyst" // read the views
+	RoleMetrics Role = "metrics" // scrape /metrics, nothing else (a Prometheus server)
 )
 
 // Roles lists every role, for validation and documentation.
-var Roles = []Role{RoleAdmin, RoleAgent, RoleAuditor, RoleAnalyst}
+var Roles = []Role{RoleAdmin, RoleAgent, RoleAuditor, RoleAnalyst, RoleMetrics}
 
 // ParseRole accepts a role name exactly as stored. Nothing is trimmed or
 // folded: the route table compares roles byte for byte, so " agent " would
@@ -30,7 +31,7 @@ func ParseRole(s string) (Role, error) {
 			return r, nil
 		}
 	}
-	return "", fmt.Errorf("%q is not one of admin, agent, auditor, analyst", s)
+	return "", fmt.Errorf("%q is not one of admin, agent, auditor, analyst, metrics", s)
 }
 
 // Stored names and schema versions of the API token events.

@@ -289,3 +289,25 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// LogInspector is implemented by both stores: where the global log ends,
+// and how far a position is behind that end, each with one query. The live
+// event stream starts from Head; the metrics read subscribers' lag with
+// CountAfter.
+type LogInspector interface {
+	// Head returns the position of the last event ReadAll may return now
+	// (0 for an empty log).
+	Head(ctx context.Context) (int64, error)
+	// CountAfter returns how many events ReadAll may return now after the
+	// event at position after (0: the whole log).
+	CountAfter(ctx context.Context, after int64) (int64, error)
+}
+
+// Notifier is implemented by a store that can wake a live reader when it
+// has committed events, so the reader need not poll often. A store that
+// does not implement it is polled.
+type Notifier interface {
+	// Appended returns a channel that is closed after the next commit that
+	// appended events through this store.
+	Appended() <-chan struct{}
+}

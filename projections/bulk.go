@@ -129,8 +129,8 @@ type bulkFold interface {
 
 var (
 	ticketCols = []string{"id", "number", "subject", "status", "requester_email", "requester_name", "requester_user_id", "location_id", "resource", "category", "priority", "account_id", "article_count", "created_at", "updated_at", "closed_at", "version"}
-	userCols   = []string{"id", "user_name", "email", "name", "location_id", "auto_created", "created_at", "updated_at", "version"}
-	locCols    = []string{"id", "name", "domain", "created_at", "version"}
+	userCols   = []string{"id", "user_name", "email", "name", "location_id", "auto_created", "created_at", "updated_at", "version", "removed"}
+	locCols    = []string{"id", "name", "domain", "created_at", "version", "removed"}
 )
 
 type bulkTickets struct {
@@ -268,8 +268,14 @@ func (b *bulkUsers) apply(_ context.Context, d decoded) error {
 		return fmt.Errorf("projections: user %s: event version %d arrived before an earlier one", id, ev.StreamVersion)
 	}
 	u.Version = ev.StreamVersion
-	if e, ok := e.(domain.UserUpdated); ok {
+	switch e := e.(type) {
+	case domain.UserUpdated:
 		u.Email, u.Name, u.LocationID, u.UpdatedAt = strings.Clone(e.Email), strings.Clone(e.Name), keep(e.LocationID), e.At.UTC()
+		if e.UserName != "" {
+			u.UserName = strings.Clone(e.UserName)
+		}
+	case domain.UserRemoved:
+		u.Removed, u.UpdatedAt = true, e.At.UTC()
 	}
 	return nil
 }
@@ -277,7 +283,7 @@ func (b *bulkUsers) apply(_ context.Context, d decoded) error {
 func (b *bulkUsers) rest() []rowBatch {
 	rows := make(anyRows, 0, len(b.users))
 	for _, u := range b.users {
-		rows = append(rows, []any{u.ID, u.UserName, u.Email, u.Name, u.LocationID, u.AutoCreated, u.CreatedAt, u.UpdatedAt, u.Version})
+		rows = append(rows, []any{u.ID, u.UserName, u.Email, u.Name, u.LocationID, u.AutoCreated, u.CreatedAt, u.UpdatedAt, u.Version, u.Removed})
 	}
 	return []rowBatch{{table: b.table, columns: userCols, rows: rows}}
 }
@@ -313,6 +319,12 @@ func (b *bulkLocations) apply(_ context.Context, d decoded) error {
 			return fmt.Errorf("projections: location %s: event version %d arrived before an earlier one", id, ev.StreamVersion)
 		default:
 			l.Version = ev.StreamVersion
+			switch e := e.(type) {
+			case domain.LocationUpdated:
+				l.Name, l.Domain = strings.Clone(e.Name), strings.Clone(e.Domain)
+			case domain.LocationRemoved:
+				l.Removed = true
+			}
 		}
 		return nil
 	}
@@ -329,7 +341,7 @@ func (b *bulkLocations) apply(_ context.Context, d decoded) error {
 func (b *bulkLocations) rest() []rowBatch {
 	rows := make(anyRows, 0, len(b.locs))
 	for _, l := range b.locs {
-		rows = append(rows, []any{l.ID, l.Name, l.Domain, l.CreatedAt, l.Version})
+		rows = append(rows, []any{l.ID, l.Name, l.Domain, l.CreatedAt, l.Version, l.Removed})
 	}
 	return []rowBatch{{table: b.table, columns: locCols, rows: rows}}
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
+	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
@@ -39,12 +41,48 @@ func (v *view) Name() string { return v.name }
 // failing on is set aside (ticketing.SetAsideRecorder) rather than holding
 // the view back for ever.
 func (v *view) run(ctx context.Context, h eventstore.Handler, opts eventstore.SubscribeOptions) error {
+	if opts.Types == nil {
+		opts.Types = viewTypes()
+	}
 	err := v.store.Subscribe(ctx, v.name, h, ticketing.WithSetAside(opts))
 	if err != nil && !errors.Is(err, ctx.Err()) {
 		return fmt.Errorf("projections: %s: %w", v.name, err)
 	}
 	return err
 }
+
+// intakeTypes are the events of the intake's mail streams and polls, which
+// no ticket, user or location stream ever holds. They are most of the log,
+// and a MailReceived carries a mail's bodies: a view that reads them only to
+// pass them by costs the database as much as the intake's own reads.
+var intakeTypes = []string{domain.MailReceivedName, domain.MailFailedName, domain.MailSkippedName, domain.MailboxPolledName}
+
+// viewTypes is what the ticket, user and location views subscribe to:
+// every registered event but the intake's. An event type a newer version
+// stored and this one does not know is not delivered; its stream's next
+// known event then finds a version gap, which the view reports.
+func viewTypes() []string {
+	return slices.DeleteFunc(domain.EventNames(), func(n string) bool { return slices.Contains(intakeTypes, n) })
+}
+
+// runBatch is run for a batch handler, by default 500 events a batch (a
+// fetcher's batch of mails): fewer, larger commits while mail pours in.
+func (v *view) runBatch(ctx context.Context, h eventstore.BatchHandler, opts eventstore.SubscribeOptions) error {
+	if opts.Types == nil {
+		opts.Types = viewTypes()
+	}
+	if opts.BatchSize == 0 {
+		opts.BatchSize = viewBatchSize
+	}
+	err := v.store.SubscribeBatch(ctx, v.name, h, ticketing.WithSetAside(opts))
+	if err != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("projections: %s: %w", v.name, err)
+	}
+	return err
+}
+
+// viewBatchSize is the batch of the views that take the log in batches.
+const viewBatchSize = 500
 
 // versionGuard is the outcome of applying an event to a row keyed by its
 // stream: applied, already there (a redelivery), or out of order.

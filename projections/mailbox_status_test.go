@@ -88,8 +88,25 @@ func TestMailboxStatus(t *testing.T) {
 				domain.InboundAccountCreated{Account: acc("a2", "Sales"), Actor: "token:x"},
 				domain.InboundAccountCreated{Account: acc("a3", "Gone"), Actor: "token:x"},
 			)
+			// and the mails' events of record: a1 fetched three (two of them
+			// skipped by the intake), failed one and found one oversize, a2
+			// fetched two. The polls' own tallies say otherwise (a poll killed
+			// mid-way records none, the next finds its mails known): the
+			// view counts the events.
+			mail := func(account string, n int) domain.MailReceived {
+				return domain.MailReceived{MailID: fmt.Sprintf("%s-m%d", account, n), AccountID: account, SourceKey: fmt.Sprint(n)}
+			}
+			for n := range 3 {
+				mustAppend(t, store, fmt.Sprintf("mail-a1-%d", n), mail("a1", n))
+			}
+			mustAppend(t, store, "mail-a1-0", domain.MailSkipped{MailID: "a1-m0", AccountID: "a1", Code: domain.SkipDuplicate})
+			mustAppend(t, store, "mail-a1-1", domain.MailSkipped{MailID: "a1-m1", AccountID: "a1", Code: domain.SkipBounce})
+			mustAppend(t, store, "mail-a1-3", domain.MailFailed{MailID: "a1-m3", AccountID: "a1", Reason: "unparseable"})
+			mustAppend(t, store, "mail-a1-4", domain.MailFailed{MailID: "a1-m4", AccountID: "a1", Reason: "too big", Oversize: true})
+			mustAppend(t, store, "mail-a2-0", mail("a2", 0))
+			mustAppend(t, store, "mail-a2-1", mail("a2", 1))
 			mustAppend(t, store, "mailbox-a1", domain.MailboxPolled{AccountID: "a1", StartedAt: t0, FinishedAt: t0.Add(time.Second),
-				Fetched: 3, Failed: 1, Oversize: 1, Skipped: 2, Deleted: 3})
+				Fetched: 1, Skipped: 2, Deleted: 3})
 			mustAppend(t, store, "mailbox-a1", domain.MailboxPolled{AccountID: "a1", StartedAt: t0.Add(5 * time.Minute),
 				FinishedAt: t0.Add(5*time.Minute + time.Second), Error: "login: authentication failed",
 				ServerReply: "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)", Failures: 1})
@@ -105,12 +122,13 @@ func TestMailboxStatus(t *testing.T) {
 				t.Fatalf("WaitReached() = %v, %v, want true, nil", ok, err)
 			}
 
-			// then the view shows names, the last outcome and the totals
+			// then the view shows names, the last outcome and the totals of
+			// the events
 			want := []projections.MailboxStatusRow{
 				{AccountID: "a1", Name: "Helpdesk", LastPollAt: ptr(t0.Add(5 * time.Minute)), LastFinishedAt: ptr(t0.Add(5*time.Minute + time.Second)),
 					LastError: "login: authentication failed", ServerReply: "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
 					ConsecutiveFailures: 1, Polls: 2, Fetched: 3, Failed: 1, Oversize: 1, Skipped: 2, Deleted: 3},
-				{AccountID: "a2", Name: "Sales", LastPollAt: ptr(t0), LastFinishedAt: ptr(t0.Add(time.Second)), Polls: 1, Fetched: 7},
+				{AccountID: "a2", Name: "Sales", LastPollAt: ptr(t0), LastFinishedAt: ptr(t0.Add(time.Second)), Polls: 1, Fetched: 2},
 			}
 			got, err := p.List(ctx)
 			if err != nil {
@@ -259,6 +277,62 @@ func TestMailboxStatus_ShowsSetAsideMails(t *testing.T) {
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("List() after redelivery (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestMailboxStatus_ShowsPushedOrPolled: the delivery mode the scheduler
+// records shows with its time; the last reason an account fell back to
+// polling stays once it is pushed again; a redelivery changes nothing.
+func TestMailboxStatus_ShowsPushedOrPolled(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store, reader := b.open(t)
+			ctx := context.Background()
+			p := projections.NewMailboxStatus(store, reader, nil)
+			mustAppend(t, store, "inbound-accounts",
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a1", Name: "Pushed"}},
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a2", Name: "Polled"}},
+				domain.InboundAccountCreated{Account: domain.InboundAccount{ID: "a3", Name: "Never run"}})
+			mustAppend(t, store, "mailbox-delivery-a1",
+				domain.MailboxDeliveryChanged{AccountID: "a1", Delivery: domain.DeliveryPushed, At: t0},
+				domain.MailboxDeliveryChanged{AccountID: "a1", Delivery: domain.DeliveryPolled, At: t0.Add(time.Hour),
+					Reason: "INBOX: imapsource: IDLE in \"INBOX\": connection closed by the server"},
+				domain.MailboxDeliveryChanged{AccountID: "a1", Delivery: domain.DeliveryPushed, At: t0.Add(time.Hour + 2*time.Second)})
+			mustAppend(t, store, "mailbox-delivery-a2", domain.MailboxDeliveryChanged{AccountID: "a2", Delivery: domain.DeliveryPolled, At: t0})
+			want := []projections.MailboxStatusRow{
+				{AccountID: "a3", Name: "Never run"},
+				{AccountID: "a2", Name: "Polled", Delivery: "polled", DeliverySince: ptr(t0)},
+				{AccountID: "a1", Name: "Pushed", Delivery: "pushed", DeliverySince: ptr(t0.Add(time.Hour + 2*time.Second)),
+					LastPushError: "INBOX: imapsource: IDLE in \"INBOX\": connection closed by the server", LastPushErrorAt: ptr(t0.Add(time.Hour))},
+			}
+			all, err := store.ReadAll(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // the second time is a redelivery
+				err = store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+					for _, ev := range all {
+						if err := p.Handle(ctx, tx, ev); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("Handle() error = %v", err)
+				}
+				got, err := p.List(ctx)
+				if err != nil {
+					t.Fatalf("List() error = %v", err)
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("List() (-want +got):\n%s", diff)
+				}
 			}
 		})
 	}

@@ -33,7 +33,8 @@ func ViewNames() []string { return []string{"tickets", "users", "locations"} }
 // dialect, each table named base+suffix and each index prefixed with it, so
 // that a rebuild can create a fresh set beside the serving one. The serving
 // set (suffix "") is created by migrations/*/0005_tickets.sql, with the
-// collations of 0009_id_collation.sql (0010 turned ticket_articles into a
+// collations of 0009_id_collation.sql and the removed columns of
+// 0013_directory.sql (0010 turned ticket_articles into a
 // view of the log); tests keep the two identical.
 func tableDDL(dialect, view, suffix string) (string, error) {
 	var ts, big, bool_, c string
@@ -103,7 +104,8 @@ const usersDDL = `CREATE TABLE users{s} (
     auto_created {bool} NOT NULL DEFAULT FALSE,
     created_at   {ts}   NOT NULL,
     updated_at   {ts}   NOT NULL,
-    version      {big}  NOT NULL
+    version      {big}  NOT NULL,
+    removed      {bool} NOT NULL DEFAULT FALSE
 );
 CREATE INDEX users{s}_user_name ON users{s} (user_name, id);
 CREATE INDEX users{s}_email ON users{s} (email);
@@ -114,7 +116,8 @@ const locationsDDL = `CREATE TABLE locations{s} (
     name       TEXT   NOT NULL DEFAULT '',
     domain     TEXT   NOT NULL DEFAULT '',
     created_at {ts}   NOT NULL,
-    version    {big}  NOT NULL
+    version    {big}  NOT NULL,
+    removed    {bool} NOT NULL DEFAULT FALSE
 );
 CREATE INDEX locations{s}_name ON locations{s} (name, id);
 `

@@ -16,10 +16,13 @@ func TestTableDDL_MatchesMigration(t *testing.T) {
 		if err != nil {
 			t.Fatalf("List(%s) error = %v", dialect, err)
 		}
-		var script string
+		var script, directory string
 		for _, m := range ms {
-			if m.Name == "0005_tickets.sql" {
+			switch m.Name {
+			case "0005_tickets.sql":
 				script = m.SQL
+			case "0013_directory.sql":
+				directory = m.SQL
 			}
 		}
 		if script == "" {
@@ -36,6 +39,17 @@ func TestTableDDL_MatchesMigration(t *testing.T) {
 				// 0009_id_collation.sql gives these columns collation "C"
 				// later; TestRebuild_KeepsTheSchema compares the result.
 				want = strings.ReplaceAll(want, ` COLLATE "C"`, "")
+			}
+			// 0013_directory.sql adds the column removed to users and
+			// locations, at the end.
+			for _, table := range []string{"users", "locations"} {
+				added := "ALTER TABLE " + table + " ADD COLUMN removed BOOLEAN NOT NULL DEFAULT FALSE;"
+				if v == table && !strings.Contains(directory, added) {
+					t.Errorf("%s 0013_directory.sql does not hold %s", dialect, added)
+				}
+			}
+			for _, pad := range []string{"      ", "    "} {
+				want = strings.Replace(want, ",\n    removed"+pad+"BOOLEAN NOT NULL DEFAULT FALSE\n", "\n", 1)
 			}
 			if !strings.Contains(script, want) {
 				t.Errorf("%s 0005_tickets.sql does not hold the DDL of %s:\n%s", dialect, v, want)

@@ -623,3 +623,55 @@ func TestTicketArticles_PagesAndSingleArticlesMatchTheWholeList(t *testing.T) {
 		})
 	}
 }
+
+// TestTickets_HandleBatch: a batch that creates tickets and changes them
+// gives the rows of the events handled one by one, and delivered again
+// changes nothing.
+func TestTickets_HandleBatch(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			// list returns the tickets after the first delivery and after
+			// the second.
+			list := func(batch bool) [2][]projections.Ticket {
+				store, reader := b.open(t)
+				p := projections.NewTickets(store, reader, nil)
+				for n := range int64(3) {
+					seedTicket(t, store, 1001+n)
+				}
+				evs := readAll(t, store)
+				var out [2][]projections.Ticket
+				for i := range out {
+					err := store.Update(context.Background(), func(ctx context.Context, tx eventstore.Tx) error {
+						if batch {
+							return p.HandleBatch(ctx, tx, evs)
+						}
+						for _, ev := range evs {
+							if err := p.Handle(ctx, tx, ev); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+					if err != nil {
+						t.Fatalf("deliver (batch %v): %v", batch, err)
+					}
+					page, err := p.ListTickets(context.Background(), projections.TicketFilter{Limit: 10})
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[i] = page.Items
+				}
+				return out
+			}
+			single, batched := list(false), list(true)
+			if len(single[0]) != 3 || single[0][0].Version != 5 {
+				t.Fatalf("one by one: %d tickets, the first at version %d; want 3 at version 5", len(single[0]), single[0][0].Version)
+			}
+			if diff := cmp.Diff(single, batched); diff != "" {
+				t.Errorf("tickets handled in one batch (-one by one +batch):\n%s", diff)
+			}
+		})
+	}
+}

@@ -63,8 +63,14 @@ func (p *Users) Handle(ctx context.Context, tx eventstore.Tx, ev eventstore.Reco
 	case domain.UserCreated:
 		create, u.userName, u.email, u.name, u.location, u.at = true, e.UserName, e.Email, e.Name, e.LocationID, e.At
 	case domain.UserUpdated:
+		if e.UserName != "" {
+			return p.update(ctx, tx, ev, `email = $3, name = $4, location_id = $5, updated_at = $6, user_name = $7`,
+				e.Email, e.Name, e.LocationID, e.At.UTC(), e.UserName)
+		}
 		return p.update(ctx, tx, ev, `email = $3, name = $4, location_id = $5, updated_at = $6`,
 			e.Email, e.Name, e.LocationID, e.At.UTC())
+	case domain.UserRemoved:
+		return p.update(ctx, tx, ev, `removed = TRUE, updated_at = $3`, e.At.UTC())
 	default:
 		return p.update(ctx, tx, ev, `updated_at = updated_at`)
 	}
@@ -128,6 +134,8 @@ type User struct {
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	Version     int64     `json:"version"`
+	// Removed: an admin removed the user; their tickets keep them.
+	Removed bool `json:"removed"`
 }
 
 // UserPage is one page of ListUsers; NextCursor is empty on the last.
@@ -139,7 +147,7 @@ type UserPage struct {
 // ErrUserNotFound is returned by User for an id the view does not hold.
 var ErrUserNotFound = errors.New("projections: user not found")
 
-const userColumns = `id, user_name, email, name, location_id, auto_created, created_at, updated_at, version`
+const userColumns = `id, user_name, email, name, location_id, auto_created, created_at, updated_at, version, removed`
 
 // ListUsers returns a page of users by user name (then id); cursor is the
 // NextCursor of the page before.
@@ -148,7 +156,7 @@ func (p *Users) ListUsers(ctx context.Context, limit int, cur string) (UserPage,
 	next, err := listByName(ctx, p.reader, p.table, userColumns, "user_name", limit, cur, func(rows eventstore.Rows) (string, string, error) {
 		var u User
 		if err := rows.Scan(&u.ID, &u.UserName, &u.Email, &u.Name, &u.LocationID, &u.AutoCreated, &u.CreatedAt,
-			&u.UpdatedAt, &u.Version); err != nil {
+			&u.UpdatedAt, &u.Version, &u.Removed); err != nil {
 			return "", "", err
 		}
 		u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
@@ -179,7 +187,7 @@ func (p *Users) User(ctx context.Context, id string) (User, error) {
 	}
 	var u User
 	if err := rows.Scan(&u.ID, &u.UserName, &u.Email, &u.Name, &u.LocationID, &u.AutoCreated, &u.CreatedAt,
-		&u.UpdatedAt, &u.Version); err != nil {
+		&u.UpdatedAt, &u.Version, &u.Removed); err != nil {
 		return User{}, fmt.Errorf("projections: user %s: %w", id, err)
 	}
 	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
@@ -272,6 +280,10 @@ func (p *Locations) Handle(ctx context.Context, tx eventstore.Tx, ev eventstore.
 		name, dom, when = e.Name, e.Domain, e.At
 	case domain.LocationCreated:
 		name, dom, when = e.Name, e.Domain, e.At
+	case domain.LocationUpdated:
+		return guardedUpdate(ctx, tx, p.logger, p.table, id, ev, `name = $3, domain = $4`, e.Name, e.Domain)
+	case domain.LocationRemoved:
+		return guardedUpdate(ctx, tx, p.logger, p.table, id, ev, `removed = TRUE`)
 	default:
 		return guardedUpdate(ctx, tx, p.logger, p.table, id, ev, `name = name`)
 	}
@@ -293,6 +305,7 @@ type Location struct {
 	Domain    string    `json:"domain"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   int64     `json:"version"`
+	Removed   bool      `json:"removed"`
 }
 
 // LocationPage is one page of ListLocations.
@@ -304,10 +317,10 @@ type LocationPage struct {
 // ListLocations returns a page of locations by name (then id).
 func (p *Locations) ListLocations(ctx context.Context, limit int, cur string) (LocationPage, error) {
 	var items []Location
-	next, err := listByName(ctx, p.reader, p.table, `id, name, domain, created_at, version`, "name", limit, cur,
+	next, err := listByName(ctx, p.reader, p.table, locationColumns, "name", limit, cur,
 		func(rows eventstore.Rows) (string, string, error) {
 			var l Location
-			if err := rows.Scan(&l.ID, &l.Name, &l.Domain, &l.CreatedAt, &l.Version); err != nil {
+			if err := rows.Scan(&l.ID, &l.Name, &l.Domain, &l.CreatedAt, &l.Version, &l.Removed); err != nil {
 				return "", "", err
 			}
 			l.CreatedAt = l.CreatedAt.UTC()
@@ -321,4 +334,31 @@ func (p *Locations) ListLocations(ctx context.Context, limit int, cur string) (L
 		items = []Location{}
 	}
 	return LocationPage{Items: items, NextCursor: next}, nil
+}
+
+const locationColumns = `id, name, domain, created_at, version, removed`
+
+// ErrLocationNotFound is returned by Location for an id the view does not
+// hold.
+var ErrLocationNotFound = errors.New("projections: location not found")
+
+// Location returns one location.
+func (p *Locations) Location(ctx context.Context, id string) (Location, error) {
+	rows, err := p.reader.Query(ctx, `SELECT `+locationColumns+` FROM `+p.table+` WHERE id = $1`, id)
+	if err != nil {
+		return Location{}, fmt.Errorf("projections: location %s: %w", id, err)
+	}
+	defer func() { _ = rows.Close() }()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return Location{}, fmt.Errorf("projections: location %s: %w", id, err)
+		}
+		return Location{}, fmt.Errorf("projections: location %s: %w", id, ErrLocationNotFound)
+	}
+	var l Location
+	if err := rows.Scan(&l.ID, &l.Name, &l.Domain, &l.CreatedAt, &l.Version, &l.Removed); err != nil {
+		return Location{}, fmt.Errorf("projections: location %s: %w", id, err)
+	}
+	l.CreatedAt = l.CreatedAt.UTC()
+	return l, nil
 }

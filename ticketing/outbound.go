@@ -207,6 +207,7 @@ type Outbound struct {
 	inbound   fold[domain.InboundAccounts]
 	settings  fold[domain.Settings]
 	templates fold[domain.Templates]
+	resources fold[domain.Resources]
 
 	// claimMu lets one worker claim at a time: workers that selected the
 	// same due rows concurrently would otherwise wait for each other's row
@@ -270,6 +271,7 @@ func NewOutbound(o OutboundOptions) *Outbound {
 		inbound:       fold[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
 		settings:      fold[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
 		templates:     fold[domain.Templates]{stream: TemplatesStream, evolve: domain.EvolveTemplates},
+		resources:     fold[domain.Resources]{stream: domain.ResourcesStream, evolve: domain.EvolveResources},
 	}
 }
 
@@ -477,8 +479,12 @@ func toQueued(ev domain.Event) (queued, bool) {
 		return queued{OutgoingMail: e.OutgoingMail, Kind: domain.OutgoingReply, TicketID: e.TicketID, Template: TemplateReply,
 			To: e.To, Cc: e.Cc, Subject: e.Subject, Body: e.Body, QueuedAt: e.QueuedAt}, true
 	case domain.NotificationQueued:
-		return queued{OutgoingMail: e.OutgoingMail, Kind: e.Kind, TicketID: e.TicketID, CausedBy: e.CausedBy, QueuedAt: e.QueuedAt,
-			Automatic: true, Unsendable: "the members of resource " + e.ResourceID + " have no known mail addresses"}, true
+		q := queued{OutgoingMail: e.OutgoingMail, Kind: e.Kind, TicketID: e.TicketID, Template: e.Kind, To: e.To, Subject: e.Subject,
+			CausedBy: e.CausedBy, QueuedAt: e.QueuedAt, Automatic: true}
+		if len(e.To) == 0 {
+			q.Unsendable = "the members of resource " + e.ResourceID + " have no known mail addresses"
+		}
+		return q, true
 	}
 	return queued{}, false
 }
@@ -1028,6 +1034,7 @@ type snapshot struct {
 	inbound   domain.InboundAccounts
 	settings  domain.Settings
 	templates domain.Templates
+	resources domain.Resources
 	// tickets holds the tickets read for this batch (all of them with one
 	// query, loadTickets), so that a batch reads each ticket once however
 	// many of its mails concern it; broken holds those whose events do not
@@ -1109,7 +1116,9 @@ func (s *Outbound) snapshot(ctx context.Context) (snapshot, error) {
 	snap.inbound, err2 = s.inbound.load(ctx, read)
 	snap.settings, err3 = s.settings.load(ctx, read)
 	snap.templates, err4 = s.templates.load(ctx, read)
-	return snap, errors.Join(err1, err2, err3, err4)
+	var err5 error
+	snap.resources, err5 = s.resources.load(ctx, read)
+	return snap, errors.Join(err1, err2, err3, err4, err5)
 }
 
 // sendBatch sends the claimed rows one after the other and returns their
@@ -1329,7 +1338,7 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 			return fail("load", err.Error(), !permanent)
 		}
 	}
-	acc, ok := domain.SendingAccount(accounts, t.ResourceID, t.Category)
+	acc, ok := domain.SendingAccountFor(accounts, snap.resources, t.ResourceID, t.Category)
 	if !ok {
 		return fail("settings", "no enabled outgoing account applies (resource, category or default)", true)
 	}
@@ -1363,6 +1372,10 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 	if data.RequesterName == "" && t.Requester.Email == data.RequesterEmail {
 		data.RequesterName = t.Requester.Name
 	}
+	if q.Kind == domain.AutoMailCustomerAnswered {
+		// Told to the resource's members: the requester is the customer.
+		data.RequesterName, data.RequesterEmail = t.Requester.Name, t.Requester.Email
+	}
 	subject, body, err := render(tpl, data)
 	if err != nil {
 		return fail("template", err.Error(), false)
@@ -1392,19 +1405,9 @@ func (s *Outbound) prepare(ctx context.Context, q queued, snap *snapshot) (prepa
 	if acc.Protocol == domain.OutboundGraph {
 		return s.prepareGraph(ctx, p)
 	}
-	password, err := s.open(acc.Password)
+	server, err := s.smtpAccount(acc, settings)
 	if err != nil {
-		return fail("settings", "open the account's password: "+err.Error(), false)
-	}
-	localName := s.o.LocalName
-	if localName == "" {
-		localName = settings.MessageIDDomain
-	}
-	server := smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
-		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
-		MaxSize: acc.MaxSize, LocalName: localName}
-	if acc.Auth == domain.AuthXOAuth2 {
-		server.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
+		return fail("settings", err.Error(), false)
 	}
 	env := p.env
 	p.send = func(ctx context.Context) (string, error) {
@@ -1468,6 +1471,26 @@ func (s *Outbound) prepareGraph(ctx context.Context, p prepared) (prepared, *fai
 	raw := p.raw
 	p.send = func(ctx context.Context) (string, error) { return s.o.GraphSender.Send(ctx, account, raw) }
 	return p, nil
+}
+
+// smtpAccount is how an SMTP account's server is reached and logged into,
+// its password opened.
+func (s *Outbound) smtpAccount(acc domain.OutboundAccount, settings domain.Settings) (smtpsend.Account, error) {
+	password, err := s.open(acc.Password)
+	if err != nil {
+		return smtpsend.Account{}, fmt.Errorf("open the account's password: %w", err)
+	}
+	localName := s.o.LocalName
+	if localName == "" {
+		localName = settings.MessageIDDomain
+	}
+	server := smtpsend.Account{Host: acc.Host, Port: acc.Port, Security: acc.Security, TLSSkipVerify: acc.TLSSkipVerify,
+		TLSServerName: acc.TLSServerName, RootCAs: s.o.RootCAs, Auth: acc.Auth, Username: acc.Username, Password: password,
+		MaxSize: acc.MaxSize, LocalName: localName}
+	if acc.Auth == domain.AuthXOAuth2 {
+		server.OAuthToken = s.tokenSource(acc.OAuthConnectionID, domain.ProtocolSMTP)
+	}
+	return server, nil
 }
 
 func (s *Outbound) open(sealed string) (string, error) {

@@ -7,9 +7,9 @@ package ticketing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,9 +39,10 @@ type ProcessManager struct {
 	key    domain.MessageIDKey
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	accounts registry[domain.InboundAccounts]
-	settings registry[domain.Settings]
+	mu        sync.Mutex
+	accounts  registry[domain.InboundAccounts]
+	settings  registry[domain.Settings]
+	resources registry[domain.Resources]
 }
 
 // NewProcessManager returns a process manager over store; now is the clock
@@ -53,36 +54,160 @@ func NewProcessManager(store eventstore.Store, now func() time.Time, key domain.
 	}
 	return &ProcessManager{
 		store: store, now: now, key: key, logger: logger,
-		accounts: registry[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
-		settings: registry[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
+		accounts:  registry[domain.InboundAccounts]{stream: InboundAccountsStream, evolve: domain.EvolveInboundAccounts},
+		settings:  registry[domain.Settings]{stream: SettingsStream, evolve: domain.EvolveSettings, state: domain.DefaultSettings()},
+		resources: registry[domain.Resources]{stream: domain.ResourcesStream, evolve: domain.EvolveResources},
 	}
 }
 
-// Run decides mails until ctx is done. A mail the intake keeps failing on
-// is set aside (SetAsideRecorder) so that the next mails still become
-// tickets.
+// IntakeBatchSize is how many events of the log one transaction of the
+// intake takes. A MailReceived holds up to two body prefixes of 64 KB
+// (domain.MailBodyPrefixBytes), so a batch of them holds at most 32 MiB in
+// memory, the bound a fetcher's sink keeps a batch to; a batch of ordinary
+// mails costs the database some fifteen statements whatever its size.
+const IntakeBatchSize = 250
+
+// Run decides mails until ctx is done, IntakeBatchSize events at a time (see
+// HandleBatch). A mail the intake keeps failing on is set aside
+// (SetAsideRecorder) so that the next mails still become tickets: a batch
+// that keeps failing is taken apart, and the failing mail set aside alone.
 func (pm *ProcessManager) Run(ctx context.Context) error {
-	return pm.store.Subscribe(ctx, IntakeSubscriber, pm.Handle, WithSetAside(eventstore.SubscribeOptions{BatchSize: 100}))
+	return pm.store.SubscribeBatch(ctx, IntakeSubscriber, pm.HandleBatch, WithSetAside(eventstore.SubscribeOptions{
+		BatchSize: IntakeBatchSize, Types: []string{domain.MailReceivedName, domain.UserCreatedName, domain.UserUpdatedName}}))
 }
 
-// Handle is the subscription handler: it decides MailReceived events and
-// keeps the user index in step with users created elsewhere.
+// Handle decides one event as HandleBatch does a batch of one.
 func (pm *ProcessManager) Handle(ctx context.Context, tx eventstore.Tx, re eventstore.RecordedEvent) error {
-	switch re.Type {
-	case domain.MailReceivedName:
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return fmt.Errorf("ticketing: event at position %d: %w", re.Position, err)
+	return pm.HandleBatch(ctx, tx, []eventstore.RecordedEvent{re})
+}
+
+// HandleBatch is the subscription handler: it decides the MailReceived
+// events of a batch, in the log's order, and keeps the user index in step
+// with users created elsewhere. It runs in the subscription's transaction:
+// every decision's events, the index rows and the checkpoint commit
+// together, so a crash decides the batch's mails again from scratch and a
+// committed decision is never repeated. Each decision sees the ones before
+// it in the batch exactly as if they had committed on their own (see
+// intakeBatch); a decision is all or nothing, as the batch is.
+func (pm *ProcessManager) HandleBatch(ctx context.Context, tx eventstore.Tx, evs []eventstore.RecordedEvent) error {
+	var run []pending
+	for _, re := range evs {
+		switch re.Type {
+		case domain.MailReceivedName:
+			ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
+			if err != nil {
+				return fmt.Errorf("ticketing: event at position %d: %w", re.Position, err)
+			}
+			run = append(run, pending{mail: ev.(domain.MailReceived), re: re})
+		case domain.UserCreatedName, domain.UserUpdatedName:
+			// The mails before a directory change are decided without it,
+			// those after with it.
+			if err := pm.decideMails(ctx, tx, run); err != nil {
+				return err
+			}
+			run = nil
+			if err := reindexUser(ctx, tx, strings.TrimPrefix(re.Stream, domain.UserStream(""))); err != nil {
+				return fmt.Errorf("ticketing: index user of event at position %d: %w", re.Position, err)
+			}
 		}
-		return pm.decideMail(ctx, tx, ev.(domain.MailReceived), re)
-	case domain.UserCreatedName, domain.UserUpdatedName:
-		ev, err := domain.UnmarshalEvent(re.Type, re.SchemaVersion, re.Payload)
-		if err != nil {
-			return fmt.Errorf("ticketing: event at position %d: %w", re.Position, err)
+	}
+	return pm.decideMails(ctx, tx, run)
+}
+
+// pending is a MailReceived of the batch.
+type pending struct {
+	mail domain.MailReceived
+	re   eventstore.RecordedEvent
+}
+
+// decideMails marks the mails decided (those marked before are left
+// alone), loads what their decisions read for all of them at once,
+// decides each in order and writes the decisions (intakeBatch).
+func (pm *ProcessManager) decideMails(ctx context.Context, tx eventstore.Tx, mails []pending) error {
+	mails, err := markDecided(ctx, tx, mails)
+	if err != nil || len(mails) == 0 {
+		return err
+	}
+	pm.mu.Lock()
+	accounts, err := pm.accounts.load(ctx, tx)
+	var settings domain.Settings
+	if err == nil {
+		settings, err = pm.settings.load(ctx, tx)
+	}
+	pm.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("ticketing: %w", err)
+	}
+	batch := make([]intakeMail, len(mails))
+	for i, p := range mails {
+		account, ok := accounts.ByID[p.mail.AccountID]
+		if !ok {
+			// The account was deleted after the mail was fetched: decide with
+			// the defaults rather than lose the mail.
+			account = domain.InboundAccount{ID: p.mail.AccountID, Name: p.mail.AccountID}
 		}
-		return indexUser(ctx, tx, ev)
+		account = account.WithDefaults()
+		batch[i] = intakeMail{pending: p, account: account, lookups: domain.MailLookups(p.mail, account, settings, pm.key)}
+	}
+	b := newIntakeBatch(tx)
+	if err := b.prefetch(ctx, batch); err != nil {
+		return fmt.Errorf("ticketing: load state for %d mails: %w", len(batch), err)
+	}
+	for _, p := range batch {
+		in, l, err := pm.loadInput(ctx, b, p, accounts, settings)
+		if err != nil {
+			return fmt.Errorf("ticketing: load state for mail %s: %w", p.mail.MailID, err)
+		}
+		events, err := domain.DecideMail(in)
+		if err != nil {
+			return fmt.Errorf("ticketing: decide mail %s: %w", p.mail.MailID, err)
+		}
+		reqs, err := decisionRequests(events, l, p.mail, p.re)
+		if err != nil {
+			return fmt.Errorf("ticketing: mail %s: %w", p.mail.MailID, err)
+		}
+		b.record(events, reqs, p.mail)
+	}
+	if err := b.flush(ctx); err != nil {
+		return fmt.Errorf("ticketing: %w", err)
 	}
 	return nil
+}
+
+// markDecided records the mails as decided and returns those that were not
+// before: a MailReceived delivered twice is decided once.
+func markDecided(ctx context.Context, tx eventstore.Tx, mails []pending) ([]pending, error) {
+	fresh := map[string]bool{}
+	for part := range slices.Chunk(mails, inChunk) {
+		args := make([]any, len(part))
+		vals := make([]string, len(part))
+		for i, p := range part {
+			args[i], vals[i] = p.mail.MailID, fmt.Sprintf("($%d)", i+1)
+		}
+		rows, err := tx.Query(ctx, `INSERT INTO intake_decided (mail_id) VALUES `+strings.Join(vals, ", ")+
+			` ON CONFLICT (mail_id) DO NOTHING RETURNING mail_id`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("ticketing: mark %d mails decided: %w", len(part), err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				_ = rows.Close()
+				return nil, fmt.Errorf("ticketing: mark mails decided: %w", err)
+			}
+			fresh[id] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("ticketing: mark mails decided: %w", err)
+		}
+	}
+	out := mails[:0:0]
+	for _, p := range mails {
+		if fresh[p.mail.MailID] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // registry is a small cached fold of one stream (accounts, settings); each
@@ -122,6 +247,8 @@ func (l *loaded) ticket(ctx context.Context, tx eventstore.Tx, id string) (domai
 	return foldInto(ctx, tx, l, domain.TicketStream(id), domain.EvolveTicket)
 }
 
+// user and location fold one stream each: the directory's commands
+// (directory.go) decide on them; the intake reads them through its batch.
 func (l *loaded) user(ctx context.Context, tx eventstore.Tx, id string) (domain.User, error) {
 	return foldInto(ctx, tx, l, domain.UserStream(id), domain.EvolveUser)
 }
@@ -152,83 +279,34 @@ func foldInto[S any](ctx context.Context, tx eventstore.Tx, l *loaded, stream st
 	return s, nil
 }
 
-// decideMail loads the decision's input, decides, and appends. It runs in
-// the subscription's transaction: the events, the index rows and the
-// checkpoint commit together, so a crash decides the mail again from
-// scratch and a committed decision is never repeated.
-func (pm *ProcessManager) decideMail(ctx context.Context, tx eventstore.Tx, m domain.MailReceived, re eventstore.RecordedEvent) error {
-	n, err := tx.Exec(ctx, `INSERT INTO intake_decided (mail_id) VALUES ($1) ON CONFLICT (mail_id) DO NOTHING`, m.MailID)
-	if err != nil {
-		return fmt.Errorf("ticketing: mark mail %s: %w", m.MailID, err)
-	}
-	if n == 0 {
-		pm.logger.Info("mail already decided", "mail_id", m.MailID)
-		return nil
-	}
-	pm.mu.Lock()
-	accounts, err := pm.accounts.load(ctx, tx)
-	if err == nil {
-		var s domain.Settings
-		s, err = pm.settings.load(ctx, tx)
-		pm.mu.Unlock()
-		return pm.decideWith(ctx, tx, m, re, accounts, s, err)
-	}
-	pm.mu.Unlock()
-	return fmt.Errorf("ticketing: %w", err)
-}
-
-func (pm *ProcessManager) decideWith(ctx context.Context, tx eventstore.Tx, m domain.MailReceived, re eventstore.RecordedEvent,
-	accounts domain.InboundAccounts, settings domain.Settings, loadErr error,
-) error {
-	if loadErr != nil {
-		return fmt.Errorf("ticketing: %w", loadErr)
-	}
-	in, l, err := pm.loadInput(ctx, tx, m, accounts, settings)
-	if err != nil {
-		return fmt.Errorf("ticketing: load state for mail %s: %w", m.MailID, err)
-	}
-	events, err := domain.DecideMail(in)
-	if err != nil {
-		return fmt.Errorf("ticketing: decide mail %s: %w", m.MailID, err)
-	}
-	if err := appendDecision(ctx, tx, events, l, m, re); err != nil {
-		return fmt.Errorf("ticketing: mail %s: %w", m.MailID, err)
-	}
-	return indexDecision(ctx, tx, events, m)
-}
-
-func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m domain.MailReceived,
-	accounts domain.InboundAccounts, settings domain.Settings,
+func (pm *ProcessManager) loadInput(ctx context.Context, b *intakeBatch, p intakeMail, accounts domain.InboundAccounts,
+	settings domain.Settings,
 ) (domain.MailInput, *loaded, error) {
 	l := &loaded{versions: map[string]int64{}}
-	account, ok := accounts.ByID[m.AccountID]
-	if !ok {
-		// The account was deleted after the mail was fetched: decide with
-		// the defaults rather than lose the mail.
-		account = domain.InboundAccount{ID: m.AccountID, Name: m.AccountID}
-	}
-	account = account.WithDefaults()
+	m, account, lk := p.mail, p.account, p.lookups
 	in := domain.MailInput{Mail: m, Account: account, Settings: settings, MessageIDKey: pm.key, Now: pm.now().UTC()}
 	for id, a := range accounts.ByID {
 		if id != account.ID && a.Enabled && a.AccountAddress != "" {
 			in.OtherAccounts = append(in.OtherAccounts, domain.AccountRef{ID: id, Address: a.AccountAddress})
 		}
 	}
-	lk := domain.MailLookups(m, account, settings, pm.key)
 
-	ref, err := findReferenced(ctx, tx, l, lk)
+	ref, err := findReferenced(ctx, b, l, lk)
 	if err != nil {
 		return in, nil, err
 	}
 	in.Referenced = ref
+	if err := pm.loadResourceMembers(ctx, b.tx, &in, lk.SenderEmail); err != nil {
+		return in, nil, err
+	}
 
 	if lk.MessageID != "" {
-		ids, err := ticketsHolding(ctx, tx, lk.MessageID)
+		ids, err := b.ticketsHolding(ctx, lk.MessageID)
 		if err != nil {
 			return in, nil, err
 		}
 		if len(ids) > 0 {
-			t, err := l.ticket(ctx, tx, ids[0])
+			t, err := b.ticket(ctx, l, ids[0])
 			if err != nil {
 				return in, nil, err
 			}
@@ -238,14 +316,12 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 		}
 	}
 	if lk.SenderEmail != "" {
-		var userID string
-		err := tx.QueryRow(ctx, `SELECT user_id FROM intake_users WHERE email = $1 ORDER BY user_id LIMIT 1`, lk.SenderEmail).Scan(&userID)
-		switch {
-		case errors.Is(err, eventstore.ErrNoRows):
-		case err != nil:
-			return in, nil, fmt.Errorf("look up user %s: %w", lk.SenderEmail, err)
-		default:
-			u, err := l.user(ctx, tx, userID)
+		userID, err := b.userByEmail(ctx, lk.SenderEmail)
+		if err != nil {
+			return in, nil, err
+		}
+		if userID != "" {
+			u, err := b.user(ctx, l, userID)
 			if err != nil {
 				return in, nil, err
 			}
@@ -257,17 +333,19 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 	if in.Sender == nil && account.CreateUnknownUsers {
 		// A user auto-created for this sender gets UserIDFor(address): its
 		// stream must be read so the append can expect it empty.
-		if _, err := l.user(ctx, tx, domain.UserIDFor(lk.SenderEmail)); err != nil {
+		u, err := b.user(ctx, l, domain.UserIDFor(lk.SenderEmail))
+		if err != nil {
 			return in, nil, err
 		}
-		taken, err := takenUserNames(ctx, tx, lk.SenderEmail)
+		in.AutoUserIDTaken = u.Exists()
+		taken, err := b.takenUserNames(ctx, lk.SenderEmail)
 		if err != nil {
 			return in, nil, err
 		}
 		in.TakenUserNames = taken
 	}
 	if lk.SenderDomain != "" && account.CreateLocationFromDomain {
-		loc, err := l.location(ctx, tx, domain.LocationIDFor(lk.SenderDomain))
+		loc, err := b.location(ctx, l, domain.LocationIDFor(lk.SenderDomain))
 		if err != nil {
 			return in, nil, err
 		}
@@ -276,13 +354,12 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 		}
 	}
 	if account.AutoBundle && lk.SenderEmail != "" {
-		ids, err := queryStrings(ctx, tx, `SELECT ticket_id FROM intake_tickets WHERE sender_email = $1 AND received_at >= $2 ORDER BY number`,
-			lk.SenderEmail, lk.BundleSince.Unix())
+		ids, err := b.bundleCandidates(ctx, lk.SenderEmail, lk.BundleSince)
 		if err != nil {
-			return in, nil, fmt.Errorf("bundle candidates: %w", err)
+			return in, nil, err
 		}
 		for _, id := range ids {
-			t, err := l.ticket(ctx, tx, id)
+			t, err := b.ticket(ctx, l, id)
 			if err != nil {
 				return in, nil, err
 			}
@@ -291,11 +368,9 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 			}
 		}
 	}
-	var maxNumber int64
-	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(number), 0) FROM intake_tickets`).Scan(&maxNumber); err != nil {
-		return in, nil, fmt.Errorf("next ticket number: %w", err)
+	if in.NextTicketNumber, err = b.nextTicketNumber(ctx); err != nil {
+		return in, nil, err
 	}
-	in.NextTicketNumber = max(maxNumber+1, domain.FirstTicketNumber)
 	// A new ticket's stream is expected empty.
 	l.versions[domain.TicketStream(domain.TicketIDFor(m.MailID))] = 0
 	return in, l, nil
@@ -303,16 +378,14 @@ func (pm *ProcessManager) loadInput(ctx context.Context, tx eventstore.Tx, m dom
 
 // findReferenced follows MailInput.Referenced's order: subject number, our
 // own Message-IDs, then any Message-ID a ticket holds.
-func findReferenced(ctx context.Context, tx eventstore.Tx, l *loaded, lk domain.Lookups) (*domain.Ticket, error) {
+func findReferenced(ctx context.Context, b *intakeBatch, l *loaded, lk domain.Lookups) (*domain.Ticket, error) {
 	if lk.TicketNumber > 0 {
-		var id string
-		err := tx.QueryRow(ctx, `SELECT ticket_id FROM intake_tickets WHERE number = $1`, lk.TicketNumber).Scan(&id)
-		switch {
-		case errors.Is(err, eventstore.ErrNoRows):
-		case err != nil:
-			return nil, fmt.Errorf("look up ticket number %d: %w", lk.TicketNumber, err)
-		default:
-			t, err := l.ticket(ctx, tx, id)
+		id, err := b.ticketByNumber(ctx, lk.TicketNumber)
+		if err != nil {
+			return nil, err
+		}
+		if id != "" {
+			t, err := b.ticket(ctx, l, id)
 			if err != nil {
 				return nil, err
 			}
@@ -322,7 +395,7 @@ func findReferenced(ctx context.Context, tx eventstore.Tx, l *loaded, lk domain.
 		}
 	}
 	for _, o := range lk.Own {
-		t, err := l.ticket(ctx, tx, o.TicketID)
+		t, err := b.ticket(ctx, l, o.TicketID)
 		if err != nil {
 			return nil, err
 		}
@@ -331,12 +404,12 @@ func findReferenced(ctx context.Context, tx eventstore.Tx, l *loaded, lk domain.
 		}
 	}
 	for _, mid := range lk.MessageIDs {
-		ids, err := ticketsHolding(ctx, tx, mid)
+		ids, err := b.ticketsHolding(ctx, mid)
 		if err != nil {
 			return nil, err
 		}
 		for _, id := range ids {
-			t, err := l.ticket(ctx, tx, id)
+			t, err := b.ticket(ctx, l, id)
 			if err != nil {
 				return nil, err
 			}
@@ -348,51 +421,11 @@ func findReferenced(ctx context.Context, tx eventstore.Tx, l *loaded, lk domain.
 	return nil, nil
 }
 
-func ticketsHolding(ctx context.Context, tx eventstore.Tx, messageID string) ([]string, error) {
-	ids, err := queryStrings(ctx, tx, `SELECT ticket_id FROM intake_message_ids WHERE message_id = $1 ORDER BY ticket_id`, messageID)
-	if err != nil {
-		return nil, fmt.Errorf("look up Message-ID %s: %w", messageID, err)
-	}
-	return ids, nil
-}
-
-func takenUserNames(ctx context.Context, tx eventstore.Tx, email string) (map[string]bool, error) {
-	local, _, _ := strings.Cut(email, "@")
-	local = strings.ToLower(local)
-	names, err := queryStrings(ctx, tx, `SELECT user_name FROM intake_users WHERE user_name = $1 OR user_name LIKE $2`,
-		local, escapeLike(local)+"%")
-	if err != nil {
-		return nil, fmt.Errorf("taken user names: %w", err)
-	}
-	taken := make(map[string]bool, len(names))
-	for _, n := range names {
-		taken[n] = true
-	}
-	return taken, nil
-}
-
 // escapeLike makes s a literal LIKE prefix in both dialects (which treat
 // backslash differently, so the wildcards are simply dropped: the result is
 // a superset, which is harmless for a "taken" set).
 func escapeLike(s string) string {
 	return strings.NewReplacer("%", "", "_", "", `\`, "").Replace(s)
-}
-
-func queryStrings(ctx context.Context, tx eventstore.Tx, q string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
 }
 
 // streamOf names the stream an event of a mail decision belongs to: the
@@ -410,17 +443,16 @@ func streamOf(e domain.Event, mailID string) string {
 	return MailStream(mailID)
 }
 
-// appendDecision appends a decision's events, grouped by stream in order,
-// each stream at the version it was read at.
-func appendDecision(ctx context.Context, tx eventstore.Tx, events []domain.Event, l *loaded, m domain.MailReceived,
-	re eventstore.RecordedEvent,
-) error {
+// decisionRequests groups a decision's events by stream, in order, each
+// stream at the version it was read at.
+func decisionRequests(events []domain.Event, l *loaded, m domain.MailReceived, re eventstore.RecordedEvent,
+) ([]eventstore.AppendRequest, error) {
 	var order []string
 	byStream := map[string][]eventstore.NewEvent{}
 	for i, e := range events {
 		name, version, payload, err := domain.MarshalEvent(e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		stream := streamOf(e, m.MailID)
 		if _, seen := byStream[stream]; !seen {
@@ -439,50 +471,7 @@ func appendDecision(ctx context.Context, tx eventstore.Tx, events []domain.Event
 		}
 		reqs = append(reqs, eventstore.AppendRequest{Stream: stream, ExpectedVersion: expected, Events: byStream[stream]})
 	}
-	if len(reqs) == 0 {
-		return nil
-	}
-	if _, err := tx.Append(ctx, reqs...); err != nil {
-		return fmt.Errorf("append %d events: %w", len(events), err)
-	}
-	return nil
-}
-
-// indexDecision records what later decisions look up: new tickets, the
-// Message-IDs tickets hold, auto-created users.
-func indexDecision(ctx context.Context, tx eventstore.Tx, events []domain.Event, m domain.MailReceived) error {
-	for _, e := range events {
-		var err error
-		switch e := e.(type) {
-		case domain.TicketCreated:
-			_, err = tx.Exec(ctx, `INSERT INTO intake_tickets (ticket_id, number, sender_email, account_id, received_at)
-				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ticket_id) DO NOTHING`,
-				e.TicketID, e.Number, strings.ToLower(strings.TrimSpace(m.From.Email)), m.AccountID, m.ReceivedAt.Unix())
-			if err == nil {
-				err = indexMessageID(ctx, tx, m.MessageID, e.TicketID)
-			}
-		case domain.MailAppended:
-			err = indexMessageID(ctx, tx, m.MessageID, e.TicketID)
-		case domain.MailBundled:
-			err = indexMessageID(ctx, tx, m.MessageID, e.TicketID)
-		case domain.UserAutoCreated:
-			err = indexUser(ctx, tx, e)
-		}
-		if err != nil {
-			return fmt.Errorf("ticketing: index %s of mail %s: %w", e.EventName(), m.MailID, err)
-		}
-	}
-	return nil
-}
-
-func indexMessageID(ctx context.Context, tx eventstore.Tx, messageID, ticketID string) error {
-	messageID = strings.Trim(strings.TrimSpace(messageID), "<>")
-	if messageID == "" {
-		return nil
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO intake_message_ids (message_id, ticket_id) VALUES ($1, $2)
-		ON CONFLICT (message_id, ticket_id) DO NOTHING`, messageID, ticketID)
-	return err
+	return reqs, nil
 }
 
 func indexUser(ctx context.Context, tx eventstore.Tx, e domain.Event) error {
@@ -490,11 +479,6 @@ func indexUser(ctx context.Context, tx eventstore.Tx, e domain.Event) error {
 	switch e := e.(type) {
 	case domain.UserAutoCreated:
 		id, email, name = e.UserID, e.Email, e.UserName
-	case domain.UserCreated:
-		id, email, name = e.UserID, e.Email, e.UserName
-	case domain.UserUpdated:
-		_, err := tx.Exec(ctx, `UPDATE intake_users SET email = $2 WHERE user_id = $1`, e.UserID, strings.ToLower(strings.TrimSpace(e.Email)))
-		return err
 	default:
 		return nil
 	}

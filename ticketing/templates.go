@@ -25,6 +25,9 @@ const (
 	TemplateError        = domain.TemplateError        // reply-only account
 	TemplateTicketClosed = domain.TemplateTicketClosed // answer to a ticket closed too long ago
 	TemplateReply        = "reply"                     // frame of an agent's reply
+	// TemplateCustomerAnswered tells the members of a ticket's resource
+	// that the customer answered (the intake's NotificationQueued).
+	TemplateCustomerAnswered = domain.AutoMailCustomerAnswered
 )
 
 // TemplateData is what a template can use, e.g. {{.TicketNumber}} or
@@ -61,6 +64,9 @@ var shipped = func() map[string]domain.Template {
 			"Guten Tag{{if .RequesterName}} {{.RequesterName}}{{end}},\n\ndas Ticket {{.TicketNumber}} ist bereits abgeschlossen, Ihre Nachricht wurde ihm daher nicht mehr zugeordnet. Bitte schreiben Sie uns ohne {{.Reference}} im Betreff, um ein neues Ticket zu eröffnen.\n\nMit freundlichen Grüßen\n{{.SenderName}}\n",
 			"Hello{{if .RequesterName}} {{.RequesterName}}{{end}},\n\nticket {{.TicketNumber}} is already closed, so your message was not added to it. Please write to us without {{.Reference}} in the subject to open a new ticket.\n\nKind regards\n{{.SenderName}}\n"},
 		TemplateReply: {"{{.Subject}}", "{{.Body}}\n\n-- \n{{.SenderName}}\n", "{{.Body}}\n\n-- \n{{.SenderName}}\n"},
+		TemplateCustomerAnswered: {"{{.Subject}}",
+			"{{if .RequesterName}}{{.RequesterName}}{{else}}{{.RequesterEmail}}{{end}} hat auf Ticket {{.TicketNumber}} geantwortet; das Ticket wartet auf Sie.\n",
+			"{{if .RequesterName}}{{.RequesterName}}{{else}}{{.RequesterEmail}}{{end}} answered on ticket {{.TicketNumber}}; the ticket waits for you.\n"},
 	}
 	out := map[string]domain.Template{}
 	for name, t := range texts {

@@ -33,6 +33,12 @@ func (s *Server) config(ports []int) string {
 	}
 	p("auth_verbose = yes")
 	p("mail_location = maildir:~/Maildir")
+	if s.trashFolder != "" {
+		// The inbox namespace Dovecot would assume anyway (Maildir++: "."
+		// separates levels), with one folder marked \Trash.
+		p("namespace inbox {\n  inbox = yes\n  separator = .\n  mailbox \"%s\" {\n    special_use = \\Trash\n  }\n}",
+			strings.ReplaceAll(s.trashFolder, "/", "."))
+	}
 	// Throwaway mail: durability costs time and buys nothing here.
 	p("mail_fsync = never")
 	// Tests try wrong passwords; the stock 2 s delay only slows them.
@@ -66,15 +72,64 @@ func (s *Server) config(ports []int) string {
 	}
 	// service_count = 0: one login process serves all connections, which
 	// keeps many parallel test connections cheap.
-	p("service imap-login {\n%s  service_count = 0\n"+
+	loginLimit := ""
+	if s.maxConns > 0 {
+		lim := s.limits()
+		p("default_process_limit = %d", lim.processes)
+		p("default_client_limit = %d", lim.clients)
+		// Mail processes serve many connections each, and live on
+		// (service_count 0; all users share one uid, which this needs):
+		// 1,000 processes of one connection each
+		// would cost a GB, and each IDLE process would take one of the
+		// kernel's 128 inotify instances per user.
+		for _, svc := range []string{"imap", "pop3"} {
+			p("service %s {\n  service_count = 0\n  client_limit = %d\n  process_limit = %d\n}", svc, lim.perMailProcess, lim.mailProcesses)
+		}
+		// Should inotify run out all the same (other servers of parallel
+		// tests use it too), IDLE still sees new mail within a second.
+		p("mailbox_idle_check_interval = 1 secs")
+		loginLimit = fmt.Sprintf("  client_limit = %d\n", lim.clients)
+	}
+	p("service imap-login {\n%s  service_count = 0\n%s"+
 		"  inet_listener imap {\n    address = 127.0.0.1\n    port = %d\n  }\n"+
-		"  inet_listener imaps {\n    address = 127.0.0.1\n    port = %d\n    ssl = yes\n  }\n}", chroot, ports[0], ports[1])
-	p("service pop3-login {\n%s  service_count = 0\n"+
+		"  inet_listener imaps {\n    address = 127.0.0.1\n    port = %d\n    ssl = yes\n  }\n}", chroot, loginLimit, ports[0], ports[1])
+	p("service pop3-login {\n%s  service_count = 0\n%s"+
 		"  inet_listener pop3 {\n    address = 127.0.0.1\n    port = %d\n  }\n"+
-		"  inet_listener pop3s {\n    address = 127.0.0.1\n    port = %d\n    ssl = yes\n  }\n}", chroot, ports[2], ports[3])
+		"  inet_listener pop3s {\n    address = 127.0.0.1\n    port = %d\n    ssl = yes\n  }\n}", chroot, loginLimit, ports[2], ports[3])
 	p("protocol imap {\n  mail_max_userip_connections = %d\n}", maxUserIPConnections)
 	p("protocol pop3 {\n  mail_max_userip_connections = %d\n}", maxUserIPConnections)
 	return b.String()
+}
+
+// maxConnectionsLimit bounds Options.MaxConnections: each connection costs
+// the master and the login process file descriptors, and the test
+// process's own limit is typically 20,000 or less.
+const maxConnectionsLimit = 5000
+
+// connsPerMailProcess is how many connections one imap or pop3 process
+// serves when Options.MaxConnections is set.
+const connsPerMailProcess = 50
+
+// serviceLimits are Dovecot's process and client limits for
+// Options.MaxConnections.
+type serviceLimits struct {
+	processes, clients            int // default_process_limit, default_client_limit
+	perMailProcess, mailProcesses int // client_limit, process_limit of imap and pop3
+}
+
+func (s *Server) limits() serviceLimits {
+	n := s.maxConns
+	return serviceLimits{
+		// The stock 100, or enough for every connection to have a process
+		// of its own should a service be left at client_limit 1.
+		processes: max(100, n+100),
+		// Login processes hold every connection until it has logged in
+		// (and all of them with TLS, which they proxy); auth and anvil take
+		// a connection from each process of the three login services.
+		clients:        max(1000, 2*n+100, 3*(n+100)+100),
+		perMailProcess: connsPerMailProcess,
+		mailProcesses:  n/connsPerMailProcess + 10,
+	}
 }
 
 // SASL mechanisms, as Dovecot's auth_mechanisms and passdb mechanisms

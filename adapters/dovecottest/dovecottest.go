@@ -72,8 +72,11 @@ type Server struct {
 	logPath   string
 	passwdDir string // one passwd-file per user
 	oauth2URL string // introspection URL of the oauth2 passdb; "" for none
-	bin       string
-	uid, gid  int // owner of mail files; -1 keeps the test's own
+	maxConns  int    // Options.MaxConnections
+	// trashFolder is marked \Trash; "" for none
+	trashFolder string
+	bin         string
+	uid, gid    int // owner of mail files; -1 keeps the test's own
 
 	mu      sync.Mutex // guards users, passwd-file writes and stopped
 	users   map[string]bool
@@ -95,6 +98,19 @@ type Options struct {
 	// passdb; the userdb stays passwd-file, so an OAuth2 user still needs
 	// AddUser (with any password) to have a mailbox.
 	OAuth2IntrospectionURL string
+	// MaxConnections sizes the server for this many IMAP and POP3
+	// connections open at once (one per account polled, or per folder
+	// watched with IDLE), e.g. 1,000 mailboxes of one help desk: process
+	// and client limits are raised to fit, IMAP processes serve many
+	// connections each, and IDLE also checks the mailbox every second
+	// when the kernel's inotify instances run out. 0 keeps the small
+	// stock limits, which hold about 100 logged-in IMAP connections.
+	MaxConnections int
+	// TrashFolder, when set, marks that folder \Trash (RFC 6154
+	// SPECIAL-USE) in every user's mailbox; Dovecot then lists it with the
+	// attribute. Nested names use "/" like CreateFolder. Empty: no folder
+	// is marked, as on a server that does not know SPECIAL-USE.
+	TrashFolder string
 }
 
 // Validate reports every problem of o.
@@ -112,6 +128,12 @@ func (o Options) Validate() error {
 		if strings.ContainsAny(u, " \t\r\n\"'#%\\") {
 			errs = append(errs, fmt.Errorf("dovecottest: OAuth2IntrospectionURL %q contains a character Dovecot's settings file cannot take as is", u))
 		}
+	}
+	if o.MaxConnections < 0 || o.MaxConnections > maxConnectionsLimit {
+		errs = append(errs, fmt.Errorf("dovecottest: MaxConnections %d is outside 0..%d", o.MaxConnections, maxConnectionsLimit))
+	}
+	if strings.ContainsAny(o.TrashFolder, "\"{}\r\n\t#") {
+		errs = append(errs, fmt.Errorf("dovecottest: TrashFolder %q contains a character Dovecot's settings file cannot take as is", o.TrashFolder))
 	}
 	return errors.Join(errs...)
 }
@@ -141,7 +163,8 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		}
 		tb.Skip(msg)
 	}
-	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1, oauth2URL: opts.OAuth2IntrospectionURL}
+	s := &Server{bin: bin, users: map[string]bool{}, uid: -1, gid: -1, oauth2URL: opts.OAuth2IntrospectionURL,
+		maxConns: opts.MaxConnections, trashFolder: opts.TrashFolder}
 	if err := s.prepareDirs(tb); err != nil {
 		tb.Fatalf("dovecottest: %v", err)
 	}

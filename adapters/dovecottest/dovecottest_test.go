@@ -1,6 +1,7 @@
 package dovecottest_test
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -354,5 +355,75 @@ func BenchmarkStartStop(b *testing.B) {
 	for b.Loop() {
 		s := dovecottest.Start(b)
 		s.Stop()
+	}
+}
+
+// TestServer_ManyConnections holds more logged-in IMAP connections, each
+// in IDLE, than Dovecot's stock limits allow (100 imap processes), and
+// checks that a mail delivered to the last of them is announced on its
+// connection.
+func TestServer_ManyConnections(t *testing.T) {
+	t.Parallel()
+	const conns = 250
+	s := dovecottest.StartWith(t, dovecottest.Options{MaxConnections: conns})
+	users := make([]string, conns)
+	for i := range users {
+		users[i] = fmt.Sprintf("user%03d", i)
+		s.AddUser(t, users[i], "pw")
+	}
+	idle := make([]*rawIMAP, conns)
+	for i, u := range users {
+		nc, err := net.Dial("tcp", s.IMAPAddr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		c := &rawIMAP{conn: nc, r: bufio.NewReader(nc)}
+		idle[i] = c
+		// Over the limits the login would wait for a free process for ever.
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		for _, step := range []struct{ cmd, want string }{
+			{"", "* OK"},
+			{"a LOGIN " + u + " pw", "a OK"},
+			{"b SELECT INBOX", "b OK"},
+			{"c IDLE", "+ "},
+		} {
+			if err := c.step(step.cmd, step.want); err != nil {
+				t.Fatalf("connection %d of %d: %v", i+1, conns, err)
+			}
+		}
+	}
+	last := idle[conns-1]
+	s.Deliver(t, users[conns-1], testMail(1))
+	_ = last.conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := last.step("", "* 1 EXISTS"); err != nil {
+		t.Fatalf("IDLE of %s did not announce the delivered mail: %v", users[conns-1], err)
+	}
+}
+
+// rawIMAP is a bare IMAP connection: cheap enough to hold hundreds.
+type rawIMAP struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// step sends cmd (none when empty) and reads lines until one starts with want.
+func (c *rawIMAP) step(cmd, want string) error {
+	if cmd != "" {
+		if _, err := fmt.Fprintf(c.conn, "%s\r\n", cmd); err != nil {
+			return fmt.Errorf("send %q: %w", cmd, err)
+		}
+	}
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("after %q, waiting for %q: %w", cmd, want, err)
+		}
+		if strings.HasPrefix(line, want) {
+			return nil
+		}
+		if tag, _, ok := strings.Cut(want, " "); ok && tag != "*" && tag != "+" && strings.HasPrefix(line, tag+" ") {
+			return fmt.Errorf("%q answered %q", cmd, strings.TrimSpace(line))
+		}
 	}
 }

@@ -300,3 +300,25 @@ func (s *Server) folderFiles(tb testing.TB, user, folder string) []string {
 	sort.Strings(files)
 	return files
 }
+
+// Subscribe adds folder ("/" between levels, as for CreateFolder) to
+// user's subscriptions, as IMAP SUBSCRIBE would: Dovecot reads
+// Maildir/subscriptions, one mailbox name a line, at every LIST.
+func (s *Server) Subscribe(tb testing.TB, user, folder string) {
+	tb.Helper()
+	s.checkUser(tb, "Subscribe", user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := filepath.Join(s.home(user), "Maildir", "subscriptions")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err == nil {
+		_, err = f.WriteString(strings.ReplaceAll(folder, "/", ".") + "\n")
+		err = errors.Join(err, f.Close())
+	}
+	if err == nil && s.uid >= 0 {
+		err = os.Lchown(path, s.uid, s.gid)
+	}
+	if err != nil {
+		tb.Fatalf("dovecottest: Subscribe %q for %q: %v", folder, user, err)
+	}
+}

@@ -5,6 +5,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -35,6 +36,11 @@ type Proxy struct {
 	cutAfter atomic.Int64
 	accepted atomic.Int64
 	cuts     atomic.Int64
+	// hold is the client->server byte string HoldOn waits for; nil: none.
+	hold atomic.Pointer[[]byte]
+	held chan struct{} // gets a value each time a connection is held
+	// fromClient counts the bytes forwarded client->server.
+	fromClient atomic.Int64
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -50,7 +56,7 @@ func Start(tb testing.TB, target string) *Proxy {
 	if err != nil {
 		tb.Fatalf("faultproxy: listen: %v", err)
 	}
-	p := &Proxy{tb: tb, ln: ln, target: target, conns: map[*conn]struct{}{}}
+	p := &Proxy{tb: tb, ln: ln, target: target, conns: map[*conn]struct{}{}, held: make(chan struct{}, MaxConns)}
 	p.cutAfter.Store(-1)
 	p.wg.Add(1)
 	go p.acceptLoop()
@@ -87,9 +93,25 @@ func (p *Proxy) CutAll() {
 	}
 }
 
+// HoldOn makes the proxy stop forwarding a client's bytes, on every
+// connection, from the read that contains pattern on (that read included):
+// the command that carries it never reaches the server, and the
+// connection hangs until it is closed. Held signals each hold, so that a
+// test can act (kill the client) at exactly that step.
+func (p *Proxy) HoldOn(pattern []byte) {
+	pat := append([]byte(nil), pattern...)
+	p.hold.Store(&pat)
+}
+
+// Held receives a value each time a connection is held (HoldOn).
+func (p *Proxy) Held() <-chan struct{} { return p.held }
+
 // Reset turns all faults off. Open connections stay open and the counters
 // keep counting.
-func (p *Proxy) Reset() { p.cutAfter.Store(-1) }
+func (p *Proxy) Reset() {
+	p.cutAfter.Store(-1)
+	p.hold.Store(nil)
+}
 
 // Connections returns how many client connections the proxy has accepted
 // since Start, including ones it dropped; a test sees from it whether a
@@ -102,6 +124,12 @@ func (p *Proxy) Open() int {
 	defer p.mu.Unlock()
 	return len(p.conns)
 }
+
+// ClientBytes returns how many bytes the proxy has forwarded from clients
+// to the target since Start, over all connections: a test sees from it
+// whether a client that should only be waiting sent anything (an IMAP IDLE
+// renewal).
+func (p *Proxy) ClientBytes() int64 { return p.fromClient.Load() }
 
 // Cuts returns how many connections a fault has dropped (CutAfterBytes or
 // CutAll), so a test can check that its fault really happened.
@@ -178,12 +206,45 @@ func (p *Proxy) serve(c *conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(server, c.client)
+		p.toServer(c)
 		c.close()
 	}()
 	p.toClient(c)
 	c.close()
 	<-done
+}
+
+// toServer copies client->server, enforcing HoldOn. A pattern split over
+// two reads is found too: the end of the previous read is searched with
+// the next one.
+func (p *Proxy) toServer(c *conn) {
+	buf := make([]byte, bufSize)
+	var tail []byte
+	for {
+		n, rerr := c.client.Read(buf)
+		if n > 0 {
+			if pat := p.hold.Load(); pat != nil && len(*pat) > 0 {
+				window := append(tail, buf[:n]...)
+				if bytes.Contains(window, *pat) {
+					select {
+					case p.held <- struct{}{}:
+					default:
+					}
+					_, _ = io.Copy(io.Discard, c.client) // until the client goes away
+					return
+				}
+				tail = append(tail[:0], window[max(0, len(window)-len(*pat)):]...)
+			}
+			written, err := c.server.Write(buf[:n])
+			p.fromClient.Add(int64(written))
+			if err != nil {
+				return
+			}
+		}
+		if rerr != nil {
+			return
+		}
+	}
 }
 
 // toClient copies server->client, enforcing CutAfterBytes.

@@ -253,3 +253,69 @@ func TestProxy_StopClosesEverything(t *testing.T) {
 	}
 	p.Stop() // twice is harmless
 }
+
+func TestBlackhole_AcceptsNeverAnswersAndCounts(t *testing.T) {
+	t.Parallel()
+	b := faultproxy.StartBlackhole(t)
+	var conns []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	_ = conns[0].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := conns[0].Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("Read() = %d, %v; want nothing until the deadline", n, err)
+	}
+	waitCounts := func(wantOpen, wantMax int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			open, maxOpen := b.Counts()
+			if open == wantOpen && maxOpen == wantMax {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Counts() = %d, %d; want %d, %d", open, maxOpen, wantOpen, wantMax)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitCounts(3, 3)
+	_ = conns[1].Close()
+	waitCounts(2, 3)
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func TestProxy_HoldOnStopsTheCommandThatCarriesThePattern(t *testing.T) {
+	t.Parallel()
+	p := faultproxy.Start(t, startTarget(t))
+	c := dial(t, p.Addr())
+	r := bufio.NewReader(c)
+	echo := func(line string) (string, error) {
+		if _, err := io.WriteString(c, line); err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		return r.ReadString('\n')
+	}
+	if got, err := echo("a1 NOOP\n"); err != nil || got != "a1 NOOP\n" {
+		t.Fatalf("before the hold: echo = %q, %v", got, err)
+	}
+	p.HoldOn([]byte("UID MOVE"))
+	if got, err := echo("a2 NOOP\n"); err != nil || got != "a2 NOOP\n" {
+		t.Fatalf("other commands pass: echo = %q, %v", got, err)
+	}
+	if got, err := echo("a3 UID MOVE 1:5 Trash\n"); err == nil {
+		t.Errorf("the held command was answered: %q", got)
+	}
+	select {
+	case <-p.Held():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Held() did not signal")
+	}
+}

@@ -178,6 +178,23 @@ var srcAttr = regexp.MustCompile(` src="(cid:[^"]*|` + blockedSrc + `)"`)
 // ErrTimeout when the budget runs out, and with ctx's error when ctx ends
 // first.
 func (s *Sanitizer) Sanitize(ctx context.Context, src, inlineBase string) (Result, error) {
+	return s.sanitizeThen(ctx, src, func(h string) string { return rewriteSrc(h, inlineBase) })
+}
+
+// SanitizeWithoutInlineImages is Sanitize for a mail whose inline images
+// are shown as attachments (images_as_attachments): every <img> with a
+// cid: source is taken out whole, not left as an empty frame.
+func (s *Sanitizer) SanitizeWithoutInlineImages(ctx context.Context, src string) (Result, error) {
+	return s.sanitizeThen(ctx, src, func(h string) string { return rewriteSrc(cidImg.ReplaceAllString(h, ""), "") })
+}
+
+// cidImg finds an img element with a cid: source in bluemonday's output,
+// where every attribute value is escaped (no ">" or quote inside one).
+var cidImg = regexp.MustCompile(`<img\b[^>]*\ssrc="(?i:cid:)[^"]*"[^>]*>`)
+
+// sanitizeThen sanitises src within the budget and hands the result to
+// rewrite (which settles the image sources).
+func (s *Sanitizer) sanitizeThen(ctx context.Context, src string, rewrite func(string) string) (Result, error) {
 	var res Result
 	if len(src) > s.opts.MaxBytes {
 		src = truncateUTF8(src, s.opts.MaxBytes)
@@ -209,7 +226,7 @@ func (s *Sanitizer) Sanitize(ctx context.Context, src, inlineBase string) (Resul
 	case <-ctx.Done():
 		return Result{}, s.ctxErr(ctx)
 	}
-	res.HTML = rewriteSrc(out, inlineBase)
+	res.HTML = rewrite(out)
 	if res.Truncated {
 		res.HTML += fmt.Sprintf(`<p data-ledgerdesk-notice="truncated">[ledgerdesk: this HTML was cut off after %d bytes; `+
 			`the complete mail is in its .eml download]</p>`, s.opts.MaxBytes)

@@ -87,6 +87,17 @@ func TestSanitize_NoInlineBaseDropsCidImages(t *testing.T) {
 	}
 }
 
+func TestSanitizeWithoutInlineImages_TakesCidImagesOutWhole(t *testing.T) {
+	t.Parallel()
+	given := `<p>Logo: <IMG alt="x>y" SRC="CID:logo@b" width="10"> and <img src="data:image/png;base64,AAAA" alt="kept"></p>` +
+		`<p>cid:text stays <a href="cid:part@b">a link</a></p>`
+	got, err := htmlsafe.New(htmlsafe.Options{}).SanitizeWithoutInlineImages(context.Background(), given)
+	want := `<p>Logo:  and <img src="data:image/png;base64,AAAA" alt="kept"></p><p>cid:text stays <a href="cid:part@b" rel="nofollow noreferrer">a link</a></p>`
+	if err != nil || got.HTML != want {
+		t.Errorf("SanitizeWithoutInlineImages() = %q, %v\nwant %q", got.HTML, err, want)
+	}
+}
+
 func TestSanitize_TruncatesWithANotice(t *testing.T) {
 	t.Parallel()
 	// given HTML longer than MaxBytes, cut inside a multi-byte character

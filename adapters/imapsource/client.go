@@ -36,6 +36,8 @@ type session struct {
 	existing map[string]bool
 	// uncreatable holds the refusal of folders CREATE failed for.
 	uncreatable map[string]error
+	// trash is the folder after_import trash moves to, once looked up.
+	trash string
 	// literalBroken: a FETCH literal failed mid-read; see abandon.
 	literalBroken bool
 	// leaked: the client could not be drained; Close would hang.
@@ -51,6 +53,12 @@ type session struct {
 
 // dial connects, waits for the greeting and logs in.
 func (f *Fetcher) dial(ctx context.Context) (*session, error) {
+	return f.dialNotified(ctx, nil)
+}
+
+// dialNotified is dial with the server's unsolicited mailbox news (EXISTS,
+// EXPUNGE) handed to notices; nil ignores them.
+func (f *Fetcher) dialNotified(ctx context.Context, notices *mailboxNotices) (*session, error) {
 	cfg := f.cfg
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	d := net.Dialer{Timeout: cfg.Timeout, Control: mailsource.DialControl(cfg.AllowAddr)}
@@ -74,8 +82,11 @@ func (f *Fetcher) dial(ctx context.Context) (*session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	opts := &imapclient.Options{TLSConfig: tlsCfg,
-		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Fetch: s.unrouted.handle}}
+	handler := &imapclient.UnilateralDataHandler{Fetch: s.unrouted.handle}
+	if notices != nil {
+		handler.Mailbox, handler.Expunge = notices.mailbox, notices.expunge
+	}
+	opts := &imapclient.Options{TLSConfig: tlsCfg, UnilateralDataHandler: handler}
 	switch cfg.Security {
 	case mailsource.SecurityTLS:
 		tc := tls.Client(conn, tlsCfg)

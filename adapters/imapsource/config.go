@@ -59,8 +59,19 @@ type Config struct {
 	AllowAddr func(netip.Addr) error
 	// Folders are polled in order; nil means ["INBOX"].
 	Folders []string
-	// AfterImport is delete (default), move or keep.
+	// IncludeSubfolders polls every folder below each of Folders too, as
+	// LIST shows them with the server's hierarchy delimiter; the error,
+	// move and trash folders (and what lies below them) are never walked.
+	IncludeSubfolders bool
+	// OnlySubscribed restricts that walk to subscribed folders (LIST
+	// (SUBSCRIBED), RFC 5258). Folders themselves are always polled.
+	OnlySubscribed bool
+	// AfterImport is delete (default), move, trash or keep.
 	AfterImport mailsource.AfterImport
+	// TrashFolder receives imported mails when AfterImport is trash and
+	// the server marks no folder \Trash (RFC 6154); it is created when
+	// missing. A marked folder always wins.
+	TrashFolder string
 	// MoveFolder receives imported mails when AfterImport is move; it is
 	// created when missing.
 	MoveFolder string
@@ -87,13 +98,23 @@ func (c Config) Validate() error {
 		}
 	}
 	switch c.AfterImport {
-	case "", mailsource.AfterImportDelete, mailsource.AfterImportKeep:
+	case "", mailsource.AfterImportDelete, mailsource.AfterImportKeep, mailsource.AfterImportTrash:
 	case mailsource.AfterImportMove:
 		if strings.TrimSpace(c.MoveFolder) == "" {
 			errs = append(errs, errors.New("imapsource: MoveFolder is required when AfterImport is move"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("imapsource: AfterImport %q must be delete, move or keep", c.AfterImport))
+		errs = append(errs, fmt.Errorf("imapsource: AfterImport %q must be delete, move, trash or keep", c.AfterImport))
+	}
+	if c.OnlySubscribed && !c.IncludeSubfolders {
+		errs = append(errs, errors.New("imapsource: OnlySubscribed restricts the walk of IncludeSubfolders; set both"))
+	}
+	if c.AfterImport == mailsource.AfterImportTrash && c.TrashFolder != "" {
+		for _, f := range c.folders() {
+			if strings.EqualFold(f, c.TrashFolder) {
+				errs = append(errs, fmt.Errorf("imapsource: TrashFolder %q is also one of Folders: mails would be imported again", c.TrashFolder))
+			}
+		}
 	}
 	if c.AfterImport == mailsource.AfterImportMove && c.MoveFolder != "" {
 		for _, f := range c.folders() {

@@ -36,7 +36,9 @@ type Fetcher struct {
 	log *slog.Logger
 
 	mu          sync.Mutex
-	uidValidity map[string]uint32 // last seen per folder, for the log
+	uidValidity map[string]uint32        // last seen per folder, for the log
+	walked      map[string]bool          // the folders the last poll read (IncludeSubfolders)
+	watched     map[string]watchedFolder // where each folder stood when its last watch began
 }
 
 var _ mailsource.Fetcher = (*Fetcher)(nil)
@@ -71,7 +73,11 @@ func (f *Fetcher) Check(ctx context.Context) error {
 		return err
 	}
 	defer s.close()
-	for _, folder := range f.cfg.Folders {
+	folders, err := s.pollFolders()
+	if err != nil {
+		return s.wrap(err)
+	}
+	for _, folder := range folders {
 		if _, err := s.c.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 			return s.wrap(serverError("select "+folder, err))
 		}
@@ -93,8 +99,12 @@ func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.Po
 		return res, err
 	}
 	defer s.close()
-	var refused []error
-	for _, folder := range f.cfg.Folders {
+	folders, err := s.pollFolders()
+	if err != nil {
+		return res, s.wrap(fmt.Errorf("imapsource: find the folders to read: %w", err))
+	}
+	refused := f.noteWalked(folders)
+	for _, folder := range folders {
 		err := s.pollFolder(ctx, sink, folder, &res)
 		var se *mailsource.ServerError
 		switch {

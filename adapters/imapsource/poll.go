@@ -313,6 +313,11 @@ func (s *session) step(err error) (finished bool, _ error) {
 	if err == nil {
 		return true, nil
 	}
+	if errors.Is(err, ErrNoTrash) {
+		s.f.log.Warn("imap mails imported but not moved to trash; they stay and are retried on the next poll", "err", err)
+		s.refused = append(s.refused, err)
+		return false, nil
+	}
 	var se *mailsource.ServerError
 	if !errors.As(err, &se) || !errors.Is(err, ErrRefused) {
 		return false, err
@@ -428,6 +433,12 @@ func (s *session) afterImport(uids imap.UIDSet, res *mailsource.PollResult) erro
 		return s.deleteUIDs(uids, res)
 	case mailsource.AfterImportMove:
 		return s.moveUIDs(uids, s.f.cfg.MoveFolder, res)
+	case mailsource.AfterImportTrash:
+		trash, err := s.trashFolder()
+		if err != nil {
+			return err
+		}
+		return s.moveUIDs(uids, trash, res)
 	default:
 		return nil // keep: the sink remembers the keys
 	}

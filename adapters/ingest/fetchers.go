@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/graphsource"
@@ -95,8 +98,9 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 			Host: a.Host, Port: a.Port, Security: mailsource.Security(a.Security), TLSSkipVerify: a.TLSSkipVerify,
 			TLSServerName: a.TLSServerName, CACertPEM: []byte(a.CACertPEM), Username: a.Username, Password: password,
 			TokenSource: tokenSource, PreventPlainLogin: a.PreventPlainLogin, AllowPlaintextAuth: a.AllowPlaintextAuth, AllowAddr: allowAddr,
-			Folders:     folders,
-			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder,
+			Folders: folders, IncludeSubfolders: a.IncludeSubfolders, OnlySubscribed: a.OnlySubscribed,
+			AfterImport: mailsource.AfterImport(a.AfterImport), MoveFolder: a.MoveFolder, TrashFolder: a.TrashFolder,
+			ErrorFolder: settings.ErrorFolder,
 			MaxMailSize: a.MaxMailSize, Timeout: fetchTimeout,
 		}, logger)
 		if err != nil {
@@ -115,6 +119,17 @@ func FetcherFor(a domain.InboundAccount, settings domain.Settings, box Opener, t
 		return nil, fmt.Errorf("ingest: account %s: %w", a.ID, err)
 	}
 	return f, nil
+}
+
+// ServerOf names the mail server a's polls go to, for the scheduler's
+// per-server poll limit (Account.Server): host and port for IMAP and POP3,
+// the OAuth connection for Graph, whose mailboxes of one tenant share its
+// throttling.
+func ServerOf(a domain.InboundAccount) string {
+	if a.Protocol == domain.ProtocolGraph {
+		return "graph:" + a.OAuthConnectionID
+	}
+	return a.Protocol + ":" + net.JoinHostPort(strings.ToLower(strings.TrimSuffix(a.Host, ".")), strconv.Itoa(a.Port))
 }
 
 // UnusableAccount is the fetcher of an account FetcherFor refused: every
@@ -149,12 +164,16 @@ func graphFetcher(a domain.InboundAccount, settings domain.Settings, tokens Acce
 		folders = append(folders, a.Folder)
 	}
 	folders = append(folders, a.Subfolders...)
+	afterImport := mailsource.AfterImport(a.AfterImport)
+	if afterImport == mailsource.AfterImportTrash {
+		afterImport = mailsource.AfterImportDelete // Graph's delete moves to Deleted Items (permanent_delete is refused with trash)
+	}
 	f, err := graphsource.New(graphsource.Config{
 		ResolveBaseURL: func(ctx context.Context) (string, error) { return graph.GraphBaseURL(ctx, connection) },
 		Mailbox:        a.Mailbox,
 		TokenSource:    func(ctx context.Context) (string, error) { return tokens(ctx, connection, domain.ProtocolGraph) },
 		RejectToken:    func(token string) { graph.ForgetAccessToken(connection, domain.ProtocolGraph, token) },
-		Folders:        folders, AfterImport: mailsource.AfterImport(a.AfterImport), PermanentDelete: a.PermanentDelete,
+		Folders:        folders, AfterImport: afterImport, PermanentDelete: a.PermanentDelete,
 		MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize,
 		Timeout: fetchTimeout, HTTPClient: graphHTTP, // Limiter: graph.DefaultMailboxLimiter, shared with graphsend
 	}, logger.With("account", a.ID))

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ledgerdesk/ledgerdesk/adapters/dovecottest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 )
@@ -95,5 +96,39 @@ func TestFetcherFor_AllowedMailHosts(t *testing.T) {
 				t.Errorf("Check() = %v, want the server's greeting refusal (so it connected)", err)
 			}
 		})
+	}
+}
+
+// TestFetcherFor_FolderTreeAndTrash: an IMAP account's include_subfolders,
+// only_subscribed and trash_folder reach the fetcher: the subscribed folder
+// below INBOX is read, the unsubscribed one is not, and imported mail goes
+// to the named trash on a server that marks none.
+func TestFetcherFor_FolderTreeAndTrash(t *testing.T) {
+	t.Parallel()
+	dv := dovecottest.Start(t)
+	dv.AddUser(t, "tree", "pw")
+	for _, f := range []string{"INBOX/Read", "INBOX/Unsubscribed"} {
+		dv.CreateFolder(t, "tree", f)
+		dv.DeliverManyTo(t, "tree", f, [][]byte{[]byte(testMail(len(f)))})
+	}
+	dv.Subscribe(t, "tree", "INBOX/Read")
+	host, portS, _ := net.SplitHostPort(dv.IMAPAddr)
+	port, _ := strconv.Atoi(portS)
+	a := domain.InboundAccount{ID: "tree", Name: "tree", Protocol: domain.ProtocolIMAP, Host: host, Port: port,
+		Security: domain.SecurityNone, AllowPlaintextAuth: true, Username: "tree", Password: "pw", Folder: "INBOX",
+		IncludeSubfolders: true, OnlySubscribed: true, AfterImport: domain.AfterImportTrash, TrashFolder: "Deleted"}
+	f, err := FetcherFor(a, domain.DefaultSettings(), plainOpener{}, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := newTestSink(t, openBenchStore(t, "embedded"), "tree")
+	res, err := f.Poll(context.Background(), sink)
+	if err != nil || res.Fetched != 1 {
+		t.Fatalf("Poll() = %+v, %v; want the one mail of INBOX.Read", res, err)
+	}
+	for folder, n := range map[string]int{"INBOX/Read": 0, "INBOX/Unsubscribed": 1, "Deleted": 1} {
+		if got := dv.FolderCount(t, "tree", folder); got != n {
+			t.Errorf("%s holds %d mails, want %d", folder, got, n)
+		}
 	}
 }

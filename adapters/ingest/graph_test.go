@@ -151,3 +151,29 @@ func TestFetcherFor_GraphNeedsItsConnection(t *testing.T) {
 		t.Errorf("FetcherFor() = %v, want a fetcher whatever allowed_mail_hosts says", err)
 	}
 }
+
+// TestFetcherFor_GraphTrashIsDeletedItems: after_import trash on a Graph
+// account moves the mail to Deleted Items (Graph's delete), never purges.
+func TestFetcherFor_GraphTrashIsDeletedItems(t *testing.T) {
+	t.Parallel()
+	srv := graphtest.Start(t, graphtest.Options{})
+	conns := &fakeConnections{graphURL: srv.URL}
+	srv.AddMessages("support@example.org", "Inbox", [][]byte{[]byte(testMail(1)), []byte(testMail(2))})
+	a := graphAccount()
+	a.Subfolders, a.AfterImport = nil, domain.AfterImportTrash
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := FetcherFor(a, domain.DefaultSettings(), nil, conns.token, conns, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := newTestSink(t, openBenchStore(t, "embedded"), a.ID)
+	if res, err := f.Poll(context.Background(), sink); err != nil || res.Fetched != 2 {
+		t.Fatalf("Poll() = %+v, %v; want 2 fetched", res, err)
+	}
+	if inbox, trash, purged := srv.Count("support@example.org", "Inbox"), srv.Count("support@example.org", "Deleted Items"),
+		srv.Purged("support@example.org"); inbox != 0 || trash != 2 || purged != 0 {
+		t.Errorf("Inbox %d, Deleted Items %d, purged %d; want 0, 2, 0", inbox, trash, purged)
+	}
+}

@@ -133,11 +133,9 @@ func TestScheduler_APanickingPollIsAFailedPoll(t *testing.T) {
 	}
 	var logs lockedBuffer
 	f := &panickingFetcher{}
-	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: fixedNow, Refresh: time.Hour,
-		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-		Accounts: func(context.Context) ([]Account, error) {
-			return []Account{{ID: "odd", PollInterval: time.Hour, Fetcher: f}}, nil
-		}})
+	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: fixedNow, Refresh: 10 * time.Millisecond,
+		Logger:   slog.New(slog.NewJSONHandler(&logs, nil)),
+		Accounts: addedAfterStart(Account{ID: "odd", PollInterval: time.Hour, Fetcher: f})})
 	if err != nil {
 		t.Fatal(err)
 	}

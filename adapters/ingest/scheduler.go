@@ -2,10 +2,10 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -29,10 +29,27 @@ type Account struct {
 	// scheduler then restarts the account's worker with the new Fetcher.
 	Revision string
 	Fetcher  mailsource.Fetcher
+	// Server names the mail server the account's polls go to (ServerOf);
+	// at most SchedulerConfig.MaxConcurrentPollsPerServer of them run at
+	// once. Empty: the account counts as a server of its own.
+	Server string
+	// ImagesAsAttachments is recorded on the account's mails (SinkConfig).
+	ImagesAsAttachments bool
+	// Push asks for new mail to be pushed: when Fetcher is also a
+	// mailsource.Watcher, each of its folders is watched (IMAP IDLE) and
+	// a new mail polls the account at once; the poll on PollInterval goes
+	// on as the safety net.
+	Push bool
 }
 
 // DefaultPollInterval is RULES.md's default: every five minutes.
 const DefaultPollInterval = 5 * time.Minute
+
+// Defaults of SchedulerConfig.
+const (
+	DefaultMaxConcurrentPolls = 64
+	DefaultPollTimeout        = 10 * time.Minute
+)
 
 // SchedulerConfig wires a Scheduler; cmd fills it in.
 type SchedulerConfig struct {
@@ -46,13 +63,42 @@ type SchedulerConfig struct {
 	Accounts func(ctx context.Context) ([]Account, error)
 	// Refresh is how often the account list is reloaded [10s].
 	Refresh time.Duration
-	// MaxBackoff caps the wait after repeated failures [30 min].
+	// MaxBackoff caps the wait after repeated failures [30 min]; a server
+	// that offers no push is asked again after this long.
 	MaxBackoff time.Duration
+	// MaxConcurrentPolls bounds the polls running at once over all
+	// accounts [64], so that a thousand accounts do not open a thousand
+	// connections (and sink transactions) in the same second.
+	MaxConcurrentPolls int
+	// MaxConcurrentPollsPerServer bounds the polls running at once
+	// against one mail server (Account.Server) [half MaxConcurrentPolls]:
+	// a server that accepts connections and never answers holds at most
+	// this many until the fetchers' stall timeout, and the accounts on
+	// other servers keep the rest.
+	MaxConcurrentPollsPerServer int
+	// PollTimeout bounds one poll from connect to logout [10 min]: a
+	// server that answers one byte at a time never trips the fetchers'
+	// stall timeout. A poll cut short keeps what it committed; the next
+	// one goes on from there.
+	PollTimeout time.Duration
+	// Observer is told about polls, commits and the accounts' workers, for
+	// the metrics; nil observes nothing.
+	Observer Observer
+	// IdleRenewal is how often a push watch renews its wait (IMAP IDLE)
+	// [0: the watcher's default, imapsource.DefaultIdleRenewal].
+	IdleRenewal time.Duration
+	// PushRetry and PushRetryMax bound the jittered back-off between
+	// attempts to re-establish a dropped watch [1 s, 5 min].
+	PushRetry, PushRetryMax time.Duration
 	// Leases, when several instances share the database, lets this one
 	// poll only the accounts whose lease it holds (see Leases); nil polls
 	// every account (the embedded store: one instance).
 	Leases Leases
 }
+
+// ErrPollTimeout is the cause given to a poll that ran longer than
+// SchedulerConfig.PollTimeout.
+var ErrPollTimeout = errors.New("ingest: poll took longer than the poll timeout")
 
 // Scheduler polls every enabled account on its own interval, one fetch per
 // account at a time, with poll-now on demand and back-off on repeated
@@ -61,14 +107,29 @@ type SchedulerConfig struct {
 // memory (Liveness), so an idle account polled every second does not add
 // 86,400 events a day to the log.
 type Scheduler struct {
-	cfg SchedulerConfig
+	cfg   SchedulerConfig
+	slots *pollSlots
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// started: the first account list has been loaded. The accounts found
+	// then spread their first polls over their interval; those that come
+	// later are new or changed and poll at once.
+	started bool
+	// looked is closed once Run has tried to load the accounts the first
+	// time (see Ready).
+	looked     chan struct{}
+	lookedOnce sync.Once
+	// reload carries Reload's requests to Run; each is answered with the
+	// outcome of a reconcile that started after it was sent.
+	reload chan chan error
 
 	liveMu   sync.Mutex
 	recorded map[string]domain.MailboxPolled // the last outcome recorded per account
 	live     map[string]Liveness
+
+	deliveryMu sync.Mutex
+	delivery   map[string]domain.MailboxDeliveryChanged // the last delivery mode recorded per account
 }
 
 // Liveness is what the scheduler knows of an account's latest poll,
@@ -86,6 +147,7 @@ type Liveness struct {
 type worker struct {
 	revision string
 	pollNow  chan struct{}
+	newMail  chan struct{} // a push watch saw new mail; see loop
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -117,25 +179,97 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Minute
 	}
-	return &Scheduler{cfg: cfg, workers: map[string]*worker{}, recorded: map[string]domain.MailboxPolled{},
-		live: map[string]Liveness{}}, nil
+	if cfg.MaxConcurrentPolls <= 0 {
+		cfg.MaxConcurrentPolls = DefaultMaxConcurrentPolls
+	}
+	if cfg.MaxConcurrentPollsPerServer <= 0 {
+		cfg.MaxConcurrentPollsPerServer = max(1, cfg.MaxConcurrentPolls/2)
+	}
+	if cfg.PollTimeout <= 0 {
+		cfg.PollTimeout = DefaultPollTimeout
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.PushRetry <= 0 {
+		cfg.PushRetry = time.Second
+	}
+	if cfg.PushRetryMax < cfg.PushRetry {
+		cfg.PushRetryMax = max(cfg.PushRetry, 5*time.Minute)
+	}
+	return &Scheduler{cfg: cfg, slots: newPollSlots(cfg.MaxConcurrentPolls, cfg.MaxConcurrentPollsPerServer),
+		workers: map[string]*worker{}, reload: make(chan chan error), looked: make(chan struct{}),
+		recorded: map[string]domain.MailboxPolled{}, live: map[string]Liveness{},
+		delivery: map[string]domain.MailboxDeliveryChanged{}}, nil
 }
 
-// Run polls until ctx is done, then waits for running polls to stop.
+// Run polls until ctx is done, then waits for running polls to stop. It
+// reloads the accounts every Refresh and on Reload.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
 	if s.cfg.Leases != nil {
 		go s.forwardedPollNows(ctx)
 	}
+	defer s.lookedOnce.Do(func() { close(s.looked) })
+	var waiting []chan error
 	for {
-		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+		err := s.reconcile(ctx)
+		s.lookedOnce.Do(func() { close(s.looked) })
+		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Error("load inbound accounts", "err", err)
 		}
+		for _, w := range waiting {
+			w <- err
+		}
+		waiting = waiting[:0]
+		timer := time.NewTimer(s.cfg.Refresh)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return ctx.Err()
-		case <-time.After(s.cfg.Refresh):
+		case <-timer.C:
+		case w := <-s.reload:
+			timer.Stop()
+			waiting = append(waiting, w)
 		}
+		// Requests that came meanwhile share the next reconcile.
+		for more := true; more; {
+			select {
+			case w := <-s.reload:
+				waiting = append(waiting, w)
+			default:
+				more = false
+			}
+		}
+	}
+}
+
+// Ready is closed once Run has loaded the accounts the first time (or
+// failed to). The accounts found then spread their first polls over their
+// interval, so an account created before Ready may wait for its first poll
+// that long: serve answers requests only after Ready.
+func (s *Scheduler) Ready() <-chan struct{} { return s.looked }
+
+// Reload has Run load the accounts again now and returns once it has
+// started, changed and stopped the accounts' workers accordingly: an
+// account written through the API before Reload is polled (PollNow
+// works) when Reload returns, and a disabled or deleted one has stopped,
+// its push connections closed. It waits for Run while ctx allows.
+func (s *Scheduler) Reload(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case s.reload <- done:
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: reload accounts: %w", ctx.Err())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("ingest: reload accounts: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: reload accounts: %w", ctx.Err())
 	}
 }
 
@@ -157,11 +291,17 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	spread := !s.started
+	s.started = true
 	for id, w := range s.workers {
 		if a, ok := want[id]; !ok || a.Revision != w.revision {
 			w.cancel()
 			<-w.done
 			delete(s.workers, id)
+			s.cfg.Observer.Stopped(id)
+			if ctx.Err() == nil {
+				s.noteDelivery(ctx, id, domain.DeliveryPolled, "") // its push connections are closed
+			}
 		}
 	}
 	for id, a := range want {
@@ -169,11 +309,20 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		w := &worker{revision: a.Revision, pollNow: make(chan struct{}, 1), newMail: make(chan struct{}, 1), cancel: cancel,
+			done: make(chan struct{})}
 		s.workers[id] = w
+		var firstIn time.Duration
+		if spread {
+			firstIn = firstPollDelay(a.PollInterval)
+		}
+		s.cfg.Observer.Mode(id, false)
 		go func() {
 			defer close(w.done)
-			s.loop(wctx, a, w.pollNow)
+			var watches sync.WaitGroup
+			defer watches.Wait()
+			s.startPush(wctx, a, w.newMail, &watches)
+			s.loop(wctx, a, w.pollNow, w.newMail, firstIn)
 		}()
 	}
 	return nil
@@ -186,6 +335,7 @@ func (s *Scheduler) stopAll() {
 		w.cancel()
 		<-w.done
 		delete(s.workers, id)
+		s.cfg.Observer.Stopped(id)
 	}
 }
 
@@ -241,12 +391,31 @@ func (s *Scheduler) pollNowLocal(accountID string) error {
 	return nil
 }
 
-// loop is one account's worker: poll at once, then every interval, sooner
-// on PollNow, later after failures.
-func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}) {
+// firstPollDelay spreads the first polls of the accounts found at start
+// evenly at random over their interval: a thousand accounts polled in the
+// same second would queue for the poll slots and hit their servers (and
+// the database) at once, and then again every interval.
+func firstPollDelay(interval time.Duration) time.Duration {
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
+	return rand.N(interval) //nolint:gosec // spreading load, not a secret
+}
+
+// loop is one account's worker: poll after firstIn (at once for an
+// account created or changed while running), then every interval from
+// the start of the last poll, sooner on PollNow or new mail, later after
+// failures. After a failed poll new mail polls again no sooner than a
+// back-off of its own (doubling from PushRetry, never longer than the
+// regular wait), so a mailbox or store that keeps failing is not polled
+// at the pace mail arrives; PollNow is always at once.
+func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan struct{}, firstIn time.Duration) {
 	interval := a.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
+	}
+	if firstIn > 0 && !s.waitForPoll(ctx, firstIn, 0, pollNow, newMail) {
+		return
 	}
 	failures := 0
 	for {
@@ -254,6 +423,10 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 		if !held {
 			return
 		}
+		// Intervals run from start to start, so that a mail that arrives
+		// just after a poll's listing waits one interval, not one
+		// interval plus the poll.
+		began := time.Now()
 		res, err := s.pollLeased(ctx, a, failures, lease)
 		if ctx.Err() != nil {
 			return
@@ -270,14 +443,36 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow <-chan struct{}
 					"oversize", res.Oversize, "finished", res.Skipped, "deleted", res.Deleted)
 			}
 		}
-		timer := time.NewTimer(wait)
+		if !s.waitForPoll(ctx, time.Until(began.Add(wait)), failures, pollNow, newMail) {
+			return
+		}
+	}
+}
+
+// waitForPoll waits until the next poll is due (see loop); false when ctx
+// ended.
+func (s *Scheduler) waitForPoll(ctx context.Context, wait time.Duration, failures int, pollNow, newMail <-chan struct{}) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	mail := newMail
+	var cooled <-chan time.Time
+	if failures > 0 {
+		cool := time.NewTimer(backoff(s.cfg.PushRetry, failures, wait))
+		defer cool.Stop()
+		mail, cooled = nil, cool.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return
+			return false
 		case <-pollNow:
-			timer.Stop()
+			return true
+		case <-mail:
+			return true
+		case <-cooled:
+			mail, cooled = newMail, nil
 		case <-timer.C:
+			return true
 		}
 	}
 }
@@ -350,18 +545,30 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 // from the last recorded outcome. An idle poll, or the same failure again,
 // only updates Liveness. failuresBefore is the number of failed polls in
 // a row before this one.
+//
+// It waits for a poll slot first (see MaxConcurrentPolls), and the poll
+// itself is cut off after PollTimeout.
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
 	return s.pollOnce(ctx, a, failuresBefore, nil)
 }
 
 func (s *Scheduler) pollOnce(ctx context.Context, a Account, failuresBefore int, lease Lease) (mailsource.PollResult, error) {
-	started := s.cfg.Now().UTC()
-	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger, Lease: lease})
+	release, err := s.slots.acquire(ctx, serverKey(a))
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}
-	res, pollErr := s.pollRecovered(ctx, a, sink)
+	defer release()
+	started := s.cfg.Now().UTC()
+	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
+		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments,
+		Lease: lease})
+	if err != nil {
+		return mailsource.PollResult{}, err
+	}
+	pollCtx, cancel := context.WithTimeoutCause(ctx, s.cfg.PollTimeout,
+		fmt.Errorf("%w (%s)", ErrPollTimeout, s.cfg.PollTimeout))
+	res, pollErr := s.pollRecovered(pollCtx, a, sink)
+	cancel()
 	if ctx.Err() != nil {
 		// Shutting down: the outcome of an interrupted poll says nothing about
 		// the mailbox, and the store may be closing.
@@ -374,6 +581,8 @@ func (s *Scheduler) pollOnce(ctx context.Context, a Account, failuresBefore int,
 		ev.ServerReply = mailsource.ServerReply(pollErr)
 		ev.Failures = failureStreak(failuresBefore, res, pollErr)
 	}
+	s.cfg.Observer.Polled(PollReport{AccountID: a.ID, FinishedAt: ev.FinishedAt, Took: ev.FinishedAt.Sub(started),
+		Result: res, Err: pollErr, Failures: ev.Failures})
 	s.liveMu.Lock()
 	s.live[a.ID] = Liveness{CheckedAt: ev.FinishedAt, Failures: ev.Failures}
 	prev, seen := s.recorded[a.ID]
@@ -431,14 +640,5 @@ func MailboxStream(accountID string) string { return "mailbox-" + accountID }
 
 // recordPoll appends the outcome to the account's mailbox stream.
 func (s *Scheduler) recordPoll(ctx context.Context, ev domain.MailboxPolled) error {
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = s.cfg.Store.Append(ctx, eventstore.AppendRequest{
-		Stream: MailboxStream(ev.AccountID), ExpectedVersion: eventstore.AnyVersion,
-		Events: []eventstore.NewEvent{{Type: ev.EventName(), SchemaVersion: domain.MailboxPolledSchemaVersion,
-			Payload: payload, Metadata: eventstore.Metadata{Actor: "mailbox:" + ev.AccountID, OccurredAt: ev.FinishedAt}}},
-	})
-	return err
+	return s.recordMailboxEvent(ctx, MailboxStream(ev.AccountID), ev.AccountID, ev, ev.FinishedAt)
 }

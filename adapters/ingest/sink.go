@@ -73,10 +73,13 @@ type Sink struct {
 	accountID string
 	now       func() time.Time
 	logger    *slog.Logger
+	observer  Observer
 	// parseMail is mimeparse.Parse; tests put a panicking parser here.
 	parseMail func(io.Reader, mimeparse.Limits) (mimeparse.Summary, error)
 	maxStaged int64
-	lease     Lease
+	// imagesAsAttachments is set on every MailReceived (SinkConfig).
+	imagesAsAttachments bool
+	lease               Lease
 
 	mu          sync.Mutex // guards staged: a background commit may run while the next batch is received
 	staged      []staged
@@ -114,6 +117,11 @@ type SinkConfig struct {
 	// transaction, and the fetcher asks it before deleting (StillHeld).
 	// Nil: one instance, no fence.
 	Lease Lease
+	// ImagesAsAttachments is the account's option, recorded on every
+	// MailReceived (domain.MailReceived.ImagesAsAttachments).
+	ImagesAsAttachments bool
+	// Observer is told about every commit; nil observes nothing.
+	Observer Observer
 }
 
 // NewSink returns a sink for one poll of cfg.AccountID.
@@ -143,8 +151,12 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.MaxStagedBytes == 0 {
 		cfg.MaxStagedBytes = DefaultMaxStagedBytes
 	}
-	return &Sink{store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
-		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes, lease: cfg.Lease}, nil
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	return &Sink{observer: cfg.Observer, store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
+		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes,
+		imagesAsAttachments: cfg.ImagesAsAttachments, lease: cfg.Lease}, nil
 }
 
 // knownChunk bounds the IN list of one lookup and the rows of one INSERT.
@@ -281,6 +293,7 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 	ev := mailReceivedFrom(sum)
 	ev.MailID, ev.AccountID, ev.SourceKey = mailID, s.accountID, key
 	ev.BlobRef, ev.Size, ev.ReceivedAt = string(ref), n, receivedAt
+	ev.ImagesAsAttachments = s.imagesAsAttachments
 	if err := s.stage(staged{key: key, mailID: mailID, status: mailsource.StatusReceived, raw: raw, loose: raw == nil}, ev); err != nil {
 		return mailsource.Outcome{}, err
 	}
@@ -476,6 +489,14 @@ func (s *Sink) commit(ctx context.Context, batch []staged) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	started := s.now()
+	err := s.commitBatch(ctx, batch)
+	s.observer.Committed(s.accountID, len(batch), s.now().Sub(started), err)
+	return err
+}
+
+// commitBatch is commit's work: the blobs, the index rows and the events.
+func (s *Sink) commitBatch(ctx context.Context, batch []staged) error {
 	// The blobs are written and fsynced while the database does its part of
 	// the batch; the transaction commits only after they are durable.
 	type blobResult struct {

@@ -229,10 +229,8 @@ func TestScheduler_PollsAtOnceOnDemandAndRecordsOutcomes(t *testing.T) {
 	good := &scriptedFetcher{}
 	bad := &scriptedFetcher{err: &mailsource.ServerError{Op: "login", Reply: "NO [AUTHENTICATIONFAILED] Authentication failed.", Err: errors.New("login refused")}}
 	s, err := NewScheduler(SchedulerConfig{Store: store, Blobs: blobs, Now: fixedNow, Refresh: 20 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
-		Accounts: func(context.Context) ([]Account, error) {
-			return []Account{{ID: "good", PollInterval: time.Hour, Fetcher: good}, {ID: "bad", PollInterval: time.Hour, Fetcher: bad}}, nil
-		}})
+		Logger:   slog.New(slog.DiscardHandler),
+		Accounts: addedAfterStart(Account{ID: "good", PollInterval: time.Hour, Fetcher: good}, Account{ID: "bad", PollInterval: time.Hour, Fetcher: bad})})
 	if err != nil {
 		t.Fatal(err)
 	}

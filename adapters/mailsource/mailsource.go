@@ -208,6 +208,9 @@ const (
 	AfterImportDelete AfterImport = "delete"
 	AfterImportMove   AfterImport = "move"
 	AfterImportKeep   AfterImport = "keep"
+	// AfterImportTrash moves the mail to the mailbox's trash folder (IMAP:
+	// the folder marked \Trash, RFC 6154, or the one the account names).
+	AfterImportTrash AfterImport = "trash"
 )
 
 // Fetcher polls one mailbox. Implementations: imapsource, pop3source.
@@ -217,6 +220,39 @@ type Fetcher interface {
 	Poll(ctx context.Context, sink Sink) (PollResult, error)
 	// Check connects, logs in and selects without importing anything.
 	Check(ctx context.Context) error
+}
+
+// ErrPushUnsupported means the server offers no way to be told of new mail
+// (IMAP IDLE, RFC 2177): the account can only be polled.
+var ErrPushUnsupported = errors.New("mailsource: the server offers no push (IMAP IDLE)")
+
+// Watcher is implemented by fetchers whose server can tell of new mail
+// (IMAP IDLE). The scheduler watches each folder over a connection of its
+// own and polls the account, through the one exactly-once path, when
+// NewMail is called.
+type Watcher interface {
+	// WatchFolders names the folders to watch, one connection each.
+	WatchFolders() []string
+	// Watch connects and logs in (as Poll does), waits on folder and calls
+	// o.NewMail whenever the server announces new mail, renewing the wait
+	// every o.Renew. It returns ctx's error when ctx ends,
+	// ErrPushUnsupported when the server cannot be waited on, and any
+	// other error when the connection fails; the caller re-establishes it.
+	Watch(ctx context.Context, folder string, o WatchOptions) error
+}
+
+// WatchOptions are the callbacks and timing of one Watcher.Watch.
+type WatchOptions struct {
+	// Renew is how often the wait is renewed; 0 or more than the
+	// protocol allows means the watcher's default.
+	Renew time.Duration
+	// Established is called once the wait runs (IMAP: the server accepted
+	// IDLE). It may be nil.
+	Established func()
+	// NewMail is called when the server announces new mail, and when the
+	// watch starts on a folder that may hold mail that came while nobody
+	// watched. It must not block: it runs on the connection's reader.
+	NewMail func()
 }
 
 // Clock is passed to fetchers that must stamp times; cmd gives time.Now.

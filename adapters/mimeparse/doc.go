@@ -146,7 +146,8 @@
 // Every other leaf part is an Attachment with its decoded size. Inline is
 // set for Content-Disposition: inline and for parts whose Content-ID the
 // HTML references (cid:, RFC 2392); whether inline images are shown in the
-// body or as attachments (images_as_attachments) is decided when rendering.
+// body or as attachments (images_as_attachments, recorded on the mail's
+// MailReceived) is decided when rendering (api/bodies.go).
 //
 // A forwarded mail (message/rfc822, message/global) is listed as one
 // attachment, "<its subject>.eml", sized by its bytes; its own attachments

@@ -15,11 +15,13 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/domain"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
+	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
-// accountRefresh is how soon an account created or changed through the API
-// is polled: the scheduler reloads the account list this often.
-const accountRefresh = 2 * time.Second
+// accountRefresh is how often the scheduler reloads the account list on its
+// own: a write through the API reaches it at once (api.Options.
+// MailboxesChanged), so this only catches writes made elsewhere.
+const accountRefresh = 30 * time.Second
 
 // enabledAccounts gives the scheduler the accounts to poll: none while the
 // global mailboxes_disabled setting is on (e.g. on a cloned test system).
@@ -58,7 +60,8 @@ func enabledAccounts(store eventstore.Store, box *secretbox.Box, tokens ingest.A
 				f = ingest.UnusableAccount{Reason: err}
 			}
 			out = append(out, ingest.Account{ID: a.ID, Name: a.Name, PollInterval: a.PollInterval(),
-				Revision: revision(a, settings), Fetcher: f})
+				Revision: revision(a, settings), Fetcher: f, ImagesAsAttachments: a.ImagesAsAttachments, Server: ingest.ServerOf(a),
+				Push: a.PushEnabled()})
 		}
 		return out, nil
 	}
@@ -89,6 +92,18 @@ func checkAccount(store eventstore.Store, box *secretbox.Box, tokens ingest.Acce
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}
 		return f.Check(ctx)
+	}
+}
+
+// checkOutbound is "check mailbox" of an outgoing account for the API: log
+// in as the saga would, and send the test mail when asked.
+func checkOutbound(store eventstore.Store, outbound *ticketing.Outbound) api.CheckOutbound {
+	return func(ctx context.Context, a domain.OutboundAccount, sendTestTo string) (ticketing.CheckReply, error) {
+		settings, err := api.LoadSettings(ctx, store)
+		if err != nil {
+			return ticketing.CheckReply{}, err
+		}
+		return outbound.CheckAccount(ctx, a, settings, sendTestTo)
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/ledgerdesk/ledgerdesk/adapters/imapsource"
 )
 
 // Environment variable names are a contract with users and other tools.
@@ -24,10 +27,14 @@ const (
 	envSecretKey   = "LEDGERDESK_SECRET_KEY"
 	envLogFormat   = "LEDGERDESK_LOG_FORMAT"
 
+	envStreamHeartbeat = "LEDGERDESK_STREAM_HEARTBEAT"
+
 	// The secrets may also come from a file (a mounted container or
 	// systemd secret): the variable names the file.
 	envSecretKeyFile  = envSecretKey + "_FILE"
 	envAdminTokenFile = envAdminToken + "_FILE"
+
+	envIdleRenewal = "LEDGERDESK_IMAP_IDLE_RENEWAL"
 )
 
 // config is what every subcommand that touches the store needs.
@@ -41,6 +48,14 @@ type config struct {
 	SecretKey      string // as given (decoded by decodeSecretKey), or read from SecretKeyFile by validate
 	SecretKeyFile  string
 	LogFormat      string // json | text | auto
+	// StreamHeartbeat is how often an idle GET /api/v1/stream sends a
+	// comment line.
+	StreamHeartbeat time.Duration
+	streamHeartbeat string // as given; parsed by validate
+	// IdleRenewal is how often a push connection renews its IMAP IDLE;
+	// parsed by validate from idleRenewal.
+	IdleRenewal time.Duration
+	idleRenewal string
 }
 
 // configError is an invalid setting: the program stops with exit code 2.
@@ -80,8 +95,12 @@ func bindConfig(fs *flag.FlagSet, getenv func(string) string, withHTTP bool) *co
 			"address the HTTP API listens on ["+envHTTPAddr+"]")
 		fs.StringVar(&c.AdminTokenFile, "admin-token-file", def(envAdminTokenFile, ""),
 			"file holding the bootstrap API token of the first admin, instead of "+envAdminToken+" ["+envAdminTokenFile+"]")
+		fs.StringVar(&c.streamHeartbeat, "stream-heartbeat", def(envStreamHeartbeat, "15s"),
+			"how often an idle event stream (GET /api/v1/stream) sends a heartbeat comment, 1s to 5m ["+envStreamHeartbeat+"]")
 		fs.StringVar(&c.PublicURL, "public-url", def(envPublicURL, ""),
 			"URL where browsers reach this service; OAuth consents return to it + /oauth/callback [http://<http-addr>] ["+envPublicURL+"]")
+		fs.StringVar(&c.idleRenewal, "imap-idle-renewal", def(envIdleRenewal, imapsource.DefaultIdleRenewal.String()),
+			"how often a pushed IMAP account's IDLE is renewed, at most "+imapsource.MaxIdleRenewal.String()+" (RFC 2177) ["+envIdleRenewal+"]")
 	}
 	return c
 }
@@ -145,8 +164,21 @@ func (c *config) validate(withHTTP bool) error {
 		if err := validateListenAddr(c.HTTPAddr); err != nil {
 			bad(envHTTPAddr, "%v", err)
 		}
+		d, err := time.ParseDuration(c.streamHeartbeat)
+		switch {
+		case err != nil:
+			bad(envStreamHeartbeat, "%q is not a duration such as 15s", c.streamHeartbeat)
+		case d < time.Second || d > 5*time.Minute:
+			bad(envStreamHeartbeat, "%s is outside 1s to 5m", d)
+		}
+		c.StreamHeartbeat = d
 		if c.AdminToken != "" && len(c.AdminToken) < 16 {
 			bad(envAdminToken, "too short (%d characters), use at least 16", len(c.AdminToken))
+		}
+		if d, err := time.ParseDuration(c.idleRenewal); err != nil || d <= 0 || d > imapsource.MaxIdleRenewal {
+			bad(envIdleRenewal, "%q is not a duration above 0 and at most %s (e.g. 25m)", c.idleRenewal, imapsource.MaxIdleRenewal)
+		} else {
+			c.IdleRenewal = d
 		}
 		if c.PublicURL != "" {
 			u, err := url.Parse(c.PublicURL)

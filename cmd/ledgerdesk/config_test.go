@@ -38,6 +38,10 @@ func TestRun_InvalidConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 			wantVar: envAdminToken, wantMsg: "too short"},
 		{name: "an unknown log format", env: map[string]string{envLogFormat: "xml"},
 			wantVar: envLogFormat, wantMsg: `"xml" is not one of`},
+		{name: "a stream heartbeat that is no duration", env: map[string]string{envStreamHeartbeat: "often"},
+			wantVar: envStreamHeartbeat, wantMsg: `"often" is not a duration`},
+		{name: "a stream heartbeat too short", args: []string{"--stream-heartbeat", "10ms"}, env: map[string]string{},
+			wantVar: envStreamHeartbeat, wantMsg: "outside 1s to 5m"},
 		{name: "a flag overrides the variable and is checked the same way", env: map[string]string{},
 			args: []string{"--http-addr", "nonsense"}, wantVar: envHTTPAddr, wantMsg: "is not host:port"},
 	}

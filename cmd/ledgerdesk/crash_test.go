@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -167,7 +168,25 @@ type crashSetup struct {
 	protocol string
 	addr     func(*dovecottest.Server) string
 	postgres bool
+	// afterImport is the account's after_import ["delete"]; every mode
+	// but keep empties the INBOX into its folder (crashFolders).
+	afterImport string
+	// waves and perWave size the run [10, 200].
+	waves, perWave int
+	// calibrate times an unkilled first wave and kills within that span.
+	calibrate bool
+	// killOn, when set, puts a proxy between serve and Dovecot that holds
+	// the IMAP command carrying it, and kills serve right then: with "UID
+	// MOVE" every kill lands after a batch's commit and before its move.
+	killOn string
 }
+
+// crashFolders are where move and trash put the imported mails; the
+// Dovecot of a trash run marks crashTrash \Trash.
+const (
+	crashMoveFolder = "Imported"
+	crashTrash      = "Trash"
+)
 
 // TestCrashSafety_ImportsEveryMailExactlyOnce runs `ledgerdesk serve` as a
 // child process, delivers 2,000 mails into a real Dovecot in waves and kills
@@ -212,15 +231,46 @@ func TestCrashSafety_ConnectionCutMidDownload(t *testing.T) {
 	}
 }
 
+// TestCrashSafety_EveryAfterImport is the SIGKILL run for after_import
+// move, trash and keep (delete is the run above), smaller: every mail must
+// be imported once and end in the mode's folder (keep: the INBOX).
+func TestCrashSafety_EveryAfterImport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end with a child process and Dovecot")
+	}
+	t.Parallel()
+	imap := func(d *dovecottest.Server) string { return d.IMAPAddr }
+	for _, tc := range []crashSetup{
+		{protocol: "imap", addr: imap, afterImport: "move", postgres: false, killOn: "UID MOVE"},
+		{protocol: "imap", addr: imap, afterImport: "trash", postgres: true, killOn: "UID MOVE"},
+		{protocol: "imap", addr: imap, afterImport: "keep", postgres: false, calibrate: true},
+	} {
+		tc.waves, tc.perWave = 6, 60
+		t.Run(tc.afterImport, func(t *testing.T) {
+			t.Parallel()
+			runCrashScenario(t, tc, false)
+		})
+	}
+}
+
 func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
-	const waves, perWave = 10, 200
+	waves, perWave := cmp.Or(tc.waves, 10), cmp.Or(tc.perWave, 200)
+	afterImport := cmp.Or(tc.afterImport, "delete")
 	bin := ledgerdeskBinary(t)
-	dv := dovecottest.Start(t)
+	var dv *dovecottest.Server
+	if afterImport == "trash" {
+		dv = dovecottest.StartWith(t, dovecottest.Options{TrashFolder: crashTrash})
+	} else {
+		dv = dovecottest.Start(t)
+	}
 	dv.AddUser(t, "support", "s3cret")
+	if afterImport == "trash" {
+		dv.CreateFolder(t, "support", crashTrash)
+	}
 
 	mailAddr := tc.addr(dv)
 	var proxy *faultproxy.Proxy
-	if cutConnections {
+	if cutConnections || tc.killOn != "" {
 		proxy = faultproxy.Start(t, mailAddr)
 		mailAddr = proxy.Addr()
 	}
@@ -241,13 +291,27 @@ func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
 	waitReady(t, base, c)
 	var portNum int
 	_, _ = fmt.Sscanf(port, "%d", &portNum)
-	apiPost(t, base+"/api/v1/inbound-accounts", map[string]any{
+	account := map[string]any{
 		"name": "support", "protocol": tc.protocol, "host": host, "port": portNum, "security": "none",
-		"allow_plaintext_auth": true, "username": "support", "password": "s3cret", "poll_interval_seconds": 1, "after_import": "delete", "enabled": true,
-	})
+		"allow_plaintext_auth": true, "username": "support", "password": "s3cret", "poll_interval_seconds": 1,
+		"after_import": afterImport, "enabled": true,
+	}
+	if afterImport == "move" {
+		account["move_folder"] = crashMoveFolder
+	}
+	apiPost(t, base+"/api/v1/inbound-accounts", account)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	next := 0
+	// Pending: mails still in the INBOX, or with keep not yet imported.
+	pending := func() int { return dv.Count(t, "support") }
+	if afterImport == "keep" {
+		pending = func() int { return next - countEvents(t, base, "MailReceived") }
+	}
+	// A calibrated run imports its first wave whole and times it; every
+	// later kill lands at a random moment of that span, so that kills hit
+	// the download, the commit and the after-import step alike.
+	var waveTime time.Duration
 	for wave := range waves {
 		raws := make([][]byte, perWave)
 		for i := range raws {
@@ -262,25 +326,82 @@ func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
 			proxy.Reset()
 			continue
 		}
-		time.Sleep(time.Duration(rng.IntN(1200)) * time.Millisecond)
+		if tc.killOn != "" {
+			proxy.HoldOn([]byte(tc.killOn))
+			select {
+			case <-proxy.Held():
+			case <-time.After(time.Minute):
+				t.Fatalf("wave %d: serve never sent %q; log tail:\n%s", wave+1, tc.killOn, tail(c.log.String(), 3000))
+			}
+			c.kill()
+			proxy.Reset()
+			t.Logf("wave %d: killed serve as it sent %q, with %d mails in the INBOX", wave+1, tc.killOn, dv.Count(t, "support"))
+			c = startChild(t, bin, env)
+			waitReady(t, base, c)
+			continue
+		}
+		if tc.calibrate && wave == 0 {
+			start := time.Now()
+			for pending() > 0 && time.Since(start) < time.Minute {
+				time.Sleep(10 * time.Millisecond)
+			}
+			waveTime = time.Since(start)
+			t.Logf("wave 1: %d mails imported in %s without a kill", perWave, waveTime.Round(time.Millisecond))
+			continue
+		}
+		delay := time.Duration(rng.IntN(1200)) * time.Millisecond
+		if waveTime > 0 {
+			delay = time.Duration(rng.Int64N(int64(waveTime)))
+		}
+		time.Sleep(delay)
+		left := -1
+		if tc.calibrate {
+			left = pending() // asked before the kill: keep asks the API
+		}
 		c.kill()
-		t.Logf("wave %d: killed serve with %d mails left in the mailbox", wave+1, dv.Count(t, "support"))
+		if left < 0 {
+			left = dv.Count(t, "support")
+		}
+		t.Logf("wave %d: killed serve after %s with %d mails pending", wave+1, delay.Round(time.Millisecond), left)
 		c = startChild(t, bin, env)
 		waitReady(t, base, c)
 	}
 
 	deadline := time.Now().Add(crashDeadline)
-	for dv.Count(t, "support") > 0 {
+	for pending() > 0 {
 		if time.Now().After(deadline) {
 			// SIGQUIT makes the Go runtime print every goroutine: the log then
 			// shows where the child is stuck.
 			_ = c.cmd.Process.Signal(syscall.SIGQUIT)
 			_ = c.cmd.Wait()
-			t.Fatalf("mailbox still holds %d mails after 3 minutes; log tail:\n%s", dv.Count(t, "support"), tail(c.log.String(), 30000))
+			t.Fatalf("%d mails still pending after 3 minutes; log tail:\n%s", pending(), tail(c.log.String(), 30000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The mailbox status counts the events of record, not the polls' own
+	// tallies, which die with a killed poll.
+	status := waitMailboxCounts(t, base, next)
 	c.stop(t)
+	if status.Fetched != int64(next) || status.Failed != 0 || status.Oversize != 0 || status.Skipped != 0 {
+		t.Errorf("mailbox status counts fetched %d, failed %d, oversize %d, skipped %d; the log holds %d MailReceived and nothing failed or skipped",
+			status.Fetched, status.Failed, status.Oversize, status.Skipped, next)
+	}
+
+	// The right folder holds every mail, and no other folder any.
+	want := map[string]int{"INBOX": 0, crashMoveFolder: 0, crashTrash: 0, "HD Error Messages": 0}
+	switch afterImport {
+	case "move":
+		want[crashMoveFolder] = next
+	case "trash":
+		want[crashTrash] = next
+	case "keep":
+		want["INBOX"] = next
+	}
+	for folder, n := range want {
+		if got := dv.FolderCount(t, "support", folder); got != n {
+			t.Errorf("after_import %s: %s holds %d mails, want %d", afterImport, folder, got, n)
+		}
+	}
 
 	counts := receivedPerMessageID(t, dbURL, filepath.Join(dataDir, "ledgerdesk.db"))
 	if len(counts) != next {
@@ -292,6 +413,73 @@ func runCrashScenario(t *testing.T, tc crashSetup, cutConnections bool) {
 			t.Errorf("mail %s has %d MailReceived events, want exactly 1", id, counts[id])
 		}
 	}
+}
+
+// countEvents counts the events of type typ in the log of the serve at
+// base, through GET /api/v1/events.
+func countEvents(t *testing.T, base, typ string) int {
+	t.Helper()
+	n, cursor := 0, ""
+	for {
+		url := base + "/api/v1/events?limit=500&type=" + typ
+		if cursor != "" {
+			url += "&after=" + cursor
+		}
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+crashAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET events: %v", err)
+		}
+		var page struct {
+			Items      []json.RawMessage `json:"items"`
+			NextCursor string            `json:"next_cursor"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET events = %d, %v", resp.StatusCode, err)
+		}
+		n += len(page.Items)
+		if page.NextCursor == "" || len(page.Items) == 0 {
+			return n
+		}
+		cursor = page.NextCursor
+	}
+}
+
+// mailboxCounts is the part of a GET /api/v1/mailboxes row the crash
+// tests check.
+type mailboxCounts struct {
+	Fetched, Failed, Oversize, Skipped int64
+}
+
+// waitMailboxCounts reads the only account's row of GET /api/v1/mailboxes
+// until it counts fetched mails, for at most 30 seconds (the view follows
+// the log), and returns the last row read.
+func waitMailboxCounts(t *testing.T, base string, fetched int) mailboxCounts {
+	t.Helper()
+	var row mailboxCounts
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/mailboxes", nil)
+		req.Header.Set("Authorization", "Bearer "+crashAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET /api/v1/mailboxes: %v", err)
+		}
+		var page struct {
+			Items []mailboxCounts `json:"items"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		_ = resp.Body.Close()
+		if err != nil || len(page.Items) != 1 {
+			t.Fatalf("GET /api/v1/mailboxes = %d, %d rows, %v; want one row", resp.StatusCode, len(page.Items), err)
+		}
+		if row = page.Items[0]; row.Fetched == int64(fetched) {
+			break
+		}
+	}
+	return row
 }
 
 // receivedPerMessageID opens the store the child used and counts the

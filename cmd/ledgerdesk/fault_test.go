@@ -775,7 +775,9 @@ func (r *faultRig) start() {
 
 // addAccount creates the inbound account (polled every interval seconds,
 // mails deleted after import) on addr, which is the Dovecot port of
-// protocol or a proxy to it.
+// protocol or a proxy to it. It is not pushed: these tests cut and count
+// the poll's connections, and an IDLE connection would be one more
+// (push_e2e_test.go tests push).
 func (r *faultRig) addAccount(protocol, addr string, interval int) {
 	r.t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
@@ -783,6 +785,7 @@ func (r *faultRig) addAccount(protocol, addr string, interval int) {
 	created := apiPost(r.t, r.base+"/api/v1/inbound-accounts", map[string]any{
 		"name": "support", "protocol": protocol, "host": host, "port": portNum, "security": "none",
 		"username": "support", "password": "s3cret", "poll_interval_seconds": interval, "after_import": "delete", "enabled": true,
+		"push": false,
 	})
 	id, _ := created["id"].(string)
 	if id == "" {
@@ -814,9 +817,9 @@ func faultMail(n int, big bool) []byte {
 	return append(raw, pad...)
 }
 
-// pollNow asks for a poll of the account at once. A new account is polled
-// once the scheduler reloads the accounts (every 10 s): until then the
-// API answers 409, and pollNow asks again.
+// pollNow asks for a poll of the account at once. The scheduler knows a
+// new account once its create is answered; a 409 all the same (a restarted
+// child that has not loaded its accounts yet) is asked again.
 func (r *faultRig) pollNow() {
 	r.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

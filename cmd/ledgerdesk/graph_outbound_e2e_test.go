@@ -112,4 +112,31 @@ func TestServe_GraphOutgoingAccountSendsAReply(t *testing.T) {
 	if len(sent) != 1 || sent[0].Reply != "202 Accepted (request-id e2e-1)" {
 		t.Errorf("OutboundMailSent = %+v, want Graph's 202 with its request-id", sent)
 	}
+
+	// The outgoing check of a graph account gets a token, and with
+	// send_test_to posts the test mail and answers Graph's reply.
+	var accounts struct {
+		Items []struct{ ID string } `json:"items"`
+	}
+	if err := json.Unmarshal(api.must(http.MethodGet, "/api/v1/outbound-accounts", nil), &accounts); err != nil || len(accounts.Items) != 1 {
+		t.Fatalf("outbound accounts: %+v, %v", accounts, err)
+	}
+	check := "/api/v1/outbound-accounts/" + accounts.Items[0].ID + "/check"
+	var res struct {
+		OK           bool   `json:"ok"`
+		TestMailSent bool   `json:"test_mail_sent"`
+		ServerReply  string `json:"server_reply"`
+	}
+	if err := json.Unmarshal(api.must(http.MethodPost, check, nil), &res); err != nil || !res.OK || res.TestMailSent {
+		t.Errorf("check = %+v, %v; want ok without a test mail", res, err)
+	}
+	if err := json.Unmarshal(api.must(http.MethodPost, check, map[string]any{"send_test_to": "agent@desk.example"}), &res); err != nil ||
+		!res.OK || !res.TestMailSent || res.ServerReply != "202 Accepted (request-id e2e-1)" {
+		t.Errorf("check with send_test_to = %+v, %v; want the test mail sent and Graph's 202", res, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reqs) != 2 || reqs[1].path != "/v1.0/users/support@desk.example/sendMail" {
+		t.Errorf("Graph got %d requests, want the reply and one test mail", len(reqs))
+	}
 }

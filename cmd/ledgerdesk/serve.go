@@ -22,12 +22,18 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/secretbox"
 	"github.com/ledgerdesk/ledgerdesk/api"
 	"github.com/ledgerdesk/ledgerdesk/domain"
+	"github.com/ledgerdesk/ledgerdesk/eventstore/broadcast"
 	"github.com/ledgerdesk/ledgerdesk/projections"
 	"github.com/ledgerdesk/ledgerdesk/ticketing"
 )
 
 // shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
 const shutdownGrace = 15 * time.Second
+
+// schedulerReadyWait bounds how long serve waits for the fetch scheduler's
+// first look at the accounts before it answers requests (a store that is
+// down makes the look fail at once; this is for a slow one).
+const schedulerReadyWait = 10 * time.Second
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", "Start the HTTP API (and, as they are wired in, the mailbox fetchers, projections and outbound saga).\n"+
@@ -71,6 +77,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if n > 0 {
 		logger.Info("moved the inline OAuth fields of accounts onto OAuth connections", "accounts", n)
 	}
+	if n, err := migrateLegacyResources(ctx, st, now); err != nil {
+		return err
+	} else if n > 0 {
+		logger.Info("made the resource names that accounts held into resources", "resources", n)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (%s): %w", cfg.HTTPAddr, envHTTPAddr, err)
@@ -93,10 +104,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer inst.close()
+	metricsOut, err := newMetrics(st, tokens, logger)
+	if err != nil {
+		return err
+	}
 	sched, err := ingest.NewScheduler(ingest.SchedulerConfig{
 		Store: st, Blobs: blobs, Limits: mimeparse.DefaultLimits(), Now: now, Logger: logger,
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
-		Leases: inst.leases(),
+		Observer:    metricsOut,
+		IdleRenewal: cfg.IdleRenewal,
+		Leases:      inst.leases(),
 	})
 	if err != nil {
 		return err
@@ -114,14 +131,27 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL,
 		Instance: inst.id, OwnersGone: inst.ownersGone()})
 
+	// One reader of the log per process feeds every GET /api/v1/stream.
+	followed, ok := st.Store.(broadcast.Store)
+	if !ok {
+		return fmt.Errorf("the %s store cannot be followed live", st.Kind)
+	}
+	liveLog := broadcast.New(followed, broadcast.Options{Logger: logger})
+	closingStreams := make(chan struct{})
+
 	srv := &http.Server{
 		Handler: api.New(api.Options{
 			Logger: logger, Ready: st.Ready, Store: st, Secrets: box, AdminToken: cfg.AdminToken, Now: now,
-			PollNow: sched.PollNow, MailboxLiveness: mailboxLiveness(sched),
+			PollNow: sched.PollNow, MailboxesChanged: sched.Reload, MailboxLiveness: mailboxLiveness(sched),
 			Check: checkAccount(st, box, tokens.AccessToken, tokens, logger), OAuth: oauthPort(tokens),
-			Projections: api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
-			Commands:    ticketing.NewCommands(st, messageIDKey),
-			Bodies:      api.MailBodies{Blobs: blobs},
+			CheckOutbound: checkOutbound(st, outbound),
+			Projections:   api.Projections{MailboxStatus: mailboxStatus, Tickets: tickets, Users: users, Locations: locations},
+			Commands:      ticketing.NewCommands(st, messageIDKey),
+			Directory:     ticketing.NewDirectory(st),
+			Bodies:        api.MailBodies{Blobs: blobs},
+			Metrics:       metricsOut.Handler(),
+			Live: api.Live{Log: liveLog, Heartbeat: cfg.StreamHeartbeat, Closing: closingStreams,
+				Observer: metricsOut},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request body is at most the body limit (1 MiB).
@@ -132,6 +162,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(closingStreams) })
 
 	// The background parts stop with ctx; Shutdown below waits for them.
 	bgCtx, stopBackground := context.WithCancel(ctx)
@@ -145,7 +176,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		"users projection":          users.Run,
 		"locations projection":      locations.Run,
 	}, map[string]func(context.Context) error{
-		"fetch scheduler": sched.Run,
+		"fetch scheduler":   sched.Run,
+		"live event stream": liveLog.Run,
 	}) {
 		background.Add(1)
 		go func() {
@@ -154,6 +186,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}()
 	}
 
+	// An account written before the scheduler's first look would count as
+	// found at start and wait up to its interval for its first poll.
+	select {
+	case <-sched.Ready():
+	case <-ctx.Done():
+	case <-time.After(schedulerReadyWait):
+		logger.Warn("serving before the fetch scheduler has loaded the accounts", "waited", schedulerReadyWait.String())
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "blob_store", bcfg.Kind, "version", buildVersion(),
 		"instance", inst.id)
 

@@ -169,7 +169,10 @@ func TestTickets_EndToEnd(t *testing.T) {
 
 			// agent commands answer with a position that reads can wait for
 			var w struct{ Position int64 }
-			api.call(http.MethodPost, "/tickets/"+ids[0]+"/assign", map[string]any{"resource": "team-a"}, http.StatusOK, &w)
+			// tickets name a resource by id
+			var team struct{ ID string }
+			api.call(http.MethodPost, "/resources", map[string]any{"name": "team-a"}, http.StatusCreated, &team)
+			api.call(http.MethodPost, "/tickets/"+ids[0]+"/assign", map[string]any{"resource": team.ID}, http.StatusOK, &w)
 			api.call(http.MethodPost, "/tickets/"+ids[0]+"/status", map[string]any{"status": "waiting"}, http.StatusOK, &w)
 			api.call(http.MethodPost, "/tickets/"+ids[0]+"/replies", map[string]any{"body": "On it."}, http.StatusCreated, &w)
 			api.call(http.MethodPost, "/tickets/"+ids[0]+"/notes", map[string]any{"text": "first note"}, http.StatusCreated, &w)
@@ -181,7 +184,7 @@ func TestTickets_EndToEnd(t *testing.T) {
 				} `json:"articles"`
 			}
 			api.call(http.MethodGet, fmt.Sprintf("/tickets/%s?min_position=%d", ids[0], w.Position), nil, http.StatusOK, &detail)
-			if detail.Status != "waiting" || detail.Resource != "team-a" || len(detail.Articles) != 3 || detail.Articles[0].TextBody != "broken uid-0" {
+			if detail.Status != "waiting" || detail.Resource != team.ID || len(detail.Articles) != 3 || detail.Articles[0].TextBody != "broken uid-0" {
 				t.Fatalf("ticket after commands = %+v", detail)
 			}
 			var hist struct {

@@ -259,6 +259,7 @@ func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHa
 	var (
 		backoff    time.Duration
 		lastFailed int64
+		wasSingles bool
 	)
 	for {
 		f, err := s.runSubscriber(runCtx, name, h, whole, opts, failures, logger)
@@ -285,13 +286,17 @@ func (s *Store) subscribe(ctx context.Context, name string, h eventstore.BatchHa
 					"events", f.events, "err", f.err)
 			}
 		}
-		// The pause grows while the same event keeps failing.
-		if failedAt != lastFailed || backoff == 0 {
+		// The pause grows while the same event keeps failing. It starts
+		// again when a failing batch is taken apart: its events' attempts
+		// are counted anew, and at the grown pause the events behind a
+		// poisoned one would wait MaxAttempts times maxHandlerBackoff more.
+		singles := failures.Singles()
+		if failedAt != lastFailed || backoff == 0 || singles != wasSingles {
 			backoff = opts.PollInterval
 		} else {
 			backoff = min(2*backoff, maxHandlerBackoff)
 		}
-		lastFailed = failedAt
+		lastFailed, wasSingles = failedAt, singles
 		select {
 		case <-runCtx.Done():
 		case <-time.After(backoff):

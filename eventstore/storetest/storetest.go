@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ReadStreams reads many streams at once, each in version order, in and outside a transaction", testReadStreams},
 		{"StreamVersion counts the events of a stream", testStreamVersion},
 		{"ReadAll pages through the global log in append order with positions as cursors", testReadAllPaging},
+		{"Head is the last event ReadAll gives and CountAfter counts what follows a position", testLogInspector},
 		{"ids, metadata, schema version and recorded-at round trip", testRoundTrip},
 		{"a 1 MB payload round trips", testLargePayload},
 		{"Update commits SQL writes and appends together and rolls both back on error", testUpdateOutbox},
@@ -1336,4 +1337,43 @@ func testClosed(t *testing.T, s eventstore.Store) {
 	if _, err := s.ReadAll(context.Background(), 0, 10); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("ReadAll() after Close error = %v, want ErrClosed", err)
 	}
+}
+
+// testLogInspector checks Head and CountAfter against ReadAll, for the
+// stores that implement eventstore.LogInspector.
+func testLogInspector(t *testing.T, s eventstore.Store) {
+	li, ok := s.(eventstore.LogInspector)
+	if !ok {
+		t.Skip("the store does not implement eventstore.LogInspector")
+	}
+	ctx := context.Background()
+	if head, err := li.Head(ctx); err != nil || head != 0 {
+		t.Fatalf("Head() of an empty log = %d, %v; want 0, nil", head, err)
+	}
+	for i := range 5 {
+		mustAppend(t, s, eventstore.AppendRequest{Stream: fmt.Sprintf("s%d", i%2), ExpectedVersion: eventstore.AnyVersion,
+			Events: []eventstore.NewEvent{event("E", 2*i), event("E", 2*i+1)}})
+	}
+	all := ReadAllPaged(t, s, 100)
+	head, err := li.Head(ctx)
+	if err != nil || head != all[len(all)-1].Position {
+		t.Errorf("Head() = %d, %v; want %d (the last event ReadAll gives)", head, err, all[len(all)-1].Position)
+	}
+	for i, after := range append([]int64{0}, positions(all)...) {
+		n, err := li.CountAfter(ctx, after)
+		if want := int64(len(all) - i); err != nil || n != want {
+			t.Errorf("CountAfter(%d) = %d, %v; want %d", after, n, err, want)
+		}
+	}
+	if _, err := li.CountAfter(ctx, head+1000); !errors.Is(err, eventstore.ErrUnknownPosition) {
+		t.Errorf("CountAfter(unknown) error = %v, want ErrUnknownPosition", err)
+	}
+}
+
+func positions(evs []eventstore.RecordedEvent) []int64 {
+	out := make([]int64, len(evs))
+	for i, e := range evs {
+		out[i] = e.Position
+	}
+	return out
 }
