@@ -351,10 +351,12 @@ func (c *Coordinator) tick(ctx context.Context) error {
 	for _, id := range want {
 		mine := preferred(live, id) == c.o.Instance
 		l, held := c.held[id]
-		if held {
+		if held && l.handover != !mine {
 			// Another instance should poll it: no new poll starts here,
-			// and the lease goes once the running one ends.
+			// and the lease goes once the running one ends; a push watch
+			// holding it hears of it through Changed and ends.
 			l.handover = !mine
+			c.signalLocked()
 		}
 		switch {
 		case held && !mine && l.uses == 0:
