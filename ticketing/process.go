@@ -473,16 +473,3 @@ func decisionRequests(events []domain.Event, l *loaded, m domain.MailReceived, r
 	}
 	return reqs, nil
 }
-
-func indexUser(ctx context.Context, tx eventstore.Tx, e domain.Event) error {
-	var id, email, name string
-	switch e := e.(type) {
-	case domain.UserAutoCreated:
-		id, email, name = e.UserID, e.Email, e.UserName
-	default:
-		return nil
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO intake_users (user_id, email, user_name) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id) DO NOTHING`, id, strings.ToLower(strings.TrimSpace(email)), strings.ToLower(name))
-	return err
-}
