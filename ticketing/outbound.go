@@ -43,8 +43,16 @@ package ticketing
 // receiving systems and mail clients fold into one. A broken connection
 // after the 250 (QUIT failing, say) is not in the window: the send counts
 // as done. Shutdown (ctx cancelled) never abandons an accepted mail: the
-// batch's records are committed without the cancelled context. Only one
-// sender may run per database.
+// batch's records are committed without the cancelled context.
+//
+// Several instances. A claimed mail carries its owner (Instance) and the
+// claim's expiry (ClaimTTL). Recovery, at start and every recoverEvery,
+// makes due again only the mails in "sending" whose owner is gone
+// (OwnersGone) and whose claim expired; a worker starts no submission
+// after half its claim's time, so a claim taken back is never being sent.
+// cmd runs one saga per database at a time (adapters/lease.Exclusive);
+// the claims keep a saga taking over from touching what a live instance
+// sends.
 //
 // Each mail's fate goes to its own stream (domain.OutboundMailStream), so
 // the saga never conflicts with the agents' or the intake's writes to the
@@ -52,7 +60,9 @@ package ticketing
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -162,7 +172,22 @@ type OutboundOptions struct {
 	// installation of this version, a renamed subscriber) does not send
 	// yesterday's auto-replies.
 	MaxAge time.Duration
+	// Instance names this process as the owner of its claims [a random
+	// name per start].
+	Instance string
+	// OwnersGone reports which of the owners of mails in "sending" are no
+	// longer running (adapters/lease.Coordinator.OwnersGone). Nil: one
+	// instance per database (the embedded store), so every owner but
+	// Instance is gone, and its claims are taken back without waiting for
+	// their expiry.
+	OwnersGone func(ctx context.Context, owners []string) (map[string]bool, error)
+	// ClaimTTL is how long a claim holds [15s]; see the package comment.
+	ClaimTTL time.Duration
 }
+
+// recoverEvery is how often the saga looks for the claims of instances
+// that are gone.
+const recoverEvery = 2 * time.Second
 
 // Outbound is the outbound saga.
 type Outbound struct {
@@ -232,6 +257,12 @@ func NewOutbound(o OutboundOptions) *Outbound {
 	if o.GraphSender == nil {
 		o.GraphSender = graphsend.NewSender()
 	}
+	if o.Instance == "" {
+		o.Instance = randomInstance()
+	}
+	if o.ClaimTTL <= 0 {
+		o.ClaimTTL = 15 * time.Second
+	}
 	return &Outbound{
 		o: o, wake: make(chan struct{}, 1),
 		guardOutbound: fold[domain.OutboundAccounts]{stream: OutboundAccountsStream, evolve: domain.EvolveOutboundAccounts},
@@ -294,6 +325,11 @@ func (s *Outbound) Run(ctx context.Context) error {
 		errs <- s.o.Store.SubscribeBatch(ctx, OutboundSubscriber, s.HandleBatch, s.takeOnOptions())
 		cancel()
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.recoverEvery(ctx)
+	}()
 	for range s.o.Workers {
 		wg.Add(1)
 		go func() {
@@ -318,22 +354,94 @@ func (s *Outbound) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// recover makes mails that were being sent when the last run stopped due
-// again (the documented at-least-once window).
+// recoverEvery runs recover until ctx ends: an instance that dies while
+// this saga runs leaves claims that only its death frees.
+func (s *Outbound) recoverEvery(ctx context.Context) {
+	t := time.NewTicker(recoverEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.recover(ctx); err != nil && ctx.Err() == nil {
+			s.o.Logger.Error("outbound: recover", "err", err)
+		}
+	}
+}
+
+// recover makes due again the mails that a stopped instance was sending
+// (the documented at-least-once window): those in "sending" whose owner is
+// gone and, with several instances, whose claim expired. The claims of
+// live instances, this one's included, are left alone.
 func (s *Outbound) recover(ctx context.Context) error {
-	var n int64
+	var owners []string
 	err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
-		var err error
-		n, err = tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2 WHERE state = $3`, stateRetry, s.o.Now().UnixMilli(), stateSending)
-		return err
+		owners = owners[:0]
+		rows, err := tx.Query(ctx, `SELECT DISTINCT claimed_by FROM outbound_mails WHERE state = $1`, stateSending)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var o string
+			if err := rows.Scan(&o); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			owners = append(owners, o)
+		}
+		return errors.Join(rows.Err(), rows.Close())
 	})
 	if err != nil {
 		return fmt.Errorf("ticketing: outbound: recover in-flight mails: %w", err)
 	}
+	if len(owners) == 0 {
+		return nil
+	}
+	gone := map[string]bool{}
+	expiredBefore := int64(math.MaxInt64) // one instance: no need to wait for the expiry
+	if s.o.OwnersGone != nil {
+		if gone, err = s.o.OwnersGone(ctx, owners); err != nil {
+			return fmt.Errorf("ticketing: outbound: recover in-flight mails: %w", err)
+		}
+		expiredBefore = s.o.Now().UnixMilli()
+	} else {
+		for _, o := range owners {
+			gone[o] = o != s.o.Instance
+		}
+	}
+	var n int64
+	for _, o := range owners {
+		if !gone[o] || o == s.o.Instance {
+			continue
+		}
+		err := s.o.Store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+			m, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2
+				WHERE state = $3 AND claimed_by = $4 AND claim_expires_at < $5`,
+				stateRetry, s.o.Now().UnixMilli(), stateSending, o, expiredBefore)
+			n += m
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ticketing: outbound: recover the mails of instance %q: %w", o, err)
+		}
+	}
 	if n > 0 {
-		s.o.Logger.Warn("outbound: mails were in flight when the last run stopped; sending them again with their Message-IDs", "count", n)
+		s.o.Logger.Warn("outbound: mails were in flight when their instance stopped; sending them again with their Message-IDs", "count", n)
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 	return nil
+}
+
+// randomInstance names a saga that was given no Instance.
+func randomInstance() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail
+	return "saga-" + hex.EncodeToString(b)
 }
 
 // queued is a queued-mail event in the form the saga uses.
@@ -736,6 +844,9 @@ type claimed struct {
 	payload  string
 	attempts int
 	version  int64
+	// until is when this instance stops starting submissions under the
+	// claim: half its time, as this process's clock measures it.
+	until time.Time
 }
 
 // work claims due mails and sends them until ctx is done. The outcomes of
@@ -860,12 +971,14 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		}
 		// One statement for the batch: the rows were selected in this
 		// transaction, and only one sender runs per database.
-		args := []any{stateSending, notDue, stateP, stateRetry}
+		until := time.Now().Add(s.o.ClaimTTL / 2)
+		args := []any{stateSending, notDue, stateP, stateRetry, s.o.Instance, s.o.Now().Add(s.o.ClaimTTL).UnixMilli()}
 		for _, c := range out {
 			args = append(args, c.id)
 		}
-		n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, attempts = attempts + 1
-			WHERE state IN ($3, $4) AND outgoing_mail_id IN (`+placeholders(5, len(out))+`)`, args...)
+		n, err := tx.Exec(ctx, `UPDATE outbound_mails SET state = $1, next_attempt_at = $2, attempts = attempts + 1,
+			claimed_by = $5, claim_expires_at = $6
+			WHERE state IN ($3, $4) AND outgoing_mail_id IN (`+placeholders(7, len(out))+`)`, args...)
 		if err != nil {
 			return err
 		}
@@ -874,6 +987,7 @@ func (s *Outbound) claim(ctx context.Context, outs []outcome) ([]claimed, error)
 		}
 		for i := range out {
 			out[i].attempts++
+			out[i].until = until
 		}
 		return nil
 	})
@@ -1023,7 +1137,7 @@ func (s *Outbound) sendBatch(ctx context.Context, rows []claimed) (outs []outcom
 	outs = make([]outcome, 0, len(rows))
 	start := time.Now()
 	for i, c := range rows {
-		if i > 0 && time.Since(start) >= s.o.BatchTime {
+		if (i > 0 && time.Since(start) >= s.o.BatchTime) || !time.Now().Before(c.until) {
 			for _, c := range rows[i:] {
 				outs = append(outs, outcome{c: c, state: stateRelease})
 			}

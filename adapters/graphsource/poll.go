@@ -116,7 +116,7 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 	for batch := range slices.Chunk(fresh, s.f.cfg.BatchSize) {
 		cur, err := s.receiveBatch(ctx, sink, batch)
 		if prev != nil {
-			if ferr := s.finishBatch(ctx, prev, res); ferr != nil && err == nil {
+			if ferr := s.finishBatch(ctx, sink, prev, res); ferr != nil && err == nil {
 				err = ferr
 			}
 		}
@@ -129,7 +129,7 @@ func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder s
 		prev = cur
 	}
 	if prev != nil {
-		return s.finishBatch(ctx, prev, res)
+		return s.finishBatch(ctx, sink, prev, res)
 	}
 	return nil
 }
@@ -409,13 +409,19 @@ func (s *session) skip(m listed, gone bool, err error) error {
 
 // finishBatch waits for a batch's commit and only then deletes or moves its
 // mails on the server.
-func (s *session) finishBatch(ctx context.Context, p *pendingBatch, res *mailsource.PollResult) error {
+func (s *session) finishBatch(ctx context.Context, sink mailsource.Sink, p *pendingBatch, res *mailsource.PollResult) error {
 	if err := p.wait(); err != nil {
 		return fmt.Errorf("graphsource: commit batch of %d mails: %w", p.nReceived+p.nFailed+p.nOversize, err)
 	}
 	res.Fetched += p.nReceived
 	res.Failed += p.nFailed
 	res.Oversize += p.nOversize
+	if f, ok := sink.(mailsource.Fenced); ok {
+		// Another instance may poll the mailbox now: delete or move nothing.
+		if err := f.StillHeld(ctx); err != nil {
+			return fmt.Errorf("graphsource: before deleting or moving mail: %w", err)
+		}
+	}
 	if _, err := s.afterImport(ctx, p.received, res); err != nil {
 		return err
 	}

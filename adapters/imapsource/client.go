@@ -44,6 +44,9 @@ type session struct {
 	leaked bool
 	// refused collects NO replies that did not stop the poll.
 	refused []error
+	// stillHeld is the sink's mailbox lease check (mailsource.Fenced),
+	// asked before mails are deleted or moved; nil without a lease.
+	stillHeld func() error
 	// unrouted holds FETCH responses go-imap could not route by UID.
 	unrouted *unrouted
 }

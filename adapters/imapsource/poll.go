@@ -36,6 +36,9 @@ type listed struct {
 
 func (s *session) pollFolder(ctx context.Context, sink mailsource.Sink, folder string, res *mailsource.PollResult) error {
 	log := s.f.log.With("folder", folder)
+	if f, ok := sink.(mailsource.Fenced); ok {
+		s.stillHeld = func() error { return f.StillHeld(ctx) }
+	}
 	sel, err := s.c.Select(folder, nil).Wait()
 	if err != nil {
 		return serverError("select "+folder, err)
@@ -419,8 +422,11 @@ func (s *session) canUIDExpunge() bool {
 
 // afterImport applies Config.AfterImport to committed mails.
 func (s *session) afterImport(uids imap.UIDSet, res *mailsource.PollResult) error {
-	if len(uids) == 0 {
+	if len(uids) == 0 || s.f.cfg.AfterImport == mailsource.AfterImportKeep {
 		return nil
+	}
+	if err := s.leaseHeld(); err != nil {
+		return err
 	}
 	switch s.f.cfg.AfterImport {
 	case mailsource.AfterImportDelete:
@@ -438,10 +444,25 @@ func (s *session) afterImport(uids imap.UIDSet, res *mailsource.PollResult) erro
 	}
 }
 
+// leaseHeld fails when the poll's mailbox lease passed to another
+// instance: then nothing is deleted or moved.
+func (s *session) leaseHeld() error {
+	if s.stillHeld == nil {
+		return nil
+	}
+	if err := s.stillHeld(); err != nil {
+		return fmt.Errorf("imapsource: before deleting or moving mail: %w", err)
+	}
+	return nil
+}
+
 // toErrorFolder moves committed failures to Config.ErrorFolder.
 func (s *session) toErrorFolder(uids imap.UIDSet, res *mailsource.PollResult) error {
 	if len(uids) == 0 {
 		return nil
+	}
+	if err := s.leaseHeld(); err != nil {
+		return err
 	}
 	return s.moveUIDs(uids, s.f.cfg.ErrorFolder, res)
 }

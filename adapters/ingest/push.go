@@ -51,7 +51,14 @@ func (s *Scheduler) startPush(ctx context.Context, a Account, newMail chan<- str
 // goes on meanwhile.
 func (s *Scheduler) watchFolder(ctx context.Context, a Account, w mailsource.Watcher, folder string, p *accountPush, poke func()) {
 	failures := 0
+	outer := ctx
 	for {
+		// With several instances, only the holder of the account's lease
+		// watches it, and stops when the lease passes on.
+		ctx, leaseDone, held := s.holdForWatch(outer, a.ID)
+		if !held {
+			return
+		}
 		// Connecting and logging in takes a poll slot, given back once the
 		// watch waits: a thousand watches starting together (or coming back
 		// after their server restarted) queue like polls instead of
@@ -59,7 +66,11 @@ func (s *Scheduler) watchFolder(ctx context.Context, a Account, w mailsource.Wat
 		// only its share of the slots.
 		release, err := s.slots.acquire(ctx, serverKey(a))
 		if err != nil {
-			return
+			leaseDone()
+			if outer.Err() != nil {
+				return
+			}
+			continue // the lease passed on: wait for it again
 		}
 		var once sync.Once
 		started := time.Now()
@@ -71,8 +82,12 @@ func (s *Scheduler) watchFolder(ctx context.Context, a Account, w mailsource.Wat
 			},
 		})
 		once.Do(release)
-		if ctx.Err() != nil {
+		leaseDone()
+		if outer.Err() != nil {
 			return
+		}
+		if ctx.Err() != nil {
+			continue // the lease passed on: another instance watches now
 		}
 		if err == nil {
 			err = errors.New("ingest: watch ended without a reason")
@@ -90,10 +105,50 @@ func (s *Scheduler) watchFolder(ctx context.Context, a Account, w mailsource.Wat
 			"failures", failures, "retry_in", wait, "err", err, "server_reply", mailsource.ServerReply(err))
 		timer := time.NewTimer(wait)
 		select {
-		case <-ctx.Done():
+		case <-outer.Done():
 			timer.Stop()
 			return
 		case <-timer.C:
+		}
+	}
+}
+
+// holdForWatch waits until this instance holds the account's lease (at
+// once without Leases) and returns a context that ends when the lease is
+// lost or is to be handed over, and done to call when the watch is over.
+// false when ctx ended first.
+func (s *Scheduler) holdForWatch(ctx context.Context, accountID string) (context.Context, func(), bool) {
+	if s.cfg.Leases == nil {
+		return ctx, func() {}, ctx.Err() == nil
+	}
+	for {
+		changed := s.cfg.Leases.Changed()
+		l, ok := s.cfg.Leases.Hold(accountID)
+		if ok {
+			wctx, cancel := context.WithCancel(ctx)
+			stop := context.AfterFunc(l.Context(), cancel)
+			go func() { // a lease to be handed over refuses Hold: end the watch
+				for {
+					ch := s.cfg.Leases.Changed()
+					if again, ok := s.cfg.Leases.Hold(accountID); ok {
+						again.Done()
+					} else {
+						cancel()
+						return
+					}
+					select {
+					case <-wctx.Done():
+						return
+					case <-ch:
+					}
+				}
+			}()
+			return wctx, func() { cancel(); stop(); l.Done() }, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, false
+		case <-changed:
 		}
 	}
 }

@@ -90,6 +90,10 @@ type SchedulerConfig struct {
 	// PushRetry and PushRetryMax bound the jittered back-off between
 	// attempts to re-establish a dropped watch [1 s, 5 min].
 	PushRetry, PushRetryMax time.Duration
+	// Leases, when several instances share the database, lets this one
+	// poll only the accounts whose lease it holds (see Leases); nil polls
+	// every account (the embedded store: one instance).
+	Leases Leases
 }
 
 // ErrPollTimeout is the cause given to a poll that ran longer than
@@ -203,6 +207,9 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 // reloads the accounts every Refresh and on Reload.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
+	if s.cfg.Leases != nil {
+		go s.forwardedPollNows(ctx)
+	}
 	defer s.lookedOnce.Do(func() { close(s.looked) })
 	var waiting []chan error
 	for {
@@ -274,8 +281,13 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		return err
 	}
 	want := make(map[string]Account, len(accounts))
+	ids := make([]string, 0, len(accounts))
 	for _, a := range accounts {
 		want[a.ID] = a
+		ids = append(ids, a.ID)
+	}
+	if s.cfg.Leases != nil {
+		s.cfg.Leases.Want(ids)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -328,8 +340,44 @@ func (s *Scheduler) stopAll() {
 }
 
 // PollNow asks for a poll of the account as soon as its current one, if
-// any, is done.
+// any, is done. With Leases, an account whose lease another instance holds
+// is polled there: the request is forwarded to it.
 func (s *Scheduler) PollNow(accountID string) error {
+	s.mu.Lock()
+	_, ok := s.workers[accountID]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownAccount, accountID)
+	}
+	if s.cfg.Leases != nil {
+		if l, held := s.cfg.Leases.Hold(accountID); held {
+			l.Done()
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+			defer cancel()
+			return s.cfg.Leases.ForwardPollNow(ctx, accountID)
+		}
+	}
+	return s.pollNowLocal(accountID)
+}
+
+// forwardTimeout bounds the NOTIFY that forwards a poll-now.
+const forwardTimeout = 10 * time.Second
+
+// forwardedPollNows runs the poll-now requests other instances forwarded.
+func (s *Scheduler) forwardedPollNows(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-s.cfg.Leases.PollNowRequests():
+			_ = s.pollNowLocal(id) // an account this instance no longer runs: nothing to poll
+		}
+	}
+}
+
+// pollNowLocal wakes this instance's worker of the account.
+func (s *Scheduler) pollNowLocal(accountID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w, ok := s.workers[accountID]
@@ -371,11 +419,15 @@ func (s *Scheduler) loop(ctx context.Context, a Account, pollNow, newMail <-chan
 	}
 	failures := 0
 	for {
+		lease, held := s.waitLease(ctx, a.ID, pollNow)
+		if !held {
+			return
+		}
 		// Intervals run from start to start, so that a mail that arrives
 		// just after a poll's listing waits one interval, not one
 		// interval plus the poll.
 		began := time.Now()
-		res, err := s.PollOnce(ctx, a, failures)
+		res, err := s.pollLeased(ctx, a, failures, lease)
 		if ctx.Err() != nil {
 			return
 		}
@@ -425,6 +477,41 @@ func (s *Scheduler) waitForPoll(ctx context.Context, wait time.Duration, failure
 	}
 }
 
+// waitLease returns once this instance holds the account's lease (at once
+// without Leases); false when ctx ended first. Poll-nows that arrive
+// meanwhile are dropped: the holder of the lease runs them.
+func (s *Scheduler) waitLease(ctx context.Context, accountID string, pollNow <-chan struct{}) (Lease, bool) {
+	if s.cfg.Leases == nil {
+		return nil, ctx.Err() == nil
+	}
+	for {
+		changed := s.cfg.Leases.Changed()
+		if l, ok := s.cfg.Leases.Hold(accountID); ok {
+			return l, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-changed:
+		case <-pollNow:
+		}
+	}
+}
+
+// pollLeased is PollOnce under a lease: the poll stops when the lease may
+// be lost, and the sink fences its commits and the fetcher its deletes.
+func (s *Scheduler) pollLeased(ctx context.Context, a Account, failuresBefore int, lease Lease) (mailsource.PollResult, error) {
+	if lease == nil {
+		return s.PollOnce(ctx, a, failuresBefore)
+	}
+	defer lease.Done()
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(lease.Context(), cancel)
+	defer stop()
+	return s.pollOnce(pctx, a, failuresBefore, lease)
+}
+
 // failureStreak returns how many polls in a row have failed after a poll
 // that ended with err, given the count before it. A poll that committed or
 // removed mail before it failed starts a new streak: the back-off is for a
@@ -462,6 +549,10 @@ func backoff(interval time.Duration, failures int, maxWait time.Duration) time.D
 // It waits for a poll slot first (see MaxConcurrentPolls), and the poll
 // itself is cut off after PollTimeout.
 func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int) (mailsource.PollResult, error) {
+	return s.pollOnce(ctx, a, failuresBefore, nil)
+}
+
+func (s *Scheduler) pollOnce(ctx context.Context, a Account, failuresBefore int, lease Lease) (mailsource.PollResult, error) {
 	release, err := s.slots.acquire(ctx, serverKey(a))
 	if err != nil {
 		return mailsource.PollResult{}, err
@@ -469,7 +560,8 @@ func (s *Scheduler) PollOnce(ctx context.Context, a Account, failuresBefore int)
 	defer release()
 	started := s.cfg.Now().UTC()
 	sink, err := NewSink(SinkConfig{Store: s.cfg.Store, Blobs: s.cfg.Blobs, Limits: s.cfg.Limits, AccountID: a.ID,
-		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments})
+		Now: s.cfg.Now, Logger: s.cfg.Logger, Observer: s.cfg.Observer, ImagesAsAttachments: a.ImagesAsAttachments,
+		Lease: lease})
 	if err != nil {
 		return mailsource.PollResult{}, err
 	}

@@ -79,6 +79,7 @@ type Sink struct {
 	maxStaged int64
 	// imagesAsAttachments is set on every MailReceived (SinkConfig).
 	imagesAsAttachments bool
+	lease               Lease
 
 	mu          sync.Mutex // guards staged: a background commit may run while the next batch is received
 	staged      []staged
@@ -111,6 +112,11 @@ type SinkConfig struct {
 	// MaxStagedBytes bounds the bytes staged before the sink commits them
 	// itself; 0 means DefaultMaxStagedBytes.
 	MaxStagedBytes int64
+	// Lease, when several instances share the database, is the account's
+	// lease this poll runs under: every commit checks it in its
+	// transaction, and the fetcher asks it before deleting (StillHeld).
+	// Nil: one instance, no fence.
+	Lease Lease
 	// ImagesAsAttachments is the account's option, recorded on every
 	// MailReceived (domain.MailReceived.ImagesAsAttachments).
 	ImagesAsAttachments bool
@@ -150,7 +156,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	}
 	return &Sink{observer: cfg.Observer, store: cfg.Store, blobs: cfg.Blobs, limits: cfg.Limits, accountID: cfg.AccountID,
 		now: cfg.Now, logger: cfg.Logger, parseMail: mimeparse.Parse, maxStaged: cfg.MaxStagedBytes,
-		imagesAsAttachments: cfg.ImagesAsAttachments}, nil
+		imagesAsAttachments: cfg.ImagesAsAttachments, lease: cfg.Lease}, nil
 }
 
 // knownChunk bounds the IN list of one lookup and the rows of one INSERT.
@@ -450,6 +456,16 @@ func waitAll(jobs []*commitJob) error {
 
 var _ mailsource.AsyncCommitter = (*Sink)(nil)
 
+var _ mailsource.Fenced = (*Sink)(nil)
+
+// StillHeld implements mailsource.Fenced: nil without a lease.
+func (s *Sink) StillHeld(ctx context.Context) error {
+	if s.lease == nil {
+		return nil
+	}
+	return s.lease.StillHeld(ctx)
+}
+
 // StartCommit implements mailsource.AsyncCommitter: the batch staged so far
 // commits in the background while the fetcher downloads the next one.
 // Its wait also waits for the batch's early commits (see Sink).
@@ -511,6 +527,12 @@ func (s *Sink) commitBatch(ctx context.Context, batch []staged) error {
 			Events: []eventstore.NewEvent{st.event}})
 	}
 	err := s.store.Update(ctx, func(ctx context.Context, tx eventstore.Tx) error {
+		if s.lease != nil {
+			// First, so that the lease cannot change hands before the commit.
+			if err := s.lease.Fence(ctx, tx); err != nil {
+				return err
+			}
+		}
 		for start := 0; start < len(batch); start += knownChunk {
 			part := batch[start:min(start+knownChunk, len(batch))]
 			vals := make([]string, len(part))

@@ -84,6 +84,14 @@ type AsyncCommitter interface {
 	StartCommit(ctx context.Context) (wait func() error)
 }
 
+// Fenced is implemented by sinks of a poll that runs under a mailbox lease
+// (several instances on one database). A fetcher asks StillHeld before it
+// deletes or moves mails on the server, and removes nothing when it fails:
+// another instance may poll the mailbox now.
+type Fenced interface {
+	StillHeld(ctx context.Context) error
+}
+
 // ContentDigests is implemented by sinks that remember which bytes were
 // committed under a key. A fetcher whose server may give a key to another
 // mail later (a POP3 server reusing a UIDL) compares a mail's bytes with

@@ -226,6 +226,12 @@ func (p *poll) run(ctx context.Context) error {
 		// committed mails by key and deletes them then.
 		return errors.Join(append([]error{stopErr}, p.errs...)...)
 	}
+	if f, ok := p.sink.(mailsource.Fenced); ok && len(p.deletable) > 0 {
+		// Another instance may poll the mailbox now: DELE nothing.
+		if err := f.StillHeld(ctx); err != nil {
+			return errors.Join(append([]error{stopErr, fmt.Errorf("pop3source: before DELE: %w", err)}, p.errs...)...)
+		}
+	}
 	if err := p.deleteAndQuit(); err != nil {
 		stopErr = errors.Join(stopErr, err)
 	}

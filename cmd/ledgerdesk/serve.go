@@ -99,6 +99,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
+	inst, err := newInstances(ctx, st, logger)
+	if err != nil {
+		return err
+	}
+	defer inst.close()
 	metricsOut, err := newMetrics(st, tokens, logger)
 	if err != nil {
 		return err
@@ -108,6 +113,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Refresh: accountRefresh, Accounts: enabledAccounts(st, box, tokens.AccessToken, tokens, logger),
 		Observer:    metricsOut,
 		IdleRenewal: cfg.IdleRenewal,
+		Leases:      inst.leases(),
 	})
 	if err != nil {
 		return err
@@ -122,7 +128,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		takeOn = ticketing.TakeOnBatchPostgres
 	}
 	outbound := ticketing.NewOutbound(ticketing.OutboundOptions{Store: st, Secrets: box, Now: now, Logger: logger, TakeOnBatch: takeOn,
-		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL})
+		AccessToken: tokens.AccessToken, RenewAccessToken: tokens.RenewAccessToken, GraphBaseURL: tokens.GraphBaseURL,
+		Instance: inst.id, OwnersGone: inst.ownersGone()})
 
 	// One reader of the log per process feeds every GET /api/v1/stream.
 	followed, ok := st.Store.(broadcast.Store)
@@ -161,16 +168,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	var background sync.WaitGroup
-	for name, run := range map[string]func(context.Context) error{
+	for name, run := range inst.parts(map[string]func(context.Context) error{
 		"mail intake":               intake.Run,
 		"outbound saga":             outbound.Run,
 		"mailbox-status projection": mailboxStatus.Run,
 		"tickets projection":        tickets.Run,
 		"users projection":          users.Run,
 		"locations projection":      locations.Run,
-		"fetch scheduler":           sched.Run,
-		"live event stream":         liveLog.Run,
-	} {
+	}, map[string]func(context.Context) error{
+		"fetch scheduler":   sched.Run,
+		"live event stream": liveLog.Run,
+	}) {
 		background.Add(1)
 		go func() {
 			defer background.Done()
@@ -186,7 +194,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	case <-time.After(schedulerReadyWait):
 		logger.Warn("serving before the fetch scheduler has loaded the accounts", "waited", schedulerReadyWait.String())
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "blob_store", bcfg.Kind, "version", buildVersion())
+	logger.Info("listening", "addr", ln.Addr().String(), "store", st.Kind, "blob_store", bcfg.Kind, "version", buildVersion(),
+		"instance", inst.id)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -31,7 +31,9 @@ type store struct {
 	Reader        projections.Reader // read-only queries of the projections' tables
 	schemaVersion func(ctx context.Context) (current, latest int, err error)
 	closeDB       func()
-	pool          *pgxpool.Pool // the PostgreSQL store's pool (blobs in the database); nil when embedded
+	// pool is the PostgreSQL pool, nil for the embedded store: blobs in the
+	// database, and several instances coordinate through it (instances.go).
+	pool *pgxpool.Pool
 }
 
 // SchemaVersion reports the database's schema version and the latest known.
