@@ -22,7 +22,8 @@ import (
 // IDLE and our watchdog's for its connection). It logs the goroutines and
 // heap per account.
 func TestScheduler_PushedAccountsOnDovecot(t *testing.T) {
-	t.Parallel()
+	// Not parallel: runtime.NumGoroutine counts the whole test binary, so a
+	// test running beside this one would count as this one's goroutines.
 	const accounts, folders = 20, 2
 	dv := dovecottest.Start(t)
 	host, port := hostPort(t, dv.IMAPAddr)
