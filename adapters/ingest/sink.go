@@ -244,7 +244,11 @@ func (s *Sink) Receive(ctx context.Context, key string, size int64, r io.Reader)
 	if err := s.flushIfFull(ctx); err != nil {
 		return mailsource.Outcome{}, err
 	}
-	head, err := io.ReadAll(io.LimitReader(r, smallMail+1))
+	// Sized from the announced size (the literal's length), so that the
+	// buffer does not regrow and copy the mail as it is read.
+	hb := bytes.NewBuffer(make([]byte, 0, min(max(size, 0), smallMail+1)+bytes.MinRead))
+	_, err := hb.ReadFrom(io.LimitReader(r, smallMail+1))
+	head := hb.Bytes()
 	if err != nil {
 		return mailsource.Outcome{}, fmt.Errorf("ingest: read mail %s: %w", key, err)
 	}

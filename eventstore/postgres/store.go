@@ -43,6 +43,31 @@ type Store struct {
 	mu      sync.Mutex
 	closed  bool
 	subs    sync.WaitGroup
+
+	// appended is closed and replaced after each commit that appended
+	// events through this store (see Appended).
+	appendedMu sync.Mutex
+	appended   chan struct{}
+}
+
+var _ eventstore.Notifier = (*Store)(nil)
+
+// Appended implements eventstore.Notifier: the channel is closed after
+// the next commit that appends events through this store, so that this
+// process's subscribers read them at once rather than at their next poll.
+// Other processes' appends are still found by polling.
+func (s *Store) Appended() <-chan struct{} {
+	s.appendedMu.Lock()
+	defer s.appendedMu.Unlock()
+	return s.appended
+}
+
+// notifyAppended wakes whoever waits on Appended.
+func (s *Store) notifyAppended() {
+	s.appendedMu.Lock()
+	defer s.appendedMu.Unlock()
+	close(s.appended)
+	s.appended = make(chan struct{})
 }
 
 // New returns a store on pool. The pool stays the caller's: Close does not
@@ -55,7 +80,7 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) (*Store, error) {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Store{pool: pool, logger: logger, closing: ctx, cancel: cancel}, nil
+	return &Store{pool: pool, logger: logger, closing: ctx, cancel: cancel, appended: make(chan struct{})}, nil
 }
 
 // Close stops running subscriptions, waits for their handlers to return and
@@ -103,6 +128,9 @@ func (s *Store) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (e
 	}
 	for attempt := 1; ; attempt++ {
 		res, err := s.appendOnce(ctx, reqs)
+		if err == nil && res.LastPosition > 0 {
+			s.notifyAppended()
+		}
 		if err == nil || !retryable(err, reqs) || attempt >= maxAnyVersionAttempts || ctx.Err() != nil {
 			return res, err
 		}
@@ -141,11 +169,15 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx even
 		return fmt.Errorf("eventstore/postgres: update: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := fn(ctx, &pgTx{tx: tx}); err != nil {
+	ptx := &pgTx{tx: tx}
+	if err := fn(ctx, ptx); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("eventstore/postgres: update: commit: %w", mapCommitError(err))
+	}
+	if ptx.appended {
+		s.notifyAppended()
 	}
 	return nil
 }

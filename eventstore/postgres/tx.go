@@ -17,6 +17,9 @@ var _ eventstore.Tx = (*pgTx)(nil)
 // commits or rolls back.
 type pgTx struct {
 	tx pgx.Tx
+	// appended is set once Append wrote events, so that whoever commits the
+	// transaction wakes the store's subscribers (Store.Appended).
+	appended bool
 }
 
 // pgArgs turns a leading eventstore.PlanEachCall into pgx's exec mode that
@@ -61,7 +64,9 @@ func (t *pgTx) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (ev
 		return eventstore.AppendResult{}, err
 	}
 	if len(reqs) == 1 {
-		return appendAll(ctx, t.tx, reqs)
+		res, err := appendAll(ctx, t.tx, reqs)
+		t.appended = t.appended || (err == nil && res.LastPosition > 0)
+		return res, err
 	}
 	// A savepoint only here: every subtransaction that writes keeps its xid
 	// until the top-level commit, and past 64 of them every snapshot in the
@@ -79,6 +84,7 @@ func (t *pgTx) Append(ctx context.Context, reqs ...eventstore.AppendRequest) (ev
 	if err := sp.Commit(ctx); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: release savepoint: %w", err)
 	}
+	t.appended = t.appended || res.LastPosition > 0
 	return res, nil
 }
 
