@@ -231,10 +231,12 @@ func (a InboundAccount) Validate() error {
 	if a.Protocol == ProtocolPOP3 && len(a.Subfolders) > 0 {
 		bad("subfolders", "POP3 has no folders")
 	}
-	if a.IncludeSubfolders && a.Protocol != ProtocolIMAP {
-		bad("include_subfolders", "walks IMAP folder trees; %s folders are named one by one in subfolders", a.Protocol)
+	if a.IncludeSubfolders && a.Protocol == ProtocolPOP3 {
+		bad("include_subfolders", "POP3 has no folders")
 	}
-	if a.OnlySubscribed && !a.IncludeSubfolders {
+	if a.OnlySubscribed && a.Protocol == ProtocolGraph {
+		bad("only_subscribed", "is for IMAP accounts: Graph has no folder subscriptions, include_subfolders walks every child folder")
+	} else if a.OnlySubscribed && !a.IncludeSubfolders {
 		bad("only_subscribed", "restricts the walk of include_subfolders; set both")
 	}
 	if a.TrashFolder != "" && a.Protocol != ProtocolIMAP {

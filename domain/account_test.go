@@ -69,11 +69,26 @@ func TestInboundAccount_Validate(t *testing.T) {
 			fields: []string{"only_subscribed:", "trash_folder:"},
 		},
 		{
-			name: "a walk is for IMAP",
+			name: "POP3 has no folders to walk",
 			change: func(a *domain.InboundAccount) {
 				a.Protocol, a.IncludeSubfolders = domain.ProtocolPOP3, true
 			},
 			fields: []string{"include_subfolders:"},
+		},
+		{
+			name: "a Graph account may walk its child folders",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.Mailbox, a.OAuthConnectionID, a.Folder = domain.ProtocolGraph, "helpdesk@ours.example", "c1", "Inbox"
+				a.IncludeSubfolders = true
+			},
+		},
+		{
+			name: "Graph has no subscriptions to walk by",
+			change: func(a *domain.InboundAccount) {
+				a.Protocol, a.Mailbox, a.OAuthConnectionID, a.Folder = domain.ProtocolGraph, "helpdesk@ours.example", "c1", "Inbox"
+				a.IncludeSubfolders, a.OnlySubscribed = true, true
+			},
+			fields: []string{"only_subscribed: is for IMAP accounts"},
 		},
 	}
 	for _, tc := range tests {

@@ -60,6 +60,11 @@ type Config struct {
 	// or a path from the top of the mailbox whose first segment may be a
 	// well-known name ("Inbox/Support", "Support/Tier 2").
 	Folders []string
+	// IncludeSubfolders polls every folder below each of Folders too, at
+	// any depth, found anew at every poll (childFolders). The error folder,
+	// the move folder and Deleted Items (where delete puts mails) are never
+	// walked, nor anything below them.
+	IncludeSubfolders bool
 	// AfterImport is delete (default), move or keep.
 	AfterImport mailsource.AfterImport
 	// PermanentDelete makes delete purge the mail (permanentDelete) instead

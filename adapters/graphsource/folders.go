@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
@@ -122,4 +124,154 @@ func (s *session) childFolder(ctx context.Context, parent, display string, creat
 	}
 	s.f.log.Info("graph folder created", "folder", display)
 	return f.ID, nil
+}
+
+// pollFolders returns the folders this poll reads, in order: each of
+// Folders, followed, with IncludeSubfolders, by the folders below it at any
+// depth, as paths ("Inbox/Sub/Deeper", sorted). The error folder, the move
+// folder and, when delete moves mails there, Deleted Items are never
+// walked, nor anything below them: their mails were imported or failed
+// already and would come back. Folders are told apart by id, so a folder
+// both configured and found below another is read once. The ids found are
+// remembered for the session: pollFolder does not look each path up again.
+func (s *session) pollFolders(ctx context.Context) ([]string, error) {
+	cfg := s.f.cfg
+	if !cfg.IncludeSubfolders {
+		return cfg.Folders, nil
+	}
+	skip := []string{cfg.ErrorFolder}
+	switch {
+	case cfg.AfterImport == mailsource.AfterImportMove:
+		skip = append(skip, cfg.MoveFolder)
+	case cfg.AfterImport == mailsource.AfterImportDelete && !cfg.PermanentDelete:
+		skip = append(skip, "deleteditems")
+	}
+	seen := map[string]bool{} // folder ids: excluded, or walked already
+	for _, path := range skip {
+		if strings.TrimSpace(path) == "" {
+			continue
+		}
+		id, err := s.folderID(ctx, path, false)
+		switch {
+		case err == nil:
+			seen[id] = true
+		case errors.Is(err, ErrNoFolder) || isRefusal(err):
+			// Not there (yet), or not visible: the walk cannot meet it either.
+		default:
+			return nil, err
+		}
+	}
+	var out []string
+	for _, root := range cfg.Folders {
+		id, err := s.folderID(ctx, root, false)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNoFolder) || isRefusal(err):
+			out = append(out, root) // pollFolder reports it next to the others
+			continue
+		default:
+			return nil, err
+		}
+		if seen[id] {
+			continue // found below an earlier root, or the error or move folder
+		}
+		seen[id] = true
+		out = append(out, root)
+		var below []string
+		if err := s.walk(ctx, root, id, seen, &below); err != nil {
+			return nil, err
+		}
+		slices.Sort(below)
+		out = append(out, below...)
+	}
+	return out, nil
+}
+
+// walk appends the folders below the folder id at path to out, depth
+// first, skipping those in seen and everything below them.
+func (s *session) walk(ctx context.Context, path, id string, seen map[string]bool, out *[]string) error {
+	kids, err := s.childFolders(ctx, path, id)
+	if isRefusal(err) {
+		// Deleted since its parent was listed, or closed to the app: the
+		// folder itself is still read, and reports what is wrong with it.
+		s.f.log.Warn("graph folder not walked", "folder", path, "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, k := range kids {
+		if k.ID == "" || seen[k.ID] || len(folderSegments(k.DisplayName)) != 1 {
+			continue // a name with a slash would read as two levels of a path
+		}
+		seen[k.ID] = true
+		sub := path + "/" + strings.TrimSpace(k.DisplayName)
+		s.folderIDs[strings.ToLower(strings.Join(folderSegments(sub), "/"))] = k.ID
+		*out = append(*out, sub)
+		if err := s.walk(ctx, sub, k.ID, seen, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// childFolders lists the folders directly below the folder id, following
+// @odata.nextLink.
+func (s *session) childFolders(ctx context.Context, path, id string) ([]folderJSON, error) {
+	op := "list folders below " + path
+	u := s.c.path(query("$select", "id,displayName", "$top", strconv.Itoa(s.f.cfg.PageSize)), "mailFolders", id, "childFolders")
+	var out []folderJSON
+	seenLinks := map[string]bool{}
+	for u != "" {
+		var page struct {
+			Value    []folderJSON `json:"value"`
+			NextLink string       `json:"@odata.nextLink"`
+		}
+		if err := s.c.getJSON(ctx, op, u, &page); err != nil {
+			return nil, err
+		}
+		out = append(out, page.Value...)
+		next := page.NextLink
+		switch {
+		case next == "":
+		case !s.c.sameOrigin(next):
+			return nil, &mailsource.ServerError{Op: op,
+				Err: fmt.Errorf("%w: @odata.nextLink leads to another host (%.100s); the token is not sent there", ErrNotGraph, next)}
+		case seenLinks[next]:
+			return nil, &mailsource.ServerError{Op: op, Err: fmt.Errorf("%w: @odata.nextLink repeats itself", ErrNotGraph)}
+		}
+		seenLinks[next] = true
+		u = next
+	}
+	return out, nil
+}
+
+// noteWalked remembers the folders this poll reads and returns a
+// mailsource.ErrFolderVanished for each one the previous poll read and
+// this one did not find.
+func (f *Fetcher) noteWalked(folders []string) []error {
+	if !f.cfg.IncludeSubfolders {
+		return nil
+	}
+	now := make(map[string]bool, len(folders))
+	for _, folder := range folders {
+		now[folder] = true
+	}
+	f.mu.Lock()
+	prev := f.walked
+	f.walked = now
+	f.mu.Unlock()
+	var gone []string
+	for folder := range prev {
+		if !now[folder] {
+			gone = append(gone, folder)
+		}
+	}
+	slices.Sort(gone)
+	errs := make([]error, 0, len(gone))
+	for _, folder := range gone {
+		f.log.Warn("graph folder no longer found; its mails are no longer read", "folder", folder)
+		errs = append(errs, fmt.Errorf("%w: %q", mailsource.ErrFolderVanished, folder))
+	}
+	return errs
 }

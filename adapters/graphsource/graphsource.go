@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
@@ -46,6 +47,9 @@ type Fetcher struct {
 	cfg    Config
 	log    *slog.Logger
 	tokens *tokenCache
+
+	mu     sync.Mutex
+	walked map[string]bool // the folders below Folders the last poll read (IncludeSubfolders)
 }
 
 var _ mailsource.Fetcher = (*Fetcher)(nil)
@@ -120,15 +124,21 @@ func (f *Fetcher) Check(ctx context.Context) error {
 // package comment. A folder that is missing or refused, and a delete or
 // move Graph refuses after import (no right, quota), do not stop the rest;
 // their errors are joined into the returned error next to a valid result,
-// and the refused step is tried again next poll.
+// and the refused step is tried again next poll. With IncludeSubfolders, so
+// is a mailsource.ErrFolderVanished for each folder found below Folders by
+// the previous poll and missing now.
 func (f *Fetcher) Poll(ctx context.Context, sink mailsource.Sink) (mailsource.PollResult, error) {
 	var res mailsource.PollResult
 	s, err := f.session(ctx)
 	if err != nil {
 		return res, err
 	}
-	var refused []error
-	for _, folder := range f.cfg.Folders {
+	folders, err := s.pollFolders(ctx)
+	if err != nil {
+		return res, fmt.Errorf("graphsource: walk folders: %w", err)
+	}
+	refused := f.noteWalked(folders)
+	for _, folder := range folders {
 		err := s.pollFolder(ctx, sink, folder, &res)
 		var fe *folderError
 		switch {

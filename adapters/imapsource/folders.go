@@ -11,11 +11,6 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/mailsource"
 )
 
-// ErrFolderVanished means a folder below one of Folders that an earlier
-// poll read is no longer listed (deleted, renamed or unsubscribed). It is
-// reported once, next to the poll's result; the other folders are read.
-var ErrFolderVanished = errors.New("imapsource: a folder read before is no longer listed")
-
 // ErrNoTrash means AfterImport is trash, the server marks no folder \Trash
 // and Config.TrashFolder is empty. The mails stay, committed, and the step
 // is tried again on the next poll.
@@ -144,7 +139,7 @@ func (s *session) trashFolder() (string, error) {
 }
 
 // noteWalked remembers the folders walked below Folders and returns an
-// ErrFolderVanished for each one the previous poll read and this one does
+// mailsource.ErrFolderVanished for each one the previous poll read and this one does
 // not list.
 func (f *Fetcher) noteWalked(folders []string) []error {
 	if !f.cfg.IncludeSubfolders {
@@ -168,7 +163,7 @@ func (f *Fetcher) noteWalked(folders []string) []error {
 	errs := make([]error, 0, len(gone))
 	for _, folder := range gone {
 		f.log.Warn("imap folder no longer listed; its mails are no longer read", "folder", folder)
-		errs = append(errs, fmt.Errorf("%w: %q", ErrFolderVanished, folder))
+		errs = append(errs, fmt.Errorf("%w: %q", mailsource.ErrFolderVanished, folder))
 	}
 	return errs
 }

@@ -132,7 +132,7 @@ func TestDovecot_aFolderThatVanishesIsReportedAndTheOthersAreRead(t *testing.T) 
 	srv.Deliver(t, "gone", testMail("inbox after A vanished"))
 	res, err := f.Poll(context.Background(), sink)
 
-	if !errors.Is(err, ErrFolderVanished) || !strings.Contains(err.Error(), `"INBOX.A"`) {
+	if !errors.Is(err, mailsource.ErrFolderVanished) || !strings.Contains(err.Error(), `"INBOX.A"`) {
 		t.Errorf("Poll() error = %v, want ErrFolderVanished naming INBOX.A", err)
 	}
 	if res.Fetched != 2 {

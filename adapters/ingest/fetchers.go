@@ -173,7 +173,7 @@ func graphFetcher(a domain.InboundAccount, settings domain.Settings, tokens Acce
 		Mailbox:        a.Mailbox,
 		TokenSource:    func(ctx context.Context) (string, error) { return tokens(ctx, connection, domain.ProtocolGraph) },
 		RejectToken:    func(token string) { graph.ForgetAccessToken(connection, domain.ProtocolGraph, token) },
-		Folders:        folders, AfterImport: afterImport, PermanentDelete: a.PermanentDelete,
+		Folders:        folders, IncludeSubfolders: a.IncludeSubfolders, AfterImport: afterImport, PermanentDelete: a.PermanentDelete,
 		MoveFolder: a.MoveFolder, ErrorFolder: settings.ErrorFolder, MaxMailSize: a.MaxMailSize,
 		Timeout: fetchTimeout, HTTPClient: graphHTTP, // Limiter: graph.DefaultMailboxLimiter, shared with graphsend
 	}, logger.With("account", a.ID))

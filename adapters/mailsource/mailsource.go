@@ -222,6 +222,13 @@ type Fetcher interface {
 	Check(ctx context.Context) error
 }
 
+// ErrFolderVanished means a folder found below a configured folder by
+// include_subfolders, read by an earlier poll, is no longer there (deleted,
+// renamed or unsubscribed). Each source reports it once, next to the poll's
+// result; the other folders are read. It lives here so that callers test
+// one value whichever protocol walked the tree.
+var ErrFolderVanished = errors.New("mailsource: a folder read before is no longer listed")
+
 // ErrPushUnsupported means the server offers no way to be told of new mail
 // (IMAP IDLE, RFC 2177): the account can only be polled.
 var ErrPushUnsupported = errors.New("mailsource: the server offers no push (IMAP IDLE)")

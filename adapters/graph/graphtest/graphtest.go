@@ -344,6 +344,40 @@ func (s *Server) Remove(address, immutableID string) {
 	}
 }
 
+// DeleteFolder removes the folder at path, everything below it and their
+// mails, as a user deleting it in Outlook would.
+func (s *Server) DeleteFolder(address, path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb := s.mailboxes[strings.ToLower(address)]
+	if mb == nil {
+		return
+	}
+	gone := s.folderByPathLocked(mb, path, false)
+	if gone == nil {
+		return
+	}
+	below := func(f *folder) bool {
+		for ; f != nil; f = f.parent {
+			if f == gone {
+				return true
+			}
+		}
+		return false
+	}
+	for _, m := range mb.msgs {
+		if below(m.folder) { // not counted as purged: no client purged them
+			delete(mb.msgs, m.immutableID)
+			delete(mb.restIDs, m.restID)
+		}
+	}
+	for id, f := range mb.folders {
+		if below(f) {
+			delete(mb.folders, id)
+		}
+	}
+}
+
 // MoveOutside moves a message to the folder at path as another client
 // would, giving it a new default id.
 func (s *Server) MoveOutside(address, immutableID, path string) {
