@@ -39,24 +39,55 @@ func writeError(w http.ResponseWriter, e graphError) {
 	}})
 }
 
-// statusWriter remembers the status written, for the request record.
+// statusWriter remembers the status written, for the request record, and
+// holds the answer until flush: the request leaves the mailbox's in-flight
+// count before the client can have the answer's last byte, so a client that
+// waits for a whole answer before its next request never shows above its
+// own limit (an answer written straight through could reach the client
+// before the handler had counted the request out).
+// An answer larger than heldAnswerBytes (a large mail's download) is sent
+// as it is written, so that the fake does not hold large mails in memory
+// that the tests measuring a client's allocations would count.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	body    []byte
+	through bool // the answer outgrew heldAnswerBytes and is being sent
 }
+
+const heldAnswerBytes = 1 << 20
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(p)
+	if !w.through && len(w.body)+len(p) > heldAnswerBytes {
+		w.flush()
+		w.through = true
+	}
+	if w.through {
+		return w.ResponseWriter.Write(p)
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// flush sends the held answer.
+func (w *statusWriter) flush() {
+	if w.status == 0 || w.through {
+		return
+	}
+	w.ResponseWriter.WriteHeader(w.status)
+	if len(w.body) > 0 {
+		_, _ = w.ResponseWriter.Write(w.body)
+	}
+	w.body = nil
 }
 
 // immutablePreferred says whether a Prefer header asks for immutable ids.
@@ -123,9 +154,7 @@ func (s *Server) handle(rw http.ResponseWriter, r *http.Request, batch string) {
 	s.requests = append(s.requests, req)
 	hook := s.onRequest
 	s.mu.Unlock()
-	// The count goes down before the server flushes the answer's end, so a
-	// client that waits for a whole answer before its next request never
-	// shows above its own limit.
+	// The count goes down before the answer is sent (statusWriter).
 	defer func() {
 		s.mu.Lock()
 		if mb != nil {
@@ -133,6 +162,7 @@ func (s *Server) handle(rw http.ResponseWriter, r *http.Request, batch string) {
 		}
 		s.requests[idx].Status = w.status
 		s.mu.Unlock()
+		w.flush()
 	}()
 
 	if hook != nil {
