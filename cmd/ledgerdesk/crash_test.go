@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -23,12 +22,7 @@ import (
 	"github.com/ledgerdesk/ledgerdesk/adapters/dovecottest"
 	"github.com/ledgerdesk/ledgerdesk/adapters/faultproxy"
 	"github.com/ledgerdesk/ledgerdesk/eventstore"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/embedded"
 	"github.com/ledgerdesk/ledgerdesk/eventstore/pgtest"
-	"github.com/ledgerdesk/ledgerdesk/eventstore/postgres"
-	"github.com/ledgerdesk/ledgerdesk/migrations"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 var (
@@ -486,51 +480,30 @@ func waitMailboxCounts(t *testing.T, base string, fetched int) mailboxCounts {
 // MailReceived events per Message-ID, reading the whole global log.
 func receivedPerMessageID(t *testing.T, pgURL, sqlitePath string) map[string]int {
 	t.Helper()
-	ctx := context.Background()
-	var store eventstore.Store
-	if pgURL != "" {
-		pool, err := pgxpool.New(ctx, pgURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
-		if err := migrations.ApplyPostgres(ctx, pool); err != nil {
-			t.Fatal(err)
-		}
-		s, err := postgres.New(pool, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		store = s
-	} else {
-		db, err := embedded.OpenDB(sqlitePath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		store = embedded.New(db, slog.New(slog.DiscardHandler))
-	}
-	defer store.Close()
 	counts := map[string]int{}
-	var after int64
-	for {
-		evs, err := store.ReadAll(ctx, after, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) == 0 {
-			return counts
-		}
-		for _, e := range evs {
-			if e.Type == "MailReceived" {
-				var p struct {
-					MessageID string `json:"message_id"`
-				}
-				if err := json.Unmarshal(e.Payload, &p); err != nil {
-					t.Fatal(err)
-				}
-				counts[p.MessageID]++
+	withStore(t, pgURL, sqlitePath, func(ctx context.Context, store eventstore.Store) {
+		var after int64
+		for {
+			evs, err := store.ReadAll(ctx, after, 1000)
+			if err != nil {
+				t.Fatal(err)
 			}
+			if len(evs) == 0 {
+				return
+			}
+			for _, e := range evs {
+				if e.Type == "MailReceived" {
+					var p struct {
+						MessageID string `json:"message_id"`
+					}
+					if err := json.Unmarshal(e.Payload, &p); err != nil {
+						t.Fatal(err)
+					}
+					counts[p.MessageID]++
+				}
+			}
+			after = evs[len(evs)-1].Position
 		}
-		after = evs[len(evs)-1].Position
-	}
+	})
+	return counts
 }
