@@ -33,6 +33,11 @@ import (
 // baseline that -cpuprofile would also hold.
 var serveCPUProfile = flag.String("serve.cpuprofile", "", "write a CPU profile of BenchmarkServeIMAPImport's timed part to `file`")
 
+// serveBlobStore is the LEDGERDESK_BLOB_STORE of BenchmarkServeIMAPImport's
+// serve (file or postgres), to measure a blob store through the service as
+// well as in blobbench.
+var serveBlobStore = flag.String("serve.blobstore", "file", "the blob store (`file` or postgres) of BenchmarkServeIMAPImport's serve")
+
 // BenchmarkServeIMAPImport measures the whole pipeline in the running
 // service: serve on PostgreSQL, one IMAP account on a real Dovecot whose
 // INBOX holds 5,000 mails of 3-5 KB, a poll-now; next to a bare go-imap
@@ -77,7 +82,7 @@ func BenchmarkServeIMAPImport(b *testing.B) {
 		dv.AddUser(b, user, password)
 		dbURL := pgtest.NewDatabase(b)
 		srv := startServe(b, map[string]string{envDataDir: b.TempDir(), envDatabaseURL: dbURL,
-			envSecretKey: strings.Repeat("ab", 32), envAdminToken: e2eToken})
+			envSecretKey: strings.Repeat("ab", 32), envAdminToken: e2eToken, envBlobStore: *serveBlobStore})
 		api := apiClient{tb: b, base: srv.URL}
 		id := api.createdID("/api/v1/inbound-accounts", map[string]any{"name": "bench", "protocol": "imap", "host": host,
 			"port": port, "security": "none", "allow_plaintext_auth": true, "username": user, "password": password,
